@@ -1,0 +1,1 @@
+"""The four Qianshao services: ingest, risk, alerting and gateway."""

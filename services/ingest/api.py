@@ -1,0 +1,265 @@
+"""ingest's HTTP API: the push endpoint and the station registry. Thin: parsing, authorisation and
+the call into the domain; no SQL here."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from services.ingest import stations as station_repo
+from services.ingest.stations import Station, StationCache, StationIn
+from shared.clock import Clock
+from shared.contracts import RawReading, Topics
+from shared.errors import PermissionDenied, ValidationFailed
+from shared.http import PROBLEM, IdentityDep, problem
+from shared.identity import Identity
+from shared.kafka import EventProducer
+
+
+class Rejected(BaseModel):
+    index: int
+    reason: str
+
+
+class PushResult(BaseModel):
+    accepted: int
+    rejected: list[Rejected]
+
+
+class ReadingsIngress:
+    """The HTTP edge of ingest: validate each item, write the good ones to the raw topic with
+    acks=all, answer per item. The consumer is the only writer of ``ingest.readings``."""
+
+    def __init__(
+        self,
+        *,
+        producer: EventProducer,
+        stations: StationCache,
+        topics: Topics,
+        clock: Clock,
+        max_items: int,
+    ) -> None:
+        self._producer = producer
+        self._stations = stations
+        self._topics = topics
+        self._clock = clock
+        self._max_items = max_items
+
+    async def push(self, body: Any, identity: Identity) -> PushResult:
+        items, source = _envelope(body, self._max_items)
+        if identity.kind == "api_client" and identity.sources and source not in identity.sources:
+            raise PermissionDenied(f"this key may not push as source {source!r}")
+        now = self._clock.now()
+        rejected: list[Rejected] = []
+        good: list[tuple[int, RawReading]] = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                rejected.append(Rejected(index=i, reason="item is not an object"))
+                continue
+            try:
+                raw = RawReading.model_validate({**item, "source": source, "received_at": now})
+            except ValidationError as exc:
+                rejected.append(Rejected(index=i, reason=_reason(exc)))
+                continue
+            good.append((i, raw))
+        known = await self._stations.get_many(r.station_id for _, r in good)
+        out: list[tuple[str, bytes]] = []
+        for i, raw in good:
+            st = known.get(raw.station_id)
+            if st is None:
+                rejected.append(Rejected(index=i, reason=f"unknown station {raw.station_id!r}"))
+            elif not identity.can_see_region(st.region_code):
+                rejected.append(Rejected(index=i, reason="station is outside your region"))
+            else:
+                out.append((raw.station_id, orjson.dumps(raw.model_dump(mode="json"))))
+        await self._producer.send_many(self._topics.obs_sensor, out)
+        rejected.sort(key=lambda r: r.index)
+        return PushResult(accepted=len(out), rejected=rejected)
+
+
+def _envelope(body: Any, max_items: int) -> tuple[list[Any], str]:
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be an object with 'source' and 'readings'")
+    source = body.get("source")
+    readings = body.get("readings")
+    if not isinstance(source, str) or not 0 < len(source) <= 64:
+        raise ValidationFailed("'source' must be a non-empty string of at most 64 characters")
+    if not isinstance(readings, list):
+        raise ValidationFailed("'readings' must be a list")
+    if len(readings) > max_items:
+        raise ValidationFailed(f"at most {max_items} readings per request, got {len(readings)}")
+    return readings, source
+
+
+def _reason(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    loc = ".".join(str(p) for p in e.get("loc", ()))
+    return f"{loc}: {e.get('msg')}" if loc else str(e.get("msg"))
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body up to ``limit`` bytes (after gzip), refusing more without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if request.headers.get("content-encoding", "").lower() == "gzip":
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            data = d.decompress(data, limit + 1)
+        except zlib.error as exc:
+            raise ValueError("body is not valid gzip") from exc
+        if len(data) > limit or d.unconsumed_tail:
+            raise BodyTooLarge
+    return data
+
+
+def parse_body(data: bytes, content_type: str) -> Any:
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype in ("application/x-ndjson", "application/ndjson", "application/jsonl"):
+        # NDJSON: a first line {"source": …} may name the source; every other line is a reading
+        lines = [ln for ln in data.split(b"\n") if ln.strip()]
+        docs = [orjson.loads(ln) for ln in lines]
+        source = None
+        if docs and isinstance(docs[0], dict) and set(docs[0]) == {"source"}:
+            source = docs.pop(0)["source"]
+        return {"source": source, "readings": docs}
+    return orjson.loads(data)
+
+
+def ingress(request: Request) -> ReadingsIngress:
+    return request.app.state.ingress  # type: ignore[no-any-return]
+
+
+def pool(request: Request) -> Any:
+    return request.app.state.runtime.pool
+
+
+def router(max_body_bytes: int) -> APIRouter:
+    r = APIRouter(prefix="/v1")
+
+    @r.post(
+        "/readings",
+        status_code=202,
+        response_model=PushResult,
+        responses={
+            400: {"description": "Malformed body", "content": {PROBLEM: {}}},
+            413: {"description": "Body too large", "content": {PROBLEM: {}}},
+            422: {"description": "Envelope invalid", "content": {PROBLEM: {}}},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["source", "readings"],
+                            "properties": {
+                                "source": {"type": "string"},
+                                "readings": {
+                                    "type": "array",
+                                    "items": RawReading.model_json_schema(),
+                                },
+                            },
+                        }
+                    },
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                }
+            }
+        },
+    )
+    async def push_readings(
+        request: Request,
+        identity: IdentityDep,
+        edge: Annotated[ReadingsIngress, Depends(ingress)],
+    ) -> Response:
+        """Push a batch of readings. Each item is answered on its own; bad items never block good
+        ones. Accepted readings are durable on the broker before the 202."""
+        identity.require_scope("readings:write")
+        try:
+            data = await read_body(request, max_body_bytes)
+        except BodyTooLarge:
+            return problem(413, f"the body is larger than {max_body_bytes} bytes")
+        except ValueError as exc:
+            return problem(400, str(exc))
+        try:
+            body = parse_body(data, request.headers.get("content-type", "application/json"))
+        except orjson.JSONDecodeError as exc:
+            return problem(400, f"malformed JSON: {exc}")
+        result = await edge.push(body, identity)
+        return JSONResponse(result.model_dump(), status_code=202)
+
+    @r.post("/stations", status_code=201, response_model=Station)
+    async def create_station(
+        body: StationIn, identity: IdentityDep, request: Request
+    ) -> Station:
+        identity.require_scope("stations:write")
+        identity.require_region(body.region_code)
+        st = await station_repo.create(pool(request), station=body)
+        request.app.state.stations.invalidate(st.id)
+        return st
+
+    @r.put("/stations/{station_id}", response_model=Station)
+    async def replace_station(
+        station_id: str, body: StationIn, identity: IdentityDep, request: Request
+    ) -> Station:
+        identity.require_scope("stations:write")
+        if body.id != station_id:
+            raise ValidationFailed("the body's id must match the path")
+        old = await station_repo.get(pool(request), station_id=station_id)
+        identity.require_region(old.region_code)
+        identity.require_region(body.region_code)
+        st = await station_repo.replace(pool(request), station=body)
+        request.app.state.stations.invalidate(st.id)
+        return st
+
+    @r.get("/stations/{station_id}", response_model=Station)
+    async def get_station(station_id: str, identity: IdentityDep, request: Request) -> Station:
+        identity.require_scope("stations:read")
+        st = await station_repo.get(pool(request), station_id=station_id)
+        identity.require_region(st.region_code)
+        return st
+
+    @r.delete("/stations/{station_id}", status_code=204)
+    async def delete_station(station_id: str, identity: IdentityDep, request: Request) -> Response:
+        identity.require_scope("stations:write")
+        st = await station_repo.get(pool(request), station_id=station_id)
+        identity.require_region(st.region_code)
+        await station_repo.delete(pool(request), station_id=station_id)
+        request.app.state.stations.invalidate(station_id)
+        return Response(status_code=204)
+
+    @r.get("/stations", response_model=list[Station])
+    async def list_stations(
+        identity: IdentityDep,
+        request: Request,
+        region_prefix: Annotated[str, Query(pattern=r"^\d{0,12}$")] = "",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        after: str = "",
+    ) -> list[Station]:
+        identity.require_scope("stations:read")
+        prefix = region_prefix if region_prefix.startswith(identity.region_prefix) else ""
+        if not prefix.startswith(identity.region_prefix):
+            prefix = identity.region_prefix
+        return await station_repo.list_(pool(request), region_prefix=prefix, limit=limit, after=after)
+
+    return r
+
+

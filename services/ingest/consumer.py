@@ -1,0 +1,135 @@
+"""The ingest consumer: raw observations in, stored and published readings out.
+
+    decode ─▶ station lookup ─▶ check & normalise ─▶ store (idempotent) ─▶ publish readings.v1
+       │            │                 │
+       └────────────┴─────────────────┴──▶ dead letters (readings.dlq.v1, with the reason)
+
+The runner commits offsets only after this returns, i.e. after the rows are stored and the
+published readings are acknowledged by the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import orjson
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from services.ingest.stations import StationCache
+from services.ingest.store import ReadingStore, Row
+from services.ingest.validation import Rejection, check_reading
+from shared.clock import Clock
+from shared.contracts import RawReading, Reading, Topics, stable_id
+from shared.kafka import BatchResult, EventProducer, InvalidMessage, Message
+
+log = logging.getLogger(__name__)
+
+READINGS = Counter("qianshao_ingest_readings_total", "Readings stored", ["quality"])
+REJECTED = Counter("qianshao_ingest_rejected_total", "Readings rejected", ["reason"])
+CONFLICTS = Counter(
+    "qianshao_ingest_conflicts_total", "Repeated readings with another value (first one kept)"
+)
+
+
+def reading_event_id(station_id: str, metric: str, ts_iso: str) -> str:
+    return stable_id("reading", station_id, metric, ts_iso)
+
+
+class IngestHandler:
+    def __init__(
+        self,
+        *,
+        store: ReadingStore,
+        stations: StationCache,
+        producer: EventProducer,
+        topics: Topics,
+        clock: Clock,
+        future_tolerance_s: int = 300,
+    ) -> None:
+        self._store = store
+        self._stations = stations
+        self._producer = producer
+        self._topics = topics
+        self._clock = clock
+        self._future_tolerance_s = future_tolerance_s
+
+    async def process(self, batch: Sequence[Message]) -> BatchResult:
+        now = self._clock.now()
+        dead: list[InvalidMessage] = []
+        decoded: list[tuple[Message, RawReading]] = []
+        for m in batch:
+            try:
+                decoded.append((m, RawReading.model_validate_json(m.value)))
+            except ValidationError as exc:
+                reason = "invalid_json" if _is_json_error(exc) else "invalid_reading"
+                dead.append(InvalidMessage(m, reason, _short(exc)))
+        stations = await self._stations.get_many(r.station_id for _, r in decoded)
+        rows: list[Row] = []
+        forecasts: list[tuple[Row, object]] = []
+        for m, raw in decoded:
+            station = stations.get(raw.station_id)
+            if station is None:
+                dead.append(
+                    InvalidMessage(m, "unknown_station", f"station {raw.station_id!r} is not registered")
+                )
+                continue
+            checked = check_reading(raw, station, now, future_tolerance_s=self._future_tolerance_s)
+            if isinstance(checked, Rejection):
+                dead.append(InvalidMessage(m, checked.reason, checked.detail))
+                continue
+            row = Row(
+                raw.station_id,
+                raw.metric,
+                raw.ts,
+                checked.value,
+                checked.unit,
+                checked.quality,
+                checked.checks,
+                raw.source,
+            )
+            if raw.kind == "forecast":
+                forecasts.append((row, raw.issued_at or raw.received_at or now))
+            else:
+                rows.append(row)
+        result = await self._store.write(rows)
+        await self._store.write_forecasts([(r, t) for r, t in forecasts])  # type: ignore[misc]
+        for _r, _kept in result.conflicts:
+            CONFLICTS.inc()
+        for d in dead:
+            REJECTED.labels(d.reason).inc()
+        events = []
+        for r in result.stored:
+            station = stations[r.station_id]
+            ts_iso = r.ts.isoformat()
+            ev = Reading(
+                event_id=reading_event_id(r.station_id, r.metric, ts_iso),
+                produced_at=now,
+                station_id=r.station_id,
+                region_code=station.region_code,
+                station_kind=station.kind,
+                metric=r.metric,
+                ts=r.ts,
+                value=r.value,
+                unit=r.unit,
+                quality=r.quality,  # type: ignore[arg-type]
+                quality_checks=list(r.checks),
+                source=r.source,
+            )
+            READINGS.labels(r.quality).inc()
+            events.append((r.station_id, orjson.dumps(ev.model_dump(mode="json"))))
+        await self._producer.send_many(self._topics.readings, events)
+        return BatchResult(dead_letters=dead)
+
+
+def _is_json_error(exc: ValidationError) -> bool:
+    return any(e.get("type") == "json_invalid" for e in exc.errors())
+
+
+def _short(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in e.get("loc", ()))
+        parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+    return "; ".join(parts)

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class IngestSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="QIANSHAO_INGEST_", extra="ignore", frozen=True)
+
+    port: int = 8001
+    storage: Literal["auto", "timescale", "native"] = "auto"
+    topic_prefix: str = ""
+    consumer_group: str = "ingest"
+    run_consumer: bool = True
+    max_batch_items: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=16 << 20, ge=1024)
+    future_tolerance_s: int = 300
+    retention_days: int = 180
+    station_cache_ttl_s: float = 30.0

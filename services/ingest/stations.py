@@ -1,0 +1,170 @@
+"""Station registry: the repository (keyword-only functions over a pool) and a read-through cache."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.ingest.validation import StationInfo
+from shared.contracts import RegionCode, StationId
+from shared.errors import Conflict, NotFound
+
+STATION_KINDS = (
+    "rain_gauge",
+    "water_level",
+    "weather_station",
+    "gnss_displacement",
+    "crack_meter",
+    "combustible_gas",
+    "toxic_gas",
+    "coal_mine_methane",
+    "co",
+    "tank_level",
+    "tank_temperature",
+    "tank_pressure",
+    "fire_danger",
+)
+
+
+class StationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: StationId
+    name: str = Field(min_length=1, max_length=200)
+    kind: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")
+    region_code: RegionCode
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    owner_enterprise: str | None = Field(default=None, max_length=200)
+    interval_s: int = Field(default=300, gt=0, le=86400 * 7)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    maintenance: bool = False
+
+
+class Station(StationIn):
+    model_config = ConfigDict(extra="ignore")
+
+
+_COLUMNS = "id, name, kind, region_code, lat, lon, owner_enterprise, interval_s, attributes, maintenance"
+
+
+def _station(row: asyncpg.Record) -> Station:
+    return Station.model_validate(dict(row.items()))
+
+
+async def create(pool: asyncpg.Pool, *, station: StationIn) -> Station:
+    try:
+        row = await pool.fetchrow(
+            f"""INSERT INTO ingest.stations ({_COLUMNS})
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_COLUMNS}""",
+            *_values(station),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise Conflict(f"station {station.id!r} exists already") from exc
+    assert row is not None
+    return _station(row)
+
+
+async def replace(pool: asyncpg.Pool, *, station: StationIn) -> Station:
+    row = await pool.fetchrow(
+        f"""UPDATE ingest.stations SET name=$2, kind=$3, region_code=$4, lat=$5, lon=$6,
+               owner_enterprise=$7, interval_s=$8, attributes=$9, maintenance=$10, updated_at=now()
+             WHERE id=$1 RETURNING {_COLUMNS}""",
+        *_values(station),
+    )
+    if row is None:
+        raise NotFound(f"no station {station.id!r}")
+    return _station(row)
+
+
+def _values(s: StationIn) -> tuple[Any, ...]:
+    return (
+        s.id,
+        s.name,
+        s.kind,
+        s.region_code,
+        s.lat,
+        s.lon,
+        s.owner_enterprise,
+        s.interval_s,
+        s.attributes,
+        s.maintenance,
+    )
+
+
+async def get(pool: asyncpg.Pool, *, station_id: str) -> Station:
+    row = await pool.fetchrow(f"SELECT {_COLUMNS} FROM ingest.stations WHERE id=$1", station_id)
+    if row is None:
+        raise NotFound(f"no station {station_id!r}")
+    return _station(row)
+
+
+async def delete(pool: asyncpg.Pool, *, station_id: str) -> None:
+    status = await pool.execute("DELETE FROM ingest.stations WHERE id=$1", station_id)
+    if status.endswith(" 0"):
+        raise NotFound(f"no station {station_id!r}")
+
+
+async def list_(
+    pool: asyncpg.Pool, *, region_prefix: str = "", limit: int = 100, after: str = ""
+) -> list[Station]:
+    rows = await pool.fetch(
+        f"""SELECT {_COLUMNS} FROM ingest.stations
+             WHERE region_code LIKE $1 || '%' AND id > $2 ORDER BY id LIMIT $3""",
+        region_prefix,
+        after,
+        limit,
+    )
+    return [_station(r) for r in rows]
+
+
+class StationCache:
+    """Station lookups for the hot path. Entries expire after ``ttl_s``; misses are looked up in
+    one query per batch. Unknown ids are cached negatively for the same time."""
+
+    def __init__(self, pool: asyncpg.Pool, ttl_s: float = 30.0) -> None:
+        self._pool = pool
+        self._ttl = ttl_s
+        self._entries: dict[str, tuple[float, StationInfo | None]] = {}
+
+    def invalidate(self, station_id: str) -> None:
+        self._entries.pop(station_id, None)
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, StationInfo]:
+        now = time.monotonic()
+        found: dict[str, StationInfo] = {}
+        missing: list[str] = []
+        for sid in set(ids):
+            entry = self._entries.get(sid)
+            if entry is not None and entry[0] > now:
+                if entry[1] is not None:
+                    found[sid] = entry[1]
+            else:
+                missing.append(sid)
+        if missing:
+            rows = await self._pool.fetch(
+                """SELECT id, kind, region_code, interval_s, attributes, maintenance
+                     FROM ingest.stations WHERE id = ANY($1::text[])""",
+                missing,
+            )
+            for r in rows:
+                info = StationInfo(
+                    id=r["id"],
+                    kind=r["kind"],
+                    region_code=r["region_code"],
+                    interval_s=r["interval_s"],
+                    attributes=r["attributes"],
+                    maintenance=r["maintenance"],
+                )
+                found[info.id] = info
+            # unknown ids are remembered briefly only: a station registered on another replica
+            # must start being accepted quickly
+            for sid in missing:
+                info = found.get(sid)
+                ttl = self._ttl if info is not None else min(self._ttl, 2.0)
+                self._entries[sid] = (now + ttl, info)
+        return found

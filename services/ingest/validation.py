@@ -1,0 +1,148 @@
+"""Pure validation, unit normalisation and quality flags for one reading.
+
+No I/O: a function of the reading, the station it belongs to and ``now``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.contracts import Quality, RawReading
+
+# Canonical unit per metric, and how each accepted unit converts to it.
+Converter = Callable[[float], float]
+
+
+def _scale(k: float) -> Converter:
+    return lambda v: v * k
+
+
+_IDENTITY: Converter = _scale(1.0)
+
+UNITS: dict[str, tuple[str, dict[str, Converter]]] = {
+    "rainfall": ("mm", {"mm": _IDENTITY, "cm": _scale(10.0), "m": _scale(1000.0)}),
+    "water_level": ("m", {"m": _IDENTITY, "cm": _scale(0.01), "mm": _scale(0.001)}),
+    "temperature": (
+        "degC",
+        {
+            "degc": _IDENTITY,
+            "°c": _IDENTITY,
+            "c": _IDENTITY,
+            "k": lambda v: v - 273.15,
+            "degf": lambda v: (v - 32.0) * 5.0 / 9.0,
+        },
+    ),
+    "wind_speed": ("m/s", {"m/s": _IDENTITY, "km/h": _scale(1 / 3.6)}),
+    "wind_gust": ("m/s", {"m/s": _IDENTITY, "km/h": _scale(1 / 3.6)}),
+    "ch4": ("%", {"%": _IDENTITY, "ppm": _scale(1e-4)}),
+    "co": ("ppm", {"ppm": _IDENTITY}),
+    "combustible_gas": ("%LEL", {"%lel": _IDENTITY}),
+    "toxic_gas": ("ppm", {"ppm": _IDENTITY}),
+    "displacement": ("mm", {"mm": _IDENTITY, "cm": _scale(10.0), "m": _scale(1000.0)}),
+    "crack_width": ("mm", {"mm": _IDENTITY, "cm": _scale(10.0)}),
+    "tank_level": ("m", {"m": _IDENTITY, "cm": _scale(0.01), "mm": _scale(0.001)}),
+    "tank_temperature": ("degC", {"degc": _IDENTITY, "°c": _IDENTITY, "c": _IDENTITY}),
+    "tank_pressure": ("MPa", {"mpa": _IDENTITY, "kpa": _scale(0.001), "bar": _scale(0.1)}),
+    "fire_danger": ("grade", {"grade": _IDENTITY, "": _IDENTITY}),
+}
+
+# Physically impossible values are rejected (hard); implausible ones are flagged doubtful (soft).
+# A station may narrow either with attributes ``hard_range`` / ``soft_range`` keyed by metric.
+HARD_RANGE: dict[str, tuple[float, float]] = {
+    "rainfall": (0.0, 500.0),
+    "water_level": (-500.0, 9000.0),
+    "temperature": (-80.0, 65.0),
+    "wind_speed": (0.0, 120.0),
+    "wind_gust": (0.0, 150.0),
+    "ch4": (0.0, 100.0),
+    "co": (0.0, 5000.0),
+    "combustible_gas": (0.0, 100.0),
+    "toxic_gas": (0.0, 10000.0),
+    "fire_danger": (1.0, 5.0),
+}
+SOFT_RANGE: dict[str, tuple[float, float]] = {
+    "rainfall": (0.0, 200.0),
+    "temperature": (-50.0, 50.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StationInfo:
+    id: str
+    kind: str
+    region_code: str
+    interval_s: int = 300
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    maintenance: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Normalised:
+    value: float
+    unit: str
+    quality: Quality
+    checks: tuple[str, ...]
+
+
+def _range(station: StationInfo, key: str, metric: str) -> tuple[float, float] | None:
+    override = station.attributes.get(key)
+    if isinstance(override, Mapping):
+        r = override.get(metric)
+        if isinstance(r, list | tuple) and len(r) == 2:
+            return float(r[0]), float(r[1])
+    table = HARD_RANGE if key == "hard_range" else SOFT_RANGE
+    return table.get(metric)
+
+
+def normalise_unit(metric: str, value: float, unit: str | None) -> tuple[float, str] | Rejection:
+    spec = UNITS.get(metric)
+    if spec is None:
+        # an unknown metric is kept as sent; its unit must be stated
+        if unit is None:
+            return Rejection("missing_unit", f"metric {metric!r} is not known; state its unit")
+        return value, unit
+    canonical, converters = spec
+    if unit is None:
+        return value, canonical
+    conv = converters.get(unit.strip().lower())
+    if conv is None:
+        return Rejection(
+            "bad_unit", f"unit {unit!r} is not accepted for {metric}; use {canonical}"
+        )
+    return conv(value), canonical
+
+
+def check_reading(
+    raw: RawReading, station: StationInfo, now: datetime, *, future_tolerance_s: int = 300
+) -> Normalised | Rejection:
+    """Validate and normalise one reading; never raises for bad data."""
+    converted = normalise_unit(raw.metric, raw.value, raw.unit)
+    if isinstance(converted, Rejection):
+        return converted
+    value, unit = converted
+    checks: list[str] = []
+    quality: Quality = "good"
+    hard = _range(station, "hard_range", raw.metric)
+    if hard is not None and not hard[0] <= value <= hard[1]:
+        return Rejection(
+            "out_of_hard_range", f"{raw.metric}={value:g} {unit} outside [{hard[0]:g}, {hard[1]:g}]"
+        )
+    soft = _range(station, "soft_range", raw.metric)
+    if soft is not None and not soft[0] <= value <= soft[1]:
+        quality = "doubtful"
+        checks.append("soft_range")
+    if raw.kind == "observation" and raw.ts > now + timedelta(seconds=future_tolerance_s):
+        quality = "doubtful"
+        checks.append("future_timestamp")
+    if station.maintenance:
+        checks.append("maintenance")
+    return Normalised(value, unit, quality, tuple(checks))

@@ -1,0 +1,253 @@
+"""Versioned event contracts for every Kafka topic (ARCHITECTURE.md, "Topics").
+
+All events are JSON in UTF-8. The topic name carries the major version (``.v1``); a breaking change
+gets a new topic. Every event has an ``event_id`` that makes re-delivery harmless, the time the event
+is about and the time it was produced.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+class Topics:
+    """Topic names. Instances allow a per-test prefix; the defaults are the production names."""
+
+    OBS_SENSOR = "obs.sensor.v1"
+    OBS_WEATHER = "obs.weather.v1"
+    OBS_HYDRO = "obs.hydro.v1"
+    WARNINGS_UPSTREAM = "warnings.upstream.v1"
+    READINGS = "readings.v1"
+    READINGS_DLQ = "readings.dlq.v1"
+    RISK_EVENTS = "risk.events.v1"
+    ALERTS = "alerts.v1"
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def obs_sensor(self) -> str:
+        return self.name(self.OBS_SENSOR)
+
+    @property
+    def obs_weather(self) -> str:
+        return self.name(self.OBS_WEATHER)
+
+    @property
+    def obs_hydro(self) -> str:
+        return self.name(self.OBS_HYDRO)
+
+    @property
+    def warnings_upstream(self) -> str:
+        return self.name(self.WARNINGS_UPSTREAM)
+
+    @property
+    def readings(self) -> str:
+        return self.name(self.READINGS)
+
+    @property
+    def readings_dlq(self) -> str:
+        return self.name(self.READINGS_DLQ)
+
+    @property
+    def risk_events(self) -> str:
+        return self.name(self.RISK_EVENTS)
+
+    @property
+    def alerts(self) -> str:
+        return self.name(self.ALERTS)
+
+    def all(self) -> list[str]:
+        bases = [
+            self.OBS_SENSOR,
+            self.OBS_WEATHER,
+            self.OBS_HYDRO,
+            self.WARNINGS_UPSTREAM,
+            self.READINGS,
+            self.READINGS_DLQ,
+            self.RISK_EVENTS,
+            self.ALERTS,
+        ]
+        names = [self.name(b) for b in bases]
+        # dead-letter topics of the consumers that are not ingest
+        names += [f"{self.readings}.dlq", f"{self.risk_events}.dlq", f"{self.warnings_upstream}.dlq"]
+        return names
+
+
+class Level(enum.IntEnum):
+    """Warning levels; a larger value is more severe. ``none`` means no level is reached."""
+
+    none = 0
+    blue = 1  # IV  一般
+    yellow = 2  # III 较重
+    orange = 3  # II  严重
+    red = 4  # I   特别严重
+
+    @property
+    def roman(self) -> str:
+        return ["-", "IV", "III", "II", "I"][self.value]
+
+    @property
+    def chinese(self) -> str:
+        return ["无", "蓝色", "黄色", "橙色", "红色"][self.value]
+
+    @property
+    def cap_severity(self) -> str:
+        return ["Unknown", "Minor", "Moderate", "Severe", "Extreme"][self.value]
+
+    @classmethod
+    def parse(cls, name: str) -> Level:
+        try:
+            return cls[name]
+        except KeyError:
+            raise ValueError(f"unknown level {name!r}; expected none|blue|yellow|orange|red") from None
+
+
+LevelName = Literal["none", "blue", "yellow", "orange", "red"]
+ActiveLevelName = Literal["blue", "yellow", "orange", "red"]
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp must carry a UTC offset, e.g. 2026-07-01T08:00:00+08:00")
+    return value
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+RegionCode = Annotated[str, Field(pattern=r"^\d{12}$", description="12-digit division code")]
+StationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+def stable_id(*parts: object) -> str:
+    """A deterministic id from the parts: re-processing the same input yields the same id."""
+    h = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=16)
+    return h.hexdigest()
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str = Field(min_length=1, max_length=64)
+    produced_at: AwareDatetime
+
+
+class RawReading(BaseModel):
+    """``obs.sensor.v1`` / ``obs.weather.v1`` / ``obs.hydro.v1``: a reading as received.
+
+    Producers outside Qianshao may omit ``received_at``; the ingest edge always sets it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    source: str = Field(min_length=1, max_length=64)
+    station_id: StationId
+    metric: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")
+    ts: AwareDatetime
+    value: float = Field(allow_inf_nan=False)
+    unit: str | None = Field(default=None, max_length=16)
+    kind: Literal["observation", "forecast"] = "observation"
+    issued_at: AwareDatetime | None = None
+    received_at: AwareDatetime | None = None
+
+
+Quality = Literal["good", "doubtful", "bad"]
+
+
+class Reading(Event):
+    """``readings.v1``: validated, unit-normalised, quality-flagged. Key: station id."""
+
+    station_id: StationId
+    region_code: RegionCode
+    station_kind: str
+    metric: str
+    ts: AwareDatetime
+    value: float
+    unit: str
+    quality: Quality = "good"
+    quality_checks: list[str] = Field(default_factory=list)
+    source: str
+
+
+class DeadLetter(BaseModel):
+    """``readings.dlq.v1`` and ``<topic>.dlq``: a message that could not be processed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    payload: str = Field(description="the original message value, decoded as UTF-8 with escapes")
+    reason: str = Field(description="a short machine-readable reason, e.g. 'invalid_json'")
+    detail: str
+    service: str
+    failed_at: AwareDatetime
+
+
+class Evidence(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    rule_id: str
+    metric: str
+    value: float
+    threshold: float | None = None
+    direction: Literal["above", "below"] = "above"
+    readings: list[dict[str, Any]] = Field(default_factory=list)
+    source_clause: str = ""
+
+
+class RiskEvent(Event):
+    """``risk.events.v1``: a level raised, lowered or cleared, per station or per region."""
+
+    scope: Literal["station", "region"]
+    station_id: str | None = None
+    region_code: RegionCode
+    hazard: str
+    rule_id: str
+    previous_level: LevelName
+    level: LevelName
+    change: Literal["raised", "lowered", "cleared"]
+    urgency: Literal["Immediate", "Expected"] = "Immediate"
+    event_time: AwareDatetime
+    evidence: Evidence
+
+
+class AlertVersion(Event):
+    """``alerts.v1``: one version of a warning (CAP msgType Alert, Update or Cancel)."""
+
+    warning_id: str
+    identifier: str
+    version: int
+    msg_type: Literal["Alert", "Update", "Cancel"]
+    status: Literal["Actual", "Exercise", "Test"] = "Actual"
+    hazard: str
+    level: LevelName
+    region_code: RegionCode
+    station_ids: list[str]
+    references: list[str] = Field(default_factory=list)
+    sent: AwareDatetime
+    headline: str
+    description: str
+
+
+class UpstreamWarning(Event):
+    """``warnings.upstream.v1``: a warning issued by someone else (e.g. the meteorological service)."""
+
+    identifier: str
+    sender: str
+    sent: AwareDatetime
+    msg_type: Literal["Alert", "Update", "Cancel"]
+    status: Literal["Actual", "Exercise", "System", "Test", "Draft"]
+    event: str
+    level: LevelName
+    region_codes: list[str]
+    references: list[str] = Field(default_factory=list)
+    headline: str = ""

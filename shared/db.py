@@ -1,0 +1,243 @@
+"""PostgreSQL adapters: the asyncpg pool, the migration runner, TimescaleDB detection and native
+time partitioning for when TimescaleDB is absent.
+
+Migrations live in ``services/<service>/migrations/NNNN_name.sql``. A migration that must differ
+between the two storage paths comes as a pair, ``NNNN_name.timescale.sql`` and
+``NNNN_name.native.sql``; the runner applies the one that fits the database it finds. Each service
+has its own schema and records what it applied in ``<schema>.schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+
+from shared.errors import DatabaseError
+
+log = logging.getLogger(__name__)
+
+Pool = asyncpg.Pool
+Connection = asyncpg.Connection
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def ident(name: str) -> str:
+    """Check a SQL identifier we build statements with (schema and table names are ours)."""
+    for part in name.split("."):
+        if not _IDENT.match(part):
+            raise ValueError(f"not a safe identifier: {name!r}")
+    return name
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    attempts: int = 30,
+    delay_s: float = 0.5,
+) -> asyncpg.Pool:
+    """Open a pool, waiting for the database to accept connections (it may still be starting)."""
+    last: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                init=_init_connection,
+                command_timeout=60,
+            )
+            assert pool is not None
+            return pool
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            last = exc
+            log.info("database not reachable yet", extra={"attempt": attempt, "error": repr(exc)})
+            await asyncio.sleep(delay_s)
+    raise DatabaseError(f"database unreachable after {attempts} attempts: {last!r}") from last
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    try:
+        async with asyncio.timeout(2):
+            await pool.fetchval("SELECT 1")
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseError(f"database unreachable: {exc!r}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# TimescaleDB detection
+
+StorageMode = Literal["timescale", "native"]
+
+
+async def detect_storage(conn: asyncpg.Connection, prefer: str = "auto") -> StorageMode:
+    """``timescale`` when ``CREATE EXTENSION timescaledb`` works, otherwise ``native``.
+
+    ``prefer="native"`` forces the fallback (tests of that path); ``"timescale"`` makes the absence
+    of the extension an error.
+    """
+    if prefer == "native":
+        return "native"
+    available = await conn.fetchval(
+        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
+    )
+    if available:
+        try:
+            async with conn.transaction():
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            return "timescale"
+        except asyncpg.PostgresError as exc:
+            log.warning("timescaledb is installed but cannot be loaded", extra={"error": str(exc)})
+    if prefer == "timescale":
+        raise DatabaseError("TimescaleDB was required but CREATE EXTENSION timescaledb failed")
+    return "native"
+
+
+# ---------------------------------------------------------------------------------------------
+# migrations
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    path: Path
+
+
+def discover(directory: Path, mode: StorageMode) -> list[Migration]:
+    chosen: dict[str, Path] = {}
+    for path in sorted(directory.glob("*.sql")):
+        stem = path.name[:-4]
+        variant = None
+        if stem.endswith(".timescale") or stem.endswith(".native"):
+            stem, variant = stem.rsplit(".", 1)
+        if variant is not None and variant != mode:
+            continue
+        if stem in chosen:
+            raise ValueError(f"two migrations named {stem} in {directory}")
+        chosen[stem] = path
+    return [Migration(v, p) for v, p in sorted(chosen.items())]
+
+
+async def migrate(
+    pool: asyncpg.Pool, schema: str, directory: Path, *, storage: str = "auto"
+) -> StorageMode:
+    """Apply the service's pending migrations, once, even with several replicas starting at once."""
+    ident(schema)
+    async with pool.acquire() as conn:
+        mode = await detect_storage(conn, storage)
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            await conn.execute(
+                f"""CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+                        version text PRIMARY KEY,
+                        storage text NOT NULL,
+                        applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {
+                r["version"]
+                for r in await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")
+            }
+            for m in discover(directory, mode):
+                if m.version in done:
+                    continue
+                log.info("applying migration", extra={"schema": schema, "version": m.version})
+                await conn.execute(m.path.read_text(encoding="utf-8"))
+                await conn.execute(
+                    f"INSERT INTO {schema}.schema_migrations (version, storage) VALUES ($1, $2)",
+                    m.version,
+                    mode,
+                )
+    return mode
+
+
+async def storage_mode(pool: asyncpg.Pool, schema: str) -> StorageMode:
+    """The storage path the schema was migrated with."""
+    value = await pool.fetchval(
+        f"SELECT storage FROM {ident(schema)}.schema_migrations ORDER BY version LIMIT 1"
+    )
+    return "timescale" if value == "timescale" else "native"
+
+
+# ---------------------------------------------------------------------------------------------
+# native partitioning (the fallback when TimescaleDB is absent)
+
+
+def day_start(ts: datetime) -> date:
+    return ts.astimezone(UTC).date()
+
+
+class DailyPartitions:
+    """Creates one partition per UTC day of a range-partitioned table, on demand, and drops the
+    ones that fall out of retention. Creation is serialised by an advisory lock so that several
+    writers can ask for the same day at once."""
+
+    def __init__(self, table: str) -> None:
+        self.table = ident(table)
+        self._known: set[date] = set()
+
+    def partition_name(self, day: date) -> str:
+        return f"{self.table}_p{day:%Y%m%d}"
+
+    async def ensure(self, conn: asyncpg.Connection, days: Iterable[date]) -> None:
+        missing = sorted(set(days) - self._known)
+        if not missing:
+            return
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"part:{self.table}")
+            for day in missing:
+                lo = datetime(day.year, day.month, day.day, tzinfo=UTC)
+                hi = lo + timedelta(days=1)
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.partition_name(day)} "
+                    f"PARTITION OF {self.table} FOR VALUES FROM ('{lo.isoformat()}') "
+                    f"TO ('{hi.isoformat()}')"
+                )
+        self._known.update(missing)
+
+    async def drop_before(self, conn: asyncpg.Connection, cutoff: date) -> list[str]:
+        """Drop whole partitions whose day ends on or before ``cutoff``; return their names."""
+        schema, _, name = self.table.rpartition(".")
+        rows = await conn.fetch(
+            """SELECT c.relname FROM pg_inherits i
+                 JOIN pg_class c ON c.oid = i.inhrelid
+                 JOIN pg_class p ON p.oid = i.inhparent
+                 JOIN pg_namespace n ON n.oid = p.relnamespace
+                WHERE p.relname = $1 AND n.nspname = $2""",
+            name,
+            schema or "public",
+        )
+        dropped = []
+        for r in rows:
+            m = re.search(r"_p(\d{8})$", r["relname"])
+            if not m:
+                continue
+            day = datetime.strptime(m.group(1), "%Y%m%d").replace(tzinfo=UTC).date()
+            if day < cutoff:
+                full = f"{schema}.{r['relname']}" if schema else r["relname"]
+                await conn.execute(f"DROP TABLE IF EXISTS {ident(full)}")
+                self._known.discard(day)
+                dropped.append(full)
+        return dropped
+
+
+def record_to_dict(record: Any) -> dict[str, Any]:
+    return dict(record.items())

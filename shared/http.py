@@ -1,0 +1,213 @@
+"""HTTP plumbing shared by the services: RFC 9457 problem documents, request ids, health and
+readiness, Prometheus ``/metrics`` and the identity dependency."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from shared.errors import (
+    Conflict,
+    DependencyError,
+    NotFound,
+    PermissionDenied,
+    QianshaoError,
+    Unauthenticated,
+    ValidationFailed,
+)
+from shared.identity import HEADER, Identity, verify
+from shared.logging import request_id_var
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+REQUEST_ID = "X-Request-ID"
+
+HTTP_REQUESTS = Counter(
+    "qianshao_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "qianshao_http_request_seconds",
+    "HTTP request latency",
+    ["service", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+_STATUS_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    type_: str = "about:blank",
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or _STATUS_TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    rid = request_id_var.get()
+    if rid:
+        body["request_id"] = rid
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+_ERROR_STATUS: list[tuple[type[QianshaoError], int]] = [
+    (Unauthenticated, 401),
+    (PermissionDenied, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (ValidationFailed, 422),
+    (DependencyError, 503),
+]
+
+
+def status_for(exc: QianshaoError) -> int:
+    for cls, status in _ERROR_STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_qianshao(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, QianshaoError)
+        status = status_for(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return problem(status, exc.message, type_=f"urn:qianshao:error:{exc.code}", headers=headers)
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        return problem(422, "request does not match the schema", errors=errors)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem(500, "internal error; quote the request id when reporting it")
+
+    app.add_exception_handler(QianshaoError, on_qianshao)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+class RequestContextMiddleware(BaseHTTPMiddleware):
+    """Takes ``X-Request-ID`` in (or makes one), echoes it, logs and times the request."""
+
+    def __init__(self, app: Any, service: str) -> None:
+        super().__init__(app)
+        self.service = service
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        rid = request.headers.get(REQUEST_ID)
+        if not rid or len(rid) > 128 or not rid.isascii():
+            rid = uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        try:
+            route = request.scope.get("route")
+            with HTTP_SECONDS.labels(self.service, getattr(route, "path", "?")).time():
+                response = await call_next(request)
+            route = request.scope.get("route")
+            HTTP_REQUESTS.labels(
+                self.service, request.method, getattr(route, "path", "unmatched"), response.status_code
+            ).inc()
+            response.headers[REQUEST_ID] = rid
+            return response
+        finally:
+            request_id_var.reset(token)
+
+
+Check = Callable[[], Awaitable[None]]
+
+
+def ops_router(checks: dict[str, Check]) -> APIRouter:
+    """``/healthz`` (the process answers), ``/readyz`` (every dependency answers), ``/metrics``."""
+    router = APIRouter(tags=["ops"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", response_model=None)
+    async def readyz() -> Response:
+        results: dict[str, str] = {}
+        ok = True
+        for name, check in checks.items():
+            try:
+                await check()
+                results[name] = "ok"
+            except Exception as exc:
+                ok = False
+                results[name] = f"unavailable: {type(exc).__name__}"
+        if ok:
+            return JSONResponse({"status": "ready", "checks": results})
+        return problem(503, "a dependency is unavailable", checks=results)
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def current_identity(request: Request) -> Identity:
+    """The caller, as signed by the gateway. Apps set ``state.internal_secret`` and ``state.clock``."""
+    state = request.app.state
+    return verify(request.headers.get(HEADER), state.internal_secret, state.clock.now())
+
+
+IdentityDep = Annotated[Identity, Depends(current_identity)]
+
+
+def new_app(service: str, *, title: str, lifespan: Any, version: str = "0.1.0") -> FastAPI:
+    app = FastAPI(
+        title=title,
+        version=version,
+        lifespan=lifespan,
+        responses={
+            401: {"description": "Unauthenticated", "content": {PROBLEM: {}}},
+            403: {"description": "Forbidden", "content": {PROBLEM: {}}},
+        },
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, service=service)
+    return app
+
+

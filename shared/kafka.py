@@ -1,0 +1,382 @@
+"""Kafka adapters: a producer that waits for ``acks=all``, topic creation, and the consumer runner.
+
+The consumer runner is the shape of every consumer in Qianshao::
+
+    poll a batch ─▶ handler.process(batch) ─▶ dead letters to the DLQ ─▶ commit offsets
+                    (makes the effect durable)
+
+Offsets are committed only after the handler has returned, i.e. after its effect is durable, and
+after the dead letters are acknowledged by the broker. A crash anywhere before the commit means the
+batch is consumed again, so handlers must be idempotent (every event carries an id for that).
+
+A handler names poison messages itself (:class:`InvalidMessage`, or by returning them); if it
+raises anything else, the runner retries the batch with backoff when the error is retriable, and
+otherwise splits the batch and runs each message alone, so that one bad message is dead-lettered
+and the good ones of the batch still go through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from prometheus_client import Counter, Histogram
+
+from shared.clock import Clock
+from shared.contracts import DeadLetter
+from shared.errors import BrokerError, QianshaoError
+
+log = logging.getLogger(__name__)
+
+MESSAGES = Counter(
+    "qianshao_consumer_messages_total",
+    "Messages handled by a consumer, by outcome",
+    ["consumer", "topic", "outcome"],
+)
+BATCH_SECONDS = Histogram(
+    "qianshao_consumer_batch_seconds",
+    "Time from poll to commit for one batch",
+    ["consumer"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LAG = Counter(
+    "qianshao_consumer_retries_total", "Batches retried after a dependency failure", ["consumer"]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int = 0
+
+    def json(self) -> Any:
+        return orjson.loads(self.value)
+
+
+class InvalidMessage(QianshaoError):
+    """A message that can never be processed: it goes to the dead-letter topic with ``reason``."""
+
+    code = "invalid_message"
+
+    def __init__(self, message: Message, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.kafka_message = message
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class BatchResult:
+    dead_letters: list[InvalidMessage] = field(default_factory=list)
+
+
+class BatchHandler(Protocol):
+    async def process(self, batch: Sequence[Message]) -> BatchResult:
+        """Make the batch's effect durable; return the messages to dead-letter."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# producer
+
+
+class EventProducer:
+    """A thin wrapper over :class:`AIOKafkaProducer` with ``acks=all``.
+
+    ``send`` returns once the broker has acknowledged the message. Idempotence is requested from
+    the broker; with ``idempotence="auto"`` a broker that refuses producer ids (the local Tansu
+    broker does) is used without it, which is safe here because every consumer de-duplicates by
+    event id.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, *, idempotent: bool) -> None:
+        self._producer = producer
+        self.idempotent = idempotent
+
+    @classmethod
+    async def start(
+        cls, bootstrap: str, *, client_id: str = "qianshao", idempotence: str = "auto"
+    ) -> EventProducer:
+        common: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "client_id": client_id,
+            "acks": "all",
+            "linger_ms": 2,
+            "request_timeout_ms": 15000,
+            "max_batch_size": 1 << 20,
+            "max_request_size": 8 << 20,
+        }
+        if idempotence in ("auto", "on"):
+            producer = AIOKafkaProducer(enable_idempotence=True, **common)
+            try:
+                await producer.start()
+                return cls(producer, idempotent=True)
+            except KafkaError as exc:
+                await producer.stop()
+                if idempotence == "on":
+                    raise BrokerError(f"broker refused an idempotent producer: {exc!r}") from exc
+                log.warning("broker refused producer ids; continuing with acks=all only")
+        producer = AIOKafkaProducer(**common)
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise BrokerError(f"cannot connect producer to {bootstrap}: {exc!r}") from exc
+        return cls(producer, idempotent=False)
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(self, topic: str, value: bytes, key: str | bytes | None = None) -> None:
+        await self.send_many(topic, [(key, value)])
+
+    async def send_many(
+        self, topic: str, items: Iterable[tuple[str | bytes | None, bytes]]
+    ) -> None:
+        """Send all items and wait until every one is acknowledged by the broker."""
+        futures = []
+        try:
+            for key, value in items:
+                k = key.encode() if isinstance(key, str) else key
+                futures.append(await self._producer.send(topic, value, key=k))
+            if futures:
+                await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise BrokerError(f"send to {topic} failed: {exc!r}") from exc
+
+    async def send_json(self, topic: str, items: Iterable[tuple[str | None, Any]]) -> None:
+        await self.send_many(topic, ((k, orjson.dumps(v)) for k, v in items))
+
+    async def ping(self) -> None:
+        try:
+            await self._producer.client.fetch_all_metadata()
+        except KafkaError as exc:
+            raise BrokerError(f"broker unreachable: {exc!r}") from exc
+
+
+async def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int = 3) -> None:
+    """Create the topics that do not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [n for n in dict.fromkeys(names) if n not in existing]
+        if wanted:
+            try:
+                await admin.create_topics(
+                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in wanted]
+                )
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# consumer runner
+
+
+def dead_letter(exc: InvalidMessage, *, service: str, clock: Clock) -> DeadLetter:
+    m = exc.kafka_message
+    return DeadLetter(
+        topic=m.topic,
+        partition=m.partition,
+        offset=m.offset,
+        key=m.key.decode("utf-8", "backslashreplace") if m.key is not None else None,
+        payload=m.value.decode("utf-8", "backslashreplace"),
+        reason=exc.reason,
+        detail=exc.detail[:2000],
+        service=service,
+        failed_at=clock.now(),
+    )
+
+
+@dataclass
+class RunnerConfig:
+    name: str
+    topics: list[str]
+    dlq_topic: Callable[[str], str] = lambda topic: f"{topic}.dlq"
+    max_records: int = 5000
+    poll_timeout_ms: int = 500
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 10.0
+
+
+ConsumerFactory = Callable[[], AIOKafkaConsumer]
+
+
+class ConsumerRunner:
+    """Poll, process, dead-letter, commit — in that order, one batch at a time."""
+
+    def __init__(
+        self,
+        consumer_factory: ConsumerFactory,
+        handler: BatchHandler,
+        producer: EventProducer,
+        config: RunnerConfig,
+        clock: Clock,
+        *,
+        service: str,
+        before_commit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._consumer_factory = consumer_factory
+        self._consumer: AIOKafkaConsumer | None = None
+        self._handler = handler
+        self._producer = producer
+        self._config = config
+        self._clock = clock
+        self._service = service
+        self._stopping = asyncio.Event()
+        self._before_commit = before_commit
+        self.batches = 0
+        self.started = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand, commit, and return."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        cfg = self._config
+        consumer = self._consumer = self._consumer_factory()
+        await consumer.start()
+        self.started.set()
+        try:
+            while not self._stopping.is_set():
+                records = await consumer.getmany(
+                    timeout_ms=cfg.poll_timeout_ms, max_records=cfg.max_records
+                )
+                if not records:
+                    continue
+                batch = [
+                    Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                    for tp in sorted(records, key=lambda t: (t.topic, t.partition))
+                    for r in records[tp]
+                ]
+                with BATCH_SECONDS.labels(cfg.name).time():
+                    if not await self._process_until_done(batch):
+                        break  # stopping while a dependency is down: leave the batch uncommitted
+                    if self._before_commit is not None:
+                        await self._before_commit()
+                    await self._commit(batch)
+                self.batches += 1
+        finally:
+            await consumer.stop()
+
+    async def _commit(self, batch: Sequence[Message]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for m in batch:
+            offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
+        assert self._consumer is not None
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # A rebalance took the partitions away: the new owner re-reads from the last commit,
+            # which is safe because every effect is idempotent.
+            log.warning("commit failed, batch will be re-delivered", extra={"error": repr(exc)})
+
+    async def _process_until_done(self, batch: list[Message]) -> bool:
+        delay = self._config.retry_initial_s
+        while True:
+            try:
+                result = await self._handler.process(batch)
+                await self._send_dead_letters(result.dead_letters)
+                self._count(batch, result.dead_letters)
+                return True
+            except QianshaoError as exc:
+                if not exc.retriable:
+                    await self._process_one_by_one(batch)
+                    return True
+                LAG.labels(self._config.name).inc()
+                log.warning(
+                    "batch failed on a dependency; retrying",
+                    extra={"consumer": self._config.name, "error": repr(exc), "delay_s": delay},
+                )
+            except Exception:
+                log.exception("batch failed unexpectedly; isolating messages")
+                await self._process_one_by_one(batch)
+                return True
+            if self._stopping.is_set():
+                return False
+            await self._clock.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self._config.retry_max_s)
+
+    async def _process_one_by_one(self, batch: list[Message]) -> None:
+        for m in batch:
+            delay = self._config.retry_initial_s
+            while True:
+                try:
+                    result = await self._handler.process([m])
+                    dead = result.dead_letters
+                except InvalidMessage as exc:
+                    dead = [exc]
+                except QianshaoError as exc:
+                    if exc.retriable:
+                        await self._clock.sleep(delay)
+                        delay = min(delay * 2, self._config.retry_max_s)
+                        continue
+                    dead = [InvalidMessage(m, exc.code, exc.message)]
+                except Exception as exc:
+                    log.exception("message failed; dead-lettering it")
+                    dead = [InvalidMessage(m, "processing_error", repr(exc))]
+                await self._send_dead_letters(dead)
+                self._count([m], dead)
+                break
+
+    async def _send_dead_letters(self, dead: Sequence[InvalidMessage]) -> None:
+        by_topic: dict[str, list[tuple[str | None, Any]]] = {}
+        for exc in dead:
+            m = exc.kafka_message
+            doc = dead_letter(exc, service=self._service, clock=self._clock)
+            by_topic.setdefault(self._config.dlq_topic(m.topic), []).append(
+                (doc.key, doc.model_dump(mode="json"))
+            )
+            log.warning(
+                "dead-lettered a message",
+                extra={"topic": m.topic, "offset": m.offset, "reason": exc.reason},
+            )
+        for topic, items in by_topic.items():
+            await self._producer.send_json(topic, items)
+
+    def _count(self, batch: Sequence[Message], dead: Sequence[InvalidMessage]) -> None:
+        name = self._config.name
+        n_dead: dict[str, int] = {}
+        for d in dead:
+            n_dead[d.kafka_message.topic] = n_dead.get(d.kafka_message.topic, 0) + 1
+        n_all: dict[str, int] = {}
+        for m in batch:
+            n_all[m.topic] = n_all.get(m.topic, 0) + 1
+        for topic, n in n_all.items():
+            bad = n_dead.get(topic, 0)
+            MESSAGES.labels(name, topic, "ok").inc(n - bad)
+            if bad:
+                MESSAGES.labels(name, topic, "dead_letter").inc(bad)
+
+
+def make_consumer(
+    bootstrap: str, topics: Sequence[str], *, group_id: str, client_id: str = "qianshao"
+) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 << 20,
+        fetch_max_bytes=16 << 20,
+        session_timeout_ms=10000,
+        heartbeat_interval_ms=1000,
+        isolation_level="read_uncommitted",
+    )

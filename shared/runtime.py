@@ -1,0 +1,101 @@
+"""What every service's lifespan does: open the pool, migrate its schema, start a producer, run
+background tasks (consumers, timers), and stop all of it cleanly in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from shared.db import StorageMode, create_pool, migrate, ping
+from shared.kafka import ConsumerRunner, EventProducer, ensure_topics
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    pool: asyncpg.Pool
+    producer: EventProducer
+    storage: StorageMode
+    runners: list[ConsumerRunner] = field(default_factory=list)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _stoppers: list[Callable[[], None]] = field(default_factory=list)
+
+    def run_consumer(self, runner: ConsumerRunner, name: str) -> None:
+        self.runners.append(runner)
+        self.tasks.append(asyncio.create_task(_supervise(runner.run, name), name=name))
+
+    def run_task(
+        self, factory: Callable[[], Coroutine[Any, Any, None]], name: str, stop: Callable[[], None]
+    ) -> None:
+        self._stoppers.append(stop)
+        self.tasks.append(asyncio.create_task(_supervise(factory, name), name=name))
+
+    async def checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        return {"database": lambda: ping(self.pool), "broker": self.producer.ping}
+
+    async def close(self, timeout_s: float = 20.0) -> None:
+        for r in self.runners:
+            r.stop()
+        for stop in self._stoppers:
+            stop()
+        if self.tasks:
+            _done, pending = await asyncio.wait(self.tasks, timeout=timeout_s)
+            for t in pending:
+                t.cancel()
+            for t in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        await self.producer.stop()
+        await self.pool.close()
+
+
+async def _supervise(factory: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+    """Run a background loop; if it crashes, log and restart it after a pause. A loop that returns
+    (it was asked to stop) ends the supervision."""
+    delay = 0.5
+    while True:
+        try:
+            await factory()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task crashed; restarting", extra={"task": name})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def start_runtime(
+    settings: ServiceSettings,
+    *,
+    schema: str,
+    migrations: Path,
+    storage: str = "auto",
+    topics: list[str] | None = None,
+    partitions: int = 3,
+) -> Runtime:
+    pool = await create_pool(
+        settings.dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    )
+    try:
+        mode = await migrate(pool, schema, migrations, storage=storage)
+        if topics:
+            await ensure_topics(settings.kafka_bootstrap, topics, partitions=partitions)
+        producer = await EventProducer.start(
+            settings.kafka_bootstrap,
+            client_id=f"{settings.kafka_client_id}-{schema}",
+            idempotence=settings.kafka_idempotence,
+        )
+    except BaseException:
+        await pool.close()
+        raise
+    return Runtime(pool=pool, producer=producer, storage=mode)
