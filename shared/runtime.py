@@ -28,10 +28,13 @@ class Runtime:
     runners: list[ConsumerRunner] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stoppers: list[Callable[[], None]] = field(default_factory=list)
+    _runner_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def run_consumer(self, runner: ConsumerRunner, name: str) -> None:
         self.runners.append(runner)
-        self.tasks.append(asyncio.create_task(_supervise(runner.run, name), name=name))
+        task = asyncio.create_task(_supervise(runner.run, name), name=name)
+        self._runner_tasks.append(task)
+        self.tasks.append(task)
 
     def run_task(
         self, factory: Callable[[], Coroutine[Any, Any, None]], name: str, stop: Callable[[], None]
@@ -43,19 +46,28 @@ class Runtime:
         return {"database": lambda: ping(self.pool), "broker": self.producer.ping}
 
     async def close(self, timeout_s: float = 20.0) -> None:
+        """Stop consumers first (they finish their batch and commit), then the other loops (an
+        outbox relay drains what the last batch wrote), then the producer and the pool."""
+        runner_tasks = list(self._runner_tasks)
         for r in self.runners:
             r.stop()
+        await _wait(runner_tasks, timeout_s)
         for stop in self._stoppers:
             stop()
-        if self.tasks:
-            _done, pending = await asyncio.wait(self.tasks, timeout=timeout_s)
-            for t in pending:
-                t.cancel()
-            for t in pending:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+        await _wait([t for t in self.tasks if t not in runner_tasks], timeout_s)
         await self.producer.stop()
         await self.pool.close()
+
+
+async def _wait(tasks: list[asyncio.Task[Any]], timeout_s: float) -> None:
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for t in pending:
+        t.cancel()
+    for t in pending:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
 
 
 async def _supervise(factory: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:

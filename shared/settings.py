@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, PostgresDsn, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_INTERNAL_SECRET = "dev-internal-secret-change-me"  # noqa: S105 - the refused default
+DEV_INTERNAL_SECRET = "dev-internal-secret-change-me-before-real-use"  # noqa: S105 - the refused default
 
 Environment = Literal["development", "test", "production"]
 
@@ -46,7 +46,7 @@ class ServiceSettings(BaseSettings):
         if self.environment == "production":
             for name in self.secret_fields():
                 value = getattr(self, name)
-                if value is None or value == "" or "dev-" in str(value) or len(str(value)) < 16:
+                if value is None or value == "" or "dev-" in str(value) or len(str(value)) < 32:
                     raise ValueError(
                         f"{name} has a default or weak value; set a real secret in production"
                     )

@@ -1,0 +1,212 @@
+"""alerting's HTTP API (foundation): warnings, subscriptions and the delivery ledger."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from fastapi import APIRouter, Query, Request
+from pydantic import AnyHttpUrl, BaseModel, Field
+
+from shared.contracts import ActiveLevelName, Level
+from shared.errors import NotFound, PermissionDenied
+from shared.http import IdentityDep
+
+
+class WarningOut(BaseModel):
+    id: str
+    identifier: str
+    hazard: str
+    level: str
+    region_code: str
+    state: str
+    kind: str
+    status: str
+    version: int
+    station_ids: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class VersionOut(BaseModel):
+    version: int
+    msg_type: str
+    level: str
+    identifier: str
+    sent: datetime
+    headline: str
+    description: str
+    references: list[str]
+    station_ids: list[str]
+
+
+class WarningDetail(WarningOut):
+    versions: list[VersionOut]
+
+
+class SubscriptionIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    channel: Literal["webhook", "wecom_robot"]
+    target: AnyHttpUrl
+    secret: str | None = Field(default=None, min_length=16, max_length=200)
+    region_prefix: str = Field(default="", pattern=r"^\d{0,12}$")
+    min_level: ActiveLevelName = "blue"
+    hazard: str | None = None
+
+
+class SubscriptionOut(BaseModel):
+    id: int
+    name: str
+    channel: str
+    target: str
+    region_prefix: str
+    min_level: str
+    hazard: str | None
+    active: bool
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    warning_id: str
+    version: int
+    recipient: str
+    channel: str
+    state: str
+    attempts: int
+    last_error: str | None
+    sent_at: datetime | None
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    return request.app.state.runtime.pool  # type: ignore[no-any-return]
+
+
+_WARNING_SQL = """
+SELECT w.id, w.identifier, w.hazard, w.level, w.region_code, w.state, w.kind, w.status,
+       w.version, w.created_at, w.updated_at,
+       coalesce((SELECT v.station_ids FROM alerting.warning_versions v
+                  WHERE v.warning_id = w.id ORDER BY v.version DESC LIMIT 1), '{}') AS station_ids
+  FROM alerting.warnings w
+"""
+
+
+def _warning(r: Any) -> dict[str, Any]:
+    d = dict(r.items())
+    d["level"] = Level(d["level"]).name
+    d["station_ids"] = list(d["station_ids"])
+    return d
+
+
+def router() -> APIRouter:
+    r = APIRouter(prefix="/v1")
+
+    @r.get("/warnings", response_model=list[WarningOut])
+    async def list_warnings(
+        identity: IdentityDep,
+        request: Request,
+        state: Annotated[
+            Literal["open", "closed", "all"], Query(description="open, closed or all")
+        ] = "all",
+        region_prefix: Annotated[str, Query(pattern=r"^\d{0,12}$")] = "",
+        hazard: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Warnings in the caller's region, newest first."""
+        identity.require_scope("warnings:read")
+        prefix = region_prefix if region_prefix.startswith(identity.region_prefix) else ""
+        if not prefix.startswith(identity.region_prefix):
+            prefix = identity.region_prefix
+        states = {
+            "open": ["draft", "pending_approval", "issued", "updated"],
+            "closed": ["cancelled", "expired"],
+            "all": ["draft", "pending_approval", "issued", "updated", "cancelled", "expired"],
+        }[state]
+        rows = await _pool(request).fetch(
+            _WARNING_SQL
+            + """ WHERE w.region_code LIKE $1 || '%' AND w.state = ANY($2::text[])
+                    AND ($3::text IS NULL OR w.hazard = $3)
+                  ORDER BY w.created_at DESC LIMIT $4""",
+            prefix,
+            states,
+            hazard,
+            limit,
+        )
+        return [_warning(x) for x in rows]
+
+    @r.get("/warnings/{warning_id}", response_model=WarningDetail)
+    async def get_warning(warning_id: str, identity: IdentityDep, request: Request) -> dict[str, Any]:
+        identity.require_scope("warnings:read")
+        pool = _pool(request)
+        row = await pool.fetchrow(_WARNING_SQL + " WHERE w.id = $1", warning_id)
+        if row is None or not identity.can_see_region(row["region_code"]):
+            raise NotFound(f"no warning {warning_id!r}")
+        versions = await pool.fetch(
+            """SELECT version, msg_type, level, identifier, sent, headline, description,
+                      refs AS references, station_ids
+                 FROM alerting.warning_versions WHERE warning_id = $1 ORDER BY version""",
+            warning_id,
+        )
+        d = _warning(row)
+        d["versions"] = [
+            {**dict(v.items()), "level": Level(v["level"]).name,
+             "references": list(v["references"]), "station_ids": list(v["station_ids"])}
+            for v in versions
+        ]
+        return d
+
+    @r.post("/subscriptions", status_code=201, response_model=SubscriptionOut)
+    async def create_subscription(
+        body: SubscriptionIn, identity: IdentityDep, request: Request
+    ) -> dict[str, Any]:
+        identity.require_scope("subscriptions:write")
+        prefix = body.region_prefix or identity.region_prefix
+        if not prefix.startswith(identity.region_prefix):
+            raise PermissionDenied(f"region prefix {prefix!r} is outside your scope")
+        row = await _pool(request).fetchrow(
+            """INSERT INTO alerting.subscriptions
+                   (name, channel, target, secret, region_prefix, min_level, hazard)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               RETURNING id, name, channel, target, region_prefix, min_level, hazard, active""",
+            body.name,
+            body.channel,
+            str(body.target),
+            body.secret,
+            prefix,
+            int(Level.parse(body.min_level)),
+            body.hazard,
+        )
+        assert row is not None
+        return {**dict(row.items()), "min_level": Level(row["min_level"]).name}
+
+    @r.get("/subscriptions", response_model=list[SubscriptionOut])
+    async def list_subscriptions(identity: IdentityDep, request: Request) -> list[dict[str, Any]]:
+        identity.require_scope("subscriptions:read")
+        rows = await _pool(request).fetch(
+            """SELECT id, name, channel, target, region_prefix, min_level, hazard, active
+                 FROM alerting.subscriptions WHERE region_prefix LIKE $1 || '%' ORDER BY id""",
+            identity.region_prefix,
+        )
+        return [{**dict(x.items()), "min_level": Level(x["min_level"]).name} for x in rows]
+
+    @r.get("/deliveries", response_model=list[DeliveryOut])
+    async def list_deliveries(
+        identity: IdentityDep,
+        request: Request,
+        warning_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        identity.require_scope("warnings:read")
+        rows = await _pool(request).fetch(
+            """SELECT d.id, d.warning_id, d.version, d.recipient, d.channel, d.state, d.attempts,
+                      d.last_error, d.sent_at
+                 FROM alerting.deliveries d JOIN alerting.warnings w ON w.id = d.warning_id
+                WHERE w.region_code LIKE $1 || '%' AND ($2::text IS NULL OR d.warning_id = $2)
+                ORDER BY d.id DESC LIMIT $3""",
+            identity.region_prefix,
+            warning_id,
+            limit,
+        )
+        return [dict(x.items()) for x in rows]
+
+    return r

@@ -1,0 +1,253 @@
+"""The alerting consumer: risk events in; warnings, their versions and delivery-ledger rows out.
+
+Everything a batch does is written in one transaction, keyed by the event id, before the offsets
+are committed: a re-delivered event finds its id in ``processed_events`` and does nothing.
+Delivery happens afterwards, from the ledger (:mod:`services.alerting.delivery`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import asyncpg
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from services.alerting.lifecycle import (
+    apply_station_level,
+    description,
+    group_region,
+    headline,
+    identifier,
+)
+from services.alerting.settings import AlertingSettings
+from shared.clock import Clock
+from shared.contracts import AlertVersion, Level, RiskEvent, Topics, stable_id
+from shared.errors import DatabaseError
+from shared.kafka import BatchResult, InvalidMessage, Message
+
+log = logging.getLogger(__name__)
+
+VERSIONS = Counter("qianshao_warning_versions_total", "Warning versions created", ["msg_type", "level"])
+
+
+class AlertingHandler:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        settings: AlertingSettings,
+        topics: Topics,
+        clock: Clock,
+        on_new_deliveries: Callable[[], None],
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._topics = topics
+        self._clock = clock
+        self._wake = on_new_deliveries
+
+    async def process(self, batch: Sequence[Message]) -> BatchResult:
+        dead: list[InvalidMessage] = []
+        events: list[RiskEvent] = []
+        for m in batch:
+            try:
+                events.append(RiskEvent.model_validate_json(m.value))
+            except ValidationError as exc:
+                dead.append(InvalidMessage(m, "invalid_risk_event", str(exc)[:500]))
+        station_events = [e for e in events if e.scope == "station" and e.station_id]
+        try:
+            created = await self._apply(station_events)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DatabaseError(f"alerting write failed: {exc!r}") from exc
+        if created:
+            self._wake()
+        return BatchResult(dead_letters=dead)
+
+    async def _apply(self, events: list[RiskEvent]) -> int:
+        if not events:
+            return 0
+        now = self._clock.now()
+        created = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            for ev in events:
+                fresh = await conn.fetchval(
+                    """INSERT INTO alerting.processed_events (event_id) VALUES ($1)
+                       ON CONFLICT DO NOTHING RETURNING true""",
+                    ev.event_id,
+                )
+                if not fresh:
+                    continue
+                created += await self._apply_one(conn, ev, now)
+        return created
+
+    async def _apply_one(self, conn: asyncpg.Connection, ev: RiskEvent, now: datetime) -> int:
+        assert ev.station_id is not None
+        region = group_region(ev.region_code, self._settings.group_admin_level)
+        # serialise work on one group across replicas
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{ev.hazard}:{region}")
+        w = await conn.fetchrow(
+            """SELECT id, level, version, identifier FROM alerting.warnings
+                WHERE hazard = $1 AND region_code = $2
+                  AND state IN ('draft', 'pending_approval', 'issued', 'updated')
+                FOR UPDATE""",
+            ev.hazard,
+            region,
+        )
+        stations: dict[str, Level] = {}
+        if w is not None:
+            for r in await conn.fetch(
+                "SELECT station_id, level FROM alerting.warning_stations WHERE warning_id = $1",
+                w["id"],
+            ):
+                stations[r["station_id"]] = Level(r["level"])
+        decision = apply_station_level(
+            Level(w["level"]) if w is not None else None,
+            stations,
+            ev.station_id,
+            Level.parse(ev.level),
+        )
+        if w is not None:
+            wid = w["id"]
+            if ev.level == "none":
+                await conn.execute(
+                    "DELETE FROM alerting.warning_stations WHERE warning_id=$1 AND station_id=$2",
+                    wid,
+                    ev.station_id,
+                )
+            else:
+                await self._set_station(conn, wid, ev)
+        if decision.action == "none":
+            return 0
+
+        sent = now
+        if decision.action == "issue":
+            serial = await conn.fetchval("SELECT nextval('alerting.warning_serial')")
+            ident = identifier(self._settings.sender_code, sent, int(serial))
+            wid = stable_id("warning", ev.hazard, region, ev.event_id)
+            await conn.execute(
+                """INSERT INTO alerting.warnings
+                       (id, hazard, region_code, level, state, identifier, version)
+                   VALUES ($1, $2, $3, $4, 'issued', $5, 1)""",
+                wid,
+                ev.hazard,
+                region,
+                int(decision.level),
+                ident,
+            )
+            await self._set_station(conn, wid, ev)
+            version, msg_type, refs = 1, "Alert", []
+            level = decision.level
+        else:
+            assert w is not None
+            wid = w["id"]
+            version = w["version"] + 1
+            msg_type = "Update" if decision.action == "update" else "Cancel"
+            ident = f"{w['identifier']}_v{version}"
+            prev = await conn.fetch(
+                """SELECT identifier, sent FROM alerting.warning_versions
+                    WHERE warning_id = $1 ORDER BY version""",
+                wid,
+            )
+            refs = [
+                f"{self._settings.sender_code},{p['identifier']},{p['sent'].isoformat()}"
+                for p in prev
+            ]
+            level = decision.level
+            state = "updated" if msg_type == "Update" else "cancelled"
+            await conn.execute(
+                """UPDATE alerting.warnings SET level=$2, version=$3, state=$4, updated_at=now(),
+                       closed_at = CASE WHEN $4 = 'cancelled' THEN now() END
+                    WHERE id=$1""",
+                wid,
+                int(level),
+                version,
+                state,
+            )
+        station_ids = sorted(decision.stations) or [ev.station_id]
+        head = headline(ev.hazard, level, region, msg_type)
+        desc = description(ev.hazard, level, decision.stations, msg_type)
+        await conn.execute(
+            """INSERT INTO alerting.warning_versions
+                   (warning_id, version, msg_type, level, identifier, sent, headline, description,
+                    refs, station_ids, cause_event)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+            wid,
+            version,
+            msg_type,
+            int(level),
+            ident,
+            sent,
+            head,
+            desc,
+            refs,
+            station_ids,
+            ev.event_id,
+        )
+        await conn.execute(
+            """INSERT INTO alerting.audit_log (actor, action, warning_id, detail)
+               VALUES ('system:risk', $1, $2, $3)""",
+            msg_type.lower(),
+            wid,
+            {"event_id": ev.event_id, "level": level.name, "version": version},
+        )
+        VERSIONS.labels(msg_type, level.name).inc()
+        alert = AlertVersion(
+            event_id=stable_id("alert", wid, version),
+            produced_at=sent,
+            warning_id=wid,
+            identifier=ident,
+            version=version,
+            msg_type=msg_type,  # type: ignore[arg-type]
+            hazard=ev.hazard,
+            level=level.name,
+            region_code=region,
+            station_ids=station_ids,
+            references=refs,
+            sent=sent,
+            headline=head,
+            description=desc,
+        )
+        return await self._enqueue_deliveries(conn, alert, level)
+
+    async def _set_station(self, conn: asyncpg.Connection, wid: str, ev: RiskEvent) -> None:
+        await conn.execute(
+            """INSERT INTO alerting.warning_stations (warning_id, station_id, level, event_id)
+               VALUES ($1, $2, $3, $4)
+               ON CONFLICT (warning_id, station_id)
+               DO UPDATE SET level = EXCLUDED.level, event_id = EXCLUDED.event_id,
+                             updated_at = now()""",
+            wid,
+            ev.station_id,
+            int(Level.parse(ev.level)),
+            ev.event_id,
+        )
+
+    async def _enqueue_deliveries(
+        self, conn: asyncpg.Connection, alert: AlertVersion, level: Level
+    ) -> int:
+        subs = await conn.fetch(
+            """SELECT id, channel, target FROM alerting.subscriptions
+                WHERE active AND $1 LIKE region_prefix || '%' AND min_level <= $2
+                  AND (hazard IS NULL OR hazard = $3)""",
+            alert.region_code,
+            int(level),
+            alert.hazard,
+        )
+        rows = [
+            (f"sub:{s['id']}", s["channel"], s["target"]) for s in subs
+        ] + [("topic:alerts", "kafka", self._topics.alerts)]
+        await conn.executemany(
+            """INSERT INTO alerting.deliveries
+                   (warning_id, version, recipient, channel, target, idempotency_key)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT DO NOTHING""",
+            [
+                (alert.warning_id, alert.version, rcpt, ch, tgt,
+                 stable_id("delivery", alert.warning_id, alert.version, rcpt, ch))
+                for rcpt, ch, tgt in rows
+            ],
+        )
+        return len(rows)

@@ -1,0 +1,238 @@
+"""The delivery worker: drains the ledger.
+
+    claim due rows (pending, or sending with an expired lease) ─▶ send, bounded concurrency
+        ─▶ sent | pending again with backoff | failed after the last attempt
+
+Claiming sets ``state='sending'`` with a lease in one statement (``FOR UPDATE SKIP LOCKED``), so
+several replicas share the ledger without sending a row twice. A worker that dies mid-send leaves
+its rows leased; they are claimed again when the lease expires, with the same idempotency key, so
+the provider can recognise the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+from prometheus_client import Counter, Histogram
+
+from services.alerting.channels import Channel, DeliveryJob
+from shared.clock import Clock
+from shared.contracts import AlertVersion, Level, stable_id
+from shared.errors import ProviderError
+
+log = logging.getLogger(__name__)
+
+DELIVERIES = Counter(
+    "qianshao_deliveries_total", "Delivery attempts by channel and result", ["channel", "result"]
+)
+SEND_SECONDS = Histogram(
+    "qianshao_delivery_send_seconds", "Time a provider took to accept a message", ["channel"]
+)
+END_TO_END = Histogram(
+    "qianshao_warning_delivery_latency_seconds",
+    "From the warning version being created to the provider accepting it",
+    ["channel"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_s: float = 1.0
+    cap_s: float = 300.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Exponential backoff with full jitter, capped."""
+        return rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        channels: Mapping[str, Channel],
+        clock: Clock,
+        policy: RetryPolicy,
+        batch: int = 200,
+        concurrency: int = 50,
+        poll_s: float = 0.5,
+        lease_s: float = 60.0,
+        sender_code: str = "",
+        rng: random.Random | None = None,
+    ) -> None:
+        self._pool = pool
+        self._channels = channels
+        self._clock = clock
+        self._policy = policy
+        self._batch = batch
+        self._sem = asyncio.Semaphore(concurrency)
+        self._poll_s = poll_s
+        self._lease = timedelta(seconds=lease_s)
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                n = await self.run_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("delivery round failed; retrying", extra={"error": repr(exc)})
+                n = 0
+            if n:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll_s)
+            except TimeoutError:
+                pass
+
+    async def run_once(self) -> int:
+        now = self._clock.now()
+        rows = await self._pool.fetch(
+            """UPDATE alerting.deliveries d
+                  SET state = 'sending', attempts = d.attempts + 1, next_attempt_at = $2
+                WHERE d.id IN (SELECT id FROM alerting.deliveries
+                                WHERE state IN ('pending', 'sending') AND next_attempt_at <= $1
+                                ORDER BY next_attempt_at, id
+                                LIMIT $3 FOR UPDATE SKIP LOCKED)
+            RETURNING d.id, d.warning_id, d.version, d.recipient, d.channel, d.target,
+                      d.idempotency_key, d.attempts""",
+            now,
+            now + self._lease,
+            self._batch,
+        )
+        if not rows:
+            return 0
+        alerts = await self._load_alerts({(r["warning_id"], r["version"]) for r in rows})
+        secrets = await self._load_secrets({r["recipient"] for r in rows})
+        jobs = []
+        for r in rows:
+            alert = alerts[(r["warning_id"], r["version"])]
+            jobs.append(
+                (
+                    DeliveryJob(
+                        delivery_id=r["id"],
+                        idempotency_key=r["idempotency_key"],
+                        recipient=r["recipient"],
+                        target=r["target"],
+                        secret=secrets.get(r["recipient"]),
+                        alert=alert,
+                    ),
+                    r["channel"],
+                    r["attempts"],
+                )
+            )
+        await asyncio.gather(*(self._deliver(job, ch, attempts) for job, ch, attempts in jobs))
+        return len(rows)
+
+    async def _deliver(self, job: DeliveryJob, channel_name: str, attempts: int) -> None:
+        channel = self._channels.get(channel_name)
+        async with self._sem:
+            try:
+                if channel is None:
+                    raise ProviderError(f"no channel {channel_name!r} configured", retriable=False)
+                with SEND_SECONDS.labels(channel_name).time():
+                    await channel.send(job)
+            except ProviderError as exc:
+                await self._failed(job, channel_name, attempts, exc)
+                return
+            except Exception as exc:
+                log.exception("channel raised unexpectedly")
+                await self._failed(
+                    job, channel_name, attempts, ProviderError(repr(exc), retriable=True)
+                )
+                return
+        now = self._clock.now()
+        await self._pool.execute(
+            """UPDATE alerting.deliveries SET state='sent', sent_at=$2, last_error=NULL
+                WHERE id=$1 AND state='sending'""",
+            job.delivery_id,
+            now,
+        )
+        DELIVERIES.labels(channel_name, "sent").inc()
+        END_TO_END.labels(channel_name).observe(max(0.0, (now - job.alert.sent).total_seconds()))
+
+    async def _failed(
+        self, job: DeliveryJob, channel_name: str, attempts: int, exc: ProviderError
+    ) -> None:
+        final = not exc.retriable or attempts >= self._policy.max_attempts
+        if final:
+            await self._pool.execute(
+                """UPDATE alerting.deliveries SET state='failed', last_error=$2
+                    WHERE id=$1 AND state='sending'""",
+                job.delivery_id,
+                exc.message[:1000],
+            )
+            DELIVERIES.labels(channel_name, "failed").inc()
+            log.warning("delivery failed for good",
+                        extra={"delivery_id": job.delivery_id, "error": exc.message})
+            return
+        delay = self._policy.delay(attempts, self._rng)
+        await self._pool.execute(
+            """UPDATE alerting.deliveries SET state='pending', last_error=$2, next_attempt_at=$3
+                WHERE id=$1 AND state='sending'""",
+            job.delivery_id,
+            exc.message[:1000],
+            self._clock.now() + timedelta(seconds=delay),
+        )
+        DELIVERIES.labels(channel_name, "retry").inc()
+
+    async def _load_alerts(
+        self, keys: set[tuple[str, int]]
+    ) -> dict[tuple[str, int], AlertVersion]:
+        rows = await self._pool.fetch(
+            """SELECT v.warning_id, v.version, v.msg_type, v.level, v.identifier, v.sent,
+                      v.headline, v.description, v.refs, v.station_ids, w.hazard, w.region_code,
+                      w.status
+                 FROM alerting.warning_versions v
+                 JOIN alerting.warnings w ON w.id = v.warning_id
+                 JOIN unnest($1::text[], $2::int[]) AS k(wid, ver)
+                   ON v.warning_id = k.wid AND v.version = k.ver""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+        out = {}
+        for r in rows:
+            out[(r["warning_id"], r["version"])] = AlertVersion(
+                event_id=stable_id("alert", r["warning_id"], r["version"]),
+                produced_at=r["sent"],
+                warning_id=r["warning_id"],
+                identifier=r["identifier"],
+                version=r["version"],
+                msg_type=r["msg_type"],
+                status=r["status"],
+                hazard=r["hazard"],
+                level=Level(r["level"]).name,
+                region_code=r["region_code"],
+                station_ids=list(r["station_ids"]),
+                references=list(r["refs"]),
+                sent=r["sent"],
+                headline=r["headline"],
+                description=r["description"],
+            )
+        return out
+
+    async def _load_secrets(self, recipients: set[str]) -> dict[str, str]:
+        ids = [int(r.split(":", 1)[1]) for r in recipients if r.startswith("sub:")]
+        if not ids:
+            return {}
+        rows = await self._pool.fetch(
+            "SELECT id, secret FROM alerting.subscriptions WHERE id = ANY($1::bigint[])", ids
+        )
+        return {f"sub:{r['id']}": r["secret"] for r in rows if r["secret"]}

@@ -1,0 +1,84 @@
+"""Pure warning lifecycle decisions: what a risk event does to the open warning of its group.
+
+A warning covers one (hazard, region) group. Its level is the most severe level among its stations.
+A station's event sets that station's level (``none`` removes it). The first station at a level
+opens the warning (CAP ``Alert``); a change of the warning's level is an ``Update``; when no station
+is left, the warning is cancelled (``Cancel``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+from shared.contracts import Level
+
+BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
+
+HAZARD_CN = {
+    "rainstorm": "暴雨",
+    "flood": "洪水",
+    "gale": "大风",
+    "heat": "高温",
+    "coal_mine_gas": "煤矿瓦斯",
+    "hazardous_chemicals": "危险化学品",
+    "geohazard": "地质灾害",
+    "forest_fire": "森林火险",
+}
+
+ADMIN_DIGITS = {"village": 12, "township": 9, "county": 6}
+
+
+def group_region(region_code: str, admin_level: str) -> str:
+    """The division code of the group a station's region belongs to, padded to 12 digits."""
+    keep = ADMIN_DIGITS[admin_level]
+    return region_code[:keep].ljust(12, "0")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Literal["none", "issue", "update", "cancel"]
+    level: Level
+    stations: Mapping[str, Level]
+
+
+def apply_station_level(
+    current_level: Level | None, stations: Mapping[str, Level], station_id: str, level: Level
+) -> Decision:
+    """``current_level`` is the open warning's level, or None when the group has no open warning."""
+    new = dict(stations)
+    if level == Level.none:
+        new.pop(station_id, None)
+    else:
+        new[station_id] = level
+    top = max(new.values(), default=Level.none)
+    if current_level is None:
+        return Decision("issue" if top > Level.none else "none", top, new)
+    if top == Level.none:
+        return Decision("cancel", current_level, new)
+    if top != current_level:
+        return Decision("update", top, new)
+    return Decision("none", top, new)
+
+
+def identifier(sender_code: str, sent: datetime, serial: int) -> str:
+    """GB/T 35965.1 style identifier: sender code, Beijing time to the second, a serial number."""
+    return f"{sender_code}_{sent.astimezone(BEIJING):%Y%m%d%H%M%S}_{serial}"
+
+
+def headline(hazard: str, level: Level, region_code: str, msg_type: str) -> str:
+    name = HAZARD_CN.get(hazard, hazard)
+    if msg_type == "Cancel":
+        return f"{region_code}{name}预警解除"
+    verb = "发布" if msg_type == "Alert" else "变更为"
+    return f"{region_code}{verb}{name}{level.chinese}预警（{level.roman}级）"
+
+
+def description(hazard: str, level: Level, stations: Mapping[str, Level], msg_type: str) -> str:
+    name = HAZARD_CN.get(hazard, hazard)
+    if msg_type == "Cancel":
+        return f"{name}监测值已回落至预警恢复值以下，预警解除。"
+    listed = "、".join(f"{sid}（{lvl.chinese}）" for sid, lvl in sorted(stations.items()))
+    return f"{name}{level.chinese}预警：监测站点 {listed} 超过预警阈值，请相关责任人立即核查并做好防范。"

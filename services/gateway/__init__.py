@@ -1,0 +1,1 @@
+"""gateway: the one public entry — authentication, region-scoped authorisation, routing."""

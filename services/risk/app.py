@@ -1,0 +1,75 @@
+"""risk's application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.risk.api import router
+from services.risk.consumer import RiskHandler
+from services.risk.settings import RiskSettings
+from services.risk.stations import StationRules
+from shared.clock import Clock, SystemClock
+from shared.contracts import Topics
+from shared.http import new_app, ops_router
+from shared.kafka import ConsumerRunner, RunnerConfig, make_consumer
+from shared.logging import configure_logging
+from shared.outbox import OutboxRelay
+from shared.runtime import start_runtime
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: RiskSettings, *, clock: Clock | None = None) -> FastAPI:
+    clock = clock or SystemClock()
+    topics = Topics(settings.topic_prefix)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging("risk", settings.log_level)
+        rt = await start_runtime(
+            settings,
+            schema="risk",
+            migrations=MIGRATIONS,
+            topics=[topics.readings, topics.risk_events, f"{topics.readings}.dlq"],
+        )
+        app.state.runtime = rt
+        app.state.checks.update(await rt.checks())
+        relay = OutboxRelay(rt.pool, "risk", rt.producer, poll_s=settings.outbox_poll_s)
+        rt.run_task(relay.run, "risk-outbox", relay.stop)
+        if settings.run_consumer:
+            handler = RiskHandler(
+                pool=rt.pool,
+                rules=StationRules(rt.pool, settings.station_cache_ttl_s),
+                relay=relay,
+                topics=topics,
+                clock=clock,
+            )
+            runner = ConsumerRunner(
+                lambda: make_consumer(
+                    settings.kafka_bootstrap, [topics.readings], group_id=settings.consumer_group
+                ),
+                handler,
+                rt.producer,
+                RunnerConfig(name="risk", topics=[topics.readings]),
+                clock,
+                service="risk",
+            )
+            app.state.runner = runner
+            rt.run_consumer(runner, "risk-consumer")
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    app = new_app("risk", title="Qianshao risk", lifespan=lifespan)
+    app.state.internal_secret = settings.internal_secret
+    app.state.clock = clock
+    app.state.settings = settings
+    app.state.checks = {}
+    app.include_router(ops_router(app.state.checks))
+    app.include_router(router())
+    return app

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class RiskSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="QIANSHAO_RISK_", extra="ignore", frozen=True)
+
+    port: int = 8002
+    topic_prefix: str = ""
+    consumer_group: str = "risk"
+    run_consumer: bool = True
+    station_cache_ttl_s: float = 30.0
+    outbox_poll_s: float = 1.0

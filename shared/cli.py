@@ -1,0 +1,79 @@
+"""The ``qianshao`` command.
+
+    qianshao up                 the whole local stack with the demo feed (Ctrl-C stops it)
+    qianshao serve SERVICE      one service (ingest, risk, alerting, gateway) under uvicorn
+    qianshao fake-providers     the local fake delivery providers alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def _settings_and_factory(service: str) -> tuple[Any, Any]:
+    if service == "ingest":
+        from services.ingest.app import create_app as ingest_app
+        from services.ingest.settings import IngestSettings
+
+        return IngestSettings(), ingest_app
+    if service == "risk":
+        from services.risk.app import create_app as risk_app
+        from services.risk.settings import RiskSettings
+
+        return RiskSettings(), risk_app
+    if service == "alerting":
+        from services.alerting.app import create_app as alerting_app
+        from services.alerting.settings import AlertingSettings
+
+        return AlertingSettings(), alerting_app
+    if service == "gateway":
+        from services.gateway.app import create_app as gateway_app
+        from services.gateway.settings import GatewaySettings
+
+        return GatewaySettings(), gateway_app
+    raise SystemExit(f"unknown service {service!r}")
+
+
+def serve(service: str) -> None:
+    import uvicorn
+
+    settings, factory = _settings_and_factory(service)
+    app = factory(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="qianshao", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run the local stack with the demo feed")
+    p_serve = sub.add_parser("serve", help="run one service")
+    p_serve.add_argument("service", choices=["ingest", "risk", "alerting", "gateway"])
+    p_fake = sub.add_parser("fake-providers", help="run the local fake SMS/WeChat/webhook providers")
+    p_fake.add_argument("--port", type=int, default=8090)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        serve(args.service)
+    elif args.command == "up":
+        from shared.devstack.up import up
+
+        sys.exit(up())
+    elif args.command == "fake-providers":
+        import uvicorn
+
+        from shared.devstack.fakeproviders import create_app
+
+        uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Local stand-ins for the external delivery providers, speaking their request and response shapes.
+
+- Generic webhook receiver: ``POST /webhook/{name}``; checks the HMAC signature when it knows the
+  secret, and answers 200 (or, when told to fail, 503).
+- WeCom group robot: ``POST /cgi-bin/webhook/send?key=…`` with ``{"msgtype": "text", …}``; answers
+  ``{"errcode": 0, "errmsg": "ok"}``.
+
+Every message received is kept in memory, printed, and listed at ``GET /messages`` (JSON) and
+``GET /`` (a page a person can read).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from services.alerting.channels.http import sign_webhook
+
+log = logging.getLogger("fakeproviders")
+
+
+class Inbox:
+    def __init__(self, on_message: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.fail_next = 0
+        self.secrets: dict[str, str] = {}
+        self._on_message = on_message
+
+    def add(self, msg: dict[str, Any]) -> None:
+        self.messages.append(msg)
+        if self._on_message is not None:
+            self._on_message(msg)
+
+
+def create_app(inbox: Inbox | None = None) -> FastAPI:
+    box = inbox or Inbox()
+    app = FastAPI(title="Qianshao fake providers")
+    app.state.inbox = box
+
+    @app.post("/webhook/{name}")
+    async def webhook(name: str, request: Request) -> Response:
+        body = await request.body()
+        if box.fail_next > 0:
+            box.fail_next -= 1
+            return JSONResponse({"error": "unavailable"}, status_code=503)
+        secret = box.secrets.get(name)
+        verified = None
+        if secret is not None:
+            ts = request.headers.get("x-qianshao-timestamp", "")
+            verified = request.headers.get("x-qianshao-signature") == sign_webhook(secret, ts, body)
+            if not verified:
+                return JSONResponse({"error": "bad signature"}, status_code=401)
+        box.add(
+            {
+                "provider": "webhook",
+                "name": name,
+                "received_at": datetime.now(UTC).isoformat(),
+                "idempotency_key": request.headers.get("idempotency-key"),
+                "signature_ok": verified,
+                "body": orjson.loads(body),
+            }
+        )
+        return JSONResponse({"ok": True})
+
+    @app.post("/cgi-bin/webhook/send")
+    async def wecom(request: Request, key: str = "") -> Response:
+        try:
+            doc = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return JSONResponse({"errcode": 40001, "errmsg": "invalid json"})
+        if not key:
+            return JSONResponse({"errcode": 93000, "errmsg": "invalid webhook url"})
+        if doc.get("msgtype") != "text" or "content" not in doc.get("text", {}):
+            return JSONResponse({"errcode": 40008, "errmsg": "invalid message type"})
+        box.add(
+            {
+                "provider": "wecom_robot",
+                "name": key,
+                "received_at": datetime.now(UTC).isoformat(),
+                "body": doc,
+            }
+        )
+        return JSONResponse({"errcode": 0, "errmsg": "ok"})
+
+    @app.get("/messages")
+    async def messages() -> JSONResponse:
+        return JSONResponse(box.messages)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        rows = []
+        for m in reversed(box.messages[-200:]):
+            body = m["body"]
+            text = body.get("text", {}).get("content") or f"{body.get('headline')}\n{body.get('description')}"
+            rows.append(
+                f"<tr><td>{html.escape(m['received_at'])}</td><td>{html.escape(m['provider'])}"
+                f"/{html.escape(m['name'])}</td><td><pre>{html.escape(str(text))}</pre></td></tr>"
+            )
+        return (
+            "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=3>"
+            "<title>Qianshao fake providers</title><h1>Messages received</h1>"
+            f"<p>{len(box.messages)} in all</p><table border=1 cellpadding=4>"
+            "<tr><th>received</th><th>provider</th><th>message</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
+
+    return app
