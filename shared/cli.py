@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     p_serve.add_argument("service", choices=["ingest", "risk", "alerting", "gateway"])
     p_fake = sub.add_parser("fake-providers", help="run the local fake SMS/WeChat/webhook providers")
     p_fake.add_argument("--port", type=int, default=8090)
+    p_fake.add_argument("--echo", action="store_true", help="print every message received")
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.service)
@@ -70,9 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "fake-providers":
         import uvicorn
 
-        from shared.devstack.fakeproviders import create_app
+        from shared.devstack.fakeproviders import Inbox, create_app, describe
 
-        uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_level="warning")
+        inbox = Inbox(on_message=(lambda m: print(describe(m), flush=True)) if args.echo else None)
+        uvicorn.run(create_app(inbox), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

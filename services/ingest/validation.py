@@ -24,6 +24,10 @@ _IDENTITY: Converter = _scale(1.0)
 
 UNITS: dict[str, tuple[str, dict[str, Converter]]] = {
     "rainfall": ("mm", {"mm": _IDENTITY, "cm": _scale(10.0), "m": _scale(1000.0)}),
+    **{
+        f"rainfall_{h}h": ("mm", {"mm": _IDENTITY, "cm": _scale(10.0)})
+        for h in (1, 3, 6, 12, 24)
+    },
     "water_level": ("m", {"m": _IDENTITY, "cm": _scale(0.01), "mm": _scale(0.001)}),
     "temperature": (
         "degC",
@@ -53,6 +57,7 @@ UNITS: dict[str, tuple[str, dict[str, Converter]]] = {
 # A station may narrow either with attributes ``hard_range`` / ``soft_range`` keyed by metric.
 HARD_RANGE: dict[str, tuple[float, float]] = {
     "rainfall": (0.0, 500.0),
+    **{f"rainfall_{h}h": (0.0, 2000.0) for h in (1, 3, 6, 12, 24)},
     "water_level": (-500.0, 9000.0),
     "temperature": (-80.0, 65.0),
     "wind_speed": (0.0, 120.0),

@@ -39,6 +39,16 @@ class Inbox:
             self._on_message(msg)
 
 
+def describe(m: dict[str, Any]) -> str:
+    """One line for a person watching the terminal."""
+    body = m["body"]
+    if m["provider"] == "wecom_robot":
+        text = body.get("text", {}).get("content", "").replace("\n", " | ")
+    else:
+        text = f"{body.get('msg_type')} {body.get('level')} {body.get('headline')}"
+    return f"[{m['provider']}:{m['name']}] {text}"
+
+
 def create_app(inbox: Inbox | None = None) -> FastAPI:
     box = inbox or Inbox()
     app = FastAPI(title="Qianshao fake providers")
