@@ -1,8 +1,8 @@
 """The ``qianshao`` command.
 
-    qianshao up                 the whole local stack with the demo feed (Ctrl-C stops it)
-    qianshao serve SERVICE      one service (ingest, risk, alerting, gateway) under uvicorn
-    qianshao fake-providers     the local fake delivery providers alone
+qianshao up                 the whole local stack with the demo feed (Ctrl-C stops it)
+qianshao serve SERVICE      one service (ingest, risk, alerting, gateway) under uvicorn
+qianshao fake-providers     the local fake delivery providers alone
 """
 
 from __future__ import annotations
@@ -52,13 +52,16 @@ def serve(service: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="qianshao", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="qianshao", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="run the local stack with the demo feed")
     p_serve = sub.add_parser("serve", help="run one service")
     p_serve.add_argument("service", choices=["ingest", "risk", "alerting", "gateway"])
-    p_fake = sub.add_parser("fake-providers", help="run the local fake SMS/WeChat/webhook providers")
+    p_fake = sub.add_parser(
+        "fake-providers", help="run the local fake SMS/WeChat/webhook providers"
+    )
     p_fake.add_argument("--port", type=int, default=8090)
     p_fake.add_argument("--echo", action="store_true", help="print every message received")
     args = parser.parse_args(argv)

@@ -1,8 +1,8 @@
 """Versioned event contracts for every Kafka topic (ARCHITECTURE.md, "Topics").
 
-All events are JSON in UTF-8. The topic name carries the major version (``.v1``); a breaking change
-gets a new topic. Every event has an ``event_id`` that makes re-delivery harmless, the time the event
-is about and the time it was produced.
+All events are JSON in UTF-8. The topic name carries the major version (``.v1``); a breaking
+change gets a new topic. Every event has an ``event_id`` that makes re-delivery harmless, the
+time the event is about and the time it was produced.
 """
 
 from __future__ import annotations
@@ -78,7 +78,11 @@ class Topics:
         ]
         names = [self.name(b) for b in bases]
         # dead-letter topics of the consumers that are not ingest
-        names += [f"{self.readings}.dlq", f"{self.risk_events}.dlq", f"{self.warnings_upstream}.dlq"]
+        names += [
+            f"{self.readings}.dlq",
+            f"{self.risk_events}.dlq",
+            f"{self.warnings_upstream}.dlq",
+        ]
         return names
 
 
@@ -108,7 +112,9 @@ class Level(enum.IntEnum):
         try:
             return cls[name]
         except KeyError:
-            raise ValueError(f"unknown level {name!r}; expected none|blue|yellow|orange|red") from None
+            raise ValueError(
+                f"unknown level {name!r}; expected none|blue|yellow|orange|red"
+            ) from None
 
 
 LevelName = Literal["none", "blue", "yellow", "orange", "red"]
@@ -239,7 +245,7 @@ class AlertVersion(Event):
 
 
 class UpstreamWarning(Event):
-    """``warnings.upstream.v1``: a warning issued by someone else (e.g. the meteorological service)."""
+    """``warnings.upstream.v1``: a warning issued by someone else (e.g. the weather service)."""
 
     identifier: str
     sender: str

@@ -20,13 +20,15 @@ from typing import Any, Literal
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 from shared.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
 Pool = asyncpg.Pool
-Connection = asyncpg.Connection
+# a connection, or one lent by a pool
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -42,7 +44,10 @@ def ident(name: str) -> str:
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(
-            typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+            typ,
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
         )
 
 
@@ -88,7 +93,7 @@ async def ping(pool: asyncpg.Pool) -> None:
 StorageMode = Literal["timescale", "native"]
 
 
-async def detect_storage(conn: asyncpg.Connection, prefer: str = "auto") -> StorageMode:
+async def detect_storage(conn: Conn, prefer: str = "auto") -> StorageMode:
     """``timescale`` when ``CREATE EXTENSION timescaledb`` works, otherwise ``native``.
 
     ``prefer="native"`` forces the fallback (tests of that path); ``"timescale"`` makes the absence
@@ -197,7 +202,7 @@ class DailyPartitions:
     def partition_name(self, day: date) -> str:
         return f"{self.table}_p{day:%Y%m%d}"
 
-    async def ensure(self, conn: asyncpg.Connection, days: Iterable[date]) -> None:
+    async def ensure(self, conn: Conn, days: Iterable[date]) -> None:
         missing = sorted(set(days) - self._known)
         if not missing:
             return
@@ -213,7 +218,7 @@ class DailyPartitions:
                 )
         self._known.update(missing)
 
-    async def drop_before(self, conn: asyncpg.Connection, cutoff: date) -> list[str]:
+    async def drop_before(self, conn: Conn, cutoff: date) -> list[str]:
         """Drop whole partitions whose day ends on or before ``cutoff``; return their names."""
         schema, _, name = self.table.rpartition(".")
         rows = await conn.fetch(

@@ -108,7 +108,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+        return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -146,7 +146,10 @@ class RequestContextMiddleware(BaseHTTPMiddleware):
                 response = await call_next(request)
             route = request.scope.get("route")
             HTTP_REQUESTS.labels(
-                self.service, request.method, getattr(route, "path", "unmatched"), response.status_code
+                self.service,
+                request.method,
+                getattr(route, "path", "unmatched"),
+                response.status_code,
             ).inc()
             response.headers[REQUEST_ID] = rid
             return response
@@ -188,7 +191,10 @@ def ops_router(checks: dict[str, Check]) -> APIRouter:
 
 
 def current_identity(request: Request) -> Identity:
-    """The caller, as signed by the gateway. Apps set ``state.internal_secret`` and ``state.clock``."""
+    """The caller, as signed by the gateway.
+
+    Apps set ``state.internal_secret`` and ``state.clock``.
+    """
     state = request.app.state
     return verify(request.headers.get(HEADER), state.internal_secret, state.clock.now())
 
@@ -209,5 +215,3 @@ def new_app(service: str, *, title: str, lifespan: Any, version: str = "0.1.0") 
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, service=service)
     return app
-
-

@@ -18,6 +18,7 @@ and the good ones of the batch still go through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -174,12 +175,10 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int
         existing = set(await admin.list_topics())
         wanted = [n for n in dict.fromkeys(names) if n not in existing]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in wanted]
                 )
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
 

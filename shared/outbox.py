@@ -5,6 +5,7 @@ and before the mark re-sends); consumers de-duplicate by ``event_id``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -13,7 +14,7 @@ import asyncpg
 import orjson
 from prometheus_client import Counter
 
-from shared.db import ident
+from shared.db import Conn, ident
 from shared.errors import DependencyError
 from shared.kafka import EventProducer
 
@@ -22,9 +23,7 @@ log = logging.getLogger(__name__)
 RELAYED = Counter("qianshao_outbox_relayed_total", "Outbox events relayed to Kafka", ["schema"])
 
 
-async def enqueue(
-    conn: asyncpg.Connection, schema: str, events: Iterable[tuple[str, str, str, Any]]
-) -> None:
+async def enqueue(conn: Conn, schema: str, events: Iterable[tuple[str, str, str, Any]]) -> None:
     """Add (event_id, topic, key, payload) rows inside the caller's transaction."""
     rows = [(eid, topic, key, payload) for eid, topic, key, payload in events]
     if rows:
@@ -84,10 +83,8 @@ class OutboxRelay:
             except (DependencyError, asyncpg.PostgresError, OSError) as exc:
                 log.warning("outbox relay failed; will retry", extra={"error": repr(exc)})
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_s)
-            except TimeoutError:
-                pass
         # drain what is left, once, on the way out
         try:
             while await self.relay_once() > 0:

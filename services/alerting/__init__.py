@@ -1,1 +1,1 @@
-"""alerting: turns risk events into warnings with a lifecycle and delivers them over every channel."""
+"""alerting: turns risk events into warnings with a lifecycle and delivers them."""

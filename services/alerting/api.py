@@ -135,7 +135,9 @@ def router() -> APIRouter:
         return [_warning(x) for x in rows]
 
     @r.get("/warnings/{warning_id}", response_model=WarningDetail)
-    async def get_warning(warning_id: str, identity: IdentityDep, request: Request) -> dict[str, Any]:
+    async def get_warning(
+        warning_id: str, identity: IdentityDep, request: Request
+    ) -> dict[str, Any]:
         identity.require_scope("warnings:read")
         pool = _pool(request)
         row = await pool.fetchrow(_WARNING_SQL + " WHERE w.id = $1", warning_id)
@@ -149,8 +151,12 @@ def router() -> APIRouter:
         )
         d = _warning(row)
         d["versions"] = [
-            {**dict(v.items()), "level": Level(v["level"]).name,
-             "references": list(v["references"]), "station_ids": list(v["station_ids"])}
+            {
+                **dict(v.items()),
+                "level": Level(v["level"]).name,
+                "references": list(v["references"]),
+                "station_ids": list(v["station_ids"]),
+            }
             for v in versions
         ]
         return d

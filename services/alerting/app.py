@@ -68,7 +68,10 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             rt.run_task(worker.run, "alerting-delivery", worker.stop)
         if settings.run_consumer:
             handler = AlertingHandler(
-                pool=rt.pool, settings=settings, topics=topics, clock=clock,
+                pool=rt.pool,
+                settings=settings,
+                topics=topics,
+                clock=clock,
                 on_new_deliveries=worker.wake,
             )
             runner = ConsumerRunner(

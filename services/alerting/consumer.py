@@ -25,12 +25,15 @@ from services.alerting.lifecycle import (
 from services.alerting.settings import AlertingSettings
 from shared.clock import Clock
 from shared.contracts import AlertVersion, Level, RiskEvent, Topics, stable_id
+from shared.db import Conn
 from shared.errors import DatabaseError
 from shared.kafka import BatchResult, InvalidMessage, Message
 
 log = logging.getLogger(__name__)
 
-VERSIONS = Counter("qianshao_warning_versions_total", "Warning versions created", ["msg_type", "level"])
+VERSIONS = Counter(
+    "qianshao_warning_versions_total", "Warning versions created", ["msg_type", "level"]
+)
 
 
 class AlertingHandler:
@@ -83,7 +86,7 @@ class AlertingHandler:
                 created += await self._apply_one(conn, ev, now)
         return created
 
-    async def _apply_one(self, conn: asyncpg.Connection, ev: RiskEvent, now: datetime) -> int:
+    async def _apply_one(self, conn: Conn, ev: RiskEvent, now: datetime) -> int:
         assert ev.station_id is not None
         region = group_region(ev.region_code, self._settings.group_admin_level)
         # serialise work on one group across replicas
@@ -200,7 +203,7 @@ class AlertingHandler:
             warning_id=wid,
             identifier=ident,
             version=version,
-            msg_type=msg_type,  # type: ignore[arg-type]
+            msg_type=msg_type,
             hazard=ev.hazard,
             level=level.name,
             region_code=region,
@@ -212,7 +215,7 @@ class AlertingHandler:
         )
         return await self._enqueue_deliveries(conn, alert, level)
 
-    async def _set_station(self, conn: asyncpg.Connection, wid: str, ev: RiskEvent) -> None:
+    async def _set_station(self, conn: Conn, wid: str, ev: RiskEvent) -> None:
         await conn.execute(
             """INSERT INTO alerting.warning_stations (warning_id, station_id, level, event_id)
                VALUES ($1, $2, $3, $4)
@@ -225,9 +228,7 @@ class AlertingHandler:
             ev.event_id,
         )
 
-    async def _enqueue_deliveries(
-        self, conn: asyncpg.Connection, alert: AlertVersion, level: Level
-    ) -> int:
+    async def _enqueue_deliveries(self, conn: Conn, alert: AlertVersion, level: Level) -> int:
         subs = await conn.fetch(
             """SELECT id, channel, target FROM alerting.subscriptions
                 WHERE active AND $1 LIKE region_prefix || '%' AND min_level <= $2
@@ -236,17 +237,23 @@ class AlertingHandler:
             int(level),
             alert.hazard,
         )
-        rows = [
-            (f"sub:{s['id']}", s["channel"], s["target"]) for s in subs
-        ] + [("topic:alerts", "kafka", self._topics.alerts)]
+        rows = [(f"sub:{s['id']}", s["channel"], s["target"]) for s in subs] + [
+            ("topic:alerts", "kafka", self._topics.alerts)
+        ]
         await conn.executemany(
             """INSERT INTO alerting.deliveries
                    (warning_id, version, recipient, channel, target, idempotency_key)
                VALUES ($1, $2, $3, $4, $5, $6)
                ON CONFLICT DO NOTHING""",
             [
-                (alert.warning_id, alert.version, rcpt, ch, tgt,
-                 stable_id("delivery", alert.warning_id, alert.version, rcpt, ch))
+                (
+                    alert.warning_id,
+                    alert.version,
+                    rcpt,
+                    ch,
+                    tgt,
+                    stable_id("delivery", alert.warning_id, alert.version, rcpt, ch),
+                )
                 for rcpt, ch, tgt in rows
             ],
         )

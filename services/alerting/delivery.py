@@ -12,6 +12,7 @@ the provider can recognise the repeat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Mapping
@@ -97,10 +98,8 @@ class DeliveryWorker:
             if n:
                 continue
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_s)
-            except TimeoutError:
-                pass
 
     async def run_once(self) -> int:
         now = self._clock.now()
@@ -180,8 +179,10 @@ class DeliveryWorker:
                 exc.message[:1000],
             )
             DELIVERIES.labels(channel_name, "failed").inc()
-            log.warning("delivery failed for good",
-                        extra={"delivery_id": job.delivery_id, "error": exc.message})
+            log.warning(
+                "delivery failed for good",
+                extra={"delivery_id": job.delivery_id, "error": exc.message},
+            )
             return
         delay = self._policy.delay(attempts, self._rng)
         await self._pool.execute(
@@ -193,9 +194,7 @@ class DeliveryWorker:
         )
         DELIVERIES.labels(channel_name, "retry").inc()
 
-    async def _load_alerts(
-        self, keys: set[tuple[str, int]]
-    ) -> dict[tuple[str, int], AlertVersion]:
+    async def _load_alerts(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], AlertVersion]:
         rows = await self._pool.fetch(
             """SELECT v.warning_id, v.version, v.msg_type, v.level, v.identifier, v.sent,
                       v.headline, v.description, v.refs, v.station_ids, w.hazard, w.region_code,

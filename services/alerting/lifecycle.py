@@ -81,4 +81,7 @@ def description(hazard: str, level: Level, stations: Mapping[str, Level], msg_ty
     if msg_type == "Cancel":
         return f"{name}监测值已回落至预警恢复值以下，预警解除。"
     listed = "、".join(f"{sid}（{lvl.chinese}）" for sid, lvl in sorted(stations.items()))
-    return f"{name}{level.chinese}预警：监测站点 {listed} 超过预警阈值，请相关责任人立即核查并做好防范。"
+    return (
+        f"{name}{level.chinese}预警：监测站点 {listed} 超过预警阈值，"
+        "请相关责任人立即核查并做好防范。"
+    )

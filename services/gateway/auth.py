@@ -180,7 +180,7 @@ class Authenticator:
         return Identity(
             subject=f"operator:{claims['sub']}",
             kind="operator",
-            roles=roles,  # type: ignore[arg-type]
+            roles=roles,
             scopes=scopes_for(roles),
             region_prefix=str(claims.get("region", "")),
         )

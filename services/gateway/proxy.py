@@ -14,8 +14,21 @@ from shared.logging import request_id_var
 
 # request headers passed on to the services; everything else (cookies, hop-by-hop headers, any
 # identity header a client wrote) is dropped
-FORWARD_REQUEST = ("content-type", "content-encoding", "accept", "accept-encoding", "content-length")
-DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
+FORWARD_REQUEST = (
+    "content-type",
+    "content-encoding",
+    "accept",
+    "accept-encoding",
+    "content-length",
+)
+DROP_RESPONSE = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "server",
+    "date",
+}
 
 
 @dataclass(frozen=True)
@@ -29,7 +42,7 @@ class Route:
 def match(routes: list[Route], path: str) -> tuple[Route, str] | None:
     for r in routes:
         if path.startswith(r.public_prefix):
-            return r, r.upstream_prefix + path[len(r.public_prefix):]
+            return r, r.upstream_prefix + path[len(r.public_prefix) :]
     return None
 
 
@@ -46,7 +59,7 @@ async def forward(
     req = client.build_request(
         method,
         route.upstream + path,
-        params=request.query_params.multi_items(),
+        params=str(request.query_params),
         headers=headers,
         content=request.stream() if has_body else None,
     )
@@ -58,6 +71,4 @@ async def forward(
         return problem(502, f"the {route.name} service is unreachable")
     out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in DROP_RESPONSE}
     out_headers.pop(REQUEST_ID.lower(), None)
-    return Response(
-        content=upstream.content, status_code=upstream.status_code, headers=out_headers
-    )
+    return Response(content=upstream.content, status_code=upstream.status_code, headers=out_headers)

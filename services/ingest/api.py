@@ -181,7 +181,7 @@ def router(max_body_bytes: int) -> APIRouter:
                         }
                     },
                     "application/x-ndjson": {"schema": {"type": "string"}},
-                }
+                },
             }
         },
     )
@@ -207,9 +207,7 @@ def router(max_body_bytes: int) -> APIRouter:
         return JSONResponse(result.model_dump(), status_code=202)
 
     @r.post("/stations", status_code=201, response_model=Station)
-    async def create_station(
-        body: StationIn, identity: IdentityDep, request: Request
-    ) -> Station:
+    async def create_station(body: StationIn, identity: IdentityDep, request: Request) -> Station:
         identity.require_scope("stations:write")
         identity.require_region(body.region_code)
         st = await station_repo.create(pool(request), station=body)
@@ -258,8 +256,8 @@ def router(max_body_bytes: int) -> APIRouter:
         prefix = region_prefix if region_prefix.startswith(identity.region_prefix) else ""
         if not prefix.startswith(identity.region_prefix):
             prefix = identity.region_prefix
-        return await station_repo.list_(pool(request), region_prefix=prefix, limit=limit, after=after)
+        return await station_repo.list_(
+            pool(request), region_prefix=prefix, limit=limit, after=after
+        )
 
     return r
-
-

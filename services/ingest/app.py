@@ -35,8 +35,13 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
             schema="ingest",
             migrations=MIGRATIONS,
             storage=settings.storage,
-            topics=[topics.obs_sensor, topics.obs_weather, topics.obs_hydro, topics.readings,
-                    topics.readings_dlq],
+            topics=[
+                topics.obs_sensor,
+                topics.obs_weather,
+                topics.obs_hydro,
+                topics.readings,
+                topics.readings_dlq,
+            ],
         )
         stations = StationCache(rt.pool, settings.station_cache_ttl_s)
         app.state.runtime = rt
@@ -65,7 +70,9 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
                 ),
                 handler,
                 rt.producer,
-                RunnerConfig(name="ingest", topics=consumed, dlq_topic=lambda _t: topics.readings_dlq),
+                RunnerConfig(
+                    name="ingest", topics=consumed, dlq_topic=lambda _t: topics.readings_dlq
+                ),
                 clock,
                 service="ingest",
             )

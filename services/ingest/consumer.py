@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 
 import orjson
 from prometheus_client import Counter
@@ -67,12 +68,14 @@ class IngestHandler:
                 dead.append(InvalidMessage(m, reason, _short(exc)))
         stations = await self._stations.get_many(r.station_id for _, r in decoded)
         rows: list[Row] = []
-        forecasts: list[tuple[Row, object]] = []
+        forecasts: list[tuple[Row, datetime]] = []
         for m, raw in decoded:
             station = stations.get(raw.station_id)
             if station is None:
                 dead.append(
-                    InvalidMessage(m, "unknown_station", f"station {raw.station_id!r} is not registered")
+                    InvalidMessage(
+                        m, "unknown_station", f"station {raw.station_id!r} is not registered"
+                    )
                 )
                 continue
             checked = check_reading(raw, station, now, future_tolerance_s=self._future_tolerance_s)
@@ -94,7 +97,7 @@ class IngestHandler:
             else:
                 rows.append(row)
         result = await self._store.write(rows)
-        await self._store.write_forecasts([(r, t) for r, t in forecasts])  # type: ignore[misc]
+        await self._store.write_forecasts(forecasts)
         for _r, _kept in result.conflicts:
             CONFLICTS.inc()
         for d in dead:
@@ -113,7 +116,7 @@ class IngestHandler:
                 ts=r.ts,
                 value=r.value,
                 unit=r.unit,
-                quality=r.quality,  # type: ignore[arg-type]
+                quality=r.quality,
                 quality_checks=list(r.checks),
                 source=r.source,
             )

@@ -1,4 +1,4 @@
-"""Station registry: the repository (keyword-only functions over a pool) and a read-through cache."""
+"""Station registry: the repository (keyword-only functions over a pool) and a read cache."""
 
 from __future__ import annotations
 
@@ -49,7 +49,9 @@ class Station(StationIn):
     model_config = ConfigDict(extra="ignore")
 
 
-_COLUMNS = "id, name, kind, region_code, lat, lon, owner_enterprise, interval_s, attributes, maintenance"
+_COLUMNS = (
+    "id, name, kind, region_code, lat, lon, owner_enterprise, interval_s, attributes, maintenance"
+)
 
 
 def _station(row: asyncpg.Record) -> Station:
@@ -164,7 +166,7 @@ class StationCache:
             # unknown ids are remembered briefly only: a station registered on another replica
             # must start being accepted quickly
             for sid in missing:
-                info = found.get(sid)
-                ttl = self._ttl if info is not None else min(self._ttl, 2.0)
-                self._entries[sid] = (now + ttl, info)
+                maybe = found.get(sid)
+                ttl = self._ttl if maybe is not None else min(self._ttl, 2.0)
+                self._entries[sid] = (now + ttl, maybe)
         return found

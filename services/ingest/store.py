@@ -1,4 +1,4 @@
-"""Writing readings: idempotent on (station, metric, ts); the first value wins, conflicts are kept."""
+"""Writing readings: idempotent on (station, metric, ts); first value wins, conflicts are kept."""
 
 from __future__ import annotations
 
@@ -92,7 +92,9 @@ class ReadingStore:
                             [r.metric for r in repeats],
                             [r.ts for r in repeats],
                         )
-                        kept_value = {(k["station_id"], k["metric"], k["ts"]): k["value"] for k in kept}
+                        kept_value = {
+                            (k["station_id"], k["metric"], k["ts"]): k["value"] for k in kept
+                        }
                         for r in repeats:
                             v = kept_value.get(r.key)
                             if v is None or v == r.value:
@@ -124,7 +126,10 @@ class ReadingStore:
                        (station_id, metric, issued_at, ts, value, unit, source)
                    VALUES ($1, $2, $3, $4, $5, $6, $7)
                    ON CONFLICT (station_id, metric, issued_at, ts) DO NOTHING""",
-                [(r.station_id, r.metric, issued, r.ts, r.value, r.unit, r.source) for r, issued in rows],
+                [
+                    (r.station_id, r.metric, issued, r.ts, r.value, r.unit, r.source)
+                    for r, issued in rows
+                ],
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseError(f"writing forecasts failed: {exc!r}") from exc

@@ -24,10 +24,7 @@ _IDENTITY: Converter = _scale(1.0)
 
 UNITS: dict[str, tuple[str, dict[str, Converter]]] = {
     "rainfall": ("mm", {"mm": _IDENTITY, "cm": _scale(10.0), "m": _scale(1000.0)}),
-    **{
-        f"rainfall_{h}h": ("mm", {"mm": _IDENTITY, "cm": _scale(10.0)})
-        for h in (1, 3, 6, 12, 24)
-    },
+    **{f"rainfall_{h}h": ("mm", {"mm": _IDENTITY, "cm": _scale(10.0)}) for h in (1, 3, 6, 12, 24)},
     "water_level": ("m", {"m": _IDENTITY, "cm": _scale(0.01), "mm": _scale(0.001)}),
     "temperature": (
         "degC",
@@ -120,9 +117,7 @@ def normalise_unit(metric: str, value: float, unit: str | None) -> tuple[float, 
         return value, canonical
     conv = converters.get(unit.strip().lower())
     if conv is None:
-        return Rejection(
-            "bad_unit", f"unit {unit!r} is not accepted for {metric}; use {canonical}"
-        )
+        return Rejection("bad_unit", f"unit {unit!r} is not accepted for {metric}; use {canonical}")
     return conv(value), canonical
 
 

@@ -1,1 +1,1 @@
-"""risk: scores readings against threshold rules and keeps the per-station and per-region picture."""
+"""risk: scores readings against threshold rules; keeps the per-station and per-region picture."""

@@ -1,9 +1,9 @@
 """The risk consumer: readings in, level changes out.
 
-In one database transaction per batch: lock the partitions' applied offsets, skip what was applied
-already, load the (station, rule) states, evaluate, write the new states, the events (outbox) and the
-new offsets. The outbox relay then publishes the events to ``risk.events.v1``. A crash at any point
-re-delivers the batch, which then applies nothing twice and loses no event.
+In one database transaction per batch: lock the partitions' applied offsets, skip what was
+applied already, load the (station, rule) states, evaluate, write the new states, the events
+(outbox) and the new offsets. The outbox relay then publishes the events to ``risk.events.v1``.
+A crash at any point re-delivers the batch, which then applies nothing twice and loses no event.
 """
 
 from __future__ import annotations
@@ -33,8 +33,12 @@ def to_event(change: LevelChange, now: datetime) -> RiskEvent:
     r = change.reading
     return RiskEvent(
         event_id=stable_id(
-            "risk", change.station_id, change.rule.rule_id, change.previous.name,
-            change.level.name, r.ts.isoformat(),
+            "risk",
+            change.station_id,
+            change.rule.rule_id,
+            change.previous.name,
+            change.level.name,
+            r.ts.isoformat(),
         ),
         produced_at=now,
         scope="station",
@@ -86,8 +90,18 @@ class RiskHandler:
                 dead.append(InvalidMessage(m, "invalid_reading", str(exc)[:500]))
                 continue
             readings.append(
-                (m, ReadingIn(ev.station_id, ev.region_code, ev.metric, ev.ts, ev.value,
-                              ev.quality, ev.event_id))
+                (
+                    m,
+                    ReadingIn(
+                        ev.station_id,
+                        ev.region_code,
+                        ev.metric,
+                        ev.ts,
+                        ev.value,
+                        ev.quality,
+                        ev.event_id,
+                    ),
+                )
             )
         rules = await self._rules.get_many(r.station_id for _, r in readings)
         try:
@@ -123,7 +137,11 @@ class RiskHandler:
                     part,
                 )
             fresh = [(m, r) for m, r in readings if m.offset > applied[(m.topic, m.partition)]]
-            keys = {(r.station_id, rule.rule_id) for _, r in fresh for rule in rules.get(r.station_id, [])}
+            keys = {
+                (r.station_id, rule.rule_id)
+                for _, r in fresh
+                for rule in rules.get(r.station_id, [])
+            }
             states: dict[tuple[str, str], RuleState] = {}
             if keys:
                 rows = await conn.fetch(
@@ -179,8 +197,12 @@ class RiskHandler:
                 conn,
                 "risk",
                 (
-                    (ev.event_id, self._topics.risk_events, ev.station_id or ev.region_code,
-                     ev.model_dump(mode="json"))
+                    (
+                        ev.event_id,
+                        self._topics.risk_events,
+                        ev.station_id or ev.region_code,
+                        ev.model_dump(mode="json"),
+                    )
                     for ev in events
                 ),
             )

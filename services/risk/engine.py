@@ -12,6 +12,7 @@ same rule do not move the level (late data is stored, but cannot clear a newer a
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -125,10 +126,13 @@ def evaluate(
     new_level = rule.classify(reading.value, state.level)
     if new_level == state.level:
         return replace(state, last_ts=reading.ts, last_value=reading.value), []
-    new_state = RuleState(level=new_level, since=reading.ts, last_ts=reading.ts,
-                          last_value=reading.value)
-    threshold = rule.triggers.get(new_level) if new_level != Level.none else rule.restores.get(
-        state.level, rule.triggers.get(state.level)
+    new_state = RuleState(
+        level=new_level, since=reading.ts, last_ts=reading.ts, last_value=reading.value
+    )
+    threshold = (
+        rule.triggers.get(new_level)
+        if new_level != Level.none
+        else rule.restores.get(state.level, rule.triggers.get(state.level))
     )
     change = LevelChange(
         station_id=reading.station_id,
@@ -171,7 +175,7 @@ def threshold_rules_from_attributes(attributes: Mapping[str, Any]) -> list[Thres
             raise RuleConfigError(f"thresholds.{metric} names no level")
         ordered = [triggers[lv] for lv in ACTIVE if lv in triggers]
         sign = 1 if direction == "above" else -1
-        if any(sign * (b - a) <= 0 for a, b in zip(ordered, ordered[1:], strict=False)):
+        if any(sign * (b - a) <= 0 for a, b in itertools.pairwise(ordered)):
             raise RuleConfigError(f"thresholds.{metric}: levels must grow more severe in order")
         restore_spec = spec.get("restore") or {}
         restores = {Level.parse(k): float(v) for k, v in restore_spec.items()}

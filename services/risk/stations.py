@@ -1,4 +1,5 @@
-"""Station rules for risk, read from ``ingest.stations`` (ingest's published read model) and cached."""
+"""Station rules for risk, read from ``ingest.stations`` (ingest's published read model),
+cached."""
 
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ class StationRules:
                 try:
                     rules = threshold_rules_from_attributes(r["attributes"])
                 except (RuleConfigError, ValueError, TypeError) as exc:
-                    log.warning("station has invalid thresholds; no rule applied",
-                                extra={"station_id": r["id"], "error": str(exc)})
+                    log.warning(
+                        "station has invalid thresholds; no rule applied",
+                        extra={"station_id": r["id"], "error": str(exc)},
+                    )
                     rules = []
                 out[r["id"]] = rules
                 self._entries[r["id"]] = (now + self._ttl, rules)

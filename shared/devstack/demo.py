@@ -26,10 +26,19 @@ DEMO_STATIONS: list[dict[str, Any]] = [
         "lat": 39.95,
         "lon": 116.40,
         "interval_s": 300,
-        "attributes": {"thresholds": {"rainfall_1h": {
-            "blue": 20, "yellow": 30, "orange": 50, "red": 70,
-            "restore": {"blue": 15, "yellow": 25, "orange": 45, "red": 65},
-            "hazard": "rainstorm", "source": "demo values, not an official criterion"}}},
+        "attributes": {
+            "thresholds": {
+                "rainfall_1h": {
+                    "blue": 20,
+                    "yellow": 30,
+                    "orange": 50,
+                    "red": 70,
+                    "restore": {"blue": 15, "yellow": 25, "orange": 45, "red": 65},
+                    "hazard": "rainstorm",
+                    "source": "demo values, not an official criterion",
+                }
+            }
+        },
     },
     {
         "id": "RG-QH-02",
@@ -39,9 +48,18 @@ DEMO_STATIONS: list[dict[str, Any]] = [
         "lat": 39.96,
         "lon": 116.42,
         "interval_s": 300,
-        "attributes": {"thresholds": {"rainfall_1h": {
-            "blue": 20, "yellow": 30, "orange": 50, "red": 70,
-            "hazard": "rainstorm", "source": "demo values, not an official criterion"}}},
+        "attributes": {
+            "thresholds": {
+                "rainfall_1h": {
+                    "blue": 20,
+                    "yellow": 30,
+                    "orange": 50,
+                    "red": 70,
+                    "hazard": "rainstorm",
+                    "source": "demo values, not an official criterion",
+                }
+            }
+        },
     },
     {
         "id": "WL-QH-01",
@@ -52,11 +70,20 @@ DEMO_STATIONS: list[dict[str, Any]] = [
         "lon": 116.41,
         "interval_s": 300,
         "attributes": {
-            "warning_level": 3.0, "guaranteed_level": 4.0, "historic_max": 4.6,
-            "thresholds": {"water_level": {
-                "blue": 3.0, "yellow": 3.5, "orange": 4.0, "red": 4.6,
-                "restore": {"blue": 2.9}, "hazard": "flood",
-                "source": "station attributes: warning 3.0 m, guaranteed 4.0 m, max 4.6 m"}},
+            "warning_level": 3.0,
+            "guaranteed_level": 4.0,
+            "historic_max": 4.6,
+            "thresholds": {
+                "water_level": {
+                    "blue": 3.0,
+                    "yellow": 3.5,
+                    "orange": 4.0,
+                    "red": 4.6,
+                    "restore": {"blue": 2.9},
+                    "hazard": "flood",
+                    "source": "station attributes: warning 3.0 m, guaranteed 4.0 m, max 4.6 m",
+                }
+            },
         },
     },
     {
@@ -67,9 +94,18 @@ DEMO_STATIONS: list[dict[str, Any]] = [
         "lat": 39.90,
         "lon": 116.30,
         "interval_s": 300,
-        "attributes": {"thresholds": {"water_level": {
-            "blue": 2.5, "yellow": 3.0, "orange": 3.5, "red": 4.0, "hazard": "flood",
-            "source": "demo values"}}},
+        "attributes": {
+            "thresholds": {
+                "water_level": {
+                    "blue": 2.5,
+                    "yellow": 3.0,
+                    "orange": 3.5,
+                    "red": 4.0,
+                    "hazard": "flood",
+                    "source": "demo values",
+                }
+            }
+        },
     },
 ]
 
@@ -89,26 +125,39 @@ def storm(tick: int) -> dict[tuple[str, str], float]:
     }
 
 
-async def setup_demo(client: httpx.AsyncClient, admin_headers: dict[str, str], webhook: str,
-                     wecom: str) -> None:
+async def setup_demo(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], webhook: str, wecom: str
+) -> None:
     for st in DEMO_STATIONS:
         r = await client.post("/api/v1/ingest/stations", json=st, headers=admin_headers)
         if r.status_code == 409:
-            r = await client.put(f"/api/v1/ingest/stations/{st['id']}", json=st,
-                                 headers=admin_headers)
+            r = await client.put(
+                f"/api/v1/ingest/stations/{st['id']}", json=st, headers=admin_headers
+            )
         r.raise_for_status()
     r = await client.get("/api/v1/alerts/subscriptions", headers=admin_headers)
     r.raise_for_status()
     have = {s["name"] for s in r.json()}
     for sub in (
-        {"name": "county duty desk (webhook)", "channel": "webhook", "target": webhook,
-         "region_prefix": "110101", "min_level": "blue"},
-        {"name": "township WeCom group", "channel": "wecom_robot", "target": wecom,
-         "region_prefix": "110101001", "min_level": "yellow"},
+        {
+            "name": "county duty desk (webhook)",
+            "channel": "webhook",
+            "target": webhook,
+            "region_prefix": "110101",
+            "min_level": "blue",
+        },
+        {
+            "name": "township WeCom group",
+            "channel": "wecom_robot",
+            "target": wecom,
+            "region_prefix": "110101001",
+            "min_level": "yellow",
+        },
     ):
         if sub["name"] not in have:
-            (await client.post("/api/v1/alerts/subscriptions", json=sub,
-                               headers=admin_headers)).raise_for_status()
+            (
+                await client.post("/api/v1/alerts/subscriptions", json=sub, headers=admin_headers)
+            ).raise_for_status()
 
 
 async def run_feed(
@@ -124,8 +173,13 @@ async def run_feed(
         now = datetime.now(UTC).replace(microsecond=0)
         values = storm(tick)
         readings = [
-            {"station_id": sid, "metric": metric, "ts": now.isoformat(), "value": v,
-             "unit": "mm" if metric.startswith("rain") else "m"}
+            {
+                "station_id": sid,
+                "metric": metric,
+                "ts": now.isoformat(),
+                "value": v,
+                "unit": "mm" if metric.startswith("rain") else "m",
+            }
             for (sid, metric), v in values.items()
         ]
         try:

@@ -108,7 +108,10 @@ def create_app(inbox: Inbox | None = None) -> FastAPI:
         rows = []
         for m in reversed(box.messages[-200:]):
             body = m["body"]
-            text = body.get("text", {}).get("content") or f"{body.get('headline')}\n{body.get('description')}"
+            text = (
+                body.get("text", {}).get("content")
+                or f"{body.get('headline')}\n{body.get('description')}"
+            )
             rows.append(
                 f"<tr><td>{html.escape(m['received_at'])}</td><td>{html.escape(m['provider'])}"
                 f"/{html.escape(m['name'])}</td><td><pre>{html.escape(str(text))}</pre></td></tr>"

@@ -114,8 +114,16 @@ class PostgresServer:
         self._wait_ready(bin_dir)
         if fresh:
             subprocess.run(
-                [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
-                 self.user, self.database],
+                [
+                    str(bin_dir / "createdb"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    self.user,
+                    self.database,
+                ],
                 check=False,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

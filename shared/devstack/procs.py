@@ -38,7 +38,9 @@ def apt_install(*packages: str) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     apt = shutil.which("apt-get") or "/usr/bin/apt-get"
     subprocess.run([apt, "update", "-qq"], check=True, env=env)
-    subprocess.run([apt, "install", "-y", "-qq", "--no-install-recommends", *packages], check=True, env=env)
+    subprocess.run(
+        [apt, "install", "-y", "-qq", "--no-install-recommends", *packages], check=True, env=env
+    )
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:

@@ -72,13 +72,19 @@ async def _prepare(dsn: str, bootstrap: str, run_dir: Path) -> dict[str, str]:
     await ensure_topics(bootstrap, Topics().all())
     pool = await create_pool(dsn)
     try:
-        for schema, path in (("ingest", INGEST), ("risk", RISK), ("alerting", ALERTING),
-                             ("gateway", GATEWAY)):
+        for schema, path in (
+            ("ingest", INGEST),
+            ("risk", RISK),
+            ("alerting", ALERTING),
+            ("gateway", GATEWAY),
+        ):
             await migrate(pool, schema, path)
         # fresh development credentials on every start
         await pool.execute("DELETE FROM gateway.api_clients WHERE id = 'dev-upstream'")
         key = await create_api_client(
-            pool, client_id="dev-upstream", name="Development upstream platform",
+            pool,
+            client_id="dev-upstream",
+            name="Development upstream platform",
             sources=[DEMO_SOURCE, "dev"],
         )
         password = secrets.token_urlsafe(12)
@@ -106,13 +112,21 @@ async def _demo(ports: dict[str, int], creds: dict[str, str]) -> None:
     gw = f"http://127.0.0.1:{ports['gateway']}"
     fake = f"http://127.0.0.1:{ports['fake']}"
     async with httpx.AsyncClient(base_url=gw, timeout=30) as c:
-        r = await c.post("/api/v1/auth/token", data={
-            "username": creds["admin_username"], "password": creds["admin_password"]})
+        r = await c.post(
+            "/api/v1/auth/token",
+            data={"username": creds["admin_username"], "password": creds["admin_password"]},
+        )
         r.raise_for_status()
         admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        await setup_demo(c, admin, f"{fake}/webhook/county-duty",
-                         f"{fake}/cgi-bin/webhook/send?key=qinghe-township")
-        print(f"[demo] stations and subscriptions registered; messages appear at {fake}/", flush=True)
+        await setup_demo(
+            c,
+            admin,
+            f"{fake}/webhook/county-duty",
+            f"{fake}/cgi-bin/webhook/send?key=qinghe-township",
+        )
+        print(
+            f"[demo] stations and subscriptions registered; messages appear at {fake}/", flush=True
+        )
         await run_feed(c, creds["api_key"], say=lambda s: print(s, flush=True))
 
 
@@ -135,25 +149,48 @@ def up() -> int:
         broker.start()
         creds = asyncio.run(_prepare(pg.dsn, broker.bootstrap, run_dir))
         fake_log = open(run_dir / "logs" / "fake-providers.log", "ab")  # noqa: SIM115
-        procs.append(("fake-providers", subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "fake-providers", "--port", str(ports["fake"]),
-             "--echo"], stderr=fake_log)))
+        procs.append(
+            (
+                "fake-providers",
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "shared.cli",
+                        "fake-providers",
+                        "--port",
+                        str(ports["fake"]),
+                        "--echo",
+                    ],
+                    stderr=fake_log,
+                ),
+            )
+        )
         for name in SERVICES:
             log = open(run_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
-            procs.append((name, subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "serve", name],
-                env=_service_env(name, ports, pg.dsn, broker.bootstrap),
-                stdout=log, stderr=log)))
+            procs.append(
+                (
+                    name,
+                    subprocess.Popen(
+                        [sys.executable, "-m", "shared.cli", "serve", name],
+                        env=_service_env(name, ports, pg.dsn, broker.bootstrap),
+                        stdout=log,
+                        stderr=log,
+                    ),
+                )
+            )
         for name in SERVICES:
             _wait_ready(f"http://127.0.0.1:{ports[name]}/readyz")
         print("\nQianshao is up.", flush=True)
         print(f"  gateway         http://127.0.0.1:{ports['gateway']}/api/v1/…", flush=True)
-        print(f"  fake providers  http://127.0.0.1:{ports['fake']}/  (messages received)",
-              flush=True)
+        print(
+            f"  fake providers  http://127.0.0.1:{ports['fake']}/  (messages received)", flush=True
+        )
         print(f"  logs            {run_dir / 'logs'}", flush=True)
         print(f"  upstream API key: {creds['api_key']}", flush=True)
-        print(f"  admin operator:   {creds['admin_username']} / {creds['admin_password']}",
-              flush=True)
+        print(
+            f"  admin operator:   {creds['admin_username']} / {creds['admin_password']}", flush=True
+        )
         print(f"  (also in {run_dir / 'dev-credentials.json'})\n", flush=True)
         print("Press Ctrl-C to stop.\n", flush=True)
         asyncio.run(_demo(ports, creds))

@@ -44,26 +44,58 @@ async def stack(database: str, broker, topic_prefix: str) -> AsyncIterator[Stack
     inbox = Inbox()
     async with contextlib.AsyncExitStack() as es:
         fake = await es.enter_async_context(serve(fake_app(inbox), ports["fake"]))
-        await es.enter_async_context(serve(ingest_app(IngestSettings(
-            **common, port=ports["ingest"], consumer_group=f"{topic_prefix}ingest",
-            storage="native")), ports["ingest"]))
-        await es.enter_async_context(serve(risk_app(RiskSettings(
-            **common, port=ports["risk"], consumer_group=f"{topic_prefix}risk")), ports["risk"]))
-        await es.enter_async_context(serve(alerting_app(AlertingSettings(
-            **common, port=ports["alerting"], consumer_group=f"{topic_prefix}alerting",
-            delivery_poll_s=0.1)), ports["alerting"]))
-        gw = gateway_app(GatewaySettings(
-            database_url=database,
-            port=ports["gateway"],
-            ingest_url=f"http://127.0.0.1:{ports['ingest']}",
-            risk_url=f"http://127.0.0.1:{ports['risk']}",
-            alerting_url=f"http://127.0.0.1:{ports['alerting']}",
-        ))
+        await es.enter_async_context(
+            serve(
+                ingest_app(
+                    IngestSettings(
+                        **common,
+                        port=ports["ingest"],
+                        consumer_group=f"{topic_prefix}ingest",
+                        storage="native",
+                    )
+                ),
+                ports["ingest"],
+            )
+        )
+        await es.enter_async_context(
+            serve(
+                risk_app(
+                    RiskSettings(**common, port=ports["risk"], consumer_group=f"{topic_prefix}risk")
+                ),
+                ports["risk"],
+            )
+        )
+        await es.enter_async_context(
+            serve(
+                alerting_app(
+                    AlertingSettings(
+                        **common,
+                        port=ports["alerting"],
+                        consumer_group=f"{topic_prefix}alerting",
+                        delivery_poll_s=0.1,
+                    )
+                ),
+                ports["alerting"],
+            )
+        )
+        gw = gateway_app(
+            GatewaySettings(
+                database_url=database,
+                port=ports["gateway"],
+                ingest_url=f"http://127.0.0.1:{ports['ingest']}",
+                risk_url=f"http://127.0.0.1:{ports['risk']}",
+                alerting_url=f"http://127.0.0.1:{ports['alerting']}",
+            )
+        )
         gateway = await es.enter_async_context(serve(gw, ports["gateway"]))
         key = await create_api_client(
-            gw.state.pool, client_id="city", name="City platform", sources=["city-platform"],
+            gw.state.pool,
+            client_id="city",
+            name="City platform",
+            sources=["city-platform"],
             region_prefix="110101",
         )
-        await create_operator(gw.state.pool, username="admin", password="admin-pass-123",
-                              roles=["admin"])
+        await create_operator(
+            gw.state.pool, username="admin", password="admin-pass-123", roles=["admin"]
+        )
         yield Stack(gateway, fake, inbox, key, "admin-pass-123")

@@ -18,8 +18,14 @@ STATION = {
     "lon": 116.4,
     "attributes": {
         "thresholds": {
-            "water_level": {"blue": 3.0, "yellow": 3.5, "orange": 4.0, "red": 4.5,
-                             "restore": {"red": 4.3}, "source": "station survey 2025"}
+            "water_level": {
+                "blue": 3.0,
+                "yellow": 3.5,
+                "orange": 4.0,
+                "red": 4.5,
+                "restore": {"red": 4.3},
+                "source": "station survey 2025",
+            }
         }
     },
 }
@@ -38,9 +44,14 @@ async def test_red_reading_becomes_delivered_red_warning(stack):
         assert r.status_code == 201, r.text
         r = await c.post(
             "/api/v1/alerts/subscriptions",
-            json={"name": "county duty desk", "channel": "webhook",
-                  "target": f"{stack.fake}/webhook/duty", "region_prefix": "110101",
-                  "min_level": "blue", "secret": "s3cret-s3cret-s3cret"},
+            json={
+                "name": "county duty desk",
+                "channel": "webhook",
+                "target": f"{stack.fake}/webhook/duty",
+                "region_prefix": "110101",
+                "min_level": "blue",
+                "secret": "s3cret-s3cret-s3cret",
+            },
             headers=admin,
         )
         assert r.status_code == 201, r.text
@@ -48,13 +59,26 @@ async def test_red_reading_becomes_delivered_red_warning(stack):
 
         now = datetime.now(UTC).replace(microsecond=0)
         readings = [
-            {"station_id": "WL-001", "metric": "water_level", "ts": (now - timedelta(minutes=10)).isoformat(),
-             "value": 2.1, "unit": "m"},
-            {"station_id": "WL-001", "metric": "water_level", "ts": (now - timedelta(minutes=5)).isoformat(),
-             "value": 470, "unit": "cm"},
+            {
+                "station_id": "WL-001",
+                "metric": "water_level",
+                "ts": (now - timedelta(minutes=10)).isoformat(),
+                "value": 2.1,
+                "unit": "m",
+            },
+            {
+                "station_id": "WL-001",
+                "metric": "water_level",
+                "ts": (now - timedelta(minutes=5)).isoformat(),
+                "value": 470,
+                "unit": "cm",
+            },
         ]
-        r = await c.post("/api/v1/ingest/readings", json={"source": "city-platform", "readings": readings},
-                         headers={"X-API-Key": stack.api_key})
+        r = await c.post(
+            "/api/v1/ingest/readings",
+            json={"source": "city-platform", "readings": readings},
+            headers={"X-API-Key": stack.api_key},
+        )
         assert r.status_code == 202, r.text
         assert r.json() == {"accepted": 2, "rejected": []}
 
@@ -78,7 +102,11 @@ async def test_red_reading_becomes_delivered_red_warning(stack):
         assert len(items) == 1
         w = items[0]
         assert (w["hazard"], w["level"], w["region_code"], w["state"]) == (
-            "flood", "red", "110101001000", "issued")
+            "flood",
+            "red",
+            "110101001000",
+            "issued",
+        )
         assert w["station_ids"] == ["WL-001"]
 
         r = await c.get("/api/v1/risk/stations/WL-001", headers=admin)

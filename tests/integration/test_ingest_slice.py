@@ -35,14 +35,33 @@ async def test_push_is_stored_once_and_bad_items_are_answered(database, broker, 
         body = {
             "source": "city-platform",
             "readings": [
-                {"station_id": "RG001", "metric": "rainfall", "ts": "2026-07-01T08:00:00+08:00",
-                 "value": 12.5, "unit": "mm"},
-                {"station_id": "RG001", "metric": "rainfall", "ts": "2026-07-01T08:05:00",
-                 "value": 1.0, "unit": "mm"},
-                {"station_id": "NOPE", "metric": "rainfall", "ts": "2026-07-01T08:05:00+08:00",
-                 "value": 1.0},
-                {"station_id": "RG001", "metric": "rainfall", "ts": "2026-07-01T08:10:00+08:00",
-                 "value": 1.2, "unit": "cm"},
+                {
+                    "station_id": "RG001",
+                    "metric": "rainfall",
+                    "ts": "2026-07-01T08:00:00+08:00",
+                    "value": 12.5,
+                    "unit": "mm",
+                },
+                {
+                    "station_id": "RG001",
+                    "metric": "rainfall",
+                    "ts": "2026-07-01T08:05:00",
+                    "value": 1.0,
+                    "unit": "mm",
+                },
+                {
+                    "station_id": "NOPE",
+                    "metric": "rainfall",
+                    "ts": "2026-07-01T08:05:00+08:00",
+                    "value": 1.0,
+                },
+                {
+                    "station_id": "RG001",
+                    "metric": "rainfall",
+                    "ts": "2026-07-01T08:10:00+08:00",
+                    "value": 1.2,
+                    "unit": "cm",
+                },
             ],
         }
         r = await c.post("/v1/readings", json=body)
@@ -55,6 +74,7 @@ async def test_push_is_stored_once_and_bad_items_are_answered(database, broker, 
 
         conn = await asyncpg.connect(database)
         try:
+
             async def count() -> int:
                 n = await conn.fetchval("SELECT count(*) FROM ingest.readings")
                 return int(n) if n == 2 else 0
@@ -65,7 +85,9 @@ async def test_push_is_stored_once_and_bad_items_are_answered(database, broker, 
         finally:
             await conn.close()
 
-        r = await c.post("/v1/readings", content=b"{not json", headers={"content-type": "application/json"})
+        r = await c.post(
+            "/v1/readings", content=b"{not json", headers={"content-type": "application/json"}
+        )
         assert r.status_code == 400
         assert r.headers["content-type"].startswith("application/problem+json")
         assert orjson.loads(r.content)["status"] == 400

@@ -82,13 +82,16 @@ class WeComRobotChannel:
         except httpx.TransportError as exc:
             raise ProviderError(f"wecom unreachable: {exc!r}", retriable=True) from exc
         if r.status_code != 200:
-            raise ProviderError(f"wecom answered HTTP {r.status_code}",
-                                retriable=retriable_status(r.status_code))
+            raise ProviderError(
+                f"wecom answered HTTP {r.status_code}", retriable=retriable_status(r.status_code)
+            )
         try:
             doc = r.json()
             code = int(doc.get("errcode", -1))
         except (ValueError, AttributeError) as exc:
-            raise ProviderError("wecom answered something that is not JSON", retriable=True) from exc
+            raise ProviderError(
+                "wecom answered something that is not JSON", retriable=True
+            ) from exc
         if code != 0:
             raise ProviderError(
                 f"wecom errcode {code}: {doc.get('errmsg')}",

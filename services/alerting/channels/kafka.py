@@ -19,7 +19,9 @@ class KafkaChannel:
     async def send(self, job: DeliveryJob) -> None:
         try:
             await self._producer.send(
-                job.target, orjson.dumps(job.alert.model_dump(mode="json")), key=job.alert.warning_id
+                job.target,
+                orjson.dumps(job.alert.model_dump(mode="json")),
+                key=job.alert.warning_id,
             )
         except BrokerError as exc:
             raise ProviderError(str(exc), retriable=True) from exc
