@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from services.alerting.settings import AlertingSettings
+from services.gateway.settings import GatewaySettings
+from services.ingest.settings import IngestSettings
+from shared.contracts import Level, RawReading, RiskEvent, Topics, stable_id
+from shared.errors import Unauthenticated
+from shared.identity import Identity, sign, verify
+
+NOW = datetime(2026, 7, 1, 0, 0, tzinfo=UTC)
+
+
+def test_raw_reading_requires_an_offset_and_a_finite_value():
+    ok = RawReading(
+        source="s", station_id="A1", metric="rainfall", ts="2026-07-01T08:00:00+08:00", value=1.0
+    )
+    assert ok.ts == NOW
+    with pytest.raises(ValidationError, match="UTC offset"):
+        RawReading(
+            source="s", station_id="A1", metric="rainfall", ts="2026-07-01T08:00:00", value=1.0
+        )
+    with pytest.raises(ValidationError):
+        RawReading(
+            source="s",
+            station_id="A1",
+            metric="rainfall",
+            ts="2026-07-01T08:00:00Z",
+            value=float("nan"),
+        )
+    with pytest.raises(ValidationError):
+        RawReading(
+            source="s",
+            station_id="bad id with spaces",
+            metric="rainfall",
+            ts="2026-07-01T08:00:00Z",
+            value=1,
+        )
+
+
+def test_risk_event_needs_a_12_digit_region_and_known_levels():
+    base = {
+        "event_id": "e1",
+        "produced_at": NOW,
+        "scope": "station",
+        "station_id": "A",
+        "region_code": "110101001001",
+        "hazard": "flood",
+        "rule_id": "r",
+        "previous_level": "none",
+        "level": "red",
+        "change": "raised",
+        "event_time": NOW,
+        "evidence": {"rule_id": "r", "metric": "water_level", "value": 5.0},
+    }
+    assert RiskEvent.model_validate(base).level == "red"
+    with pytest.raises(ValidationError):
+        RiskEvent.model_validate({**base, "region_code": "1101"})
+    with pytest.raises(ValidationError):
+        RiskEvent.model_validate({**base, "level": "purple"})
+
+
+def test_levels_order_and_map_to_cap_severity():
+    assert Level.red > Level.orange > Level.yellow > Level.blue > Level.none
+    assert [lv.cap_severity for lv in (Level.blue, Level.yellow, Level.orange, Level.red)] == [
+        "Minor",
+        "Moderate",
+        "Severe",
+        "Extreme",
+    ]
+    assert Level.red.roman == "I" and Level.blue.roman == "IV"
+    with pytest.raises(ValueError, match="unknown level"):
+        Level.parse("purple")
+
+
+def test_stable_id_is_deterministic_and_separates_parts():
+    assert stable_id("a", "b") == stable_id("a", "b")
+    assert stable_id("a", "b") != stable_id("ab")
+    assert stable_id("a", "bc") != stable_id("ab", "c")
+
+
+def test_topic_names_carry_the_prefix_and_are_unique():
+    t = Topics("x.")
+    names = t.all()
+    assert len(names) == len(set(names))
+    assert all(n.startswith("x.") for n in names)
+    assert t.readings == "x.readings.v1"
+    assert Topics().readings_dlq == "readings.dlq.v1"
+
+
+def test_settings_have_a_prefix_per_service(monkeypatch):
+    monkeypatch.setenv("QIANSHAO_INGEST_PORT", "9101")
+    monkeypatch.setenv("QIANSHAO_ALERTING_PORT", "9103")
+    assert IngestSettings().port == 9101
+    assert AlertingSettings().port == 9103
+
+
+def test_production_refuses_default_or_weak_secrets(monkeypatch):
+    monkeypatch.setenv("QIANSHAO_GATEWAY_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="internal_secret"):
+        GatewaySettings()
+    monkeypatch.setenv("QIANSHAO_GATEWAY_INTERNAL_SECRET", "x" * 40)
+    with pytest.raises(ValidationError, match="jwt_secret"):
+        GatewaySettings()
+    monkeypatch.setenv("QIANSHAO_GATEWAY_JWT_SECRET", "short")
+    with pytest.raises(ValidationError, match="jwt_secret"):
+        GatewaySettings()
+    monkeypatch.setenv("QIANSHAO_GATEWAY_JWT_SECRET", "y" * 40)
+    assert GatewaySettings().environment == "production"
+
+
+def test_development_accepts_the_defaults():
+    assert GatewaySettings().environment == "development"
+
+
+def test_identity_round_trips_and_refuses_tampering_and_expiry():
+    ident = Identity(
+        subject="op",
+        kind="operator",
+        roles=["viewer"],
+        scopes=["warnings:read"],
+        region_prefix="110101",
+    )
+    header = sign(ident, "k" * 32, NOW)
+    back = verify(header, "k" * 32, NOW + timedelta(seconds=10))
+    assert back.subject == "op" and back.region_prefix == "110101"
+    with pytest.raises(Unauthenticated, match="signature"):
+        verify(header, "other" * 8, NOW)
+    payload, mac = header.split(".")
+    forged = sign(ident.model_copy(update={"region_prefix": ""}), "attacker-key" * 3, NOW)
+    with pytest.raises(Unauthenticated):
+        verify(forged.split(".")[0] + "." + mac, "k" * 32, NOW)
+    with pytest.raises(Unauthenticated, match="expired"):
+        verify(header, "k" * 32, NOW + timedelta(minutes=5))
+    with pytest.raises(Unauthenticated):
+        verify(None, "k" * 32, NOW)
+    with pytest.raises(Unauthenticated):
+        verify("garbage", "k" * 32, NOW)
+    assert payload
+
+
+def test_identity_region_scope():
+    ident = Identity(subject="t", kind="operator", region_prefix="110101001")
+    assert ident.can_see_region("110101001002")
+    assert not ident.can_see_region("110101002001")

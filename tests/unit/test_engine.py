@@ -1,0 +1,130 @@
+"""Threshold rule: boundaries exactly at, just under and just over each value; restore paths."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.risk.engine import (
+    ReadingIn,
+    RuleConfigError,
+    RuleState,
+    evaluate,
+    threshold_rules_from_attributes,
+)
+from shared.contracts import Level
+
+T0 = datetime(2026, 7, 1, tzinfo=UTC)
+SPEC = {"blue": 3.0, "yellow": 3.5, "orange": 4.0, "red": 4.5, "restore": {"red": 4.3, "blue": 2.8}}
+
+
+def rule(spec=SPEC, metric="water_level"):
+    (r,) = threshold_rules_from_attributes({"thresholds": {metric: spec}})
+    return r
+
+
+def run(values, r=None, metric="water_level"):
+    r = r or rule()
+    state = RuleState()
+    levels, events = [], []
+    for i, v in enumerate(values):
+        reading = ReadingIn("S1", "110101001001", metric, T0 + timedelta(minutes=5 * i), v)
+        state, evs = evaluate(r, state, reading, T0)
+        levels.append(state.level)
+        events.extend(evs)
+    return levels, events
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (2.99, Level.none),
+        (3.0, Level.blue),
+        (3.01, Level.blue),
+        (3.49, Level.blue),
+        (3.5, Level.yellow),
+        (3.99, Level.yellow),
+        (4.0, Level.orange),
+        (4.49, Level.orange),
+        (4.5, Level.red),
+        (9.0, Level.red),
+    ],
+)
+def test_level_at_boundaries(value, expected):
+    levels, _ = run([value])
+    assert levels == [expected]
+
+
+def test_most_severe_level_wins_and_one_event_per_change():
+    levels, events = run([1.0, 4.7, 4.8])
+    assert levels == [Level.none, Level.red, Level.red]
+    assert len(events) == 1
+    assert (events[0].previous, events[0].level, events[0].change) == (
+        Level.none,
+        Level.red,
+        "raised",
+    )
+
+
+def test_red_holds_until_its_restore_value_then_falls_to_the_level_the_value_is_at():
+    levels, events = run([4.6, 4.4, 4.31, 4.3, 4.29])
+    # 4.4 and 4.31 and 4.3 are below the red trigger but not below the restore value 4.3
+    assert levels == [Level.red, Level.red, Level.red, Level.red, Level.orange]
+    assert [e.change for e in events] == ["raised", "lowered"]
+
+
+def test_blue_clears_only_below_its_restore_value():
+    levels, events = run([3.2, 2.95, 2.8, 2.79])
+    assert levels == [Level.blue, Level.blue, Level.blue, Level.none]
+    assert events[-1].change == "cleared"
+
+
+def test_level_without_restore_clears_below_its_trigger():
+    levels, _ = run([3.6, 3.49])
+    assert levels == [Level.yellow, Level.blue]
+
+
+def test_late_and_repeated_readings_do_not_move_the_level():
+    r = rule()
+    state = RuleState()
+    state, _ = evaluate(r, state, ReadingIn("S1", "110101001001", "water_level", T0, 4.6), T0)
+    late = ReadingIn("S1", "110101001001", "water_level", T0 - timedelta(minutes=5), 1.0)
+    state2, evs = evaluate(r, state, late, T0)
+    assert state2 == state and evs == []
+    again, evs = evaluate(r, state, ReadingIn("S1", "110101001001", "water_level", T0, 4.6), T0)
+    assert again == state and evs == []
+
+
+def test_bad_quality_readings_are_ignored():
+    r = rule()
+    bad = ReadingIn("S1", "110101001001", "water_level", T0, 9.0, quality="bad")
+    state, evs = evaluate(r, RuleState(), bad, T0)
+    assert state.level == Level.none and evs == []
+
+
+def test_below_direction():
+    r = rule({"blue": 20.0, "red": 10.0, "direction": "below"}, metric="tank_level")
+    levels, _ = run([25, 20, 15, 10, 21], r=r, metric="tank_level")
+    assert levels == [Level.none, Level.blue, Level.blue, Level.red, Level.none]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"blue": 4.0, "yellow": 3.0}, "more severe"),
+        ({"direction": "sideways", "blue": 1}, "direction"),
+        ({}, "names no level"),
+        ({"blue": 3.0, "restore": {"red": 1.0}}, "no trigger"),
+        ({"blue": 3.0, "restore": {"blue": 3.5}}, "past its trigger"),
+    ],
+)
+def test_invalid_threshold_specs_are_refused(spec, message):
+    with pytest.raises(RuleConfigError, match=message):
+        threshold_rules_from_attributes({"thresholds": {"water_level": spec}})
+
+
+def test_hazard_defaults_from_the_metric_and_source_is_kept():
+    r = rule({"red": 1.0, "source": "GB/T 50493-2019 §5.5.3"}, metric="combustible_gas")
+    assert r.hazard == "hazardous_chemicals"
+    assert r.source_clause == "GB/T 50493-2019 §5.5.3"

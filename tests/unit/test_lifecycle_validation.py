@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.alerting.lifecycle import apply_station_level, group_region, identifier
+from services.ingest.validation import Normalised, Rejection, StationInfo, check_reading
+from shared.contracts import Level, RawReading
+
+NOW = datetime(2026, 7, 1, tzinfo=UTC)
+
+
+def test_first_station_issues_then_updates_then_cancels():
+    d = apply_station_level(None, {}, "A", Level.yellow)
+    assert (d.action, d.level) == ("issue", Level.yellow)
+    d = apply_station_level(Level.yellow, d.stations, "B", Level.red)
+    assert (d.action, d.level) == ("update", Level.red)
+    d = apply_station_level(Level.red, d.stations, "A", Level.blue)
+    assert d.action == "none"  # B still holds the group at red
+    d = apply_station_level(Level.red, d.stations, "B", Level.none)
+    assert (d.action, d.level) == ("update", Level.blue)
+    d = apply_station_level(Level.blue, d.stations, "A", Level.none)
+    assert d.action == "cancel"
+    assert dict(d.stations) == {}
+
+
+def test_a_clear_without_an_open_warning_does_nothing():
+    assert apply_station_level(None, {}, "A", Level.none).action == "none"
+
+
+def test_group_region_pads_to_12_digits():
+    assert group_region("110101001002", "township") == "110101001000"
+    assert group_region("110101001002", "county") == "110101000000"
+    assert group_region("110101001002", "village") == "110101001002"
+
+
+def test_identifier_uses_beijing_time():
+    assert identifier("110101000000", datetime(2026, 7, 1, 0, 0, 5, tzinfo=UTC), 7) == (
+        "110101000000_20260701080005_7"
+    )
+
+
+STATION = StationInfo(id="W1", kind="water_level", region_code="110101001001")
+
+
+def raw(metric="water_level", value=350.0, unit="cm", ts=NOW):
+    return RawReading(source="s", station_id="W1", metric=metric, ts=ts, value=value, unit=unit)
+
+
+def test_units_are_normalised():
+    r = check_reading(raw(value=350, unit="cm"), STATION, NOW)
+    assert isinstance(r, Normalised)
+    assert (r.value, r.unit, r.quality) == (3.5, "m", "good")
+    r = check_reading(raw(metric="temperature", value=300.15, unit="K"), STATION, NOW)
+    assert isinstance(r, Normalised)
+    assert r.value == pytest.approx(27.0)
+
+
+def test_unknown_unit_and_hard_range_are_rejected_with_a_reason():
+    r = check_reading(raw(unit="furlong"), STATION, NOW)
+    assert isinstance(r, Rejection) and r.reason == "bad_unit"
+    r = check_reading(raw(metric="rainfall", value=900, unit="mm"), STATION, NOW)
+    assert isinstance(r, Rejection) and r.reason == "out_of_hard_range"
+
+
+def test_soft_range_and_future_timestamps_are_flagged_doubtful():
+    r = check_reading(raw(metric="rainfall", value=250, unit="mm"), STATION, NOW)
+    assert isinstance(r, Normalised) and r.quality == "doubtful" and "soft_range" in r.checks
+    r = check_reading(raw(ts=NOW + timedelta(minutes=6)), STATION, NOW)
+    assert isinstance(r, Normalised) and r.checks == ("future_timestamp",)
+    r = check_reading(raw(ts=NOW + timedelta(minutes=4)), STATION, NOW)
+    assert isinstance(r, Normalised) and r.quality == "good"
+
+
+def test_station_attributes_narrow_the_hard_range():
+    st = StationInfo(
+        id="W1",
+        kind="water_level",
+        region_code="110101001001",
+        attributes={"hard_range": {"water_level": [0, 10]}},
+    )
+    r = check_reading(raw(value=1200, unit="cm"), st, NOW)
+    assert isinstance(r, Rejection)
