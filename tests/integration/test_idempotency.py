@@ -132,6 +132,7 @@ async def test_alerting_applies_a_redelivered_event_once(database, topic_prefix)
         w = await pool.fetchrow("SELECT state FROM alerting.warnings")
         assert w["state"] == "cancelled"
         refs = await pool.fetchval("SELECT refs FROM alerting.warning_versions WHERE version = 2")
-        assert len(refs) == 1 and refs[0].startswith("110101000000,110101000000_")
+        assert len(refs) == 1
+        assert refs[0].startswith("110101000000,110101000000_")
     finally:
         await pool.close()

@@ -72,7 +72,8 @@ def test_levels_order_and_map_to_cap_severity():
         "Severe",
         "Extreme",
     ]
-    assert Level.red.roman == "I" and Level.blue.roman == "IV"
+    assert Level.red.roman == "I"
+    assert Level.blue.roman == "IV"
     with pytest.raises(ValueError, match="unknown level"):
         Level.parse("purple")
 
@@ -127,7 +128,8 @@ def test_identity_round_trips_and_refuses_tampering_and_expiry():
     )
     header = sign(ident, "k" * 32, NOW)
     back = verify(header, "k" * 32, NOW + timedelta(seconds=10))
-    assert back.subject == "op" and back.region_prefix == "110101"
+    assert back.subject == "op"
+    assert back.region_prefix == "110101"
     with pytest.raises(Unauthenticated, match="signature"):
         verify(header, "other" * 8, NOW)
     payload, mac = header.split(".")

@@ -91,16 +91,19 @@ def test_late_and_repeated_readings_do_not_move_the_level():
     state, _ = evaluate(r, state, ReadingIn("S1", "110101001001", "water_level", T0, 4.6), T0)
     late = ReadingIn("S1", "110101001001", "water_level", T0 - timedelta(minutes=5), 1.0)
     state2, evs = evaluate(r, state, late, T0)
-    assert state2 == state and evs == []
+    assert state2 == state
+    assert evs == []
     again, evs = evaluate(r, state, ReadingIn("S1", "110101001001", "water_level", T0, 4.6), T0)
-    assert again == state and evs == []
+    assert again == state
+    assert evs == []
 
 
 def test_bad_quality_readings_are_ignored():
     r = rule()
     bad = ReadingIn("S1", "110101001001", "water_level", T0, 9.0, quality="bad")
     state, evs = evaluate(r, RuleState(), bad, T0)
-    assert state.level == Level.none and evs == []
+    assert state.level == Level.none
+    assert evs == []
 
 
 def test_below_direction():

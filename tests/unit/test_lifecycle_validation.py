@@ -59,18 +59,24 @@ def test_units_are_normalised():
 
 def test_unknown_unit_and_hard_range_are_rejected_with_a_reason():
     r = check_reading(raw(unit="furlong"), STATION, NOW)
-    assert isinstance(r, Rejection) and r.reason == "bad_unit"
+    assert isinstance(r, Rejection)
+    assert r.reason == "bad_unit"
     r = check_reading(raw(metric="rainfall", value=900, unit="mm"), STATION, NOW)
-    assert isinstance(r, Rejection) and r.reason == "out_of_hard_range"
+    assert isinstance(r, Rejection)
+    assert r.reason == "out_of_hard_range"
 
 
 def test_soft_range_and_future_timestamps_are_flagged_doubtful():
     r = check_reading(raw(metric="rainfall", value=250, unit="mm"), STATION, NOW)
-    assert isinstance(r, Normalised) and r.quality == "doubtful" and "soft_range" in r.checks
+    assert isinstance(r, Normalised)
+    assert r.quality == "doubtful"
+    assert "soft_range" in r.checks
     r = check_reading(raw(ts=NOW + timedelta(minutes=6)), STATION, NOW)
-    assert isinstance(r, Normalised) and r.checks == ("future_timestamp",)
+    assert isinstance(r, Normalised)
+    assert r.checks == ("future_timestamp",)
     r = check_reading(raw(ts=NOW + timedelta(minutes=4)), STATION, NOW)
-    assert isinstance(r, Normalised) and r.quality == "good"
+    assert isinstance(r, Normalised)
+    assert r.quality == "good"
 
 
 def test_station_attributes_narrow_the_hard_range():
