@@ -1,0 +1,118 @@
+"""The delivery worker against the local fake provider on a real port: retries with backoff on
+provider errors, bounded attempts, permanent refusals not retried, idempotency key stable."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+from services.alerting.app import MIGRATIONS
+from services.alerting.channels.http import WebhookChannel
+from services.alerting.delivery import DeliveryWorker, RetryPolicy
+from shared.clock import ManualClock
+from shared.db import create_pool, migrate
+from shared.devstack.fakeproviders import Inbox, create_app
+from tests.helpers import serve
+
+T0 = datetime(2026, 7, 1, tzinfo=UTC)
+
+
+async def seed(pool, targets: list[str]) -> None:
+    await pool.execute(
+        """INSERT INTO alerting.warnings (id, hazard, region_code, level, state, identifier)
+           VALUES ('w1', 'flood', '110101001000', 4, 'issued', 'ID1')"""
+    )
+    await pool.execute(
+        """INSERT INTO alerting.warning_versions (warning_id, version, msg_type, level, identifier,
+               sent, headline, description, station_ids, cause_event)
+           VALUES ('w1', 1, 'Alert', 4, 'ID1', $1, 'h', 'd', '{WL1}', 'e1')""",
+        T0,
+    )
+    for i, t in enumerate(targets):
+        await pool.execute(
+            """INSERT INTO alerting.deliveries (warning_id, version, recipient, channel, target,
+                   idempotency_key, next_attempt_at)
+               VALUES ('w1', 1, $1, 'webhook', $2, $3, $4)""",
+            f"r{i}",
+            t,
+            f"key-{i}",
+            T0,
+        )
+
+
+async def test_retry_then_success_and_permanent_failure(database):
+    import httpx
+
+    pool = await create_pool(database)
+    inbox = Inbox()
+    inbox.fail_next = 2
+    try:
+        await migrate(pool, "alerting", MIGRATIONS)
+        async with serve(create_app(inbox)) as fake, httpx.AsyncClient(timeout=5) as http:
+            await seed(pool, [f"{fake}/webhook/ok", f"{fake}/no-such-path"])
+            clock = ManualClock(T0)
+            worker = DeliveryWorker(
+                pool=pool,
+                channels={"webhook": WebhookChannel(http)},
+                clock=clock,
+                policy=RetryPolicy(max_attempts=4, base_s=1, cap_s=10),
+                rng=random.Random(1),
+            )
+            for _ in range(6):
+                await worker.run_once()
+                clock.advance(20)
+            rows = {
+                r["recipient"]: r
+                for r in await pool.fetch(
+                    "SELECT recipient, state, attempts, last_error FROM alerting.deliveries"
+                )
+            }
+        # r0: two 503s, then accepted on the third attempt; delivered exactly once
+        assert rows["r0"]["state"] == "sent"
+        assert rows["r0"]["attempts"] == 3
+        ok = [m for m in inbox.messages if m["name"] == "ok"]
+        assert len(ok) == 1
+        assert ok[0]["idempotency_key"] == "key-0"
+        # r1: 404 is permanent, not retried
+        assert rows["r1"]["state"] == "failed"
+        assert rows["r1"]["attempts"] == 1
+        assert "404" in rows["r1"]["last_error"]
+    finally:
+        await pool.close()
+
+
+async def test_attempts_are_bounded_when_the_provider_stays_down(database):
+    import httpx
+
+    pool = await create_pool(database)
+    inbox = Inbox()
+    inbox.fail_next = 100
+    try:
+        await migrate(pool, "alerting", MIGRATIONS)
+        async with serve(create_app(inbox)) as fake, httpx.AsyncClient(timeout=5) as http:
+            await seed(pool, [f"{fake}/webhook/down"])
+            clock = ManualClock(T0)
+            worker = DeliveryWorker(
+                pool=pool,
+                channels={"webhook": WebhookChannel(http)},
+                clock=clock,
+                policy=RetryPolicy(max_attempts=3, base_s=1, cap_s=5),
+                rng=random.Random(2),
+            )
+            for _ in range(10):
+                await worker.run_once()
+                clock.advance(60)
+            row = await pool.fetchrow("SELECT state, attempts FROM alerting.deliveries")
+        assert row["state"] == "failed"
+        assert row["attempts"] == 3
+        assert inbox.fail_next == 97
+    finally:
+        await pool.close()
+
+
+def test_backoff_is_capped_and_jittered():
+    p = RetryPolicy(max_attempts=10, base_s=1, cap_s=30)
+    rng = random.Random(0)
+    delays = [p.delay(a, rng) for a in range(1, 11)]
+    assert all(0 <= d <= 30 for d in delays)
+    assert max(delays) > 1
