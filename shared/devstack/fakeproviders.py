@@ -31,12 +31,12 @@ class Inbox:
         self.messages: list[dict[str, Any]] = []
         self.fail_next = 0
         self.secrets: dict[str, str] = {}
-        self._on_message = on_message
+        self.on_message = on_message
 
     def add(self, msg: dict[str, Any]) -> None:
         self.messages.append(msg)
-        if self._on_message is not None:
-            self._on_message(msg)
+        if self.on_message is not None:
+            self.on_message(msg)
 
 
 def describe(m: dict[str, Any]) -> str:

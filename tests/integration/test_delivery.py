@@ -12,7 +12,7 @@ from services.alerting.delivery import DeliveryWorker, RetryPolicy
 from shared.clock import ManualClock
 from shared.db import create_pool, migrate
 from shared.devstack.fakeproviders import Inbox, create_app
-from tests.helpers import serve
+from shared.devstack.inprocess import serve
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
 

@@ -6,7 +6,8 @@ import orjson
 
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
-from tests.helpers import eventually, identity_header, serve
+from shared.devstack.inprocess import serve
+from tests.helpers import eventually, identity_header
 
 STATION = {
     "id": "RG001",

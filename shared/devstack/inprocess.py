@@ -1,0 +1,111 @@
+"""The four services and the fake providers in one event loop, on real ports, on a given
+PostgreSQL and broker. Used by the end-to-end tests and the benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from services.alerting.app import create_app as alerting_app
+from services.alerting.settings import AlertingSettings
+from services.gateway.app import create_app as gateway_app
+from services.gateway.auth import create_api_client, create_operator
+from services.gateway.settings import GatewaySettings
+from services.ingest.app import create_app as ingest_app
+from services.ingest.settings import IngestSettings
+from services.risk.app import create_app as risk_app
+from services.risk.settings import RiskSettings
+from shared.devstack.fakeproviders import Inbox
+from shared.devstack.fakeproviders import create_app as fake_app
+from shared.devstack.procs import free_port
+
+ADMIN_PASSWORD = "admin-pass-123"  # noqa: S105 - a throw-away stack's operator
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
+    """Run ``app`` with uvicorn on 127.0.0.1 (lifespan included); yield its base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server exited during start-up")
+        if time.monotonic() > deadline:
+            raise TimeoutError("server did not start")
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@dataclass
+class Stack:
+    gateway: str
+    fake: str
+    inbox: Inbox
+    api_key: str
+    admin_password: str
+
+
+@contextlib.asynccontextmanager
+async def running_stack(database: str, bootstrap: str, topic_prefix: str) -> AsyncIterator[Stack]:
+    ports = {name: free_port() for name in ("ingest", "risk", "alerting", "gateway", "fake")}
+    common: dict[str, Any] = {
+        "database_url": database,
+        "kafka_bootstrap": bootstrap,
+        "topic_prefix": topic_prefix,
+    }
+    inbox = Inbox()
+    async with contextlib.AsyncExitStack() as es:
+        fake = await es.enter_async_context(serve(fake_app(inbox), ports["fake"]))
+        ingest = IngestSettings(
+            **common,
+            port=ports["ingest"],
+            consumer_group=f"{topic_prefix}ingest",
+            storage="native",
+        )
+        risk = RiskSettings(**common, port=ports["risk"], consumer_group=f"{topic_prefix}risk")
+        alerting = AlertingSettings(
+            **common,
+            port=ports["alerting"],
+            consumer_group=f"{topic_prefix}alerting",
+            delivery_poll_s=0.1,
+        )
+        await asyncio.gather(
+            es.enter_async_context(serve(ingest_app(ingest), ports["ingest"])),
+            es.enter_async_context(serve(risk_app(risk), ports["risk"])),
+            es.enter_async_context(serve(alerting_app(alerting), ports["alerting"])),
+        )
+        gw = gateway_app(
+            GatewaySettings(
+                database_url=database,
+                port=ports["gateway"],
+                ingest_url=f"http://127.0.0.1:{ports['ingest']}",
+                risk_url=f"http://127.0.0.1:{ports['risk']}",
+                alerting_url=f"http://127.0.0.1:{ports['alerting']}",
+            )
+        )
+        gateway = await es.enter_async_context(serve(gw, ports["gateway"]))
+        key = await create_api_client(
+            gw.state.pool,
+            client_id="city",
+            name="City platform",
+            sources=["city-platform"],
+            region_prefix="110101",
+        )
+        await create_operator(
+            gw.state.pool, username="admin", password=ADMIN_PASSWORD, roles=["admin"]
+        )
+        yield Stack(gateway, fake, inbox, key, ADMIN_PASSWORD)
