@@ -57,6 +57,7 @@ class Stack:
     inbox: Inbox
     api_key: str
     admin_password: str
+    services: dict[str, str]
 
 
 @contextlib.asynccontextmanager
@@ -108,4 +109,5 @@ async def running_stack(database: str, bootstrap: str, topic_prefix: str) -> Asy
         await create_operator(
             gw.state.pool, username="admin", password=ADMIN_PASSWORD, roles=["admin"]
         )
-        yield Stack(gateway, fake, inbox, key, ADMIN_PASSWORD)
+        services = {n: f"http://127.0.0.1:{ports[n]}" for n in ("ingest", "risk", "alerting")}
+        yield Stack(gateway, fake, inbox, key, ADMIN_PASSWORD, services)
