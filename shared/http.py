@@ -202,7 +202,18 @@ def current_identity(request: Request) -> Identity:
 IdentityDep = Annotated[Identity, Depends(current_identity)]
 
 
-def new_app(service: str, *, title: str, lifespan: Any, version: str = "0.1.0") -> FastAPI:
+def new_app(
+    service: str,
+    *,
+    title: str,
+    lifespan: Any,
+    internal_secret: str,
+    clock: Any,
+    settings: Any = None,
+    version: str = "0.1.0",
+) -> FastAPI:
+    """A service app with problem+json errors, request ids, the ops routes and the state the
+    identity dependency reads. Lifespans add their readiness checks to ``app.state.checks``."""
     app = FastAPI(
         title=title,
         version=version,
@@ -214,4 +225,9 @@ def new_app(service: str, *, title: str, lifespan: Any, version: str = "0.1.0") 
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, service=service)
+    app.state.internal_secret = internal_secret
+    app.state.clock = clock
+    app.state.settings = settings
+    app.state.checks = {}
+    app.include_router(ops_router(app.state.checks))
     return app

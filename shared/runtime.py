@@ -13,8 +13,16 @@ from typing import Any
 
 import asyncpg
 
+from shared.clock import Clock
 from shared.db import StorageMode, create_pool, migrate, ping
-from shared.kafka import ConsumerRunner, EventProducer, ensure_topics
+from shared.kafka import (
+    BatchHandler,
+    ConsumerRunner,
+    EventProducer,
+    RunnerConfig,
+    ensure_topics,
+    make_consumer,
+)
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,32 @@ class Runtime:
         task = asyncio.create_task(_supervise(runner.run, name), name=name)
         self._runner_tasks.append(task)
         self.tasks.append(task)
+
+    def consume(
+        self,
+        *,
+        service: str,
+        settings: ServiceSettings,
+        group_id: str,
+        topics: list[str],
+        handler: BatchHandler,
+        clock: Clock,
+        dlq_topic: Callable[[str], str] | None = None,
+    ) -> ConsumerRunner:
+        """Start a consumer runner for ``topics`` in group ``group_id``; return it."""
+        config = RunnerConfig(name=service, topics=topics)
+        if dlq_topic is not None:
+            config.dlq_topic = dlq_topic
+        runner = ConsumerRunner(
+            lambda: make_consumer(settings.kafka_bootstrap, topics, group_id=group_id),
+            handler,
+            self.producer,
+            config,
+            clock,
+            service=service,
+        )
+        self.run_consumer(runner, f"{service}-consumer")
+        return runner
 
     def run_task(
         self, factory: Callable[[], Coroutine[Any, Any, None]], name: str, stop: Callable[[], None]

@@ -18,8 +18,7 @@ from services.alerting.delivery import DeliveryWorker, RetryPolicy
 from services.alerting.settings import AlertingSettings
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
-from shared.http import new_app, ops_router
-from shared.kafka import ConsumerRunner, RunnerConfig, make_consumer
+from shared.http import new_app
 from shared.logging import configure_logging
 from shared.runtime import start_runtime
 
@@ -74,29 +73,27 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
                 clock=clock,
                 on_new_deliveries=worker.wake,
             )
-            runner = ConsumerRunner(
-                lambda: make_consumer(
-                    settings.kafka_bootstrap, [topics.risk_events], group_id=settings.consumer_group
-                ),
-                handler,
-                rt.producer,
-                RunnerConfig(name="alerting", topics=[topics.risk_events]),
-                clock,
+            app.state.runner = rt.consume(
                 service="alerting",
+                settings=settings,
+                group_id=settings.consumer_group,
+                topics=[topics.risk_events],
+                handler=handler,
+                clock=clock,
             )
-            app.state.runner = runner
-            rt.run_consumer(runner, "alerting-consumer")
         try:
             yield
         finally:
             await rt.close()
             await http.aclose()
 
-    app = new_app("alerting", title="Qianshao alerting", lifespan=lifespan)
-    app.state.internal_secret = settings.internal_secret
-    app.state.clock = clock
-    app.state.settings = settings
-    app.state.checks = {}
-    app.include_router(ops_router(app.state.checks))
+    app = new_app(
+        "alerting",
+        title="Qianshao alerting",
+        lifespan=lifespan,
+        internal_secret=settings.internal_secret,
+        clock=clock,
+        settings=settings,
+    )
     app.include_router(router())
     return app

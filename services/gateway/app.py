@@ -17,7 +17,7 @@ from services.gateway.settings import GatewaySettings
 from shared.clock import Clock, SystemClock
 from shared.db import create_pool, migrate, ping
 from shared.errors import Unauthenticated, ValidationFailed
-from shared.http import new_app, ops_router
+from shared.http import new_app, problem
 from shared.identity import Identity, sign
 from shared.logging import configure_logging
 
@@ -58,9 +58,14 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
             await client.aclose()
             await pool.close()
 
-    app = new_app("gateway", title="Qianshao gateway", lifespan=lifespan)
-    app.state.checks = {}
-    app.include_router(ops_router(app.state.checks))
+    app = new_app(
+        "gateway",
+        title="Qianshao gateway",
+        lifespan=lifespan,
+        internal_secret=settings.internal_secret,
+        clock=clock,
+        settings=settings,
+    )
 
     async def authenticate(request: Request) -> Identity:
         auth: Authenticator = request.app.state.auth
@@ -92,8 +97,6 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
     async def proxy(request: Request, service: str, path: str) -> Response:
         found = match(routes, request.url.path)
         if found is None:
-            from shared.http import problem
-
             return problem(404, f"no service {service!r}")
         route, upstream_path = found
         identity = await authenticate(request)

@@ -15,8 +15,7 @@ from services.ingest.stations import StationCache
 from services.ingest.store import ReadingStore
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
-from shared.http import new_app, ops_router
-from shared.kafka import ConsumerRunner, RunnerConfig, make_consumer
+from shared.http import new_app
 from shared.logging import configure_logging
 from shared.runtime import start_runtime
 
@@ -63,31 +62,27 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
                 clock=clock,
                 future_tolerance_s=settings.future_tolerance_s,
             )
-            consumed = [topics.obs_sensor, topics.obs_weather, topics.obs_hydro]
-            runner = ConsumerRunner(
-                lambda: make_consumer(
-                    settings.kafka_bootstrap, consumed, group_id=settings.consumer_group
-                ),
-                handler,
-                rt.producer,
-                RunnerConfig(
-                    name="ingest", topics=consumed, dlq_topic=lambda _t: topics.readings_dlq
-                ),
-                clock,
+            app.state.runner = rt.consume(
                 service="ingest",
+                settings=settings,
+                group_id=settings.consumer_group,
+                topics=[topics.obs_sensor, topics.obs_weather, topics.obs_hydro],
+                handler=handler,
+                clock=clock,
+                dlq_topic=lambda _topic: topics.readings_dlq,
             )
-            app.state.runner = runner
-            rt.run_consumer(runner, "ingest-consumer")
         try:
             yield
         finally:
             await rt.close()
 
-    app = new_app("ingest", title="Qianshao ingest", lifespan=lifespan)
-    app.state.internal_secret = settings.internal_secret
-    app.state.clock = clock
-    app.state.settings = settings
-    app.state.checks = {}
-    app.include_router(ops_router(app.state.checks))
+    app = new_app(
+        "ingest",
+        title="Qianshao ingest",
+        lifespan=lifespan,
+        internal_secret=settings.internal_secret,
+        clock=clock,
+        settings=settings,
+    )
     app.include_router(router(settings.max_body_bytes))
     return app

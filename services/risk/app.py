@@ -14,8 +14,7 @@ from services.risk.settings import RiskSettings
 from services.risk.stations import StationRules
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
-from shared.http import new_app, ops_router
-from shared.kafka import ConsumerRunner, RunnerConfig, make_consumer
+from shared.http import new_app
 from shared.logging import configure_logging
 from shared.outbox import OutboxRelay
 from shared.runtime import start_runtime
@@ -48,28 +47,26 @@ def create_app(settings: RiskSettings, *, clock: Clock | None = None) -> FastAPI
                 topics=topics,
                 clock=clock,
             )
-            runner = ConsumerRunner(
-                lambda: make_consumer(
-                    settings.kafka_bootstrap, [topics.readings], group_id=settings.consumer_group
-                ),
-                handler,
-                rt.producer,
-                RunnerConfig(name="risk", topics=[topics.readings]),
-                clock,
+            app.state.runner = rt.consume(
                 service="risk",
+                settings=settings,
+                group_id=settings.consumer_group,
+                topics=[topics.readings],
+                handler=handler,
+                clock=clock,
             )
-            app.state.runner = runner
-            rt.run_consumer(runner, "risk-consumer")
         try:
             yield
         finally:
             await rt.close()
 
-    app = new_app("risk", title="Qianshao risk", lifespan=lifespan)
-    app.state.internal_secret = settings.internal_secret
-    app.state.clock = clock
-    app.state.settings = settings
-    app.state.checks = {}
-    app.include_router(ops_router(app.state.checks))
+    app = new_app(
+        "risk",
+        title="Qianshao risk",
+        lifespan=lifespan,
+        internal_secret=settings.internal_secret,
+        clock=clock,
+        settings=settings,
+    )
     app.include_router(router())
     return app
