@@ -218,6 +218,10 @@ class DailyPartitions:
                 )
         self._known.update(missing)
 
+    def forget(self) -> None:
+        """Forget which partitions exist (another process may have dropped some)."""
+        self._known.clear()
+
     async def drop_before(self, conn: Conn, cutoff: date) -> list[str]:
         """Drop whole partitions whose day ends on or before ``cutoff``; return their names."""
         schema, _, name = self.table.rpartition(".")

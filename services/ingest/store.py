@@ -56,6 +56,17 @@ class ReadingStore:
         if not unique:
             return WriteResult([], conflicts)
         try:
+            return await self._write(unique, conflicts)
+        except asyncpg.CheckViolationError as exc:
+            if "no partition" not in str(exc):
+                raise DatabaseError(f"writing readings failed: {exc!r}") from exc
+            # a partition this writer had seen was dropped (retention, elsewhere): look again
+            self._partitions.forget()
+            return await self._write(unique, conflicts)
+
+    async def _write(self, unique: list[Row], conflicts: list[tuple[Row, float]]) -> WriteResult:
+        conflicts = list(conflicts)
+        try:
             async with self._pool.acquire() as conn:
                 if self._storage == "native":
                     await self._partitions.ensure(conn, {day_start(r.ts) for r in unique})
@@ -113,6 +124,8 @@ class ReadingStore:
                         )
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
             raise DatabaseError(f"writing readings failed: {exc!r}") from exc
+        except asyncpg.CheckViolationError:
+            raise
         except asyncpg.PostgresError as exc:
             raise DatabaseError(f"writing readings failed: {exc!r}") from exc
         return WriteResult(stored, conflicts)
