@@ -38,6 +38,13 @@ class Identity(BaseModel):
     def can_see_region(self, region_code: str) -> bool:
         return region_code.startswith(self.region_prefix)
 
+    def narrow(self, requested_prefix: str) -> str:
+        """The region prefix to filter by: the one asked for when it lies inside the caller's
+        scope, otherwise the caller's own scope (a filter never widens it)."""
+        if requested_prefix.startswith(self.region_prefix):
+            return requested_prefix
+        return self.region_prefix
+
     def require_scope(self, scope: str) -> None:
         if scope not in self.scopes and "admin" not in self.roles:
             raise PermissionDenied(f"missing scope {scope!r}")

@@ -114,9 +114,7 @@ def router() -> APIRouter:
     ) -> list[dict[str, Any]]:
         """Warnings in the caller's region, newest first."""
         identity.require_scope("warnings:read")
-        prefix = region_prefix if region_prefix.startswith(identity.region_prefix) else ""
-        if not prefix.startswith(identity.region_prefix):
-            prefix = identity.region_prefix
+        prefix = identity.narrow(region_prefix)
         states = {
             "open": ["draft", "pending_approval", "issued", "updated"],
             "closed": ["cancelled", "expired"],

@@ -253,9 +253,7 @@ def router(max_body_bytes: int) -> APIRouter:
         after: str = "",
     ) -> list[Station]:
         identity.require_scope("stations:read")
-        prefix = region_prefix if region_prefix.startswith(identity.region_prefix) else ""
-        if not prefix.startswith(identity.region_prefix):
-            prefix = identity.region_prefix
+        prefix = identity.narrow(region_prefix)
         return await station_repo.list_(
             pool(request), region_prefix=prefix, limit=limit, after=after
         )

@@ -149,3 +149,11 @@ def test_identity_region_scope():
     ident = Identity(subject="t", kind="operator", region_prefix="110101001")
     assert ident.can_see_region("110101001002")
     assert not ident.can_see_region("110101002001")
+
+
+def test_a_region_filter_never_widens_the_callers_scope():
+    ident = Identity(subject="t", kind="operator", region_prefix="110101001")
+    assert ident.narrow("110101001002") == "110101001002"
+    assert ident.narrow("110101") == "110101001"
+    assert ident.narrow("") == "110101001"
+    assert ident.narrow("120101") == "110101001"
