@@ -92,3 +92,103 @@ async def test_push_is_stored_once_and_bad_items_are_answered(database, broker, 
         assert r.status_code == 400
         assert r.headers["content-type"].startswith("application/problem+json")
         assert orjson.loads(r.content)["status"] == 400
+
+
+async def test_push_accepts_ndjson_and_gzip_and_refuses_oversized_bodies(
+    database, broker, topic_prefix
+):
+    import gzip
+
+    settings = IngestSettings(
+        database_url=database,
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=topic_prefix,
+        run_consumer=False,
+        storage="native",
+        max_body_bytes=4096,
+    )
+    app = create_app(settings)
+    hdr = identity_header(scopes=["readings:write", "stations:write"])
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, headers=hdr) as c:
+        assert (await c.post("/v1/stations", json=STATION)).status_code == 201
+        lines = [
+            orjson.dumps({"source": "city-platform"}),
+            orjson.dumps(
+                {
+                    "station_id": "RG001",
+                    "metric": "rainfall",
+                    "ts": "2026-07-01T08:00:00+08:00",
+                    "value": 1.0,
+                }
+            ),
+            b"",
+            orjson.dumps(
+                {
+                    "station_id": "RG001",
+                    "metric": "rainfall",
+                    "ts": "2026-07-01T08:05:00+08:00",
+                    "value": -3.0,
+                }
+            ),
+        ]
+        r = await c.post(
+            "/v1/readings",
+            content=b"\n".join(lines),
+            headers={"content-type": "application/x-ndjson"},
+        )
+        assert r.status_code == 202, r.text
+        assert r.json()["accepted"] == 2  # -3 mm is refused by the consumer, not the edge
+
+        body = orjson.dumps(
+            {
+                "source": "city-platform",
+                "readings": [
+                    {
+                        "station_id": "RG001",
+                        "metric": "rainfall",
+                        "ts": "2026-07-01T08:10:00+08:00",
+                        "value": 2.0,
+                    }
+                ],
+            }
+        )
+        r = await c.post(
+            "/v1/readings",
+            content=gzip.compress(body),
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
+        assert r.status_code == 202, r.text
+        assert r.json()["accepted"] == 1
+
+        big = orjson.dumps(
+            {
+                "source": "city-platform",
+                "readings": [
+                    {
+                        "station_id": "RG001",
+                        "metric": "rainfall",
+                        "ts": "2026-07-01T08:10:00+08:00",
+                        "value": 2.0,
+                    }
+                ]
+                * 100,
+            }
+        )
+        r = await c.post("/v1/readings", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert r.headers["content-type"].startswith("application/problem+json")
+        bomb = gzip.compress(b" " * 100_000)
+        r = await c.post(
+            "/v1/readings",
+            content=bomb,
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
+        assert r.status_code == 413
+        r = await c.post(
+            "/v1/readings",
+            content=b"\x1f\x8bnot gzip",
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
+        assert r.status_code == 400
+        r = await c.post("/v1/readings", json={"source": "city-platform", "readings": "nope"})
+        assert r.status_code == 422
