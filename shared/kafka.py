@@ -29,7 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from shared.clock import Clock
 from shared.contracts import DeadLetter
@@ -48,8 +48,13 @@ BATCH_SECONDS = Histogram(
     ["consumer"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-LAG = Counter(
+RETRIES = Counter(
     "qianshao_consumer_retries_total", "Batches retried after a dependency failure", ["consumer"]
+)
+LAG = Gauge(
+    "qianshao_consumer_lag_messages",
+    "Messages on the partition not yet committed by the consumer, after its last batch",
+    ["consumer", "topic", "partition"],
 )
 
 
@@ -282,6 +287,12 @@ class ConsumerRunner:
         for m in batch:
             offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
         assert self._consumer is not None
+        for tp, next_offset in offsets.items():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                LAG.labels(self._config.name, tp.topic, str(tp.partition)).set(
+                    max(0, high - next_offset)
+                )
         try:
             await self._consumer.commit(offsets)
         except KafkaError as exc:
@@ -301,7 +312,7 @@ class ConsumerRunner:
                 if not exc.retriable:
                     await self._process_one_by_one(batch)
                     return True
-                LAG.labels(self._config.name).inc()
+                RETRIES.labels(self._config.name).inc()
                 log.warning(
                     "batch failed on a dependency; retrying",
                     extra={"consumer": self._config.name, "error": repr(exc), "delay_s": delay},

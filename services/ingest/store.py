@@ -6,9 +6,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from prometheus_client import Histogram
 
 from shared.db import DailyPartitions, day_start
 from shared.errors import DatabaseError
+
+WRITE_SECONDS = Histogram(
+    "qianshao_ingest_db_write_seconds",
+    "Time to store one batch of readings",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 
 QUALITY_CODE = {"good": 0, "doubtful": 1, "bad": 2}
 
@@ -56,7 +63,8 @@ class ReadingStore:
         if not unique:
             return WriteResult([], conflicts)
         try:
-            return await self._write(unique, conflicts)
+            with WRITE_SECONDS.time():
+                return await self._write(unique, conflicts)
         except asyncpg.CheckViolationError as exc:
             if "no partition" not in str(exc):
                 raise DatabaseError(f"writing readings failed: {exc!r}") from exc

@@ -112,3 +112,9 @@ async def test_red_reading_becomes_delivered_red_warning(stack):
         r = await c.get("/api/v1/risk/stations/WL-001", headers=admin)
         assert r.status_code == 200, r.text
         assert r.json()["level"] == "red"
+
+        async with httpx.AsyncClient(timeout=10) as plain:
+            metrics = (await plain.get(stack.services["ingest"] + "/metrics")).text
+        assert 'qianshao_consumer_lag_messages{consumer="ingest"' in metrics
+        assert "qianshao_ingest_db_write_seconds_count" in metrics
+        assert 'qianshao_deliveries_total{channel="webhook",result="sent"}' in metrics
