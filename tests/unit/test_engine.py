@@ -1,4 +1,5 @@
-"""Threshold rule: boundaries exactly at, just under and just over each value; restore paths."""
+"""Threshold rules from station attributes: boundaries exactly at, just under and just over each
+value; restore paths; late, repeated and bad readings."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from services.risk.engine import (
     ReadingIn,
     RuleConfigError,
-    RuleState,
+    StationPlan,
+    StationState,
     evaluate,
     threshold_rules_from_attributes,
 )
@@ -24,14 +26,20 @@ def rule(spec=SPEC, metric="water_level"):
     return r
 
 
+def level_of(state, r):
+    rs = state.rules.get(r.rule_id)
+    return rs.level if rs else Level.none
+
+
 def run(values, r=None, metric="water_level"):
     r = r or rule()
-    state = RuleState()
+    plan = StationPlan.build([r])
+    state = StationState("S1", "110101001001")
     levels, events = [], []
     for i, v in enumerate(values):
         reading = ReadingIn("S1", "110101001001", metric, T0 + timedelta(minutes=5 * i), v)
-        state, evs = evaluate(r, state, reading, T0)
-        levels.append(state.level)
+        state, evs = evaluate(plan, state, reading, T0)
+        levels.append(level_of(state, r))
         events.extend(evs)
     return levels, events
 
@@ -87,22 +95,25 @@ def test_level_without_restore_clears_below_its_trigger():
 
 def test_late_and_repeated_readings_do_not_move_the_level():
     r = rule()
-    state = RuleState()
-    state, _ = evaluate(r, state, ReadingIn("S1", "110101001001", "water_level", T0, 4.6), T0)
+    plan = StationPlan.build([r])
+    state = StationState("S1", "110101001001")
+    state, _ = evaluate(plan, state, ReadingIn("S1", "110101001001", "water_level", T0, 4.6), T0)
+    before = state.dump()
     late = ReadingIn("S1", "110101001001", "water_level", T0 - timedelta(minutes=5), 1.0)
-    state2, evs = evaluate(r, state, late, T0)
-    assert state2 == state
+    state, evs = evaluate(plan, state, late, T0)
+    assert level_of(state, r) == Level.red
     assert evs == []
-    again, evs = evaluate(r, state, ReadingIn("S1", "110101001001", "water_level", T0, 4.6), T0)
-    assert again == state
+    state, evs = evaluate(plan, state, ReadingIn("S1", "110101001001", "water_level", T0, 1.0), T0)
     assert evs == []
+    assert state.dump()["rules"] == before["rules"]
 
 
 def test_bad_quality_readings_are_ignored():
     r = rule()
+    plan = StationPlan.build([r])
     bad = ReadingIn("S1", "110101001001", "water_level", T0, 9.0, quality="bad")
-    state, evs = evaluate(r, RuleState(), bad, T0)
-    assert state.level == Level.none
+    state, evs = evaluate(plan, StationState("S1", "110101001001"), bad, T0)
+    assert level_of(state, r) == Level.none
     assert evs == []
 
 
@@ -115,11 +126,11 @@ def test_below_direction():
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"blue": 4.0, "yellow": 3.0}, "more severe"),
+        ({"blue": 4.0, "yellow": 3.0}, "less severe"),
         ({"direction": "sideways", "blue": 1}, "direction"),
         ({}, "names no level"),
         ({"blue": 3.0, "restore": {"red": 1.0}}, "no trigger"),
-        ({"blue": 3.0, "restore": {"blue": 3.5}}, "past its trigger"),
+        ({"blue": 3.0, "restore": {"blue": 3.5}}, "past the trigger"),
     ],
 )
 def test_invalid_threshold_specs_are_refused(spec, message):
@@ -130,4 +141,6 @@ def test_invalid_threshold_specs_are_refused(spec, message):
 def test_hazard_defaults_from_the_metric_and_source_is_kept():
     r = rule({"red": 1.0, "source": "GB/T 50493-2019 §5.5.3"}, metric="combustible_gas")
     assert r.hazard == "hazardous_chemicals"
-    assert r.source_clause == "GB/T 50493-2019 §5.5.3"
+    ((_lvl, crit),) = list(r.criteria())
+    assert crit.source is not None
+    assert crit.source.cite() == "GB/T 50493-2019 §5.5.3"
