@@ -180,6 +180,10 @@ class Reading(Event):
     quality: Quality = "good"
     quality_checks: list[str] = Field(default_factory=list)
     source: str
+    kind: Literal["observation", "forecast"] = "observation"
+    issued_at: AwareDatetime | None = Field(
+        default=None, description="for a forecast: when its run was issued (lead = ts - issued_at)"
+    )
 
 
 class DeadLetter(BaseModel):
@@ -208,11 +212,20 @@ class Evidence(BaseModel):
     direction: Literal["above", "below"] = "above"
     readings: list[dict[str, Any]] = Field(default_factory=list)
     source_clause: str = ""
+    signal: str = Field(default="", description="what the rule read, e.g. sum(rainfall,3h)")
+    criteria: list[dict[str, Any]] = Field(
+        default_factory=list, description="every criterion of the level: signal, bound, source"
+    )
 
 
 class RiskEvent(Event):
-    """``risk.events.v1``: a level raised, lowered or cleared, per station or per region."""
+    """``risk.events.v1``: a level raised, lowered or cleared, per station or per region.
 
+    ``kind`` is ``level`` for rule levels and region roll-ups, ``no_data`` when a station falls
+    silent (raised, level blue) or reports again (cleared). Silence never clears a level.
+    """
+
+    kind: Literal["level", "no_data"] = "level"
     scope: Literal["station", "region"]
     station_id: str | None = None
     region_code: RegionCode
@@ -257,3 +270,4 @@ class UpstreamWarning(Event):
     region_codes: list[str]
     references: list[str] = Field(default_factory=list)
     headline: str = ""
+    expires: AwareDatetime | None = None

@@ -60,7 +60,9 @@ class AlertingHandler:
                 events.append(RiskEvent.model_validate_json(m.value))
             except ValidationError as exc:
                 dead.append(InvalidMessage(m, "invalid_risk_event", str(exc)[:500]))
-        station_events = [e for e in events if e.scope == "station" and e.station_id]
+        station_events = [
+            e for e in events if e.scope == "station" and e.station_id and e.kind == "level"
+        ]
         try:
             created = await self._apply(station_events)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

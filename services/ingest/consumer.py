@@ -122,6 +122,25 @@ class IngestHandler:
             )
             READINGS.labels(r.quality).inc()
             events.append((r.station_id, orjson.dumps(ev.model_dump(mode="json"))))
+        for r, issued in forecasts:
+            station = stations[r.station_id]
+            fc = Reading(
+                event_id=stable_id("forecast", r.station_id, r.metric, issued.isoformat(), r.ts),
+                produced_at=now,
+                station_id=r.station_id,
+                region_code=station.region_code,
+                station_kind=station.kind,
+                metric=r.metric,
+                ts=r.ts,
+                value=r.value,
+                unit=r.unit,
+                quality=r.quality,
+                quality_checks=list(r.checks),
+                source=r.source,
+                kind="forecast",
+                issued_at=issued,
+            )
+            events.append((r.station_id, orjson.dumps(fc.model_dump(mode="json"))))
         await self._producer.send_many(self._topics.readings, events)
         return BatchResult(dead_letters=dead)
 

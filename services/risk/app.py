@@ -10,8 +10,9 @@ from fastapi import FastAPI
 
 from services.risk.api import router
 from services.risk.consumer import RiskHandler
+from services.risk.nodata import NoDataSweep
 from services.risk.settings import RiskSettings
-from services.risk.stations import StationRules
+from services.risk.stations import StationPlans
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
 from shared.http import new_app
@@ -33,16 +34,36 @@ def create_app(settings: RiskSettings, *, clock: Clock | None = None) -> FastAPI
             settings,
             schema="risk",
             migrations=MIGRATIONS,
-            topics=[topics.readings, topics.risk_events, f"{topics.readings}.dlq"],
+            topics=[
+                topics.readings,
+                topics.warnings_upstream,
+                f"{topics.warnings_upstream}.dlq",
+                topics.risk_events,
+                f"{topics.readings}.dlq",
+            ],
         )
         app.state.runtime = rt
         app.state.checks.update(await rt.checks())
         relay = OutboxRelay(rt.pool, "risk", rt.producer, poll_s=settings.outbox_poll_s)
         rt.run_task(relay.run, "risk-outbox", relay.stop)
+        plans = StationPlans(
+            rt.pool, ttl_s=settings.station_cache_ttl_s, tolerance_s=settings.late_tolerance_s
+        )
+        app.state.plans = plans
+        if settings.nodata_sweep_s > 0:
+            sweep = NoDataSweep(
+                pool=rt.pool,
+                relay=relay,
+                topics=topics,
+                clock=clock,
+                factor=settings.nodata_factor,
+                every_s=settings.nodata_sweep_s,
+            )
+            rt.run_task(sweep.run, "risk-nodata", sweep.stop)
         if settings.run_consumer:
             handler = RiskHandler(
                 pool=rt.pool,
-                rules=StationRules(rt.pool, settings.station_cache_ttl_s),
+                plans=plans,
                 relay=relay,
                 topics=topics,
                 clock=clock,
@@ -51,7 +72,7 @@ def create_app(settings: RiskSettings, *, clock: Clock | None = None) -> FastAPI
                 service="risk",
                 settings=settings,
                 group_id=settings.consumer_group,
-                topics=[topics.readings],
+                topics=[topics.readings, topics.warnings_upstream],
                 handler=handler,
                 clock=clock,
             )

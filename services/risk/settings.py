@@ -14,3 +14,8 @@ class RiskSettings(ServiceSettings):
     run_consumer: bool = True
     station_cache_ttl_s: float = 30.0
     outbox_poll_s: float = 1.0
+    # readings up to this late still update the sliding windows
+    late_tolerance_s: float = 3600.0
+    # a station silent for more than factor × its interval raises no-data; 0 turns the sweep off
+    nodata_factor: float = 3.0
+    nodata_sweep_s: float = 30.0

@@ -13,7 +13,7 @@ from services.alerting.settings import AlertingSettings
 from services.ingest.app import MIGRATIONS as INGEST
 from services.risk.app import MIGRATIONS as RISK
 from services.risk.consumer import RiskHandler
-from services.risk.stations import StationRules
+from services.risk.stations import StationPlans
 from shared.clock import SystemClock
 from shared.contracts import Reading, Topics
 from shared.db import create_pool, migrate
@@ -56,7 +56,7 @@ async def test_risk_applies_a_redelivered_batch_once(database, broker, topic_pre
         topics = Topics(topic_prefix)
         relay = OutboxRelay(pool, "risk", producer)
         handler = RiskHandler(
-            pool=pool, rules=StationRules(pool), relay=relay, topics=topics, clock=SystemClock()
+            pool=pool, plans=StationPlans(pool), relay=relay, topics=topics, clock=SystemClock()
         )
         batch = [reading_msg(0, 2.0, 0), reading_msg(1, 4.6, 5), reading_msg(2, 3.2, 10)]
         await handler.process(batch)
@@ -64,12 +64,23 @@ async def test_risk_applies_a_redelivered_batch_once(database, broker, topic_pre
         # the same reading published again by ingest, at a new offset
         await handler.process([reading_msg(3, 4.6, 5)])
         rows = await pool.fetch("SELECT payload FROM risk.outbox ORDER BY seq")
-        changes = [(r["payload"]["previous_level"], r["payload"]["level"]) for r in rows]
-        assert changes == [("none", "red"), ("red", "blue")]
-        assert await relay.relay_once() == 2
+        station = [r["payload"] for r in rows if r["payload"]["scope"] == "station"]
+        region = [r["payload"] for r in rows if r["payload"]["scope"] == "region"]
+        assert [(p["previous_level"], p["level"]) for p in station] == [
+            ("none", "red"),
+            ("red", "blue"),
+        ]
+        # regions are judged at the end of each batch: the village, township and county went
+        # none → blue once (the red came and went inside the first batch), and not again
+        assert sorted((p["region_code"], p["previous_level"], p["level"]) for p in region) == [
+            ("110101000000", "none", "blue"),
+            ("110101001000", "none", "blue"),
+            ("110101001001", "none", "blue"),
+        ]
+        assert await relay.relay_once() == len(rows)
         assert await relay.relay_once() == 0
         published = await read_all(broker.bootstrap, topics.risk_events)
-        assert [p["level"] for p in published] == ["red", "blue"]
+        assert [p["level"] for p in published if p["scope"] == "station"] == ["red", "blue"]
         state = await pool.fetchrow("SELECT level, last_value FROM risk.rule_state")
         assert (state["level"], state["last_value"]) == (1, 3.2)
     finally:
