@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from services.ingest.stations import StationCache
 from services.ingest.store import ReadingStore, Row
-from services.ingest.validation import Rejection, check_reading
+from services.ingest.validation import Rejection, StationInfo, check_reading
 from shared.clock import Clock
 from shared.contracts import RawReading, Reading, Topics, stable_id
 from shared.kafka import BatchResult, EventProducer, InvalidMessage, Message
@@ -104,45 +104,43 @@ class IngestHandler:
             REJECTED.labels(d.reason).inc()
         events = []
         for r in result.stored:
-            station = stations[r.station_id]
-            ts_iso = r.ts.isoformat()
-            ev = Reading(
-                event_id=reading_event_id(r.station_id, r.metric, ts_iso),
-                produced_at=now,
-                station_id=r.station_id,
-                region_code=station.region_code,
-                station_kind=station.kind,
-                metric=r.metric,
-                ts=r.ts,
-                value=r.value,
-                unit=r.unit,
-                quality=r.quality,
-                quality_checks=list(r.checks),
-                source=r.source,
-            )
+            eid = reading_event_id(r.station_id, r.metric, r.ts.isoformat())
+            ev = _published(r, stations[r.station_id], eid, now)
             READINGS.labels(r.quality).inc()
             events.append((r.station_id, orjson.dumps(ev.model_dump(mode="json"))))
         for r, issued in forecasts:
-            station = stations[r.station_id]
-            fc = Reading(
-                event_id=stable_id("forecast", r.station_id, r.metric, issued.isoformat(), r.ts),
-                produced_at=now,
-                station_id=r.station_id,
-                region_code=station.region_code,
-                station_kind=station.kind,
-                metric=r.metric,
-                ts=r.ts,
-                value=r.value,
-                unit=r.unit,
-                quality=r.quality,
-                quality_checks=list(r.checks),
-                source=r.source,
-                kind="forecast",
-                issued_at=issued,
-            )
+            eid = stable_id("forecast", r.station_id, r.metric, issued.isoformat(), r.ts)
+            fc = _published(r, stations[r.station_id], eid, now, issued_at=issued)
             events.append((r.station_id, orjson.dumps(fc.model_dump(mode="json"))))
         await self._producer.send_many(self._topics.readings, events)
         return BatchResult(dead_letters=dead)
+
+
+def _published(
+    r: Row,
+    station: StationInfo,
+    event_id: str,
+    now: datetime,
+    *,
+    issued_at: datetime | None = None,
+) -> Reading:
+    """The ``readings.v1`` event of a stored row; with ``issued_at``, a forecast."""
+    return Reading(
+        event_id=event_id,
+        produced_at=now,
+        station_id=r.station_id,
+        region_code=station.region_code,
+        station_kind=station.kind,
+        metric=r.metric,
+        ts=r.ts,
+        value=r.value,
+        unit=r.unit,
+        quality=r.quality,
+        quality_checks=list(r.checks),
+        source=r.source,
+        kind="forecast" if issued_at is not None else "observation",
+        issued_at=issued_at,
+    )
 
 
 def _is_json_error(exc: ValidationError) -> bool:
