@@ -285,7 +285,7 @@ class LevelChange:
         return datetime.fromtimestamp(self.at, UTC)
 
 
-class _Eval:
+class Eval:
     """Signals of one station at one moment, computed at most once each."""
 
     __slots__ = ("cache", "ctx", "plan", "state")
@@ -419,26 +419,26 @@ def evaluate_point(
             state.late += 1
             return []
         at = series.latest or ts
-    ev = _Eval(plan, state, ctx)
+    ev = Eval(plan, state, ctx)
     changes: list[LevelChange] = []
     for rule in plan.by_metric.get(metric, ()):
-        _judge(rule, ev, at, reading, changes)
+        judge(rule, ev, at, reading, changes)
     for rule in plan.compound:
-        _judge(rule, ev, at, reading, changes)
+        judge(rule, ev, at, reading, changes)
     return changes
 
 
 def reassess(plan: StationPlan, state: StationState, at: float, ctx: Context) -> list[LevelChange]:
     """Judge the compound rules again without a new reading (an upstream warning changed)."""
-    ev = _Eval(plan, state, ctx)
+    ev = Eval(plan, state, ctx)
     changes: list[LevelChange] = []
     for rule in plan.compound:
-        _judge(rule, ev, at, None, changes)
+        judge(rule, ev, at, None, changes)
     return changes
 
 
-def _judge(
-    rule: Rule, ev: _Eval, at: float, reading: ReadingIn | None, out: list[LevelChange]
+def judge(
+    rule: Rule, ev: Eval, at: float, reading: ReadingIn | None, out: list[LevelChange]
 ) -> None:
     rs = ev.state.rule(rule.rule_id)
     new = _raised_level(rule, rs, ev) if rule.raise_by else _level_of(rule, rs, ev, at)
@@ -451,7 +451,7 @@ def _judge(
     rs.level, rs.since, rs.evidence = new, at, evidence
 
 
-def _level_of(rule: Rule, rs: RuleState, ev: _Eval, at: float) -> Level:
+def _level_of(rule: Rule, rs: RuleState, ev: Eval, at: float) -> Level:
     new = Level.none
     current = rs.level
     for spec in rule.levels:
@@ -467,7 +467,7 @@ def _level_of(rule: Rule, rs: RuleState, ev: _Eval, at: float) -> Level:
     return new
 
 
-def _raised_level(rule: Rule, rs: RuleState, ev: _Eval) -> Level:
+def _raised_level(rule: Rule, rs: RuleState, ev: Eval) -> Level:
     assert rule.raise_when is not None
     base = Level.none
     for other in ev.plan.rules:
@@ -484,7 +484,7 @@ def _raised_level(rule: Rule, rs: RuleState, ev: _Eval) -> Level:
 
 
 def _evidence(
-    rule: Rule, new: Level, old: Level, ev: _Eval, reading: ReadingIn | None
+    rule: Rule, new: Level, old: Level, ev: Eval, reading: ReadingIn | None
 ) -> dict[str, Any]:
     """Which signals, which values, which criteria and their sources decided the change."""
     spec_level = new if new > old else old

@@ -63,9 +63,12 @@ class Signal:
     window_s: float = 0.0  # sliding window for sum/avg/max/min/count/rate; days for the daily run
     kind: Literal["observation", "forecast"] = "observation"
     per_s: float = 3600.0  # unit of a rate: change per this many seconds
+    key: str = field(init=False, compare=False, repr=False)  # its name in evidence and caches
 
-    @property
-    def key(self) -> str:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self._key())
+
+    def _key(self) -> str:
         if self.agg == "last":
             base = self.metric
         elif self.agg == "days_running_min":

@@ -11,6 +11,9 @@ Cost per point, amortised O(1):
 - out of order, within the lateness tolerance: insert by bisection and add it to the windows it
   falls in. Points later than the tolerance are refused (``accept`` returns False) so a replayed
   backlog cannot rewrite an old window.
+- sums are integers of millionths of the unit, so they are exact: 500 tips of 0.1 mm make exactly
+  50 mm (a float running sum gives 49.99999999999929 and would miss the rainstorm criterion), and
+  adding and removing points for years never drifts.
 - max/min are cached; when the point holding the extreme leaves, the extreme is recomputed over the
   window on the next read (rare for real data: it happens once per extreme).
 
@@ -25,6 +28,7 @@ from typing import Any, Literal
 
 WindowAgg = Literal["sum", "avg", "max", "min", "count", "rate", "first"]
 
+MICRO = 1_000_000  # sums are kept in integer millionths of the unit
 BEIJING_OFFSET_S = 8 * 3600
 DAY_S = 86400
 
@@ -33,7 +37,7 @@ DAY_S = 86400
 class _Window:
     length: float
     start: int = 0  # index of the first point inside the window
-    total: float = 0.0
+    total: int = 0  # micro-units: exact, so a long-running sum never drifts
     count: int = 0
     hi: float | None = None
     lo: float | None = None
@@ -85,8 +89,9 @@ class Series:
         self.vals.append(value)
         self.latest = ts
         tsl, vals = self.ts, self.vals
+        micro = round(value * MICRO)
         for w in self._windows.values():
-            w.total += value
+            w.total += micro
             w.count += 1
             if w.hi is not None and value >= w.hi:
                 w.hi = value
@@ -96,14 +101,14 @@ class Series:
             i = w.start
             while tsl[i] <= edge:
                 v = vals[i]
-                w.total -= v
+                w.total -= round(v * MICRO)
                 w.count -= 1
                 if v == w.hi or v == w.lo:
                     w.dirty = True
                 i += 1
             w.start = i
             if w.count == 1:  # a fresh window: its extremes are this point
-                w.total = value
+                w.total = micro
                 w.hi = w.lo = value
                 w.dirty = False
         self._trim()
@@ -117,7 +122,7 @@ class Series:
         assert self.latest is not None
         for w in self._windows.values():
             if ts > self.latest - w.length:  # inside: pos >= start
-                w.total += value
+                w.total += round(value * MICRO)
                 w.count += 1
                 if w.hi is not None and value > w.hi:
                     w.hi = value
@@ -152,11 +157,11 @@ class Series:
         if w.count == 0:
             return None
         if agg == "sum":
-            return w.total
+            return w.total / MICRO
         if agg == "count":
             return float(w.count)
         if agg == "avg":
-            return w.total / w.count
+            return w.total / w.count / MICRO
         if agg in ("max", "min"):
             if w.dirty or w.hi is None:
                 part = self.vals[w.start :]

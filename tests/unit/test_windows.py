@@ -128,3 +128,17 @@ def test_days_running_min_needs_every_day():
     assert s.days_running_min(3) == 35.0
     s.accept(base + 4 * day + 14 * 3600, 40.0)  # a day with no data in between
     assert s.days_running_min(3) is None
+
+
+def test_sums_are_exact_in_millionths_and_never_drift():
+    s = Series((3 * 3600.0,))
+    for k in range(500):
+        s.accept(10.0 * k, 0.1)
+    assert s.window(3 * 3600.0, "sum") == 50.0  # a float running sum: 49.99999999999929
+    # a year of points passing through the window leaves no residue
+    for k in range(500, 500 + 60_000):
+        s.accept(10.0 * k, 0.7 if k % 3 else 0.3)
+    for k in range(60_500, 60_500 + 1081):
+        s.accept(10.0 * k, 0.0)
+    assert s.window(3 * 3600.0, "sum") == 0.0
+    assert s.window(3 * 3600.0, "avg") == 0.0
