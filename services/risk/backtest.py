@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import asyncpg
 from pydantic import BaseModel, Field, model_validator
@@ -390,8 +390,8 @@ def _score(
             station_id=c.station_id,
             rule_id=c.rule.rule_id,
             hazard=c.rule.hazard,
-            previous_level=c.previous.name,
-            level=c.level.name,
+            previous_level=cast(LevelName, c.previous.name),
+            level=cast(LevelName, c.level.name),
             change=c.change,
             ts=_iso(c.at),
             value=c.evidence.get("value"),
