@@ -1,6 +1,11 @@
 """Transactional outbox: events are written to ``<schema>.outbox`` in the same transaction as the
 state that caused them, then relayed to Kafka. Relaying is at-least-once (a crash after the send
-and before the mark re-sends); consumers de-duplicate by ``event_id``."""
+and before the mark re-sends); consumers de-duplicate by ``event_id``.
+
+Order: events leave in ``seq`` order, also with several replicas. One relay at a time holds a
+transaction-scoped advisory lock for the schema; the others wait for it rather than skip ahead
+(``SKIP LOCKED`` alone would let a replica publish newer events of a station before an older
+batch that another replica is still sending)."""
 
 from __future__ import annotations
 
@@ -53,12 +58,15 @@ class OutboxRelay:
         self._wake.set()
 
     async def relay_once(self, limit: int = 1000) -> int:
-        """Publish up to ``limit`` unpublished events in order; return how many."""
+        """Publish up to ``limit`` unpublished events in order; return how many (0 when there
+        are none). Waits while another replica's relay is publishing."""
         async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", f"outbox:{self._schema}"
+            )
             rows = await conn.fetch(
                 f"""SELECT seq, topic, key, payload FROM {self._schema}.outbox
-                     WHERE published_at IS NULL ORDER BY seq LIMIT $1
-                     FOR UPDATE SKIP LOCKED""",
+                     WHERE published_at IS NULL ORDER BY seq LIMIT $1""",
                 limit,
             )
             if not rows:

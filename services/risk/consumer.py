@@ -363,8 +363,25 @@ async def _roll_up(conn: Conn, changes: Iterable[LevelChange], now: datetime) ->
             key = (admin_prefix(c.region_code, lvl), c.rule.hazard)
             cause.setdefault(key, stable_id(c.station_id, c.rule.rule_id, c.at))
     events = []
+    # Lock each region's row before counting (in a stable order, so replicas never deadlock):
+    # under READ COMMITTED the count, a later statement, then sees every station another replica
+    # committed while this one waited, and the last writer always writes the true level.
     for (prefix, hazard), why in sorted(cause.items()):
         admin: AdminLevel = {6: "county", 9: "township", 12: "village"}[len(prefix)]  # type: ignore[assignment]
+        code = region_of(prefix.ljust(12, "0"), admin)
+        await conn.execute(
+            """INSERT INTO risk.region_level (region_code, hazard, admin_level, level, counts)
+               VALUES ($1, $2, $3, 0, '{}') ON CONFLICT DO NOTHING""",
+            code,
+            hazard,
+            admin,
+        )
+        prev_raw = await conn.fetchval(
+            """SELECT level FROM risk.region_level WHERE region_code = $1 AND hazard = $2
+               FOR UPDATE""",
+            code,
+            hazard,
+        )
         rows = await conn.fetch(
             """SELECT lvl, count(*) AS n FROM (
                    SELECT station_id, max(level) AS lvl FROM risk.rule_state
@@ -377,21 +394,11 @@ async def _roll_up(conn: Conn, changes: Iterable[LevelChange], now: datetime) ->
         for r in rows:
             counts[Level(r["lvl"]).name] = r["n"]
         level = max((lv for lv in Level if counts[lv.name]), default=Level.none)
-        code = region_of(prefix.ljust(12, "0"), admin)
-        prev_raw = await conn.fetchval(
-            """SELECT level FROM risk.region_level WHERE region_code = $1 AND hazard = $2
-               FOR UPDATE""",
-            code,
-            hazard,
-        )
         await conn.execute(
-            """INSERT INTO risk.region_level (region_code, hazard, admin_level, level, counts)
-               VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (region_code, hazard) DO UPDATE SET
-                   level = EXCLUDED.level, counts = EXCLUDED.counts, updated_at = now()""",
+            """UPDATE risk.region_level SET level = $3, counts = $4, updated_at = now()
+                WHERE region_code = $1 AND hazard = $2""",
             code,
             hazard,
-            admin,
             int(level),
             counts,
         )

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -16,26 +14,7 @@ import httpx
 from shared.devstack.procs import free_port
 from tests.helpers import eventually, identity_header
 from tests.kafka_util import read_all
-
-
-def start_ingest(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", "ingest"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def wait_ready(url: str) -> None:
-    async def ready() -> bool:
-        try:
-            async with httpx.AsyncClient(timeout=1) as c:
-                return (await c.get(f"{url}/readyz")).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    await eventually(ready, timeout_s=60, what="ingest ready")
+from tests.procs import start_service, stop, wait_ready
 
 
 async def test_sigkill_of_ingest_loses_and_doubles_nothing(database, broker, topic_prefix):
@@ -51,7 +30,7 @@ async def test_sigkill_of_ingest_loses_and_doubles_nothing(database, broker, top
         "QIANSHAO_INGEST_LOG_LEVEL": "WARNING",
     }
     url = f"http://127.0.0.1:{port}"
-    proc = start_ingest(env)
+    proc = start_service("ingest", env)
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
     accepted = 0
     try:
@@ -72,7 +51,7 @@ async def test_sigkill_of_ingest_loses_and_doubles_nothing(database, broker, top
                 if batch in (8, 16):
                     proc.send_signal(signal.SIGKILL)
                     proc.wait(10)
-                    proc = start_ingest(env)
+                    proc = start_service("ingest", env)
                     await wait_ready(url)
                 readings = [
                     {
@@ -102,8 +81,4 @@ async def test_sigkill_of_ingest_loses_and_doubles_nothing(database, broker, top
         published = await read_all(broker.bootstrap, f"{topic_prefix}readings.v1")
         assert len({p["event_id"] for p in published}) == accepted
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
