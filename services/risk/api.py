@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from services.risk.backtest import BacktestRequest, BacktestResult, run_backtest
+from services.risk.consumer import RebuildResult
 from services.risk.packs import Pack, apply_overrides, resolve_rule, shipped_packs
 from services.risk.rules import RuleConfigError, parse_rule
 from shared.contracts import Level
@@ -178,6 +179,21 @@ def router() -> APIRouter:
             hazards={h: lv.name for h, lv in hazards.items()},
             rules=rules,
         )
+
+    @r.post("/stations/{station_id}/rebuild", response_model=RebuildResult)
+    async def rebuild_station(
+        station_id: str, identity: IdentityDep, request: Request
+    ) -> RebuildResult:
+        """Rebuild the station's state from the readings ingest stored (its longest window's
+        worth), for example after its rules or overrides changed. Every rule whose rebuilt
+        level differs from the published one is announced on risk.events.v1."""
+        identity.require_scope("rules:write")
+        infos = await request.app.state.plans.get_many([station_id])
+        if station_id not in infos:
+            raise NotFound(f"no station {station_id!r}")
+        identity.require_region(infos[station_id].region_code)
+        result: RebuildResult = await request.app.state.handler.rebuild(station_id)
+        return result
 
     @r.get("/map", response_model=RiskMap)
     async def risk_map(

@@ -60,14 +60,15 @@ def create_app(settings: RiskSettings, *, clock: Clock | None = None) -> FastAPI
                 every_s=settings.nodata_sweep_s,
             )
             rt.run_task(sweep.run, "risk-nodata", sweep.stop)
+        handler = RiskHandler(
+            pool=rt.pool,
+            plans=plans,
+            relay=relay,
+            topics=topics,
+            clock=clock,
+        )
+        app.state.handler = handler
         if settings.run_consumer:
-            handler = RiskHandler(
-                pool=rt.pool,
-                plans=plans,
-                relay=relay,
-                topics=topics,
-                clock=clock,
-            )
             app.state.runner = rt.consume(
                 service="risk",
                 settings=settings,

@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from services.risk.engine import (
     AdminLevel,
@@ -32,8 +32,11 @@ from services.risk.engine import (
     StationState,
     admin_prefix,
     evaluate,
+    history_horizon,
+    level_diff,
     reassess,
     region_of,
+    replay,
 )
 from services.risk.stations import StationInfo, StationPlans
 from services.risk.upstream import UpstreamView, hazard_of_event, warning_prefix
@@ -47,7 +50,7 @@ from shared.contracts import (
     UpstreamWarning,
     stable_id,
 )
-from shared.errors import DatabaseError
+from shared.errors import DatabaseError, NotFound
 from shared.kafka import BatchResult, InvalidMessage, Message
 from shared.outbox import OutboxRelay, enqueue
 
@@ -204,7 +207,22 @@ class RiskHandler:
                 and any(info.region_code.startswith(p) for p in changed_prefixes)
             }
             ids = {r.station_id for _, r in fresh if r.station_id in infos} | compound_ids
+            first: dict[str, datetime] = {}
+            for _, r in fresh:
+                if r.kind == "observation" and (
+                    r.station_id not in first or r.ts < first[r.station_id]
+                ):
+                    first[r.station_id] = r.ts
             await _load_states(conn, ids, infos, work)
+            for sid in sorted(work.new):
+                # a station without a checkpoint (new here, or its state lost): its state is
+                # rebuilt from the readings ingest stored before this batch's first one
+                if sid in first:
+                    published = await _published_levels(conn, sid)
+                    _n, rebuilt = await _rebuild(
+                        conn, work.states[sid], infos[sid], published, first[sid], ctx
+                    )
+                    work.changes.extend(rebuilt)
             for _m, r in fresh:
                 found = infos.get(r.station_id)
                 if found is None:
@@ -224,25 +242,7 @@ class RiskHandler:
             for sid in sorted(compound_ids):
                 if sid in work.states and sid not in work.new:
                     work.changes.extend(reassess(infos[sid].plan, work.states[sid], at, ctx))
-            events = [to_event(c, now) for c in work.changes]
-            events += [_nodata_event(sid, work, False, now) for sid in work.back_online]
-            await _save_states(conn, work, infos)
-            events += await _roll_up(conn, work.changes, now)
-            await enqueue(
-                conn,
-                "risk",
-                (
-                    (
-                        ev.event_id,
-                        self._topics.risk_events,
-                        ev.station_id or ev.region_code,
-                        ev.model_dump(mode="json"),
-                    )
-                    for ev in events
-                ),
-            )
-            for ev in events:
-                RISK_EVENTS.labels(ev.scope, ev.level, ev.change).inc()
+            events = await self._publish(conn, work, infos, now)
             last: dict[tuple[str, int], int] = {}
             for m in batch:
                 key = (m.topic, m.partition)
@@ -253,6 +253,115 @@ class RiskHandler:
                 [(t, p, o) for (t, p), o in last.items()],
             )
         return len(events)
+
+    async def _publish(
+        self, conn: Conn, work: _Batch, infos: dict[str, StationInfo], now: datetime
+    ) -> list[RiskEvent]:
+        """Write the touched states, the per-rule view, the region roll-ups and the events."""
+        events = [to_event(c, now) for c in work.changes]
+        events += [_nodata_event(sid, work, False, now) for sid in work.back_online]
+        await _save_states(conn, work, infos)
+        events += await _roll_up(conn, work.changes, now)
+        await enqueue(
+            conn,
+            "risk",
+            (
+                (
+                    ev.event_id,
+                    self._topics.risk_events,
+                    ev.station_id or ev.region_code,
+                    ev.model_dump(mode="json"),
+                )
+                for ev in events
+            ),
+        )
+        for ev in events:
+            RISK_EVENTS.labels(ev.scope, ev.level, ev.change).inc()
+        return events
+
+    async def rebuild(self, station_id: str) -> RebuildResult:
+        """Rebuild one station's state from the readings ingest stored (after its rules changed,
+        or to repair a checkpoint); announce every rule whose level differs from the published
+        one. Takes the station's row lock, so it never races the consumer."""
+        infos = await self._plans.get_many([station_id])
+        info = infos.get(station_id)
+        if info is None:
+            raise NotFound(f"no station {station_id!r}")
+        now = self._clock.now()
+        async with self._pool.acquire() as conn, conn.transaction():
+            work = _Batch()
+            row = await conn.fetchrow(
+                "SELECT silent FROM risk.station_state WHERE station_id = $1 FOR UPDATE",
+                station_id,
+            )
+            work.silent[station_id] = bool(row and row["silent"])
+            published = await _published_levels(conn, station_id)
+            st = work.states[station_id] = StationState(station_id, info.region_code)
+            work.new.add(station_id)  # every rule's row is written again
+            ctx = await UpstreamView.load(conn, now)
+            n, work.changes = await _rebuild(conn, st, info, published, None, ctx, at=now)
+            events = await self._publish(conn, work, infos, now)
+        if events:
+            self._relay.wake()
+        return RebuildResult(
+            station_id=station_id,
+            readings=n,
+            changes=[to_event(c, now) for c in work.changes],
+        )
+
+
+class RebuildResult(BaseModel):
+    station_id: str
+    readings: int
+    changes: list[RiskEvent]
+
+
+async def _published_levels(conn: Conn, station_id: str) -> dict[str, Level]:
+    rows = await conn.fetch(
+        "SELECT rule_id, level FROM risk.rule_state WHERE station_id = $1", station_id
+    )
+    return {r["rule_id"]: Level(r["level"]) for r in rows}
+
+
+async def _rebuild(
+    conn: Conn,
+    st: StationState,
+    info: StationInfo,
+    published: dict[str, Level],
+    before: datetime | None,
+    ctx: UpstreamView,
+    *,
+    at: datetime | None = None,
+) -> tuple[int, list[LevelChange]]:
+    """Replay the stored observations of the last :func:`history_horizon` before ``before`` (or
+    up to the station's newest reading) into the fresh state ``st``. Returns the readings
+    replayed and the changes against the ``published`` levels, judged at ``at`` (default: the
+    newest reading replayed)."""
+    plan = info.plan
+    metrics = sorted(plan.windows.keys() | plan.daily.keys() | set(plan.by_metric))
+    rows = await conn.fetch(
+        """WITH upto AS (
+               SELECT coalesce($3, (SELECT max(ts) FROM ingest.readings
+                                     WHERE station_id = $1 AND metric = ANY($2::text[])
+                                       AND quality < 2)) AS t)
+           SELECT metric, extract(epoch FROM ts)::float8 AS t, value FROM ingest.readings
+            WHERE station_id = $1 AND metric = ANY($2::text[]) AND quality < 2
+              AND ts > (SELECT t FROM upto) - $4::float8 * interval '1 second'
+              AND ts <= (SELECT t FROM upto) AND ($3::timestamptz IS NULL OR ts < $3)
+            ORDER BY ts""",
+        st.station_id,
+        metrics,
+        before,
+        history_horizon(plan),
+    )
+    if not rows:
+        # nothing to rebuild from: the published levels stand (no data is not an all-clear)
+        for rule_id, level in published.items():
+            st.rule(rule_id).level = level
+        return 0, []
+    n = replay(plan, st, ((r["metric"], r["t"], r["value"]) for r in rows), ctx)
+    when = at.timestamp() if at is not None else (st.last_seen or 0.0)
+    return n, level_diff(plan, st, published, when)
 
 
 async def _lock_offsets(

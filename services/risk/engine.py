@@ -428,6 +428,55 @@ def evaluate_point(
     return changes
 
 
+def history_horizon(plan: StationPlan) -> float:
+    """How much history rebuilds a station's state: its longest window, its longest run of days
+    (plus the day in progress), and the lateness tolerance."""
+    longest = max([w for ws in plan.windows.values() for w in ws] or [0.0])
+    days = max(plan.daily.values() or [0]) + 1 if plan.daily else 0
+    return max(longest, days * 86400.0) + plan.tolerance_s
+
+
+def replay(
+    plan: StationPlan,
+    state: StationState,
+    points: Iterable[tuple[str, float, float]],
+    ctx: Context,
+) -> int:
+    """Feed stored observations (metric, epoch ts, value) in time order into ``state``; the level
+    changes on the way are not reported (see :func:`level_diff`). Returns the points applied."""
+    n = 0
+    for metric, ts, value in points:
+        evaluate_point(plan, state, metric, ts, value, ctx)
+        n += 1
+    return n
+
+
+def level_diff(
+    plan: StationPlan, state: StationState, before: Mapping[str, Level], at: float
+) -> list[LevelChange]:
+    """One change per rule whose level in ``state`` differs from ``before`` (the levels last
+    published): what a rebuilt state must announce so that consumers' picture matches it."""
+    out = []
+    for rule in plan.rules:
+        rs = state.rules.get(rule.rule_id)
+        new = rs.level if rs is not None else Level.none
+        old = before.get(rule.rule_id, Level.none)
+        if new == old:
+            continue
+        evidence: dict[str, Any] = {
+            "signal": "",
+            "value": None,
+            "threshold": None,
+            "criteria": [],
+            "sustain_s": 0.0,
+        }
+        if rs is not None and rs.evidence:
+            evidence.update(rs.evidence)
+        evidence["rebuilt"] = True
+        out.append(LevelChange(state.station_id, state.region_code, rule, old, new, at, evidence))
+    return out
+
+
 def reassess(plan: StationPlan, state: StationState, at: float, ctx: Context) -> list[LevelChange]:
     """Judge the compound rules again without a new reading (an upstream warning changed)."""
     ev = Eval(plan, state, ctx)

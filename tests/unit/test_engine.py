@@ -8,13 +8,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.risk.engine import (
+    NoUpstream,
     ReadingIn,
     RuleConfigError,
     StationPlan,
     StationState,
     evaluate,
+    history_horizon,
+    level_diff,
+    replay,
     threshold_rules_from_attributes,
 )
+from services.risk.packs import rules_for_station, shipped_packs
 from shared.contracts import Level
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
@@ -144,3 +149,28 @@ def test_hazard_defaults_from_the_metric_and_source_is_kept():
     ((_lvl, crit),) = list(r.criteria())
     assert crit.source is not None
     assert crit.source.cite() == "GB/T 50493-2019 §5.5.3"
+
+
+def test_rebuild_horizon_covers_the_longest_window_the_days_and_the_tolerance():
+    packs = list(shipped_packs().values())
+    gauge = StationPlan.build(rules_for_station(packs, "rain_gauge", {}).rules, tolerance_s=600)
+    assert history_horizon(gauge) == 12 * 3600 + 600  # the blue rainstorm window
+    weather = StationPlan.build(rules_for_station(packs, "weather_station", {}).rules)
+    assert history_horizon(weather) == 4 * 86400 + 3600  # heat: 3 days running + today
+
+
+def test_replay_then_level_diff_announces_only_what_differs_from_the_published_levels():
+    r = rule()
+    plan = StationPlan.build([r])
+    st = StationState("S1", "110101001001")
+    n = replay(
+        plan, st, [("water_level", 100.0 + i, v) for i, v in enumerate([1, 5, 3])], NoUpstream()
+    )
+    assert n == 3
+    now_level = st.rules[r.rule_id].level
+    assert now_level > Level.none
+    assert level_diff(plan, st, {r.rule_id: now_level}, 200.0) == []
+    (change,) = level_diff(plan, st, {r.rule_id: Level.red}, 200.0)
+    assert (change.previous, change.level, change.at) == (Level.red, now_level, 200.0)
+    assert change.evidence["rebuilt"] is True
+    assert change.evidence["criteria"]  # the evidence of the level it holds
