@@ -113,6 +113,35 @@ async def test_red_reading_becomes_delivered_red_warning(stack):
         assert r.status_code == 200, r.text
         assert r.json()["level"] == "red"
 
+        # the four-colour map and a backtest, through the gateway
+        r = await c.get(
+            "/api/v1/risk/map", params={"admin_level": "township", "hazard": "flood"}, headers=admin
+        )
+        assert r.status_code == 200, r.text
+        cells = {x["region_code"]: x for x in r.json()["regions"]}
+        assert cells["110101001000"]["level"] == "red"
+        assert cells["110101001000"]["counts"]["red"] == 1
+        r = await c.post(
+            "/api/v1/risk/backtests",
+            json={
+                "stations": ["WL-001"],
+                "from": (now - timedelta(hours=1)).isoformat(),
+                "to": now.isoformat(),
+                "reference_events": [
+                    {"station_id": "WL-001", "ts": now.isoformat(), "level": "red"}
+                ],
+            },
+            headers=admin,
+        )
+        assert r.status_code == 200, r.text
+        bt = r.json()
+        assert bt["readings"] == 2
+        assert bt["counts"]["red"] == 1
+        assert len(bt["hits"]) == 1
+        assert bt["hits"][0]["lead_time_s"] == 300.0  # the red reading came 5 min before
+        r = await c.get("/api/v1/risk/map", headers={"X-API-Key": stack.api_key})
+        assert r.status_code == 403  # an upstream key pushes data; it does not read the map
+
         async with httpx.AsyncClient(timeout=10) as plain:
             metrics = (await plain.get(stack.services["ingest"] + "/metrics")).text
         assert 'qianshao_consumer_lag_messages{consumer="ingest"' in metrics
