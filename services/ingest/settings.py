@@ -19,5 +19,9 @@ class IngestSettings(ServiceSettings):
     max_batch_items: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=16 << 20, ge=1024)
     future_tolerance_s: int = 300
-    retention_days: int = 180
+    # raw readings are kept this long; the hourly and daily roll-ups much longer
+    retention_days: int = Field(default=180, ge=1)
+    rollup_retention_days: int = Field(default=3650, ge=1)
+    # plain PostgreSQL: how often the roll-ups of newly stored readings are recomputed
+    rollup_refresh_s: float = Field(default=30.0, gt=0)
     station_cache_ttl_s: float = 30.0

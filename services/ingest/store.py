@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 from prometheus_client import Histogram
 
-from shared.db import DailyPartitions, day_start
+from shared.db import Conn, DailyPartitions, day_start
 from shared.errors import DatabaseError
 
 WRITE_SECONDS = Histogram(
@@ -40,6 +40,19 @@ class Row:
 class WriteResult:
     stored: list[Row]  # newly stored, or already stored with the same value (harmless repeat)
     conflicts: list[tuple[Row, float]]  # (rejected row, the value that was kept)
+
+
+async def _mark_hours(conn: Conn, keys: set[tuple[str, str, datetime]]) -> None:
+    """The hours whose roll-ups the refresh must recompute (plain PostgreSQL path)."""
+    hours = {(s, m, t.replace(minute=0, second=0, microsecond=0)) for s, m, t in keys}
+    await conn.execute(
+        """INSERT INTO ingest.rollup_dirty (station_id, metric, hour)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+           ON CONFLICT DO NOTHING""",
+        [h[0] for h in hours],
+        [h[1] for h in hours],
+        [h[2] for h in hours],
+    )
 
 
 class ReadingStore:
@@ -98,6 +111,8 @@ class ReadingStore:
                         [r.source for r in unique],
                     )
                     inserted = {(e["station_id"], e["metric"], e["ts"]) for e in existing}
+                    if self._storage == "native" and inserted:
+                        await _mark_hours(conn, inserted)
                     repeats = [r for r in unique if r.key not in inserted]
                     stored = [r for r in unique if r.key in inserted]
                     if repeats:

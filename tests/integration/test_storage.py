@@ -1,4 +1,5 @@
-"""Migrations and the native-partitioning fallback on the real PostgreSQL (no TimescaleDB here)."""
+"""Migrations and the native-partitioning fallback on the real PostgreSQL (Debian's package has no
+TimescaleDB; the TimescaleDB path is tested in test_storage_paths.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,169 @@
+"""Hourly and daily roll-ups and retention, on both storage paths.
+
+- **TimescaleDB**: ``ingest.readings_1h`` / ``readings_1d`` are continuous aggregates (migration
+  ``0003``) refreshed by policies, which also compress chunks after 7 days and drop old ones.
+  :meth:`Housekeeping.configure` sets the retention periods from the settings.
+- **Plain PostgreSQL**: the same two relations are tables. The writer marks the (station, metric,
+  hour) buckets a batch touched in ``ingest.rollup_dirty`` inside its transaction;
+  :meth:`Housekeeping.refresh` takes marked buckets (``SKIP LOCKED``: replicas share the work),
+  recomputes each hour from the raw rows and each touched day from its hours, and removes the
+  marks in the same transaction. Late data therefore re-aggregates exactly the buckets it fell
+  into. Retention drops whole daily partitions of raw data and deletes roll-up rows.
+
+Buckets are ``time_bucket`` buckets on both paths: an hour holds ``[h, h + 1 h)``; a day is a
+Beijing calendar day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from shared.clock import Clock
+from shared.db import DailyPartitions, StorageMode, ident
+
+log = logging.getLogger(__name__)
+
+ROLLUPS = ("ingest.readings_1h", "ingest.readings_1d")
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        storage: StorageMode,
+        clock: Clock,
+        raw_retention_days: int = 180,
+        rollup_retention_days: int = 3650,
+        refresh_every_s: float = 30.0,
+        batch: int = 20_000,
+    ) -> None:
+        self._pool = pool
+        self._storage = storage
+        self._clock = clock
+        self._raw_days = raw_retention_days
+        self._rollup_days = rollup_retention_days
+        self._every = refresh_every_s
+        self._batch = batch
+        self._stopping = asyncio.Event()
+
+    async def configure(self) -> None:
+        """TimescaleDB: align the retention policies with the settings (idempotent)."""
+        if self._storage != "timescale":
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            # the extension's functions, named with its schema (whatever the search_path is)
+            ext = ident(
+                await conn.fetchval(
+                    """SELECT extnamespace::regnamespace::text FROM pg_extension
+                        WHERE extname = 'timescaledb'"""
+                )
+            )
+            periods = [("ingest.readings", self._raw_days)]
+            periods += [(r, self._rollup_days) for r in ROLLUPS]
+            for rel, days in periods:
+                await conn.execute(
+                    f"SELECT {ext}.remove_retention_policy($1::regclass, if_exists => true)", rel
+                )
+                await conn.execute(
+                    f"SELECT {ext}.add_retention_policy($1::regclass, $2::interval)",
+                    rel,
+                    timedelta(days=days),
+                )
+
+    async def refresh(self) -> int:
+        """Plain PostgreSQL: recompute the marked buckets; how many hours were recomputed."""
+        if self._storage != "native":
+            return 0
+        total = 0
+        while True:
+            async with self._pool.acquire() as conn, conn.transaction():
+                marked = await conn.fetch(
+                    """DELETE FROM ingest.rollup_dirty d
+                        USING (SELECT station_id, metric, hour FROM ingest.rollup_dirty
+                                LIMIT $1 FOR UPDATE SKIP LOCKED) x
+                        WHERE d.station_id = x.station_id AND d.metric = x.metric
+                          AND d.hour = x.hour
+                    RETURNING d.station_id, d.metric, d.hour""",
+                    self._batch,
+                )
+                if not marked:
+                    return total
+                arrays = (
+                    [m["station_id"] for m in marked],
+                    [m["metric"] for m in marked],
+                    [m["hour"] for m in marked],
+                )
+                await conn.execute(_DELETE_HOURS, *arrays)
+                await conn.execute(_INSERT_HOURS, *arrays)
+                await conn.execute(_DELETE_DAYS, *arrays)
+                await conn.execute(_INSERT_DAYS, *arrays)
+            total += len(marked)
+
+    async def expire(self) -> list[str]:
+        """Plain PostgreSQL: drop raw partitions and roll-up rows past retention."""
+        if self._storage != "native":
+            return []
+        now = self._clock.now()
+        async with self._pool.acquire() as conn:
+            dropped = await DailyPartitions("ingest.readings").drop_before(
+                conn, (now - timedelta(days=self._raw_days)).date()
+            )
+            for rel in ROLLUPS:
+                await conn.execute(
+                    f"DELETE FROM {rel} WHERE bucket < $1",  # noqa: S608 - a constant name
+                    now - timedelta(days=self._rollup_days),
+                )
+        return dropped
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        last_expiry: datetime | None = None
+        while not self._stopping.is_set():
+            try:
+                await self.refresh()
+                now = self._clock.now()
+                if last_expiry is None or now - last_expiry >= timedelta(hours=1):
+                    await self.expire()
+                    last_expiry = now
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("roll-up refresh failed; will retry", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._every)
+
+
+# the marked buckets are passed as three arrays: stations, metrics, hours
+_DELETE_HOURS = """DELETE FROM ingest.readings_1h r
+                    USING unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(s, m, h)
+                    WHERE r.station_id = d.s AND r.metric = d.m AND r.bucket = d.h"""
+_INSERT_HOURS = """INSERT INTO ingest.readings_1h
+                       (station_id, metric, bucket, min, max, avg, sum, count)
+                   SELECT d.s, d.m, d.h, min(r.value), max(r.value), avg(r.value), sum(r.value),
+                          count(*)
+                     FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(s, m, h)
+                     JOIN ingest.readings r
+                       ON r.station_id = d.s AND r.metric = d.m
+                      AND r.ts >= d.h AND r.ts < d.h + interval '1 hour'
+                    WHERE r.quality < 2
+                    GROUP BY d.s, d.m, d.h"""
+_DELETE_DAYS = """DELETE FROM ingest.readings_1d r
+                   USING (SELECT DISTINCT d.s, d.m, date_trunc('day', d.h, 'Asia/Shanghai') AS day
+                FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(s, m, h)) x
+                   WHERE r.station_id = x.s AND r.metric = x.m AND r.bucket = x.day"""
+_INSERT_DAYS = """INSERT INTO ingest.readings_1d
+                      (station_id, metric, bucket, min, max, avg, sum, count)
+                  SELECT x.s, x.m, x.day, min(h.min), max(h.max), sum(h.sum) / sum(h.count),
+                         sum(h.sum), sum(h.count)
+                    FROM (SELECT DISTINCT d.s, d.m, date_trunc('day', d.h, 'Asia/Shanghai') AS day
+                FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(s, m, h)) x
+                    JOIN ingest.readings_1h h
+                      ON h.station_id = x.s AND h.metric = x.m
+                     AND h.bucket >= x.day AND h.bucket < x.day + interval '1 day'
+                   GROUP BY x.s, x.m, x.day"""
