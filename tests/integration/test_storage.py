@@ -19,7 +19,11 @@ async def test_migrations_apply_once_and_fall_back_to_native_partitions(database
         assert await migrate(pool, "ingest", MIGRATIONS) == "native"  # nothing left to apply
         assert await storage_mode(pool, "ingest") == "native"
         versions = await pool.fetch("SELECT version FROM ingest.schema_migrations ORDER BY 1")
-        assert [v["version"] for v in versions] == ["0001_stations", "0002_readings"]
+        assert [v["version"] for v in versions] == [
+            "0001_stations",
+            "0002_readings",
+            "0003_rollups",
+        ]
         kind = await pool.fetchval(
             "SELECT relkind FROM pg_class WHERE oid = 'ingest.readings'::regclass"
         )
