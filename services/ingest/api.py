@@ -4,14 +4,17 @@ the call into the domain; no SQL here."""
 from __future__ import annotations
 
 import zlib
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
+from services.ingest import series as series_repo
 from services.ingest import stations as station_repo
+from services.ingest.series import Agg
 from services.ingest.stations import Station, StationCache, StationIn
 from shared.clock import Clock
 from shared.contracts import RawReading, Topics
@@ -29,6 +32,29 @@ class Rejected(BaseModel):
 class PushResult(BaseModel):
     accepted: int
     rejected: list[Rejected]
+
+
+class SeriesPoint(BaseModel):
+    ts: datetime
+    value: float
+    quality: int | None = Field(default=None, description="raw points: 0 good, 1 doubtful, 2 bad")
+
+
+class Series(BaseModel):
+    station_id: str
+    metric: str
+    bucket: str
+    agg: str | None
+    source: Literal["raw", "1h", "1d"] = Field(description="what the points were computed from")
+    points: list[SeriesPoint]
+
+
+class LatestValue(BaseModel):
+    metric: str
+    ts: datetime
+    value: float
+    unit: str
+    quality: int
 
 
 class ReadingsIngress:
@@ -243,6 +269,76 @@ def router(max_body_bytes: int) -> APIRouter:
         await station_repo.delete(pool(request), station_id=station_id)
         request.app.state.stations.invalidate(station_id)
         return Response(status_code=204)
+
+    @r.get(
+        "/stations/{station_id}/series",
+        response_model=Series,
+        responses={
+            200: {"content": {"text/csv": {}}},
+            422: {"description": "Bad query or too many points", "content": {PROBLEM: {}}},
+        },
+    )
+    async def station_series(
+        station_id: str,
+        identity: IdentityDep,
+        request: Request,
+        metric: Annotated[str, Query(pattern=r"^[a-z0-9_]{1,64}$")],
+        from_: Annotated[AwareDatetime, Query(alias="from")],
+        to: AwareDatetime,
+        bucket: Annotated[str, Query(max_length=16)] = "raw",
+        agg: Agg = "avg",
+        format: Literal["json", "csv"] = "json",
+    ) -> Response | Series:
+        """A station's series, raw or bucketed (``5min``, ``1h``, ``1d`` …, aligned to Beijing
+        midnight) with ``agg`` over each bucket; from the hourly or daily roll-ups when the bucket
+        is a whole number of hours or days. ``format=csv`` exports it."""
+        identity.require_scope("readings:read")
+        st = await station_repo.get(pool(request), station_id=station_id)
+        identity.require_region(st.region_code)
+        step = series_repo.parse_bucket(bucket)
+        src, points = await series_repo.series(
+            pool(request),
+            station_id=station_id,
+            metric=metric,
+            start=from_,
+            end=to,
+            bucket=step,
+            agg=agg,
+        )
+        if format == "csv":
+            lines = ["ts,value,quality" if step is None else f"ts,{agg}"]
+            for p in points:
+                row = f"{p.ts.isoformat()},{p.value!r}"
+                lines.append(row + (f",{p.quality}" if step is None else ""))
+            return Response(
+                "\n".join(lines) + "\n",
+                media_type="text/csv; charset=utf-8",
+                headers={
+                    "Content-Disposition": f'attachment; filename="{station_id}-{metric}.csv"'
+                },
+            )
+        return Series(
+            station_id=station_id,
+            metric=metric,
+            bucket=bucket,
+            agg=agg if step is not None else None,
+            source=src,
+            points=[SeriesPoint(ts=p.ts, value=p.value, quality=p.quality) for p in points],
+        )
+
+    @r.get("/stations/{station_id}/latest", response_model=list[LatestValue])
+    async def station_latest(
+        station_id: str, identity: IdentityDep, request: Request
+    ) -> list[LatestValue]:
+        """The newest reading of each metric of the station."""
+        identity.require_scope("readings:read")
+        st = await station_repo.get(pool(request), station_id=station_id)
+        identity.require_region(st.region_code)
+        rows = await series_repo.latest(pool(request), station_id)
+        return [
+            LatestValue(metric=x.metric, ts=x.ts, value=x.value, unit=x.unit, quality=x.quality)
+            for x in rows
+        ]
 
     @r.get("/stations", response_model=list[Station])
     async def list_stations(

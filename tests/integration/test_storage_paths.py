@@ -18,6 +18,8 @@ import pytest
 
 from services.ingest.app import MIGRATIONS
 from services.ingest.rollups import Housekeeping
+from services.ingest.series import latest as latest_values
+from services.ingest.series import parse_bucket, series
 from services.ingest.store import ReadingStore, Row
 from shared.clock import ManualClock
 from shared.db import StorageMode, create_pool, migrate
@@ -193,3 +195,43 @@ async def test_retention_and_compression(storage):
     left = await st.pool.fetch("SELECT DISTINCT value FROM ingest.readings ORDER BY 1")
     assert [r["value"] for r in left] in ([2.0], [2.0, 5.0])
     assert (await rollup(st, "ingest.readings_1d")).keys() == before_days.keys()
+
+
+async def test_series_from_raw_and_from_rollups_agree(storage):
+    st = storage
+    start = datetime(2026, 7, 18, 16, tzinfo=UTC)  # Beijing midnight, 19 July
+    data = rows(start, 12 * 48, timedelta(minutes=5), lambda i: float((i * 7) % 11))
+    data[3] = Row("S1", "rainfall", data[3].ts, 500.0, "mm", "bad", ("hard_range",), "src")
+    await st.store.write(data)
+    await st.refresh()
+    good = [r for r in data if r.quality != "bad"]
+    end = start + timedelta(days=2)
+
+    def want(step: timedelta, agg):
+        groups: dict[datetime, list[float]] = {}
+        for r in good:
+            groups.setdefault(start + (r.ts - start) // step * step, []).append(r.value)
+        return [(t, pytest.approx(agg(v))) for t, v in sorted(groups.items())]
+
+    async def got(bucket: str, agg: str):
+        src, points = await series(
+            st.pool,
+            station_id="S1",
+            metric="rainfall",
+            start=start,
+            end=end,
+            bucket=parse_bucket(bucket),
+            agg=agg,
+        )
+        return src, [(p.ts.astimezone(UTC), p.value) for p in points]
+
+    assert await got("30min", "sum") == ("raw", want(timedelta(minutes=30), sum))
+    assert await got("3h", "sum") == ("1h", want(timedelta(hours=3), sum))
+    assert await got("3h", "max") == ("1h", want(timedelta(hours=3), max))
+    assert await got("1d", "avg") == ("1d", want(timedelta(days=1), lambda v: sum(v) / len(v)))
+    assert await got("1d", "count") == ("1d", want(timedelta(days=1), len))
+    src, raw = await got("raw", "avg")
+    assert src == "raw"
+    assert len(raw) == len(data)  # the raw series shows the bad reading too
+    (latest,) = await latest_values(st.pool, "S1")
+    assert (latest.ts.astimezone(UTC), latest.value) == (data[-1].ts, data[-1].value)
