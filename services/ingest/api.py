@@ -14,8 +14,11 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
 from services.ingest import series as series_repo
 from services.ingest import stations as station_repo
+from services.ingest.cap import MAX_BYTES as MAX_CAP_BYTES
+from services.ingest.cap import CapRejected
 from services.ingest.series import Agg
 from services.ingest.stations import Station, StationCache, StationIn
+from services.ingest.warnings import StoredWarning, WarningReceipt
 from shared.clock import Clock
 from shared.contracts import RawReading, Topics
 from shared.errors import PermissionDenied, ValidationFailed
@@ -231,6 +234,50 @@ def router(max_body_bytes: int) -> APIRouter:
             return problem(400, f"malformed JSON: {exc}")
         result = await edge.push(body, identity)
         return JSONResponse(result.model_dump(), status_code=202)
+
+    @r.post(
+        "/warnings",
+        status_code=202,
+        response_model=WarningReceipt,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/xml": {"schema": {"type": "string"}}},
+            }
+        },
+        responses={
+            413: {"description": "Body too large", "content": {PROBLEM: {}}},
+            422: {"description": "Not valid CAP 1.2", "content": {PROBLEM: {}}},
+        },
+    )
+    async def push_warning(identity: IdentityDep, request: Request) -> Response | WarningReceipt:
+        """An upstream warning as CAP 1.2 / GB/T 35965.1 XML: validated against the CAP 1.2
+        schema, stored once, Updates and Cancels applied to what they reference, published on
+        warnings.upstream.v1."""
+        identity.require_scope("upstream_warnings:write")
+        data = await request.body()
+        if len(data) > MAX_CAP_BYTES:
+            return problem(413, f"a CAP message is at most {MAX_CAP_BYTES} bytes")
+        try:
+            receipt: WarningReceipt = await request.app.state.warnings.receive(data, identity)
+        except CapRejected as exc:
+            raise ValidationFailed(str(exc)) from exc
+        return receipt
+
+    @r.get("/warnings", response_model=list[StoredWarning])
+    async def list_warnings(
+        identity: IdentityDep,
+        request: Request,
+        state: Literal["active", "updated", "cancelled"] | None = None,
+        region_prefix: Annotated[str, Query(pattern=r"^\d{0,12}$")] = "",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[StoredWarning]:
+        """Upstream warnings received, newest first, those touching your region."""
+        identity.require_scope("warnings:read")
+        found: list[StoredWarning] = await request.app.state.warnings.list_(
+            region_prefix=identity.narrow(region_prefix), state=state, limit=limit
+        )
+        return found
 
     @r.post("/stations", status_code=201, response_model=Station)
     async def create_station(body: StationIn, identity: IdentityDep, request: Request) -> Station:

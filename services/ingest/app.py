@@ -14,6 +14,7 @@ from services.ingest.rollups import Housekeeping
 from services.ingest.settings import IngestSettings
 from services.ingest.stations import StationCache
 from services.ingest.store import ReadingStore
+from services.ingest.warnings import WarningsIngress
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
 from shared.http import new_app
@@ -41,6 +42,7 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
                 topics.obs_hydro,
                 topics.readings,
                 topics.readings_dlq,
+                topics.warnings_upstream,
             ],
         )
         stations = StationCache(rt.pool, settings.station_cache_ttl_s)
@@ -52,6 +54,9 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
             topics=topics,
             clock=clock,
             max_items=settings.max_batch_items,
+        )
+        app.state.warnings = WarningsIngress(
+            pool=rt.pool, producer=rt.producer, topics=topics, clock=clock
         )
         app.state.checks.update(await rt.checks())
         housekeeping = Housekeeping(
