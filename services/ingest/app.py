@@ -10,10 +10,12 @@ from fastapi import FastAPI
 
 from services.ingest.api import ReadingsIngress, router
 from services.ingest.consumer import IngestHandler
+from services.ingest.recent import RecentReadings
 from services.ingest.rollups import Housekeeping
 from services.ingest.settings import IngestSettings
 from services.ingest.stations import StationCache
 from services.ingest.store import ReadingStore
+from services.ingest.validation import HISTORY
 from services.ingest.warnings import WarningsIngress
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
@@ -77,6 +79,7 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
                 topics=topics,
                 clock=clock,
                 future_tolerance_s=settings.future_tolerance_s,
+                recent=RecentReadings(rt.pool, keep=HISTORY),
             )
             app.state.runner = rt.consume(
                 service="ingest",

@@ -18,9 +18,16 @@ import orjson
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from services.ingest.recent import RecentReadings
 from services.ingest.stations import StationCache
 from services.ingest.store import ReadingStore, Row
-from services.ingest.validation import Rejection, StationInfo, check_reading
+from services.ingest.validation import (
+    Rejection,
+    StationInfo,
+    check_reading,
+    history_checks,
+    judged_on_history,
+)
 from shared.clock import Clock
 from shared.contracts import RawReading, Reading, Topics, stable_id
 from shared.kafka import BatchResult, EventProducer, InvalidMessage, Message
@@ -48,7 +55,9 @@ class IngestHandler:
         topics: Topics,
         clock: Clock,
         future_tolerance_s: int = 300,
+        recent: RecentReadings,
     ) -> None:
+        self._recent = recent
         self._store = store
         self._stations = stations
         self._producer = producer
@@ -67,6 +76,13 @@ class IngestHandler:
                 reason = "invalid_json" if _is_json_error(exc) else "invalid_reading"
                 dead.append(InvalidMessage(m, reason, _short(exc)))
         stations = await self._stations.get_many(r.station_id for _, r in decoded)
+        recent = await self._recent.working_copies(
+            (raw.station_id, raw.metric)
+            for _, raw in decoded
+            if raw.kind == "observation"
+            and (st := stations.get(raw.station_id)) is not None
+            and judged_on_history(st, raw.metric)
+        )
         rows: list[Row] = []
         forecasts: list[tuple[Row, datetime]] = []
         for m, raw in decoded:
@@ -82,14 +98,22 @@ class IngestHandler:
             if isinstance(checked, Rejection):
                 dead.append(InvalidMessage(m, checked.reason, checked.detail))
                 continue
+            quality, checks = checked.quality, checked.checks
+            series = recent.get((raw.station_id, raw.metric))
+            if series is not None:
+                extra = history_checks(station, raw.metric, raw.ts, checked.value, series)
+                if extra:
+                    quality, checks = "doubtful", (*checks, *extra)
+                if quality == "good" and (not series or raw.ts > series[-1][0]):
+                    series.append((raw.ts, checked.value))
             row = Row(
                 raw.station_id,
                 raw.metric,
                 raw.ts,
                 checked.value,
                 checked.unit,
-                checked.quality,
-                checked.checks,
+                quality,
+                checks,
                 raw.source,
             )
             if raw.kind == "forecast":
@@ -98,6 +122,7 @@ class IngestHandler:
                 rows.append(row)
         result = await self._store.write(rows)
         await self._store.write_forecasts(forecasts)
+        self._recent.keep(recent)  # stored: the batch's values are history now
         for _r, _kept in result.conflicts:
             CONFLICTS.inc()
         for d in dead:

@@ -5,9 +5,10 @@ No I/O: a function of the reading, the station it belongs to and ``now``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from shared.contracts import Quality, RawReading
@@ -146,3 +147,67 @@ def check_reading(
     if station.maintenance:
         checks.append("maintenance")
     return Normalised(value, unit, quality, tuple(checks))
+
+
+# -- checks against the station's own recent series -----------------------------------------
+
+# The largest plausible change per hour; faster is a spike (doubtful). A station may set its own
+# with the attribute ``max_rate_per_h`` keyed by metric. Gas and rainfall have none: a leak or a
+# downpour can rise as fast as it likes.
+MAX_RATE_PER_H: dict[str, float] = {
+    "water_level": 3.0,
+    "temperature": 15.0,
+    "tank_level": 5.0,
+    "tank_temperature": 30.0,
+    "displacement": 500.0,
+    "crack_width": 100.0,
+}
+# The same value this many times running is a stuck sensor (doubtful). Attribute ``stuck_count``
+# keyed by metric. Metrics that sit at one value for long (rain, gas at 0) have none.
+STUCK_COUNT: dict[str, int] = {
+    "water_level": 24,
+    "temperature": 12,
+    "wind_speed": 24,
+    "tank_pressure": 48,
+}
+HISTORY = max(STUCK_COUNT.values())
+
+
+def _per_metric(station: StationInfo, key: str, metric: str, default: float | None) -> float | None:
+    own = station.attributes.get(key)
+    if isinstance(own, Mapping) and isinstance(own.get(metric), int | float):
+        return float(own[metric])
+    return default
+
+
+def judged_on_history(station: StationInfo, metric: str) -> bool:
+    """Whether the metric has a spike or stuck check at this station."""
+    return (
+        _per_metric(station, "max_rate_per_h", metric, MAX_RATE_PER_H.get(metric)) is not None
+        or _per_metric(station, "stuck_count", metric, STUCK_COUNT.get(metric)) is not None
+    )
+
+
+def history_checks(
+    station: StationInfo,
+    metric: str,
+    ts: datetime,
+    value: float,
+    recent: Sequence[tuple[datetime, float]],
+) -> tuple[str, ...]:
+    """``spike`` and ``stuck`` against the trusted readings before this one (oldest first).
+    A reading not newer than the last of them is not judged (it arrived late)."""
+    if not recent or ts <= recent[-1][0]:
+        return ()
+    out: list[str] = []
+    last_ts, last_value = recent[-1]
+    limit = _per_metric(station, "max_rate_per_h", metric, MAX_RATE_PER_H.get(metric))
+    hours = (ts - last_ts).total_seconds() / 3600.0
+    if limit is not None and abs(value - last_value) > limit * hours:
+        out.append("spike")
+    count = _per_metric(station, "stuck_count", metric, STUCK_COUNT.get(metric))
+    if count is not None and count >= 2:
+        n = int(count) - 1  # this reading and the n before it
+        if len(recent) >= n and all(v == value for _, v in islice(reversed(recent), n)):
+            out.append("stuck")
+    return tuple(out)

@@ -12,12 +12,21 @@ import pytest
 
 from services.ingest.app import MIGRATIONS
 from services.ingest.consumer import IngestHandler
+from services.ingest.recent import RecentReadings
 from services.ingest.stations import StationCache
 from services.ingest.store import ReadingStore
+from services.ingest.validation import HISTORY
 from shared.clock import SystemClock
 from shared.contracts import Topics
 from shared.db import create_pool, migrate
-from shared.kafka import ConsumerRunner, EventProducer, RunnerConfig, ensure_topics, make_consumer
+from shared.kafka import (
+    ConsumerRunner,
+    EventProducer,
+    Message,
+    RunnerConfig,
+    ensure_topics,
+    make_consumer,
+)
 from tests.kafka_util import produce, read_all
 
 
@@ -99,6 +108,7 @@ async def test_crash_after_write_before_commit_loses_and_doubles_nothing(
             producer=producer,
             topics=topics,
             clock=SystemClock(),
+            recent=RecentReadings(ingest_db, keep=HISTORY),
         )
         return ConsumerRunner(
             lambda: make_consumer(broker.bootstrap, [topics.obs_sensor], group_id=group),
@@ -145,3 +155,70 @@ async def test_crash_after_write_before_commit_loses_and_doubles_nothing(
     by_offset = {(d["partition"], d["offset"]): d["reason"] for d in dead}
     assert sorted(by_offset.values()) == ["invalid_json", "out_of_hard_range", "unknown_station"]
     assert all(d["payload"] for d in dead)
+
+
+async def test_spikes_and_stuck_sensors_are_flagged_doubtful_across_a_restart(
+    ingest_db, broker, topic_prefix
+):
+    """Water level every 5 minutes: a jump of 1 m in 5 minutes is a spike (3 m/h at most), the
+    same value 24 times running is a stuck sensor; the history survives a new handler (restart)
+    because it is loaded from the stored readings."""
+    await ingest_db.execute(
+        """INSERT INTO ingest.stations (id, name, kind, region_code)
+           VALUES ('WL1', 'level', 'water_level', '110101001001')"""
+    )
+    topics = Topics(topic_prefix)
+    await ensure_topics(broker.bootstrap, [topics.readings])
+    producer = await EventProducer.start(broker.bootstrap)
+    t0 = datetime(2026, 7, 1, tzinfo=UTC)
+
+    def handler() -> IngestHandler:
+        return IngestHandler(
+            store=ReadingStore(ingest_db, storage="native"),
+            stations=StationCache(ingest_db),
+            producer=producer,
+            topics=topics,
+            clock=SystemClock(),
+            recent=RecentReadings(ingest_db, keep=HISTORY),
+        )
+
+    def batch(values: list[float], start: int) -> list[Message]:
+        return [
+            Message(
+                topics.obs_hydro,
+                0,
+                start + i,
+                b"WL1",
+                orjson.dumps(
+                    {
+                        "source": "hydro",
+                        "station_id": "WL1",
+                        "metric": "water_level",
+                        "ts": (t0 + timedelta(minutes=5 * (start + i))).isoformat(),
+                        "value": v,
+                        "unit": "m",
+                    }
+                ),
+            )
+            for i, v in enumerate(values)
+        ]
+
+    try:
+        steady = [2.0 + 0.01 * (i % 5) for i in range(10)]
+        await handler().process(batch([*steady, 3.2, 2.05], 0))  # 3.2: +1.16 m in 5 min
+        # restarted: a new handler loads the history from the database
+        await handler().process(batch([2.06] * 30, 12))
+    finally:
+        await producer.stop()
+    rows = await ingest_db.fetch(
+        """SELECT extract(epoch FROM ts - $1)::int / 300 AS step, quality, checks
+             FROM ingest.readings WHERE station_id = 'WL1' ORDER BY ts""",
+        t0,
+    )
+    flagged = {r["step"]: (r["quality"], list(r["checks"])) for r in rows if r["checks"]}
+    assert flagged[10] == (1, ["spike"])
+    # 2.05 after the spike is judged against the last trusted value (2.04), not the spike
+    assert 11 not in flagged
+    # 2.06 from step 12 on: the 24th equal value (step 35) and every one after is stuck
+    assert sorted(flagged) == [10, *range(35, 42)]
+    assert all(flagged[s] == (1, ["stuck"]) for s in range(35, 42))

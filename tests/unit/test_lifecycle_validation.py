@@ -5,7 +5,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.alerting.lifecycle import apply_station_level, group_region, identifier
-from services.ingest.validation import Normalised, Rejection, StationInfo, check_reading
+from services.ingest.validation import (
+    Normalised,
+    Rejection,
+    StationInfo,
+    check_reading,
+    history_checks,
+    judged_on_history,
+)
 from shared.contracts import Level, RawReading
 
 NOW = datetime(2026, 7, 1, tzinfo=UTC)
@@ -88,3 +95,49 @@ def test_station_attributes_narrow_the_hard_range():
     )
     r = check_reading(raw(value=1200, unit="cm"), st, NOW)
     assert isinstance(r, Rejection)
+
+
+T = datetime(2026, 7, 1, tzinfo=UTC)
+WL = StationInfo("WL1", "water_level", "110101001001")
+
+
+def recent(values, step_min=5):
+    return [(T + timedelta(minutes=step_min * i), v) for i, v in enumerate(values)]
+
+
+@pytest.mark.parametrize(
+    ("last", "value", "minutes", "spike"),
+    [
+        (2.0, 2.25, 5, False),  # exactly 3 m/h
+        (2.0, 2.2501, 5, True),  # just over
+        (2.0, 1.7499, 5, True),  # falling counts too
+        (2.0, 3.0, 60, False),  # 1 m in an hour
+    ],
+)
+def test_a_change_faster_than_the_metric_allows_is_a_spike(last, value, minutes, spike):
+    hist = [(T, last)]
+    got = history_checks(WL, "water_level", T + timedelta(minutes=minutes), value, hist)
+    assert ("spike" in got) is spike
+
+
+def test_stuck_needs_the_full_run_and_stations_may_set_their_own_limits():
+    same = recent([1.5] * 23)
+    later = same[-1][0] + timedelta(minutes=5)
+    assert history_checks(WL, "water_level", later, 1.5, same) == ("stuck",)  # the 24th
+    assert history_checks(WL, "water_level", later, 1.5, same[1:]) == ()  # only the 23rd
+    own = StationInfo(
+        "WL2", "water_level", "110101001001", attributes={"stuck_count": {"water_level": 3}}
+    )
+    assert history_checks(own, "water_level", later, 1.5, recent([1.4, 1.5, 1.5])) == ("stuck",)
+    assert not judged_on_history(WL, "rainfall")  # a downpour may rise as fast as it likes
+    assert judged_on_history(
+        StationInfo(
+            "R", "rain_gauge", "110101001001", attributes={"max_rate_per_h": {"rainfall": 300}}
+        ),
+        "rainfall",
+    )
+
+
+def test_late_readings_are_not_judged_on_history():
+    hist = recent([2.0, 2.0])
+    assert history_checks(WL, "water_level", hist[0][0], 9.0, hist) == ()
