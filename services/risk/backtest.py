@@ -375,6 +375,19 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat()
 
 
+def _event(c: LevelChange) -> BacktestEvent:
+    return BacktestEvent.model_construct(  # built from typed engine output: nothing to validate
+        station_id=c.station_id,
+        rule_id=c.rule.rule_id,
+        hazard=c.rule.hazard,
+        previous_level=cast(LevelName, c.previous.name),
+        level=cast(LevelName, c.level.name),
+        change=c.change,
+        ts=_iso(c.at),
+        value=c.evidence.get("value"),
+    )
+
+
 def _score(
     req: BacktestRequest,
     n_stations: int,
@@ -385,21 +398,8 @@ def _score(
     in_sql: int,
     replayed: int,
 ) -> BacktestResult:
-    events = [
-        BacktestEvent.model_construct(  # built from typed engine output: nothing to validate
-            station_id=c.station_id,
-            rule_id=c.rule.rule_id,
-            hazard=c.rule.hazard,
-            previous_level=cast(LevelName, c.previous.name),
-            level=cast(LevelName, c.level.name),
-            change=c.change,
-            ts=_iso(c.at),
-            value=c.evidence.get("value"),
-        )
-        for c in changes
-    ]
-    raises = [(c, e) for c, e in zip(changes, events, strict=True) if c.change == "raised"]
-    counts = Counter(c.level.name for c, _ in raises)
+    raises = [c for c in changes if c.change == "raised"]
+    counts = Counter(c.level.name for c in raises)
     window = req.match_window_s
     used: set[int] = set()
     hits: list[Match] = []
@@ -408,7 +408,7 @@ def _score(
         rt = ref.ts.timestamp()
         want = Level[ref.level]
         found = None
-        for i, (c, _e) in enumerate(raises):
+        for i, c in enumerate(raises):
             if (
                 c.station_id == ref.station_id
                 and c.level >= want
@@ -428,10 +428,12 @@ def _score(
     refs_by_station: dict[str, list[float]] = {}
     for ref in req.reference_events:
         refs_by_station.setdefault(ref.station_id, []).append(ref.ts.timestamp())
+    # false alarms are judged against the reference events; without any there is nothing to judge
     false_alarms = [
-        e
-        for i, (c, e) in enumerate(raises)
-        if i not in used
+        _event(c)
+        for i, c in enumerate(raises)
+        if req.reference_events
+        and i not in used
         and not any(abs(c.at - rt) <= window for rt in refs_by_station.get(c.station_id, []))
     ]
     n_refs = len(req.reference_events)
@@ -439,13 +441,15 @@ def _score(
     return BacktestResult(
         stations=n_stations,
         readings=n_readings,
-        events=events if req.include_events else [],
+        events=[_event(c) for c in changes] if req.include_events else [],
         counts={lv.name: counts.get(lv.name, 0) for lv in Level if lv != Level.none},
         hits=hits,
         misses=misses,
         false_alarms=false_alarms,
         hit_rate=len(hits) / n_refs if n_refs else None,
-        false_alarm_ratio=len(false_alarms) / len(raises) if raises else None,
+        false_alarm_ratio=(
+            len(false_alarms) / len(raises) if raises and req.reference_events else None
+        ),
         mean_lead_time_s=sum(leads) / len(leads) if leads else None,
         rules_in_sql=in_sql,
         rules_replayed=replayed,
