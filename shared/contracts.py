@@ -26,6 +26,7 @@ class Topics:
     READINGS_DLQ = "readings.dlq.v1"
     RISK_EVENTS = "risk.events.v1"
     ALERTS = "alerts.v1"
+    STATION_HEALTH = "stations.health.v1"
 
     def __init__(self, prefix: str = "") -> None:
         self.prefix = prefix
@@ -65,6 +66,10 @@ class Topics:
     def alerts(self) -> str:
         return self.name(self.ALERTS)
 
+    @property
+    def station_health(self) -> str:
+        return self.name(self.STATION_HEALTH)
+
     def all(self) -> list[str]:
         bases = [
             self.OBS_SENSOR,
@@ -75,6 +80,7 @@ class Topics:
             self.READINGS_DLQ,
             self.RISK_EVENTS,
             self.ALERTS,
+            self.STATION_HEALTH,
         ]
         names = [self.name(b) for b in bases]
         # dead-letter topics of the consumers that are not ingest
@@ -271,3 +277,15 @@ class UpstreamWarning(Event):
     references: list[str] = Field(default_factory=list)
     headline: str = ""
     expires: AwareDatetime | None = None
+
+
+class StationHealth(Event):
+    """``stations.health.v1``: a station went offline (silent for more than k × its reporting
+    interval) or came back online. Keyed by station id."""
+
+    station_id: str
+    region_code: str
+    owner_enterprise: str | None = None
+    online: bool
+    last_seen: AwareDatetime | None
+    interval_s: int

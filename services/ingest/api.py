@@ -12,10 +12,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
+from services.ingest import health as health_repo
 from services.ingest import series as series_repo
 from services.ingest import stations as station_repo
 from services.ingest.cap import MAX_BYTES as MAX_CAP_BYTES
 from services.ingest.cap import CapRejected
+from services.ingest.health import GroupBy, OnlineRate, SourceHealth
 from services.ingest.series import Agg
 from services.ingest.stations import Station, StationCache, StationIn
 from services.ingest.warnings import StoredWarning, WarningReceipt
@@ -386,6 +388,29 @@ def router(max_body_bytes: int) -> APIRouter:
             LatestValue(metric=x.metric, ts=x.ts, value=x.value, unit=x.unit, quality=x.quality)
             for x in rows
         ]
+
+    @r.get("/health/online-rate", response_model=list[OnlineRate])
+    async def online_rate(
+        identity: IdentityDep,
+        request: Request,
+        by: GroupBy = "enterprise",
+        region_prefix: Annotated[str, Query(pattern=r"^\d{0,12}$")] = "",
+    ) -> list[OnlineRate]:
+        """Stations online now, per enterprise or region; ``below_target`` under 85 %."""
+        identity.require_scope("stations:read")
+        return await health_repo.online_rates(
+            pool(request),
+            by=by,
+            region_prefix=identity.narrow(region_prefix),
+            now=request.app.state.clock.now(),
+            factor=request.app.state.health_factor,
+        )
+
+    @r.get("/health/sources", response_model=list[SourceHealth])
+    async def sources_health(identity: IdentityDep, request: Request) -> list[SourceHealth]:
+        """Last seen and message rate per upstream source and topic."""
+        identity.require_scope("stations:read")
+        return await health_repo.source_health(pool(request), now=request.app.state.clock.now())
 
     @r.get("/stations", response_model=list[Station])
     async def list_stations(

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from services.ingest.api import ReadingsIngress, router
 from services.ingest.consumer import IngestHandler
+from services.ingest.health import HealthSweep
 from services.ingest.recent import RecentReadings
 from services.ingest.rollups import Housekeeping
 from services.ingest.settings import IngestSettings
@@ -45,6 +46,7 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
                 topics.readings,
                 topics.readings_dlq,
                 topics.warnings_upstream,
+                topics.station_health,
             ],
         )
         stations = StationCache(rt.pool, settings.station_cache_ttl_s)
@@ -71,6 +73,17 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
         )
         await housekeeping.configure()
         rt.run_task(housekeeping.run, "ingest-rollups", housekeeping.stop)
+        health = HealthSweep(
+            rt.pool,
+            rt.producer,
+            topics,
+            clock,
+            factor=settings.offline_factor,
+            every_s=settings.health_sweep_s,
+        )
+        app.state.health_factor = settings.offline_factor
+        if settings.health_sweep_s > 0:
+            rt.run_task(health.run, "ingest-health", health.stop)
         if settings.run_consumer:
             handler = IngestHandler(
                 store=ReadingStore(rt.pool, storage=rt.storage),
@@ -80,6 +93,7 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
                 clock=clock,
                 future_tolerance_s=settings.future_tolerance_s,
                 recent=RecentReadings(rt.pool, keep=HISTORY),
+                health=rt.pool,
             )
             app.state.runner = rt.consume(
                 service="ingest",

@@ -14,10 +14,12 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
+import asyncpg
 import orjson
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from services.ingest.health import record_batch
 from services.ingest.recent import RecentReadings
 from services.ingest.stations import StationCache
 from services.ingest.store import ReadingStore, Row
@@ -56,8 +58,10 @@ class IngestHandler:
         clock: Clock,
         future_tolerance_s: int = 300,
         recent: RecentReadings,
+        health: asyncpg.Pool | None = None,
     ) -> None:
         self._recent = recent
+        self._health = health
         self._store = store
         self._stations = stations
         self._producer = producer
@@ -123,6 +127,18 @@ class IngestHandler:
         result = await self._store.write(rows)
         await self._store.write_forecasts(forecasts)
         self._recent.keep(recent)  # stored: the batch's values are history now
+        if self._health is not None:
+            seen: dict[str, datetime] = {}
+            for r in result.stored:
+                if r.station_id not in seen or r.ts > seen[r.station_id]:
+                    seen[r.station_id] = r.ts
+            async with self._health.acquire() as conn:
+                await record_batch(
+                    conn,
+                    seen=seen,
+                    messages=((raw.source, m.topic) for m, raw in decoded),
+                    now=now,
+                )
         for _r, _kept in result.conflicts:
             CONFLICTS.inc()
         for d in dead:

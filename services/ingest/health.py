@@ -1,0 +1,233 @@
+"""Health of stations and sources.
+
+- **Recording** (:func:`record_batch`), by the consumer after a batch is stored: each station's
+  newest observation time, and the messages per source and topic per minute.
+- **Judging** (:class:`HealthSweep`): a station is online while its newest observation is no
+  older than ``factor`` × its reporting interval. Every change of state is published on
+  ``stations.health.v1`` inside the transaction that records it: if the publish fails nothing
+  is recorded and the next sweep tries again; if the commit fails after the publish, the next
+  sweep publishes the same event id again (consumers de-duplicate). Stations in maintenance are
+  not judged. A registered station that never reported counts as offline in the rates.
+- **Queries**: online rates per enterprise or region (the bureaus' plans ask ≥ 85 % for high-risk
+  enterprises), and last seen and message rate per source and topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Literal
+
+import asyncpg
+import orjson
+from pydantic import BaseModel
+
+from shared.clock import Clock
+from shared.contracts import StationHealth, Topics, stable_id
+from shared.db import Conn
+from shared.kafka import EventProducer
+
+log = logging.getLogger(__name__)
+
+ONLINE_TARGET = 0.85
+
+
+async def record_batch(
+    conn: Conn,
+    *,
+    seen: dict[str, datetime],
+    messages: Iterable[tuple[str, str]],
+    now: datetime,
+) -> None:
+    """``seen``: station → newest observation time in the batch; ``messages``: (source, topic)
+    of every message handled."""
+    if seen:
+        await conn.execute(
+            """INSERT INTO ingest.station_health (station_id, last_seen)
+               SELECT s, least(t, $3) FROM unnest($1::text[], $2::timestamptz[]) AS x(s, t)
+               ON CONFLICT (station_id) DO UPDATE
+                   SET last_seen = greatest(station_health.last_seen, EXCLUDED.last_seen)""",
+            list(seen),
+            list(seen.values()),
+            now,
+        )
+    counts = Counter(messages)
+    if counts:
+        minute = now.replace(second=0, microsecond=0)
+        await conn.execute(
+            """INSERT INTO ingest.source_minutes (source, topic, minute, messages, last_seen)
+               SELECT s, t, $3, n, $4 FROM unnest($1::text[], $2::text[], $5::bigint[])
+                   AS x(s, t, n)
+               ON CONFLICT (source, topic, minute) DO UPDATE
+                   SET messages = source_minutes.messages + EXCLUDED.messages,
+                       last_seen = greatest(source_minutes.last_seen, EXCLUDED.last_seen)""",
+            [k[0] for k in counts],
+            [k[1] for k in counts],
+            minute,
+            now,
+            list(counts.values()),
+        )
+
+
+class HealthSweep:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: EventProducer,
+        topics: Topics,
+        clock: Clock,
+        *,
+        factor: float = 3.0,
+        every_s: float = 30.0,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._topics = topics
+        self._clock = clock
+        self._factor = factor
+        self._every = every_s
+        self._stopping = asyncio.Event()
+
+    async def sweep(self) -> list[StationHealth]:
+        now = self._clock.now()
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """WITH judged AS (
+                       SELECT h.station_id, s.region_code, s.owner_enterprise, s.interval_s,
+                              h.last_seen,
+                              h.last_seen >= $1::timestamptz
+                                             - make_interval(secs => s.interval_s * $2)
+                                  AS now_online
+                         FROM ingest.station_health h
+                         JOIN ingest.stations s ON s.id = h.station_id
+                        WHERE NOT s.maintenance)
+                   UPDATE ingest.station_health h
+                      SET online = j.now_online, changed_at = $1::timestamptz
+                     FROM judged j
+                    WHERE h.station_id = j.station_id AND h.online IS DISTINCT FROM j.now_online
+                   RETURNING h.station_id, j.region_code, j.owner_enterprise, j.interval_s,
+                             h.last_seen, j.now_online""",
+                now,
+                self._factor,
+            )
+            events = [
+                StationHealth(
+                    event_id=stable_id("health", r["station_id"], r["now_online"], r["last_seen"]),
+                    produced_at=now,
+                    station_id=r["station_id"],
+                    region_code=r["region_code"],
+                    owner_enterprise=r["owner_enterprise"],
+                    online=r["now_online"],
+                    last_seen=r["last_seen"],
+                    interval_s=r["interval_s"],
+                )
+                for r in rows
+            ]
+            if events:
+                await self._producer.send_many(
+                    self._topics.station_health,
+                    [
+                        (e.station_id, orjson.dumps(e.model_dump(mode="json")))
+                        for e in sorted(events, key=lambda e: e.station_id)
+                    ],
+                )
+            await conn.execute(
+                "DELETE FROM ingest.source_minutes WHERE minute < $1", now - timedelta(days=1)
+            )
+        return events
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.warning("health sweep failed; will retry", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._every)
+
+
+class OnlineRate(BaseModel):
+    group: str
+    stations: int
+    online: int
+    rate: float
+    below_target: bool
+
+
+GroupBy = Literal["enterprise", "county", "township", "village"]
+_GROUP_SQL = {
+    "enterprise": "coalesce(s.owner_enterprise, '')",
+    "county": "left(s.region_code, 6)",
+    "township": "left(s.region_code, 9)",
+    "village": "s.region_code",
+}
+
+
+async def online_rates(
+    pool: asyncpg.Pool,
+    *,
+    by: GroupBy,
+    region_prefix: str,
+    now: datetime,
+    factor: float,
+) -> list[OnlineRate]:
+    """Online now (judged at query time, not at the last sweep) per group."""
+    rows = await pool.fetch(
+        f"""SELECT {_GROUP_SQL[by]} AS grp, count(*) AS n,
+                   count(*) FILTER (WHERE h.last_seen >= $2::timestamptz - make_interval(
+                       secs => s.interval_s * $3)) AS online
+              FROM ingest.stations s
+              LEFT JOIN ingest.station_health h ON h.station_id = s.id
+             WHERE s.region_code LIKE $1 || '%' AND NOT s.maintenance
+               AND ($4 <> 'enterprise' OR s.owner_enterprise IS NOT NULL)
+             GROUP BY 1 ORDER BY 1""",  # noqa: S608 - the grouping comes from a fixed table
+        region_prefix,
+        now,
+        factor,
+        by,
+    )
+    return [
+        OnlineRate(
+            group=r["grp"],
+            stations=r["n"],
+            online=r["online"],
+            rate=r["online"] / r["n"],
+            below_target=r["online"] / r["n"] < ONLINE_TARGET,
+        )
+        for r in rows
+    ]
+
+
+class SourceHealth(BaseModel):
+    source: str
+    topic: str
+    last_seen: datetime
+    messages_5min: int
+    per_second: float
+
+
+async def source_health(pool: asyncpg.Pool, *, now: datetime) -> list[SourceHealth]:
+    rows = await pool.fetch(
+        """SELECT source, topic, max(last_seen) AS last_seen,
+                  coalesce(sum(messages) FILTER (
+                      WHERE minute >= $1::timestamptz - interval '5 minutes'), 0)::bigint AS recent
+             FROM ingest.source_minutes GROUP BY source, topic ORDER BY source, topic""",
+        now,
+    )
+    return [
+        SourceHealth(
+            source=r["source"],
+            topic=r["topic"],
+            last_seen=r["last_seen"],
+            messages_5min=r["recent"],
+            per_second=r["recent"] / 300.0,
+        )
+        for r in rows
+    ]
