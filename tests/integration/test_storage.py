@@ -23,6 +23,8 @@ async def test_migrations_apply_once_and_fall_back_to_native_partitions(database
             "0001_stations",
             "0002_readings",
             "0003_rollups",
+            "0004_upstream_warnings",
+            "0005_health",
         ]
         kind = await pool.fetchval(
             "SELECT relkind FROM pg_class WHERE oid = 'ingest.readings'::regclass"
