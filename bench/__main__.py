@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import e2e_latency, risk
+from bench import e2e_latency, ingest, risk
 from shared.devstack.broker import TansuBroker
 from shared.devstack.postgres import PostgresServer
 
@@ -23,6 +23,7 @@ def main() -> None:
             f"# Qianshao benchmarks on {platform.node()} ({platform.machine()}, "
             f"Python {platform.python_version()}, {_cores()} cores)"
         )
+        asyncio.run(ingest.run(pg.dsn, broker.bootstrap))
         asyncio.run(risk.run(pg.dsn))
         asyncio.run(e2e_latency.run(pg.dsn, broker.bootstrap))
     finally:
