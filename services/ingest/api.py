@@ -7,8 +7,9 @@ import zlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import asyncpg
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
@@ -19,7 +20,7 @@ from services.ingest.cap import MAX_BYTES as MAX_CAP_BYTES
 from services.ingest.cap import CapRejected
 from services.ingest.health import GroupBy, OnlineRate, SourceHealth
 from services.ingest.series import Agg
-from services.ingest.stations import Station, StationCache, StationIn
+from services.ingest.stations import Source, SourceIn, Station, StationCache, StationIn
 from services.ingest.warnings import StoredWarning, WarningReceipt
 from shared.clock import Clock
 from shared.contracts import RawReading, Topics
@@ -74,7 +75,9 @@ class ReadingsIngress:
         topics: Topics,
         clock: Clock,
         max_items: int,
+        pool: asyncpg.Pool,
     ) -> None:
+        self._pool = pool
         self._producer = producer
         self._stations = stations
         self._topics = topics
@@ -99,6 +102,9 @@ class ReadingsIngress:
                 continue
             good.append((i, raw))
         known = await self._stations.get_many(r.station_id for _, r in good)
+        unknown = [(r.station_id, r.source, r.metric) for _, r in good if r.station_id not in known]
+        if unknown:  # a source allowed to register its new stations does so here
+            known.update(await station_repo.auto_register(self._pool, self._stations, unknown))
         out: list[tuple[str, bytes]] = []
         for i, raw in good:
             st = known.get(raw.station_id)
@@ -405,6 +411,26 @@ def router(max_body_bytes: int) -> APIRouter:
             now=request.app.state.clock.now(),
             factor=request.app.state.health_factor,
         )
+
+    @r.put("/sources/{source_id}", response_model=Source)
+    async def put_source(
+        source_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")],
+        body: SourceIn,
+        identity: IdentityDep,
+        request: Request,
+    ) -> Source:
+        """Configure an upstream source; with ``auto_register`` the stations it reports for the
+        first time are registered in its ``region_code`` (with ``station_kind``, or the kind the
+        metric usually comes from) instead of being refused."""
+        identity.require_scope("stations:write")
+        if body.region_code is not None:
+            identity.require_region(body.region_code)
+        return await station_repo.put_source(pool(request), source_id=source_id, source=body)
+
+    @r.get("/sources", response_model=list[Source])
+    async def get_sources(identity: IdentityDep, request: Request) -> list[Source]:
+        identity.require_scope("stations:read")
+        return await station_repo.list_sources(pool(request))
 
     @r.get("/health/sources", response_model=list[SourceHealth])
     async def sources_health(identity: IdentityDep, request: Request) -> list[SourceHealth]:

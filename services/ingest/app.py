@@ -58,6 +58,7 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
             topics=topics,
             clock=clock,
             max_items=settings.max_batch_items,
+            pool=rt.pool,
         )
         app.state.warnings = WarningsIngress(
             pool=rt.pool, producer=rt.producer, topics=topics, clock=clock
@@ -93,6 +94,7 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
                 clock=clock,
                 future_tolerance_s=settings.future_tolerance_s,
                 recent=RecentReadings(rt.pool, keep=HISTORY),
+                pool=rt.pool,
                 health=rt.pool,
             )
             app.state.runner = rt.consume(

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from services.ingest.health import record_batch
 from services.ingest.recent import RecentReadings
-from services.ingest.stations import StationCache
+from services.ingest.stations import StationCache, auto_register
 from services.ingest.store import ReadingStore, Row
 from services.ingest.validation import (
     Rejection,
@@ -58,8 +58,10 @@ class IngestHandler:
         clock: Clock,
         future_tolerance_s: int = 300,
         recent: RecentReadings,
+        pool: asyncpg.Pool,
         health: asyncpg.Pool | None = None,
     ) -> None:
+        self._pool = pool
         self._recent = recent
         self._health = health
         self._store = store
@@ -80,6 +82,11 @@ class IngestHandler:
                 reason = "invalid_json" if _is_json_error(exc) else "invalid_reading"
                 dead.append(InvalidMessage(m, reason, _short(exc)))
         stations = await self._stations.get_many(r.station_id for _, r in decoded)
+        unknown = [
+            (r.station_id, r.source, r.metric) for _, r in decoded if r.station_id not in stations
+        ]
+        if unknown:  # sources allowed to register their new stations do so here
+            stations.update(await auto_register(self._pool, self._stations, unknown))
         recent = await self._recent.working_copies(
             (raw.station_id, raw.metric)
             for _, raw in decoded

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.ingest.validation import StationInfo
 from shared.contracts import RegionCode, StationId
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, ValidationFailed
 
 STATION_KINDS = (
     "rain_gauge",
@@ -170,3 +170,104 @@ class StationCache:
                 ttl = self._ttl if maybe is not None else min(self._ttl, 2.0)
                 self._entries[sid] = (now + ttl, maybe)
         return found
+
+
+# -- sources that may register stations ---------------------------------------------------------
+
+# the kind of station a metric usually comes from, for stations registered without one
+KIND_OF_METRIC = {
+    "rainfall": "rain_gauge",
+    "water_level": "water_level",
+    "temperature": "weather_station",
+    "wind_speed": "weather_station",
+    "wind_gust": "weather_station",
+    "displacement": "gnss_displacement",
+    "crack_width": "crack_meter",
+    "combustible_gas": "combustible_gas",
+    "toxic_gas": "toxic_gas",
+    "ch4": "coal_mine_methane",
+    "co": "co",
+    "tank_level": "tank_level",
+    "tank_temperature": "tank_temperature",
+    "tank_pressure": "tank_pressure",
+    "fire_danger": "fire_danger",
+}
+
+
+class SourceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    auto_register: bool = False
+    region_code: RegionCode | None = None
+    station_kind: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,64}$")
+    interval_s: int = Field(default=300, gt=0, le=86400 * 7)
+
+
+class Source(SourceIn):
+    id: str
+
+
+async def put_source(pool: asyncpg.Pool, *, source_id: str, source: SourceIn) -> Source:
+    if source.auto_register and source.region_code is None:
+        raise ValidationFailed("a source that registers stations needs a region_code")
+    row = await pool.fetchrow(
+        """INSERT INTO ingest.sources (id, auto_register, region_code, station_kind, interval_s)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (id) DO UPDATE SET auto_register = EXCLUDED.auto_register,
+               region_code = EXCLUDED.region_code, station_kind = EXCLUDED.station_kind,
+               interval_s = EXCLUDED.interval_s, updated_at = now()
+           RETURNING id, auto_register, region_code, station_kind, interval_s""",
+        source_id,
+        source.auto_register,
+        source.region_code,
+        source.station_kind,
+        source.interval_s,
+    )
+    assert row is not None  # an upsert returns its row
+    return Source(**dict(row))
+
+
+async def list_sources(pool: asyncpg.Pool) -> list[Source]:
+    rows = await pool.fetch(
+        """SELECT id, auto_register, region_code, station_kind, interval_s
+             FROM ingest.sources ORDER BY id"""
+    )
+    return [Source(**dict(r)) for r in rows]
+
+
+async def auto_register(
+    pool: asyncpg.Pool, cache: StationCache, wanted: Iterable[tuple[str, str, str]]
+) -> dict[str, StationInfo]:
+    """Register the stations (station id, source, metric) whose source may register them; the
+    stations that exist afterwards. Idempotent: a station registered meanwhile is kept as is."""
+    by_station: dict[str, tuple[str, str]] = {}
+    for sid, source, metric in wanted:
+        by_station.setdefault(sid, (source, metric))
+    if not by_station:
+        return {}
+    sources = {s for s, _ in by_station.values()}
+    rows = await pool.fetch(
+        """SELECT id, region_code, station_kind, interval_s FROM ingest.sources
+            WHERE id = ANY($1::text[]) AND auto_register""",
+        sorted(sources),
+    )
+    allowed = {r["id"]: r for r in rows}
+    new = [(sid, src, metric) for sid, (src, metric) in by_station.items() if src in allowed]
+    if not new:
+        return {}
+    await pool.executemany(
+        """INSERT INTO ingest.stations (id, name, kind, region_code, interval_s, attributes)
+           VALUES ($1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING""",
+        [
+            (
+                sid,
+                allowed[src]["station_kind"] or KIND_OF_METRIC.get(metric, "unknown"),
+                allowed[src]["region_code"],
+                allowed[src]["interval_s"],
+                {"auto_registered_by": src},
+            )
+            for sid, src, metric in new
+        ],
+    )
+    for sid, _src, _metric in new:
+        cache.invalidate(sid)
+    return await cache.get_many(sid for sid, _s, _m in new)

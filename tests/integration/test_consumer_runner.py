@@ -109,6 +109,7 @@ async def test_crash_after_write_before_commit_loses_and_doubles_nothing(
             topics=topics,
             clock=SystemClock(),
             recent=RecentReadings(ingest_db, keep=HISTORY),
+            pool=ingest_db,
         )
         return ConsumerRunner(
             lambda: make_consumer(broker.bootstrap, [topics.obs_sensor], group_id=group),
@@ -180,6 +181,7 @@ async def test_spikes_and_stuck_sensors_are_flagged_doubtful_across_a_restart(
             topics=topics,
             clock=SystemClock(),
             recent=RecentReadings(ingest_db, keep=HISTORY),
+            pool=ingest_db,
         )
 
     def batch(values: list[float], start: int) -> list[Message]:

@@ -117,3 +117,47 @@ async def test_series_csv_and_latest(database, broker, topic_prefix):
             headers=identity_header(roles=["upstream_platform"], scopes=["readings:write"]),
         )
         assert r.status_code == 403
+
+
+async def test_a_source_allowed_to_register_stations_does_so(database, broker, topic_prefix):
+    settings = IngestSettings(
+        database_url=database,
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=topic_prefix,
+        consumer_group=f"{topic_prefix}ingest",
+        storage="native",
+    )
+    admin = identity_header(scopes=["stations:write", "stations:read", "readings:write"])
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as c:
+        r = await c.put("/v1/sources/county-feed", headers=admin, json={"auto_register": True})
+        assert r.status_code == 422  # it needs the region to register stations in
+        r = await c.put(
+            "/v1/sources/county-feed",
+            headers=admin,
+            json={"auto_register": True, "region_code": "110101002000"},
+        )
+        assert r.status_code == 200, r.text
+        ts = T0.isoformat()
+        body = {
+            "source": "county-feed",
+            "readings": [
+                {
+                    "station_id": "NEW-1",
+                    "metric": "water_level",
+                    "value": 2.5,
+                    "unit": "m",
+                    "ts": ts,
+                }
+            ],
+        }
+        r = await c.post("/v1/readings", headers=admin, json=body)
+        assert r.json() == {"accepted": 1, "rejected": []}
+        st = (await c.get("/v1/stations/NEW-1", headers=admin)).json()
+        assert (st["kind"], st["region_code"]) == ("water_level", "110101002000")
+        assert st["attributes"] == {"auto_registered_by": "county-feed"}
+        other = {**body, "source": "someone-else"}
+        other["readings"] = [{**body["readings"][0], "station_id": "NEW-2"}]
+        r = await c.post("/v1/readings", headers=admin, json=other)
+        assert r.json()["rejected"] == [{"index": 0, "reason": "unknown station 'NEW-2'"}]
+        sources = (await c.get("/v1/sources", headers=admin)).json()
+        assert [s["id"] for s in sources] == ["county-feed"]

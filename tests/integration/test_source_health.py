@@ -68,6 +68,7 @@ async def test_offline_and_online_are_announced_once_and_rates_follow(db, broker
         topics=topics,
         clock=clock,
         recent=RecentReadings(db, keep=HISTORY),
+        pool=db,
         health=db,
     )
     sweep = HealthSweep(db, producer, topics, clock, factor=3.0)
