@@ -6,8 +6,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from services.ingest.settings import IngestSettings
+from shared.db import DailyPartitions
 from shared.identity import Identity, sign
 from shared.settings import DEV_INTERNAL_SECRET
 
@@ -49,3 +51,29 @@ async def eventually(
             return last
         await asyncio.sleep(interval_s)
     raise AssertionError(f"{what} not reached within {timeout_s}s (last: {last!r})")
+
+
+READING_COLUMNS = ["station_id", "metric", "ts", "value", "unit", "quality", "checks", "source"]
+
+
+async def store_readings(conn: Any, records: list[tuple[Any, ...]]) -> None:
+    """COPY rows (station, metric, ts, value, unit, quality, checks, source) into
+    ``ingest.readings`` (plain-PostgreSQL path), creating the daily partitions they need."""
+    await DailyPartitions("ingest.readings").ensure(conn, {r[2].date() for r in records})
+    await conn.copy_records_to_table(
+        "readings", schema_name="ingest", records=records, columns=READING_COLUMNS
+    )
+
+
+def ingest_settings(
+    database: str, broker: Any, topic_prefix: str, **overrides: Any
+) -> IngestSettings:
+    """Settings of an ingest app on the test database and broker (native storage)."""
+    return IngestSettings(
+        database_url=database,
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=topic_prefix,
+        consumer_group=f"{topic_prefix}ingest",
+        storage="native",
+        **overrides,
+    )

@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -30,6 +28,7 @@ from shared.clock import Clock
 from shared.contracts import StationHealth, Topics, stable_id
 from shared.db import Conn
 from shared.kafka import EventProducer
+from shared.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +88,7 @@ class HealthSweep:
         self._topics = topics
         self._clock = clock
         self._factor = factor
-        self._every = every_s
-        self._stopping = asyncio.Event()
+        self._job = Periodic("health sweep", every_s, self.sweep)
 
     async def sweep(self) -> list[StationHealth]:
         now = self._clock.now()
@@ -141,16 +139,10 @@ class HealthSweep:
         return events
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._job.stop()
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.sweep()
-            except Exception as exc:
-                log.warning("health sweep failed; will retry", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._every)
+        await self._job.run()
 
 
 class OnlineRate(BaseModel):

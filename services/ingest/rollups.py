@@ -16,8 +16,6 @@ Beijing calendar day.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 
@@ -25,6 +23,7 @@ import asyncpg
 
 from shared.clock import Clock
 from shared.db import DailyPartitions, StorageMode, ident
+from shared.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +47,9 @@ class Housekeeping:
         self._clock = clock
         self._raw_days = raw_retention_days
         self._rollup_days = rollup_retention_days
-        self._every = refresh_every_s
         self._batch = batch
-        self._stopping = asyncio.Event()
+        self._last_expiry: datetime | None = None
+        self._job = Periodic("roll-up refresh", refresh_every_s, self.tick)
 
     async def configure(self) -> None:
         """TimescaleDB: align the retention policies with the settings (idempotent)."""
@@ -121,22 +120,19 @@ class Housekeeping:
                 )
         return dropped
 
+    async def tick(self) -> None:
+        """Refresh the roll-ups; once an hour, expire what is past retention."""
+        await self.refresh()
+        now = self._clock.now()
+        if self._last_expiry is None or now - self._last_expiry >= timedelta(hours=1):
+            await self.expire()
+            self._last_expiry = now
+
     def stop(self) -> None:
-        self._stopping.set()
+        self._job.stop()
 
     async def run(self) -> None:
-        last_expiry: datetime | None = None
-        while not self._stopping.is_set():
-            try:
-                await self.refresh()
-                now = self._clock.now()
-                if last_expiry is None or now - last_expiry >= timedelta(hours=1):
-                    await self.expire()
-                    last_expiry = now
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("roll-up refresh failed; will retry", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._every)
+        await self._job.run()
 
 
 # the marked buckets are passed as three arrays: stations, metrics, hours

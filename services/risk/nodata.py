@@ -8,8 +8,6 @@ is derived from the station and its last reading, so the outbox keeps one event.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 import asyncpg
@@ -19,6 +17,7 @@ from services.risk.engine import assess_silence
 from shared.clock import Clock
 from shared.contracts import Topics
 from shared.outbox import OutboxRelay, enqueue
+from shared.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +38,13 @@ class NoDataSweep:
         self._topics = topics
         self._clock = clock
         self._factor = factor
-        self._every = every_s
-        self._stop = asyncio.Event()
+        self._job = Periodic("no-data sweep", every_s, self.sweep_once)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._job.stop()
 
     async def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.sweep_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                log.warning("no-data sweep failed; trying again", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self._every)
+        await self._job.run()
 
     async def sweep_once(self) -> int:
         """One pass; returns the number of events written."""

@@ -8,7 +8,7 @@ and compare every event, value and time."""
 from __future__ import annotations
 
 import random
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -17,7 +17,8 @@ import pytest
 from services.ingest.app import MIGRATIONS as INGEST
 from services.risk.backtest import BacktestRequest, run_backtest, sql_capable
 from services.risk.rules import parse_rules
-from shared.db import DailyPartitions, create_pool, migrate
+from shared.db import create_pool, migrate
+from tests.helpers import store_readings
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
 DAYS = 6
@@ -100,16 +101,7 @@ async def _load(pool: asyncpg.Pool, seed: int) -> None:
             level = min(4.6, max(1.8, level + rnd.gauss(0, 0.12)))
             recs.append((f"S{i}", "water_level", t, round(level, 3), "m", 0, [], "t"))
     async with pool.acquire() as conn:
-        await DailyPartitions("ingest.readings").ensure(
-            conn,
-            {(T0 + timedelta(days=d)).date() for d in range(-1, DAYS + 1)} | {date(2026, 7, 7)},
-        )
-        await conn.copy_records_to_table(
-            "readings",
-            schema_name="ingest",
-            records=recs,
-            columns=["station_id", "metric", "ts", "value", "unit", "quality", "checks", "source"],
-        )
+        await store_readings(conn, recs)
 
 
 def _request(mode: str, **extra: Any) -> BacktestRequest:
@@ -164,23 +156,11 @@ async def test_a_sum_of_tenths_reaches_the_threshold_exactly(database):
             "VALUES ('RG', 'RG', 'rain_gauge', '110101001001')"
         )
         async with pool.acquire() as conn:
-            await DailyPartitions("ingest.readings").ensure(conn, {T0.date()})
-            await conn.copy_records_to_table(
-                "readings",
-                schema_name="ingest",
-                records=[
+            await store_readings(
+                conn,
+                [
                     ("RG", "rainfall", T0 + timedelta(seconds=20 * k), 0.1, "mm", 0, [], "t")
                     for k in range(1, 520)
-                ],
-                columns=[
-                    "station_id",
-                    "metric",
-                    "ts",
-                    "value",
-                    "unit",
-                    "quality",
-                    "checks",
-                    "source",
                 ],
             )
         rule = [

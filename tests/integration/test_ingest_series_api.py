@@ -8,22 +8,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from services.ingest.app import create_app
-from services.ingest.settings import IngestSettings
 from shared.devstack.inprocess import serve
-from tests.helpers import eventually, identity_header
+from tests.helpers import eventually, identity_header, ingest_settings
 
 T0 = datetime(2026, 7, 18, 16, tzinfo=UTC)  # Beijing midnight
 
 
 async def test_series_csv_and_latest(database, broker, topic_prefix):
-    settings = IngestSettings(
-        database_url=database,
-        kafka_bootstrap=broker.bootstrap,
-        topic_prefix=topic_prefix,
-        consumer_group=f"{topic_prefix}ingest",
-        storage="native",
-        rollup_refresh_s=0.2,
-    )
+    settings = ingest_settings(database, broker, topic_prefix, rollup_refresh_s=0.2)
     hdr = identity_header(
         scopes=["readings:write", "readings:read", "stations:write"], region_prefix="110101"
     )
@@ -120,13 +112,7 @@ async def test_series_csv_and_latest(database, broker, topic_prefix):
 
 
 async def test_a_source_allowed_to_register_stations_does_so(database, broker, topic_prefix):
-    settings = IngestSettings(
-        database_url=database,
-        kafka_bootstrap=broker.bootstrap,
-        topic_prefix=topic_prefix,
-        consumer_group=f"{topic_prefix}ingest",
-        storage="native",
-    )
+    settings = ingest_settings(database, broker, topic_prefix)
     admin = identity_header(scopes=["stations:write", "stations:read", "readings:write"])
     async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as c:
         r = await c.put("/v1/sources/county-feed", headers=admin, json={"auto_register": True})

@@ -5,9 +5,8 @@ import httpx
 import orjson
 
 from services.ingest.app import create_app
-from services.ingest.settings import IngestSettings
 from shared.devstack.inprocess import serve
-from tests.helpers import eventually, identity_header
+from tests.helpers import eventually, identity_header, ingest_settings
 
 STATION = {
     "id": "RG001",
@@ -21,13 +20,7 @@ STATION = {
 
 
 async def test_push_is_stored_once_and_bad_items_are_answered(database, broker, topic_prefix):
-    settings = IngestSettings(
-        database_url=database,
-        kafka_bootstrap=broker.bootstrap,
-        topic_prefix=topic_prefix,
-        consumer_group=f"{topic_prefix}ingest",
-        storage="native",
-    )
+    settings = ingest_settings(database, broker, topic_prefix)
     app = create_app(settings)
     hdr = identity_header(scopes=["readings:write", "stations:write"])
     async with serve(app) as url, httpx.AsyncClient(base_url=url, headers=hdr) as c:
@@ -99,13 +92,8 @@ async def test_push_accepts_ndjson_and_gzip_and_refuses_oversized_bodies(
 ):
     import gzip
 
-    settings = IngestSettings(
-        database_url=database,
-        kafka_bootstrap=broker.bootstrap,
-        topic_prefix=topic_prefix,
-        run_consumer=False,
-        storage="native",
-        max_body_bytes=4096,
+    settings = ingest_settings(
+        database, broker, topic_prefix, run_consumer=False, max_body_bytes=4096
     )
     app = create_app(settings)
     hdr = identity_header(scopes=["readings:write", "stations:write"])

@@ -10,10 +10,10 @@ import httpx
 from services.risk.app import create_app
 from services.risk.settings import RiskSettings
 from shared.contracts import Topics
-from shared.db import DailyPartitions, create_pool
+from shared.db import create_pool
 from shared.devstack.inprocess import serve
 from shared.kafka import EventProducer
-from tests.helpers import eventually, identity_header
+from tests.helpers import eventually, identity_header, store_readings
 from tests.integration.test_risk_service import T0, VILLAGE_RG, reading, setup_stations
 from tests.kafka_util import read_all
 
@@ -25,15 +25,12 @@ async def test_a_station_without_checkpoint_starts_from_stored_history(
     await setup_stations(pool)
     # 2 h 30 min of 2 mm / 5 min stored by ingest before the risk service sees the station
     async with pool.acquire() as conn:
-        await DailyPartitions("ingest.readings").ensure(conn, {T0.date()})
-        await conn.copy_records_to_table(
-            "readings",
-            schema_name="ingest",
-            records=[
+        await store_readings(
+            conn,
+            [
                 ("RG1", "rainfall", T0 + timedelta(minutes=5 * i), 2.0, "mm", 0, [], "t")
                 for i in range(1, 31)
             ],
-            columns=["station_id", "metric", "ts", "value", "unit", "quality", "checks", "source"],
         )
     settings = RiskSettings(
         database_url=database,

@@ -9,9 +9,8 @@ from pathlib import Path
 import httpx
 
 from services.ingest.app import create_app
-from services.ingest.settings import IngestSettings
 from shared.devstack.inprocess import serve
-from tests.helpers import identity_header
+from tests.helpers import identity_header, ingest_settings
 from tests.kafka_util import read_all
 
 SAMPLE = (Path(__file__).parent.parent / "data" / "cap_rainstorm_red.xml").read_text()
@@ -32,13 +31,7 @@ def message(identifier: str, msg_type: str, references: str = "") -> bytes:
 
 
 async def test_cap_alert_update_cancel(database, broker, topic_prefix):
-    settings = IngestSettings(
-        database_url=database,
-        kafka_bootstrap=broker.bootstrap,
-        topic_prefix=topic_prefix,
-        consumer_group=f"{topic_prefix}ingest",
-        storage="native",
-    )
+    settings = ingest_settings(database, broker, topic_prefix)
     platform = identity_header(
         roles=["upstream_platform"], scopes=["upstream_warnings:write"], region_prefix="11"
     )
