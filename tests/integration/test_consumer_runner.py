@@ -46,6 +46,19 @@ async def ingest_db(database):
     await pool.close()
 
 
+def new_handler(pool, producer: EventProducer, topics: Topics) -> IngestHandler:
+    """The ingest consumer's handler as the service builds it (fresh: no recent readings)."""
+    return IngestHandler(
+        store=ReadingStore(pool, storage="native"),
+        stations=StationCache(pool),
+        producer=producer,
+        topics=topics,
+        clock=SystemClock(),
+        recent=RecentReadings(pool, keep=HISTORY),
+        pool=pool,
+    )
+
+
 def raw(i: int, t0: datetime) -> bytes:
     return orjson.dumps(
         {
@@ -102,15 +115,7 @@ async def test_crash_after_write_before_commit_loses_and_doubles_nothing(
     group = f"{topic_prefix}ingest"
 
     def runner(before_commit=None, max_records=250):
-        handler = IngestHandler(
-            store=ReadingStore(ingest_db, storage="native"),
-            stations=StationCache(ingest_db),
-            producer=producer,
-            topics=topics,
-            clock=SystemClock(),
-            recent=RecentReadings(ingest_db, keep=HISTORY),
-            pool=ingest_db,
-        )
+        handler = new_handler(ingest_db, producer, topics)
         return ConsumerRunner(
             lambda: make_consumer(broker.bootstrap, [topics.obs_sensor], group_id=group),
             handler,
@@ -174,15 +179,7 @@ async def test_spikes_and_stuck_sensors_are_flagged_doubtful_across_a_restart(
     t0 = datetime(2026, 7, 1, tzinfo=UTC)
 
     def handler() -> IngestHandler:
-        return IngestHandler(
-            store=ReadingStore(ingest_db, storage="native"),
-            stations=StationCache(ingest_db),
-            producer=producer,
-            topics=topics,
-            clock=SystemClock(),
-            recent=RecentReadings(ingest_db, keep=HISTORY),
-            pool=ingest_db,
-        )
+        return new_handler(ingest_db, producer, topics)
 
     def batch(values: list[float], start: int) -> list[Message]:
         return [
