@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import e2e_latency, ingest, risk
+from bench import e2e_latency, ingest, push, risk
 from shared.devstack.broker import TansuBroker
 from shared.devstack.postgres import PostgresServer
 
@@ -24,6 +24,7 @@ def main() -> None:
             f"Python {platform.python_version()}, {_cores()} cores)"
         )
         asyncio.run(ingest.run(pg.dsn, broker.bootstrap))
+        asyncio.run(push.run(pg.dsn, broker.bootstrap))
         asyncio.run(risk.run(pg.dsn))
         asyncio.run(e2e_latency.run(pg.dsn, broker.bootstrap))
     finally:
