@@ -11,6 +11,7 @@ published readings are acknowledged by the broker.
 from __future__ import annotations
 
 import logging
+from collections import Counter as Tally
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -31,7 +32,7 @@ from services.ingest.validation import (
     judged_on_history,
 )
 from shared.clock import Clock
-from shared.contracts import RawReading, Reading, Topics, stable_id
+from shared.contracts import RawReading, Topics, stable_id
 from shared.kafka import BatchResult, EventProducer, InvalidMessage, Message
 
 log = logging.getLogger(__name__)
@@ -153,41 +154,48 @@ class IngestHandler:
         events = []
         for r in result.stored:
             eid = reading_event_id(r.station_id, r.metric, r.ts.isoformat())
-            ev = _published(r, stations[r.station_id], eid, now)
-            READINGS.labels(r.quality).inc()
-            events.append((r.station_id, orjson.dumps(ev.model_dump(mode="json"))))
+            events.append((r.station_id, published(r, stations[r.station_id], eid, now)))
+        for grade, n in Tally(r.quality for r in result.stored).items():
+            READINGS.labels(grade).inc(n)
         for r, issued in forecasts:
             eid = stable_id("forecast", r.station_id, r.metric, issued.isoformat(), r.ts)
-            fc = _published(r, stations[r.station_id], eid, now, issued_at=issued)
-            events.append((r.station_id, orjson.dumps(fc.model_dump(mode="json"))))
+            events.append(
+                (r.station_id, published(r, stations[r.station_id], eid, now, issued_at=issued))
+            )
         await self._producer.send_many(self._topics.readings, events)
         return BatchResult(dead_letters=dead)
 
 
-def _published(
+def published(
     r: Row,
     station: StationInfo,
     event_id: str,
     now: datetime,
     *,
     issued_at: datetime | None = None,
-) -> Reading:
-    """The ``readings.v1`` event of a stored row; with ``issued_at``, a forecast."""
-    return Reading(
-        event_id=event_id,
-        produced_at=now,
-        station_id=r.station_id,
-        region_code=station.region_code,
-        station_kind=station.kind,
-        metric=r.metric,
-        ts=r.ts,
-        value=r.value,
-        unit=r.unit,
-        quality=r.quality,
-        quality_checks=list(r.checks),
-        source=r.source,
-        kind="forecast" if issued_at is not None else "observation",
-        issued_at=issued_at,
+) -> bytes:
+    """The ``readings.v1`` event of a stored row, serialised; with ``issued_at``, a forecast.
+
+    Built as a plain dict on the hot path (a pydantic ``Reading`` costs ~5 µs more a reading);
+    every value in it has been validated already, and a test checks that the bytes parse as a
+    :class:`shared.contracts.Reading` equal to the model built the slow way."""
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "produced_at": now,
+            "station_id": r.station_id,
+            "region_code": station.region_code,
+            "station_kind": station.kind,
+            "metric": r.metric,
+            "ts": r.ts,
+            "value": r.value,
+            "unit": r.unit,
+            "quality": r.quality,
+            "quality_checks": list(r.checks),
+            "source": r.source,
+            "kind": "forecast" if issued_at is not None else "observation",
+            "issued_at": issued_at,
+        }
     )
 
 

@@ -98,7 +98,7 @@ class Normalised:
 
 def _range(station: StationInfo, key: str, metric: str) -> tuple[float, float] | None:
     override = station.attributes.get(key)
-    if isinstance(override, Mapping):
+    if override is not None and isinstance(override, Mapping):
         r = override.get(metric)
         if isinstance(r, list | tuple) and len(r) == 2:
             return float(r[0]), float(r[1])
@@ -175,7 +175,7 @@ HISTORY = max(STUCK_COUNT.values())
 
 def _per_metric(station: StationInfo, key: str, metric: str, default: float | None) -> float | None:
     own = station.attributes.get(key)
-    if isinstance(own, Mapping) and isinstance(own.get(metric), int | float):
+    if own is not None and isinstance(own, Mapping) and isinstance(own.get(metric), int | float):
         return float(own[metric])
     return default
 

@@ -7,8 +7,11 @@ from pydantic import ValidationError
 
 from services.alerting.settings import AlertingSettings
 from services.gateway.settings import GatewaySettings
+from services.ingest.consumer import published
 from services.ingest.settings import IngestSettings
-from shared.contracts import Level, RawReading, RiskEvent, Topics, stable_id
+from services.ingest.store import Row
+from services.ingest.validation import StationInfo
+from shared.contracts import Level, RawReading, Reading, RiskEvent, Topics, stable_id
 from shared.errors import Unauthenticated
 from shared.identity import Identity, sign, verify
 
@@ -157,3 +160,27 @@ def test_a_region_filter_never_widens_the_callers_scope():
     assert ident.narrow("110101") == "110101001"
     assert ident.narrow("") == "110101001"
     assert ident.narrow("120101") == "110101001"
+
+
+def test_the_fast_readings_event_is_the_contracts_reading():
+    now = datetime(2026, 7, 1, 8, tzinfo=UTC)
+    row = Row("WL1", "water_level", now, 2.5, "m", "doubtful", ("spike",), "hydro")
+    st = StationInfo("WL1", "water_level", "110101001001")
+    for issued in (None, now - timedelta(hours=3)):
+        got = Reading.model_validate_json(published(row, st, "e1", now, issued_at=issued))
+        assert got == Reading(
+            event_id="e1",
+            produced_at=now,
+            station_id="WL1",
+            region_code="110101001001",
+            station_kind="water_level",
+            metric="water_level",
+            ts=now,
+            value=2.5,
+            unit="m",
+            quality="doubtful",
+            quality_checks=["spike"],
+            source="hydro",
+            kind="observation" if issued is None else "forecast",
+            issued_at=issued,
+        )
