@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+_GIVEN: set[int] = set()
+
 
 def free_port() -> int:
+    """A free port for a listener, chosen below the kernel's ephemeral range: a port taken from
+    that range (``bind(0)``) can be grabbed by an outgoing connection before the listener binds
+    it. Ports handed out once are not handed out again by this process."""
+    top = min(_ephemeral_low(), 32768) - 1
+    for _ in range(200 if top > 16000 else 0):
+        port = secrets.randbelow(top - 15000) + 15000
+        if port in _GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def wait_for_port(port: int, *, timeout_s: float = 30.0, host: str = "127.0.0.1") -> None:
