@@ -19,11 +19,11 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.scratch import scratch_database
 from shared.devstack.inprocess import running_stack
 
 N = 40
@@ -35,13 +35,9 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin_dsn)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    dsn = admin_dsn.rsplit("/", 1)[0] + f"/{name}"
     prefix = f"b{uuid.uuid4().hex[:6]}."
     async with (
+        scratch_database(admin_dsn) as dsn,
         running_stack(dsn, bootstrap, prefix) as stack,
         _risk_events(bootstrap, f"{prefix}risk.events.v1") as risk_seen,
     ):
@@ -114,9 +110,6 @@ async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
                         await asyncio.sleep(0.01)
                     risk.append(risk_seen[ts] - start)
                 await asyncio.sleep(0.05)
-    conn = await asyncpg.connect(admin_dsn)
-    await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    await conn.close()
     res = {
         "push_p50_ms": statistics.median(push) * 1000,
         "risk_p50_ms": statistics.median(risk) * 1000,

@@ -10,16 +10,15 @@ rate is taken from the first stored row to the last (the consumer group's join i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-import asyncpg
 import orjson
 import psycopg
 from aiokafka import AIOKafkaProducer
 
+from bench.scratch import scratch_database
 from services.ingest.app import MIGRATIONS, create_app
 from services.ingest.settings import IngestSettings
 from shared.contracts import Topics
@@ -29,14 +28,6 @@ from shared.kafka import ensure_topics
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
 STATIONS = 2000
-
-
-async def _fresh_db(admin_dsn: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin_dsn)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return admin_dsn.rsplit("/", 1)[0] + f"/{name}"
 
 
 async def _prepare(dsn: str, days: int) -> None:
@@ -141,17 +132,12 @@ async def _consumer_run(dsn: str, bootstrap: str, n: int) -> float:
 
 async def run(admin_dsn: str, bootstrap: str, n: int = 200_000) -> dict[str, float]:
     days = n // STATIONS * 5 // 1440 + 1
-    copy_db = await _fresh_db(admin_dsn)
-    await _prepare(copy_db, days)
-    copy_s = await _copy_baseline(copy_db, n)
-    consume_db = await _fresh_db(admin_dsn)
-    await _prepare(consume_db, days)
-    rate = await _consumer_run(consume_db, bootstrap, n)
-    with contextlib.suppress(Exception):
-        conn = await asyncpg.connect(admin_dsn)
-        for db in (copy_db, consume_db):
-            await conn.execute(f'DROP DATABASE "{db.rsplit("/", 1)[1]}" WITH (FORCE)')
-        await conn.close()
+    async with scratch_database(admin_dsn) as copy_db:
+        await _prepare(copy_db, days)
+        copy_s = await _copy_baseline(copy_db, n)
+    async with scratch_database(admin_dsn) as consume_db:
+        await _prepare(consume_db, days)
+        rate = await _consumer_run(consume_db, bootstrap, n)
     copy_rate = n / copy_s
     print(f"\n## ingest: Kafka → checked → stored, one consumer process ({n:,} readings)")
     print(f"- baseline (psycopg binary COPY, keyed table): {copy_rate:,.0f} rows/s")

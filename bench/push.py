@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import orjson
 
+from bench.scratch import scratch_database
 from shared.devstack.inprocess import running_stack
 from shared.identity import Identity, sign
 from shared.settings import DEV_INTERNAL_SECRET
@@ -59,12 +60,10 @@ async def _push(base: str, path: str, headers: dict[str, str], bodies: list[byte
 
 
 async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin_dsn)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    dsn = admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-    async with running_stack(dsn, bootstrap, f"bp{uuid.uuid4().hex[:6]}.") as stack:
+    async with (
+        scratch_database(admin_dsn) as dsn,
+        running_stack(dsn, bootstrap, f"bp{uuid.uuid4().hex[:6]}.") as stack,
+    ):
         pool = await asyncpg.connect(dsn)
         await pool.executemany(
             """INSERT INTO ingest.stations (id, name, kind, region_code)
@@ -100,9 +99,6 @@ async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
                     _bodies(5 * 10**6 + k * 10**5),
                 ),
             )
-    conn = await asyncpg.connect(admin_dsn)
-    await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    await conn.close()
     print(f"\n## HTTP push ({BATCH:,} readings per POST, {CLIENTS} clients)")
     print(f"- baseline (straight to ingest, signed identity): {direct:,.0f} readings/s")
     print(

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from services.ingest.settings import IngestSettings
+from services.risk.settings import RiskSettings
 from shared.db import DailyPartitions
 from shared.identity import Identity, sign
 from shared.settings import DEV_INTERNAL_SECRET
@@ -76,4 +77,20 @@ def ingest_settings(
         consumer_group=f"{topic_prefix}ingest",
         storage="native",
         **overrides,
+    )
+
+
+def risk_settings(database: str, broker: Any, topic_prefix: str, **overrides: Any) -> RiskSettings:
+    """Settings of a risk app on the test database and broker: a quick outbox, no no-data sweep
+    unless asked for."""
+    return RiskSettings(
+        **{
+            "database_url": database,
+            "kafka_bootstrap": broker.bootstrap,
+            "topic_prefix": topic_prefix,
+            "consumer_group": f"{topic_prefix}risk",
+            "outbox_poll_s": 0.1,
+            "nodata_sweep_s": 0,
+            **overrides,
+        }
     )

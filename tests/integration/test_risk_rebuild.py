@@ -8,12 +8,11 @@ from datetime import timedelta
 import httpx
 
 from services.risk.app import create_app
-from services.risk.settings import RiskSettings
 from shared.contracts import Topics
 from shared.db import create_pool
 from shared.devstack.inprocess import serve
 from shared.kafka import EventProducer
-from tests.helpers import eventually, identity_header, store_readings
+from tests.helpers import eventually, identity_header, risk_settings, store_readings
 from tests.integration.test_risk_service import T0, VILLAGE_RG, reading, setup_stations
 from tests.kafka_util import read_all
 
@@ -32,14 +31,7 @@ async def test_a_station_without_checkpoint_starts_from_stored_history(
                 for i in range(1, 31)
             ],
         )
-    settings = RiskSettings(
-        database_url=database,
-        kafka_bootstrap=broker.bootstrap,
-        topic_prefix=topic_prefix,
-        consumer_group=f"{topic_prefix}risk",
-        outbox_poll_s=0.1,
-        nodata_sweep_s=0,
-    )
+    settings = risk_settings(database, broker, topic_prefix)
     topics = Topics(topic_prefix)
     producer = await EventProducer.start(broker.bootstrap)
     hdr = identity_header(scopes=["risk:read", "rules:write"])

@@ -12,14 +12,13 @@ import httpx
 from services.ingest.app import MIGRATIONS as INGEST
 from services.risk.app import create_app
 from services.risk.nodata import NoDataSweep
-from services.risk.settings import RiskSettings
 from shared.clock import SystemClock
 from shared.contracts import Reading, Topics, UpstreamWarning, stable_id
 from shared.db import DailyPartitions, create_pool, migrate
 from shared.devstack.inprocess import serve
 from shared.kafka import EventProducer
 from shared.outbox import OutboxRelay
-from tests.helpers import eventually, identity_header
+from tests.helpers import eventually, identity_header, risk_settings
 from tests.kafka_util import read_all
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
@@ -61,14 +60,7 @@ async def test_rain_raises_stations_and_regions_and_an_upstream_red_warning_esca
 ):
     pool = await create_pool(database)
     await setup_stations(pool)
-    settings = RiskSettings(
-        database_url=database,
-        kafka_bootstrap=broker.bootstrap,
-        topic_prefix=topic_prefix,
-        consumer_group=f"{topic_prefix}risk",
-        outbox_poll_s=0.1,
-        nodata_sweep_s=0,
-    )
+    settings = risk_settings(database, broker, topic_prefix)
     topics = Topics(topic_prefix)
     producer = await EventProducer.start(broker.bootstrap)
     hdr = identity_header(scopes=["risk:read", "rules:write"])
@@ -206,12 +198,7 @@ async def test_rain_raises_stations_and_regions_and_an_upstream_red_warning_esca
 async def test_backtest_replays_stored_readings_and_scores_against_references(database, broker):
     pool = await create_pool(database)
     await setup_stations(pool)
-    settings = RiskSettings(
-        database_url=database,
-        kafka_bootstrap=broker.bootstrap,
-        run_consumer=False,
-        nodata_sweep_s=0,
-    )
+    settings = risk_settings(database, broker, "", run_consumer=False)
     # two storms on RG1: day 1 reaches red (100 mm in 3 h), day 3 only 40 mm (no warning)
     rows = []
     for day, per_step in ((0, 3.0), (2, 1.0)):
