@@ -19,6 +19,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt_install postgresql
 fi
 command -v runuser >/dev/null || apt_install util-linux
+# promtool (Debian's prometheus package) checks and unit-tests the alert rules
+command -v promtool >/dev/null || apt_install prometheus
 # Node runs the TimescaleDB dev server (PGlite WASM) that tests the TimescaleDB storage path
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "installing Node.js and npm (Debian packages) …"

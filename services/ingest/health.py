@@ -22,6 +22,7 @@ from typing import Literal
 
 import asyncpg
 import orjson
+from prometheus_client import Gauge
 from pydantic import BaseModel
 
 from shared.clock import Clock
@@ -33,6 +34,21 @@ from shared.periodic import Periodic
 log = logging.getLogger(__name__)
 
 ONLINE_TARGET = 0.85
+SOURCE_LAST_SEEN = Gauge(
+    "qianshao_ingest_source_last_seen_timestamp_seconds",
+    "When a message of the source last arrived on the topic (Unix time)",
+    ["source", "topic"],
+)
+STATIONS = Gauge(
+    "qianshao_ingest_stations",
+    "Stations judged for health (not in maintenance), per county",
+    ["county"],
+)
+STATIONS_OFFLINE = Gauge(
+    "qianshao_ingest_stations_offline",
+    "Stations offline at the last health sweep, per county",
+    ["county"],
+)
 
 
 async def record_batch(
@@ -55,6 +71,8 @@ async def record_batch(
             now,
         )
     counts = Counter(messages)
+    for source, topic in counts:
+        SOURCE_LAST_SEEN.labels(source, topic).set(now.timestamp())
     if counts:
         minute = now.replace(second=0, microsecond=0)
         await conn.execute(
@@ -136,6 +154,16 @@ class HealthSweep:
             await conn.execute(
                 "DELETE FROM ingest.source_minutes WHERE minute < $1", now - timedelta(days=1)
             )
+            per_county = await conn.fetch(
+                """SELECT left(s.region_code, 6) AS county, count(*) AS n,
+                          count(*) FILTER (WHERE h.online IS NOT TRUE) AS offline
+                     FROM ingest.stations s
+                     LEFT JOIN ingest.station_health h ON h.station_id = s.id
+                    WHERE NOT s.maintenance GROUP BY 1"""
+            )
+        for r in per_county:
+            STATIONS.labels(r["county"]).set(r["n"])
+            STATIONS_OFFLINE.labels(r["county"]).set(r["offline"])
         return events
 
     def stop(self) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from services.ingest.app import MIGRATIONS
 from services.ingest.consumer import IngestHandler
@@ -98,6 +99,17 @@ async def test_offline_and_online_are_announced_once_and_rates_follow(db, broker
         await handler.process([message(topics.obs_sensor, 3, "G2", clock.now())])
         second = await sweep.sweep()
         assert sorted((e.station_id, e.online) for e in second) == [("G1", False), ("G2", True)]
+        # the gauges the system alerts read: G1 offline, G3 never reported, G4 not judged
+        assert REGISTRY.get_sample_value("qianshao_ingest_stations", {"county": "110101"}) == 3
+        offline = REGISTRY.get_sample_value(
+            "qianshao_ingest_stations_offline", {"county": "110101"}
+        )
+        assert offline == 2
+        last = REGISTRY.get_sample_value(
+            "qianshao_ingest_source_last_seen_timestamp_seconds",
+            {"source": "platA", "topic": topics.obs_sensor},
+        )
+        assert last == clock.now().timestamp()
         towns = await online_rates(
             db, by="township", region_prefix="110101001", now=clock.now(), factor=3.0
         )
