@@ -10,16 +10,26 @@ import httpx
 from fastapi import FastAPI
 
 from services.alerting.api import router
-from services.alerting.channels import Channel
+from services.alerting.callconfirm import ConfirmSweep, policy_from
+from services.alerting.channels import BatchChannel, Channel
 from services.alerting.channels.http import WebhookChannel, WeComRobotChannel
 from services.alerting.channels.kafka import KafkaChannel
+from services.alerting.channels.sms import (
+    AliyunRpc,
+    AliyunSms,
+    AliyunVoice,
+    FailoverSms,
+    TencentSms,
+)
 from services.alerting.consumer import AlertingHandler
 from services.alerting.delivery import DeliveryWorker, RetryPolicy
+from services.alerting.people_api import router as people_router
 from services.alerting.settings import AlertingSettings
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
 from shared.http import new_app
 from shared.logging import configure_logging
+from shared.periodic import Periodic
 from shared.runtime import start_runtime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -52,6 +62,13 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             "wecom_robot": WeComRobotChannel(http),
             "kafka": KafkaChannel(rt.producer),
         }
+        voice = voice_channel(settings, http)
+        if voice is not None:
+            channels["voice"] = voice
+        batch_channels: dict[str, BatchChannel] = {}
+        sms = sms_channel(settings, http)
+        if sms is not None:
+            batch_channels["sms"] = sms
         worker = DeliveryWorker(
             pool=rt.pool,
             channels=channels,
@@ -61,8 +78,21 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             concurrency=settings.delivery_concurrency,
             poll_s=settings.delivery_poll_s,
             lease_s=settings.lease_s,
+            batch_channels=batch_channels,
+            confirm_base_url=settings.confirm_base_url,
+            confirm_secret=settings.confirm_secret,
         )
         app.state.delivery = worker
+        sweep = ConfirmSweep(
+            pool=rt.pool,
+            clock=clock,
+            policy=policy_from(settings.confirm_voice_after_s, settings.confirm_escalate_after_s),
+            on_new_deliveries=worker.wake,
+        )
+        app.state.confirm_sweep = sweep
+        if settings.run_delivery:
+            job = Periodic("confirm-sweep", settings.confirm_sweep_s, sweep.run_once)
+            rt.run_task(job.run, "alerting-confirm-sweep", job.stop)
         if settings.run_delivery:
             rt.run_task(worker.run, "alerting-delivery", worker.stop)
         if settings.run_consumer:
@@ -96,4 +126,55 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
         settings=settings,
     )
     app.include_router(router())
+    app.include_router(people_router())
     return app
+
+
+def sms_channel(settings: AlertingSettings, http: httpx.AsyncClient) -> BatchChannel | None:
+    """The configured SMS providers, in order, behind failover; None when none is configured."""
+    providers: list[BatchChannel] = []
+    for name in settings.sms_providers:
+        if name == "aliyun" and settings.aliyun_endpoint:
+            rpc = AliyunRpc(
+                http,
+                endpoint=settings.aliyun_endpoint,
+                access_key_id=settings.aliyun_access_key_id,
+                access_key_secret=settings.aliyun_access_key_secret,
+            )
+            providers.append(
+                AliyunSms(
+                    rpc,
+                    sign_name=settings.aliyun_sign_name,
+                    template_code=settings.aliyun_template_code,
+                )
+            )
+        elif name == "tencent" and settings.tencent_endpoint:
+            providers.append(
+                TencentSms(
+                    http,
+                    endpoint=settings.tencent_endpoint,
+                    secret_id=settings.tencent_secret_id,
+                    secret_key=settings.tencent_secret_key,
+                    sdk_app_id=settings.tencent_sdk_app_id,
+                    sign_name=settings.tencent_sign_name,
+                    template_id=settings.tencent_template_id,
+                )
+            )
+    if not providers:
+        return None
+    return FailoverSms(providers, cooldown_s=settings.sms_failover_cooldown_s)
+
+
+def voice_channel(settings: AlertingSettings, http: httpx.AsyncClient) -> Channel | None:
+    endpoint = settings.aliyun_voice_endpoint
+    if not endpoint:
+        return None
+    rpc = AliyunRpc(
+        http,
+        endpoint=endpoint,
+        access_key_id=settings.aliyun_access_key_id,
+        access_key_secret=settings.aliyun_access_key_secret,
+    )
+    return AliyunVoice(
+        rpc, show_number=settings.aliyun_voice_show_number, tts_code=settings.aliyun_voice_tts_code
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Literal
 
 import asyncpg
 from prometheus_client import Counter
@@ -21,6 +22,13 @@ from services.alerting.lifecycle import (
     group_region,
     headline,
     identifier,
+)
+from services.alerting.recipients import (
+    Person,
+    Subscription,
+    ancestors,
+    fan_out,
+    jurisdiction,
 )
 from services.alerting.settings import AlertingSettings
 from shared.clock import Clock
@@ -51,6 +59,7 @@ class AlertingHandler:
         self._topics = topics
         self._clock = clock
         self._wake = on_new_deliveries
+        self._status: Literal["Actual", "Exercise"] = "Exercise" if settings.drill else "Actual"
 
     async def process(self, batch: Sequence[Message]) -> BatchResult:
         dead: list[InvalidMessage] = []
@@ -94,7 +103,7 @@ class AlertingHandler:
         # serialise work on one group across replicas
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{ev.hazard}:{region}")
         w = await conn.fetchrow(
-            """SELECT id, level, version, identifier FROM alerting.warnings
+            """SELECT id, level, version, identifier, status FROM alerting.warnings
                 WHERE hazard = $1 AND region_code = $2
                   AND state IN ('draft', 'pending_approval', 'issued', 'updated')
                 FOR UPDATE""",
@@ -134,22 +143,25 @@ class AlertingHandler:
             wid = stable_id("warning", ev.hazard, region, ev.event_id)
             await conn.execute(
                 """INSERT INTO alerting.warnings
-                       (id, hazard, region_code, level, state, identifier, version)
-                   VALUES ($1, $2, $3, $4, 'issued', $5, 1)""",
+                       (id, hazard, region_code, level, state, identifier, version, status)
+                   VALUES ($1, $2, $3, $4, 'issued', $5, 1, $6)""",
                 wid,
                 ev.hazard,
                 region,
                 int(decision.level),
                 ident,
+                self._status,
             )
             await self._set_station(conn, wid, ev)
             version, msg_type, refs = 1, "Alert", []
+            status = self._status
             level = decision.level
         else:
             assert w is not None
             wid = w["id"]
             version = w["version"] + 1
             msg_type = "Update" if decision.action == "update" else "Cancel"
+            status = w["status"]
             ident = f"{w['identifier']}_v{version}"
             prev = await conn.fetch(
                 """SELECT identifier, sent FROM alerting.warning_versions
@@ -214,6 +226,7 @@ class AlertingHandler:
             sent=sent,
             headline=head,
             description=desc,
+            status=status,
         )
         return await self._enqueue_deliveries(conn, alert, level)
 
@@ -231,6 +244,9 @@ class AlertingHandler:
         )
 
     async def _enqueue_deliveries(self, conn: Conn, alert: AlertVersion, level: Level) -> int:
+        """Ledger rows for the endpoints subscribed (webhooks, group robots), the people in scope
+        and the ``alerts.v1`` topic; 叫应 tasks for those who must confirm. Older versions'
+        open tasks close: the new version is what people confirm now."""
         subs = await conn.fetch(
             """SELECT id, channel, target FROM alerting.subscriptions
                 WHERE active AND $1 LIKE region_prefix || '%' AND min_level <= $2
@@ -242,21 +258,91 @@ class AlertingHandler:
         rows = [(f"sub:{s['id']}", s["channel"], s["target"]) for s in subs] + [
             ("topic:alerts", "kafka", self._topics.alerts)
         ]
-        await conn.executemany(
+        persons = await load_persons(conn, alert.region_code, alert.sent)
+        plan = fan_out(
+            persons,
+            hazard=alert.hazard,
+            level=level,
+            region_code=alert.region_code,
+            msg_type=alert.msg_type,
+            drill=alert.status == "Exercise",
+            confirm_orange=self._settings.confirm_orange,
+        )
+        rows += [(f"person:{s.person.id}", s.channel, s.target) for s in plan.sends]
+        await conn.execute(
             """INSERT INTO alerting.deliveries
                    (warning_id, version, recipient, channel, target, idempotency_key)
-               VALUES ($1, $2, $3, $4, $5, $6)
+               SELECT $1::text, $2::int, u.recipient, u.channel, u.target,
+                      $2::int || ':' || $1::text || ':' || u.recipient || ':' || u.channel
+                 FROM unnest($3::text[], $4::text[], $5::text[]) AS u(recipient, channel, target)
                ON CONFLICT DO NOTHING""",
-            [
-                (
-                    alert.warning_id,
-                    alert.version,
-                    rcpt,
-                    ch,
-                    tgt,
-                    stable_id("delivery", alert.warning_id, alert.version, rcpt, ch),
-                )
-                for rcpt, ch, tgt in rows
-            ],
+            alert.warning_id,
+            alert.version,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
         )
+        await conn.execute(
+            """UPDATE alerting.confirm_tasks SET closed = true
+                WHERE warning_id = $1 AND version < $2 AND confirmed_at IS NULL AND NOT closed""",
+            alert.warning_id,
+            alert.version,
+        )
+        if plan.confirmers:
+            await conn.execute(
+                """INSERT INTO alerting.confirm_tasks
+                       (warning_id, version, person_id, region_code, level, created_at)
+                   SELECT $1, $2, u.pid, u.region, $3, $4
+                     FROM unnest($5::bigint[], $6::text[]) AS u(pid, region)
+                   ON CONFLICT DO NOTHING""",
+                alert.warning_id,
+                alert.version,
+                int(level),
+                alert.sent,
+                [p.id for p in plan.confirmers],
+                [p.region_code for p in plan.confirmers],
+            )
         return len(rows)
+
+
+PERSON_COLUMNS = """p.id, p.name, p.role, p.region_code, p.phone, p.wechat_openid, p.wecom_userid,
+       p.email, p.drill,
+       EXISTS (SELECT 1 FROM alerting.duty_roster r
+                WHERE r.person_id = p.id AND r.starts_at <= $1 AND r.ends_at > $1) AS on_duty,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                          'hazard', s.hazard, 'min_level', s.min_level, 'channels', s.channels))
+                   FROM alerting.person_subscriptions s WHERE s.person_id = p.id),
+                '[]'::jsonb) AS subs"""
+
+
+def person_from_row(r: asyncpg.Record) -> Person:
+    return Person(
+        id=r["id"],
+        name=r["name"],
+        role=r["role"],
+        region_code=r["region_code"],
+        phone=r["phone"],
+        wechat_openid=r["wechat_openid"],
+        wecom_userid=r["wecom_userid"],
+        email=r["email"],
+        drill=r["drill"],
+        on_duty=r["on_duty"],
+        subscriptions=tuple(
+            Subscription(s["hazard"], Level(s["min_level"]), tuple(s["channels"]))
+            for s in r["subs"]
+        ),
+    )
+
+
+async def load_persons(conn: Conn, region_code: str, now: datetime) -> list[Person]:
+    """Active people in scope of a warning on ``region_code``: inside its area, or above it."""
+    area = jurisdiction(region_code)
+    rows = await conn.fetch(
+        f"""SELECT {PERSON_COLUMNS} FROM alerting.persons p
+             WHERE p.active AND (p.jurisdiction = ANY($2::text[]) OR p.region_code LIKE $3 || '%')
+             ORDER BY p.id""",  # noqa: S608 - a constant column list
+        now,
+        [*ancestors(area), area],
+        area,
+    )
+    return [person_from_row(r) for r in rows]

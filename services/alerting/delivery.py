@@ -15,14 +15,15 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
 from prometheus_client import Counter, Histogram
 
-from services.alerting.channels import Channel, DeliveryJob
+from services.alerting.channels import BatchChannel, Channel, DeliveryJob, Outcome
+from services.alerting.confirm import make_token
 from shared.clock import Clock
 from shared.contracts import AlertVersion, Level, stable_id
 from shared.errors import ProviderError
@@ -41,6 +42,10 @@ END_TO_END = Histogram(
     ["channel"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
+
+
+# channels whose messages carry a confirmation link (an SMS is confirmed by replying)
+LINK_CHANNELS = frozenset({"wechat_mp", "wecom_app", "email"})
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,10 @@ class DeliveryWorker:
         concurrency: int = 50,
         poll_s: float = 0.5,
         lease_s: float = 60.0,
-        sender_code: str = "",
         rng: random.Random | None = None,
+        batch_channels: Mapping[str, BatchChannel] | None = None,
+        confirm_base_url: str | None = None,
+        confirm_secret: str = "",
     ) -> None:
         self._pool = pool
         self._channels = channels
@@ -78,6 +85,9 @@ class DeliveryWorker:
         self._poll_s = poll_s
         self._lease = timedelta(seconds=lease_s)
         self._rng = rng or random.Random()
+        self._batch_channels = dict(batch_channels or {})
+        self._confirm_base = confirm_base_url.rstrip("/") if confirm_base_url else None
+        self._confirm_secret = confirm_secret
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -111,7 +121,7 @@ class DeliveryWorker:
                                 ORDER BY next_attempt_at, id
                                 LIMIT $3 FOR UPDATE SKIP LOCKED)
             RETURNING d.id, d.warning_id, d.version, d.recipient, d.channel, d.target,
-                      d.idempotency_key, d.attempts""",
+                      d.idempotency_key, d.attempts, d.message, d.purpose""",
             now,
             now + self._lease,
             self._batch,
@@ -120,25 +130,68 @@ class DeliveryWorker:
             return 0
         alerts = await self._load_alerts({(r["warning_id"], r["version"]) for r in rows})
         secrets = await self._load_secrets({r["recipient"] for r in rows})
-        jobs = []
+        links = await self._load_confirm_links(rows)
+        singles: list[tuple[DeliveryJob, str, int]] = []
+        batches: dict[str, list[tuple[DeliveryJob, int]]] = {}
         for r in rows:
-            alert = alerts[(r["warning_id"], r["version"])]
-            jobs.append(
-                (
-                    DeliveryJob(
-                        delivery_id=r["id"],
-                        idempotency_key=r["idempotency_key"],
-                        recipient=r["recipient"],
-                        target=r["target"],
-                        secret=secrets.get(r["recipient"]),
-                        alert=alert,
-                    ),
-                    r["channel"],
-                    r["attempts"],
-                )
+            job = DeliveryJob(
+                delivery_id=r["id"],
+                idempotency_key=r["idempotency_key"],
+                recipient=r["recipient"],
+                target=r["target"],
+                secret=secrets.get(r["recipient"]),
+                alert=alerts[(r["warning_id"], r["version"])],
+                message=r["message"],
+                confirm_url=links.get(r["id"]),
             )
-        await asyncio.gather(*(self._deliver(job, ch, attempts) for job, ch, attempts in jobs))
+            if r["channel"] in self._batch_channels:
+                batches.setdefault(r["channel"], []).append((job, r["attempts"]))
+            else:
+                singles.append((job, r["channel"], r["attempts"]))
+        work = [self._deliver(job, ch, attempts) for job, ch, attempts in singles]
+        for name, items in batches.items():
+            channel = self._batch_channels[name]
+            items.sort(key=lambda x: (x[0].alert.warning_id, x[0].alert.version))
+            for i in range(0, len(items), channel.max_batch):
+                work.append(self._deliver_batch(channel, items[i : i + channel.max_batch]))
+        await asyncio.gather(*work)
         return len(rows)
+
+    async def _deliver_batch(
+        self, channel: BatchChannel, items: list[tuple[DeliveryJob, int]]
+    ) -> None:
+        jobs = [j for j, _ in items]
+        async with self._sem:
+            try:
+                with SEND_SECONDS.labels(channel.name).time():
+                    outcomes = await channel.send_batch(jobs)
+            except ProviderError as exc:
+                outcomes = [Outcome(error=exc) for _ in jobs]
+            except Exception as exc:
+                log.exception("channel raised unexpectedly")
+                err = ProviderError(repr(exc), retriable=True)
+                outcomes = [Outcome(error=err) for _ in jobs]
+        sent = [(j, o) for j, o in zip(jobs, outcomes, strict=True) if o.error is None]
+        now = self._clock.now()
+        if sent:
+            await self._pool.execute(
+                """UPDATE alerting.deliveries d
+                      SET state = 'sent', sent_at = $2, last_error = NULL,
+                          provider = u.provider, provider_ref = u.ref
+                     FROM unnest($1::bigint[], $3::text[], $4::text[]) AS u(id, provider, ref)
+                    WHERE d.id = u.id AND d.state = 'sending'""",
+                [j.delivery_id for j, _ in sent],
+                now,
+                [o.provider for _, o in sent],
+                [o.provider_ref for _, o in sent],
+            )
+            DELIVERIES.labels(channel.name, "sent").inc(len(sent))
+            hist = END_TO_END.labels(channel.name)
+            for j, _ in sent:
+                hist.observe(max(0.0, (now - j.alert.sent).total_seconds()))
+        for (job, attempts), o in zip(items, outcomes, strict=True):
+            if o.error is not None:
+                await self._failed(job, channel.name, attempts, o.error)
 
     async def _deliver(self, job: DeliveryJob, channel_name: str, attempts: int) -> None:
         channel = self._channels.get(channel_name)
@@ -193,6 +246,36 @@ class DeliveryWorker:
             self._clock.now() + timedelta(seconds=delay),
         )
         DELIVERIES.labels(channel_name, "retry").inc()
+
+    async def _load_confirm_links(self, rows: Sequence[asyncpg.Record]) -> dict[int, str]:
+        """Links to confirm with, for warning rows to people who must confirm (not by SMS,
+        which is confirmed by a reply)."""
+        if self._confirm_base is None:
+            return {}
+        want = [
+            r
+            for r in rows
+            if r["purpose"] == "warning"
+            and r["recipient"].startswith("person:")
+            and r["channel"] in LINK_CHANNELS
+        ]
+        if not want:
+            return {}
+        tasks = await self._pool.fetch(
+            """SELECT t.id, t.warning_id, t.version, t.person_id FROM alerting.confirm_tasks t
+                 JOIN unnest($1::text[], $2::int[], $3::bigint[]) AS k(wid, ver, pid)
+                   ON t.warning_id = k.wid AND t.version = k.ver AND t.person_id = k.pid""",
+            [r["warning_id"] for r in want],
+            [r["version"] for r in want],
+            [int(r["recipient"].split(":", 1)[1]) for r in want],
+        )
+        by_key = {(t["warning_id"], t["version"], t["person_id"]): t["id"] for t in tasks}
+        out = {}
+        for r in want:
+            tid = by_key.get((r["warning_id"], r["version"], int(r["recipient"].split(":", 1)[1])))
+            if tid is not None:
+                out[r["id"]] = f"{self._confirm_base}/{make_token(self._confirm_secret, tid)}"
+        return out
 
     async def _load_alerts(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], AlertVersion]:
         rows = await self._pool.fetch(

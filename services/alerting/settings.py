@@ -29,3 +29,40 @@ class AlertingSettings(ServiceSettings):
     retry_base_s: float = 1.0
     retry_cap_s: float = 300.0
     lease_s: float = 60.0
+
+    # drill mode: every warning created is a drill (CAP status Exercise), for drill recipients only
+    drill: bool = False
+
+    # 叫应: orange warnings need confirmation too (red always does)
+    confirm_orange: bool = False
+    confirm_voice_after_s: float = Field(default=600.0, gt=0)  # T1
+    confirm_escalate_after_s: float = Field(default=1800.0, gt=0)  # T2
+    confirm_sweep_s: float = Field(default=15.0, gt=0)
+    # links in messages: <public base>/<token>; tokens are signed with this secret
+    confirm_base_url: str | None = None
+    confirm_secret: str = "dev-confirm-secret-change-me-before-real-use"  # noqa: S105
+
+    # SMS: providers tried in this order ("aliyun", "tencent"); one without settings is skipped
+    sms_providers: tuple[Literal["aliyun", "tencent"], ...] = ("aliyun", "tencent")
+    sms_failover_cooldown_s: float = 60.0
+    aliyun_endpoint: str | None = None  # https://dysmsapi.aliyuncs.com
+    aliyun_voice_endpoint: str | None = None  # https://dyvmsapi.aliyuncs.com
+    aliyun_access_key_id: str = ""
+    aliyun_access_key_secret: str = ""
+    aliyun_sign_name: str = "应急管理局"
+    aliyun_template_code: str = ""
+    aliyun_voice_show_number: str = ""
+    aliyun_voice_tts_code: str = ""
+    tencent_endpoint: str | None = None  # https://sms.tencentcloudapi.com
+    tencent_secret_id: str = ""
+    tencent_secret_key: str = ""
+    tencent_sdk_app_id: str = ""
+    tencent_sign_name: str = "应急管理局"
+    tencent_template_id: str = ""
+
+    def secret_fields(self) -> tuple[str, ...]:
+        return ("internal_secret", "confirm_secret")
+
+    # providers' callbacks (receipts, SMS replies) post to /v1/callbacks/<this token>/…;
+    # empty refuses them all
+    callback_token: str = ""

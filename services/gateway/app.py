@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.gateway.auth import Authenticator
-from services.gateway.proxy import Route, forward, match
+from services.gateway.proxy import Route, forward, is_public, match
 from services.gateway.settings import GatewaySettings
 from shared.clock import Clock, SystemClock
 from shared.db import create_pool, migrate, ping
@@ -99,6 +99,8 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
         if found is None:
             return problem(404, f"no service {service!r}")
         route, upstream_path = found
+        if is_public(request.url.path):
+            return await forward(request.app.state.client, route, upstream_path, request, None)
         identity = await authenticate(request)
         signed = sign(identity, settings.internal_secret, clock.now())
         return await forward(request.app.state.client, route, upstream_path, request, signed)

@@ -39,6 +39,15 @@ class Route:
     name: str
 
 
+# paths that carry their own credential and are reached without an identity: a 叫应 link (a
+# signed token) and the SMS providers' callbacks (a callback token in the path)
+PUBLIC_PREFIXES = ("/api/v1/alerts/confirm/", "/api/v1/alerts/callbacks/")
+
+
+def is_public(path: str) -> bool:
+    return path.startswith(PUBLIC_PREFIXES)
+
+
 def match(routes: list[Route], path: str) -> tuple[Route, str] | None:
     for r in routes:
         if path.startswith(r.public_prefix):
@@ -47,10 +56,15 @@ def match(routes: list[Route], path: str) -> tuple[Route, str] | None:
 
 
 async def forward(
-    client: httpx.AsyncClient, route: Route, path: str, request: Request, identity_header: str
+    client: httpx.AsyncClient,
+    route: Route,
+    path: str,
+    request: Request,
+    identity_header: str | None,
 ) -> Response:
     headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARD_REQUEST}
-    headers[HEADER] = identity_header
+    if identity_header is not None:
+        headers[HEADER] = identity_header
     rid = request_id_var.get()
     if rid:
         headers[REQUEST_ID] = rid

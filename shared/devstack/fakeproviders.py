@@ -22,6 +22,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from services.alerting.channels.http import sign_webhook
+from shared.devstack.fakesms import SmsState
+from shared.devstack.fakesms import router as sms_router
 
 log = logging.getLogger("fakeproviders")
 
@@ -49,10 +51,12 @@ def describe(m: dict[str, Any]) -> str:
     return f"[{m['provider']}:{m['name']}] {text}"
 
 
-def create_app(inbox: Inbox | None = None) -> FastAPI:
+def create_app(inbox: Inbox | None = None, sms: SmsState | None = None) -> FastAPI:
     box = inbox or Inbox()
     app = FastAPI(title="Qianshao fake providers")
     app.state.inbox = box
+    app.state.sms = sms or SmsState()
+    app.include_router(sms_router(app.state.sms))
 
     @app.post("/webhook/{name}")
     async def webhook(name: str, request: Request) -> Response:

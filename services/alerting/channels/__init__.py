@@ -1,13 +1,20 @@
-"""Delivery channels. Each is an adapter behind one small interface, :class:`Channel`: ``send``
-returns when the provider accepted the message, and raises :class:`shared.errors.ProviderError`
-saying whether a retry may help."""
+"""Delivery channels. Each is an adapter behind one small interface.
+
+- :class:`Channel`: ``send`` returns when the provider accepted the message, and raises
+  :class:`shared.errors.ProviderError` saying whether a retry may help.
+- :class:`BatchChannel`: providers that take many recipients per request (SMS). ``send_batch``
+  answers one :class:`Outcome` per job, in order, since a provider may accept some numbers of a
+  request and refuse others; it raises ``ProviderError`` when the request as a whole failed.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from shared.contracts import AlertVersion
+from shared.errors import ProviderError
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,9 +25,29 @@ class DeliveryJob:
     target: str
     secret: str | None
     alert: AlertVersion
+    # a text of its own (an escalation notice) instead of the warning's
+    message: str | None = None
+    # where the recipient confirms receipt (叫应), when they must
+    confirm_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the provider said about one job of a batch."""
+
+    error: ProviderError | None = None
+    provider: str | None = None
+    provider_ref: str | None = None
 
 
 class Channel(Protocol):
     name: str
 
     async def send(self, job: DeliveryJob) -> None: ...
+
+
+class BatchChannel(Protocol):
+    name: str
+    max_batch: int
+
+    async def send_batch(self, jobs: Sequence[DeliveryJob]) -> list[Outcome]: ...
