@@ -164,6 +164,7 @@ class ConfirmSweep:
                 return 0
             officers = await self._on_duty(conn, {t.jurisdiction for t, _ in actions}, now)
             deliveries: list[tuple[str, int, str, str, str, str, str, str | None]] = []
+            notices: dict[tuple[Person, str, int], list[asyncpg.Record]] = {}
             for task, action in actions:
                 r = by_id[task.id]
                 if action == "voice":
@@ -194,37 +195,39 @@ class ConfirmSweep:
                     now,
                     [p.id for p in targets],
                 )
-                text = (
-                    f"{drill_prefix_for(r['status'])}【叫应升级】{r['name']}（{r['region_code']}）"
-                    f"未确认收到预警：{r['headline']}。请立即督促落实。"
-                )
-                deliveries.extend(
-                    (
-                        r["warning_id"],
-                        r["version"],
-                        f"person:{p.id}",
-                        "sms",
-                        p.phone,
-                        f"escalate:{task.id}:{p.id}",
-                        "escalation",
-                        text,
-                    )
-                    for p in targets
-                    if p.phone
-                )
+                for p in targets:
+                    if p.phone:
+                        notices.setdefault((p, r["warning_id"], r["version"]), []).append(r)
                 if not targets:
                     log.warning(
                         "no duty officer on duty above an unconfirmed person",
                         extra={"task_id": task.id, "jurisdiction": task.jurisdiction},
                     )
+            # one notice per officer and warning version, naming everyone unconfirmed
+            for (officer, wid, version), missing in notices.items():
+                first = missing[0]
+                names = "、".join(f"{m['name']}（{m['region_code']}）" for m in missing)
+                deliveries.append(
+                    (
+                        wid,
+                        version,
+                        f"person:{officer.id}",
+                        "sms",
+                        officer.phone or "",
+                        "escalate:" + ",".join(str(m["id"]) for m in missing) + f":{officer.id}",
+                        "escalation",
+                        f"{drill_prefix_for(first['status'])}【叫应升级】{names}"
+                        f"未确认收到预警：{first['headline']}。请立即督促落实。",
+                    )
+                )
             if deliveries:
                 await conn.executemany(
                     """INSERT INTO alerting.deliveries
                            (warning_id, version, recipient, channel, target, idempotency_key,
-                            purpose, message)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                            purpose, message, next_attempt_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                        ON CONFLICT DO NOTHING""",
-                    deliveries,
+                    [(*d, now) for d in deliveries],
                 )
             for _, action in actions:
                 CONFIRM_ACTIONS.labels(action).inc()

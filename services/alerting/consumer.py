@@ -271,9 +271,10 @@ class AlertingHandler:
         rows += [(f"person:{s.person.id}", s.channel, s.target) for s in plan.sends]
         await conn.execute(
             """INSERT INTO alerting.deliveries
-                   (warning_id, version, recipient, channel, target, idempotency_key)
+                   (warning_id, version, recipient, channel, target, idempotency_key,
+                    next_attempt_at)
                SELECT $1::text, $2::int, u.recipient, u.channel, u.target,
-                      $2::int || ':' || $1::text || ':' || u.recipient || ':' || u.channel
+                      $2::int || ':' || $1::text || ':' || u.recipient || ':' || u.channel, $6
                  FROM unnest($3::text[], $4::text[], $5::text[]) AS u(recipient, channel, target)
                ON CONFLICT DO NOTHING""",
             alert.warning_id,
@@ -281,6 +282,7 @@ class AlertingHandler:
             [r[0] for r in rows],
             [r[1] for r in rows],
             [r[2] for r in rows],
+            alert.sent,
         )
         await conn.execute(
             """UPDATE alerting.confirm_tasks SET closed = true

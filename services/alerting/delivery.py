@@ -130,7 +130,7 @@ class DeliveryWorker:
             return 0
         alerts = await self._load_alerts({(r["warning_id"], r["version"]) for r in rows})
         secrets = await self._load_secrets({r["recipient"] for r in rows})
-        links = await self._load_confirm_links(rows)
+        tasks = await self._load_confirm_tasks(rows)
         singles: list[tuple[DeliveryJob, str, int]] = []
         batches: dict[str, list[tuple[DeliveryJob, int]]] = {}
         for r in rows:
@@ -142,7 +142,8 @@ class DeliveryWorker:
                 secret=secrets.get(r["recipient"]),
                 alert=alerts[(r["warning_id"], r["version"])],
                 message=r["message"],
-                confirm_url=links.get(r["id"]),
+                confirm=r["id"] in tasks,
+                confirm_url=self._confirm_url(r["channel"], tasks.get(r["id"])),
             )
             if r["channel"] in self._batch_channels:
                 batches.setdefault(r["channel"], []).append((job, r["attempts"]))
@@ -247,35 +248,34 @@ class DeliveryWorker:
         )
         DELIVERIES.labels(channel_name, "retry").inc()
 
-    async def _load_confirm_links(self, rows: Sequence[asyncpg.Record]) -> dict[int, str]:
-        """Links to confirm with, for warning rows to people who must confirm (not by SMS,
-        which is confirmed by a reply)."""
-        if self._confirm_base is None:
-            return {}
+    async def _load_confirm_tasks(self, rows: Sequence[asyncpg.Record]) -> dict[int, int]:
+        """The 叫应 task behind each warning row to a person who must confirm it."""
         want = [
-            r
-            for r in rows
-            if r["purpose"] == "warning"
-            and r["recipient"].startswith("person:")
-            and r["channel"] in LINK_CHANNELS
+            r for r in rows if r["purpose"] == "warning" and r["recipient"].startswith("person:")
         ]
         if not want:
             return {}
+        pids = [int(r["recipient"].split(":", 1)[1]) for r in want]
         tasks = await self._pool.fetch(
             """SELECT t.id, t.warning_id, t.version, t.person_id FROM alerting.confirm_tasks t
                  JOIN unnest($1::text[], $2::int[], $3::bigint[]) AS k(wid, ver, pid)
                    ON t.warning_id = k.wid AND t.version = k.ver AND t.person_id = k.pid""",
             [r["warning_id"] for r in want],
             [r["version"] for r in want],
-            [int(r["recipient"].split(":", 1)[1]) for r in want],
+            pids,
         )
         by_key = {(t["warning_id"], t["version"], t["person_id"]): t["id"] for t in tasks}
         out = {}
-        for r in want:
-            tid = by_key.get((r["warning_id"], r["version"], int(r["recipient"].split(":", 1)[1])))
+        for r, pid in zip(want, pids, strict=True):
+            tid = by_key.get((r["warning_id"], r["version"], pid))
             if tid is not None:
-                out[r["id"]] = f"{self._confirm_base}/{make_token(self._confirm_secret, tid)}"
+                out[r["id"]] = tid
         return out
+
+    def _confirm_url(self, channel: str, task_id: int | None) -> str | None:
+        if task_id is None or self._confirm_base is None or channel not in LINK_CHANNELS:
+            return None
+        return f"{self._confirm_base}/{make_token(self._confirm_secret, task_id)}"
 
     async def _load_alerts(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], AlertVersion]:
         rows = await self._pool.fetch(

@@ -72,7 +72,13 @@ def drill_prefix(alert: AlertVersion) -> str:
     return drill_prefix_for(alert.status)
 
 
-def sms_text(alert: AlertVersion, *, signature: str = "", confirm_url: str | None = None) -> str:
+def sms_text(
+    alert: AlertVersion,
+    *,
+    signature: str = "",
+    confirm: bool = False,
+    confirm_url: str | None = None,
+) -> str:
     """The SMS body (the signature, e.g. 【某某区应急管理局】, is added by the carrier in front)."""
     level = Level.parse(alert.level)
     parts = [
@@ -81,6 +87,8 @@ def sms_text(alert: AlertVersion, *, signature: str = "", confirm_url: str | Non
     ]
     if confirm_url:
         parts.append(f"收到请回复1或点击 {confirm_url} 确认。")
+    elif confirm:
+        parts.append("收到请回复1确认。")
     text = "".join(parts)
     return f"{signature}{text}" if signature else text
 

@@ -455,7 +455,7 @@ async def _apply_receipts(
     await pool.execute(
         """UPDATE alerting.deliveries d
               SET state = CASE WHEN k.ok THEN 'delivered' ELSE 'failed' END,
-                  delivered_at = CASE WHEN k.ok THEN $5 END,
+                  delivered_at = CASE WHEN k.ok THEN $5::timestamptz END,
                   last_error = CASE WHEN k.ok THEN NULL ELSE 'carrier: ' || k.code END
              FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[]) AS k(ref, phone, ok, code)
             WHERE d.provider = $6 AND d.provider_ref = k.ref AND d.state = 'sent'

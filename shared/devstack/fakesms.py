@@ -116,7 +116,7 @@ def router(state: SmsState) -> APIRouter:
 
     @r.post("/aliyun/")
     async def aliyun(request: Request) -> Response:
-        params = dict(parse_qsl((await request.body()).decode()))
+        params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
         k = state.aliyun
         gate = await _knobs_gate(k)
         if gate is not None:

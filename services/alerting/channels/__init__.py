@@ -27,7 +27,8 @@ class DeliveryJob:
     alert: AlertVersion
     # a text of its own (an escalation notice) instead of the warning's
     message: str | None = None
-    # where the recipient confirms receipt (叫应), when they must
+    # the recipient must confirm receipt (叫应); where, for channels that carry a link
+    confirm: bool = False
     confirm_url: str | None = None
 
 

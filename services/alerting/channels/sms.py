@@ -41,7 +41,9 @@ from shared.errors import ProviderError
 
 
 def job_text(job: DeliveryJob) -> str:
-    return job.message if job.message is not None else sms_text(job.alert)
+    if job.message is not None:
+        return job.message
+    return sms_text(job.alert, confirm=job.confirm)
 
 
 def batch_key(jobs: Sequence[DeliveryJob]) -> str:

@@ -51,6 +51,11 @@ ALTER TABLE alerting.deliveries
     ADD COLUMN provider     text,
     ADD COLUMN provider_ref text,
     ADD COLUMN delivered_at timestamptz;
+-- a warning goes once to each recipient and channel; notices about it (escalations) are keyed
+-- by their idempotency key alone
+ALTER TABLE alerting.deliveries DROP CONSTRAINT deliveries_warning_id_version_recipient_channel_key;
+CREATE UNIQUE INDEX deliveries_warning_once_idx
+    ON alerting.deliveries (warning_id, version, recipient, channel) WHERE purpose = 'warning';
 CREATE INDEX deliveries_provider_ref_idx ON alerting.deliveries (provider, provider_ref)
     WHERE provider_ref IS NOT NULL;
 
