@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from services.alerting.api import router
 from services.alerting.callconfirm import ConfirmSweep, policy_from
 from services.alerting.channels import BatchChannel, Channel
+from services.alerting.channels.email import EmailChannel
 from services.alerting.channels.http import WebhookChannel, WeComRobotChannel
 from services.alerting.channels.kafka import KafkaChannel
 from services.alerting.channels.sms import (
@@ -21,6 +22,7 @@ from services.alerting.channels.sms import (
     FailoverSms,
     TencentSms,
 )
+from services.alerting.channels.wechat import WeChatTemplateChannel, WeComAppChannel
 from services.alerting.consumer import AlertingHandler
 from services.alerting.delivery import DeliveryWorker, RetryPolicy
 from services.alerting.people_api import router as people_router
@@ -62,9 +64,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             "wecom_robot": WeComRobotChannel(http),
             "kafka": KafkaChannel(rt.producer),
         }
-        voice = voice_channel(settings, http)
-        if voice is not None:
-            channels["voice"] = voice
+        channels.update(person_channels(settings, http))
         batch_channels: dict[str, BatchChannel] = {}
         sms = sms_channel(settings, http)
         if sms is not None:
@@ -165,16 +165,45 @@ def sms_channel(settings: AlertingSettings, http: httpx.AsyncClient) -> BatchCha
     return FailoverSms(providers, cooldown_s=settings.sms_failover_cooldown_s)
 
 
-def voice_channel(settings: AlertingSettings, http: httpx.AsyncClient) -> Channel | None:
-    endpoint = settings.aliyun_voice_endpoint
-    if not endpoint:
-        return None
-    rpc = AliyunRpc(
-        http,
-        endpoint=endpoint,
-        access_key_id=settings.aliyun_access_key_id,
-        access_key_secret=settings.aliyun_access_key_secret,
-    )
-    return AliyunVoice(
-        rpc, show_number=settings.aliyun_voice_show_number, tts_code=settings.aliyun_voice_tts_code
-    )
+def person_channels(settings: AlertingSettings, http: httpx.AsyncClient) -> dict[str, Channel]:
+    """The one-at-a-time channels to people that are configured: voice, WeChat, WeCom, e-mail."""
+    out: dict[str, Channel] = {}
+    if settings.aliyun_voice_endpoint:
+        rpc = AliyunRpc(
+            http,
+            endpoint=settings.aliyun_voice_endpoint,
+            access_key_id=settings.aliyun_access_key_id,
+            access_key_secret=settings.aliyun_access_key_secret,
+        )
+        out["voice"] = AliyunVoice(
+            rpc,
+            show_number=settings.aliyun_voice_show_number,
+            tts_code=settings.aliyun_voice_tts_code,
+        )
+    if settings.wechat_base_url:
+        out["wechat_mp"] = WeChatTemplateChannel(
+            http,
+            base_url=settings.wechat_base_url,
+            app_id=settings.wechat_app_id,
+            app_secret=settings.wechat_app_secret,
+            template_id=settings.wechat_template_id,
+        )
+    if settings.wecom_base_url:
+        out["wecom_app"] = WeComAppChannel(
+            http,
+            base_url=settings.wecom_base_url,
+            corp_id=settings.wecom_corp_id,
+            corp_secret=settings.wecom_corp_secret,
+            agent_id=settings.wecom_agent_id,
+        )
+    if settings.smtp_host:
+        out["email"] = EmailChannel(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.smtp_sender,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            start_tls=settings.smtp_start_tls,
+            timeout_s=settings.delivery_timeout_s,
+        )
+    return out

@@ -66,3 +66,21 @@ class AlertingSettings(ServiceSettings):
     # providers' callbacks (receipts, SMS replies) post to /v1/callbacks/<this token>/…;
     # empty refuses them all
     callback_token: str = ""
+
+    # WeChat official account (template messages) and WeCom application messages
+    wechat_base_url: str | None = None  # https://api.weixin.qq.com
+    wechat_app_id: str = ""
+    wechat_app_secret: str = ""
+    wechat_template_id: str = ""
+    wecom_base_url: str | None = None  # https://qyapi.weixin.qq.com
+    wecom_corp_id: str = ""
+    wecom_corp_secret: str = ""
+    wecom_agent_id: int = 0
+
+    # e-mail over SMTP
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_sender: str = "qianshao@localhost"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_start_tls: bool | None = None

@@ -24,6 +24,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from services.alerting.channels.http import sign_webhook
 from shared.devstack.fakesms import SmsState
 from shared.devstack.fakesms import router as sms_router
+from shared.devstack.fakewechat import WeChatState
+from shared.devstack.fakewechat import router as wechat_router
 
 log = logging.getLogger("fakeproviders")
 
@@ -51,12 +53,16 @@ def describe(m: dict[str, Any]) -> str:
     return f"[{m['provider']}:{m['name']}] {text}"
 
 
-def create_app(inbox: Inbox | None = None, sms: SmsState | None = None) -> FastAPI:
+def create_app(
+    inbox: Inbox | None = None, sms: SmsState | None = None, wechat: WeChatState | None = None
+) -> FastAPI:
     box = inbox or Inbox()
     app = FastAPI(title="Qianshao fake providers")
     app.state.inbox = box
     app.state.sms = sms or SmsState()
     app.include_router(sms_router(app.state.sms))
+    app.state.wechat = wechat or WeChatState()
+    app.include_router(wechat_router(app.state.wechat))
 
     @app.post("/webhook/{name}")
     async def webhook(name: str, request: Request) -> Response:
