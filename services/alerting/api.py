@@ -7,8 +7,10 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from pydantic import AnyHttpUrl, BaseModel, Field
 
+from services.alerting.capout import CapVersion, atom_feed, cap_xml
 from shared.contracts import ActiveLevelName, Level
 from shared.errors import NotFound, PermissionDenied
 from shared.http import IdentityDep
@@ -213,4 +215,79 @@ def router() -> APIRouter:
         )
         return [dict(x.items()) for x in rows]
 
+    @r.get(
+        "/cap/feed",
+        response_class=Response,
+        responses={200: {"content": {"application/atom+xml": {}}}},
+        tags=["cap"],
+    )
+    async def cap_feed(
+        identity: IdentityDep,
+        request: Request,
+        region_prefix: Annotated[str, Query(pattern=r"^\d{0,12}$")] = "",
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> Response:
+        """An Atom feed of warning versions in the caller's region, newest first; each entry
+        links its CAP 1.2 document."""
+        identity.require_scope("warnings:read")
+        versions = await _cap_versions(
+            request,
+            "w.region_code LIKE $1 || '%' ORDER BY v.sent DESC, v.identifier LIMIT $2",
+            identity.narrow(region_prefix),
+            limit,
+        )
+        base = str(request.base_url).rstrip("/")
+        body = atom_feed(
+            versions,
+            feed_id=f"urn:qianshao:{request.app.state.settings.sender_code}:feed",
+            title=f"{request.app.state.settings.sender_name} 预警信息",
+            self_url=f"{base}/v1/cap/feed",
+            cap_url=base + "/v1/cap/{identifier}.xml",
+        )
+        return Response(body, media_type="application/atom+xml")
+
+    @r.get(
+        "/cap/{identifier}.xml",
+        response_class=Response,
+        responses={200: {"content": {"application/cap+xml": {}}}},
+        tags=["cap"],
+    )
+    async def cap_document(identifier: str, identity: IdentityDep, request: Request) -> Response:
+        """One warning version as a CAP 1.2 document (GB/T 35965.1 profile)."""
+        identity.require_scope("warnings:read")
+        found = await _cap_versions(request, "v.identifier = $1", identifier)
+        if not found or not identity.can_see_region(found[0].region_code):
+            raise NotFound(f"no warning version {identifier!r}")
+        return Response(cap_xml(found[0]), media_type="application/cap+xml")
+
     return r
+
+
+async def _cap_versions(request: Request, where: str, *args: Any) -> list[CapVersion]:
+    settings = request.app.state.settings
+    rows = await _pool(request).fetch(
+        f"""SELECT v.identifier, v.sent, v.msg_type, v.level, v.refs, v.headline, v.description,
+                   v.station_ids, w.status, w.kind, w.hazard, w.region_code
+              FROM alerting.warning_versions v JOIN alerting.warnings w ON w.id = v.warning_id
+             WHERE {where}""",  # noqa: S608 - fixed fragments; values are parameters
+        *args,
+    )
+    return [
+        CapVersion(
+            identifier=x["identifier"],
+            sender=settings.sender_code,
+            sender_name=settings.sender_name,
+            sent=x["sent"],
+            status=x["status"],
+            msg_type=x["msg_type"],
+            kind=x["kind"],
+            references=list(x["refs"]),
+            hazard=x["hazard"],
+            level=Level(x["level"]),
+            region_code=x["region_code"],
+            headline=x["headline"],
+            description=x["description"],
+            station_ids=list(x["station_ids"]),
+        )
+        for x in rows
+    ]

@@ -21,15 +21,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from pathlib import Path
 
 from lxml import etree
 
+from shared.capxml import NS, cap_schema, safe_parser
 from shared.contracts import LevelName
 
-NS = "urn:oasis:names:tc:emergency:cap:1.2"
-XSD = Path(__file__).parent / "schemas" / "CAP-v1.2.xsd"
 MAX_BYTES = 1 << 20
 
 _COLOURS: tuple[tuple[str, LevelName], ...] = (
@@ -75,19 +72,8 @@ class CapWarning:
         return [r.split(",")[1] for r in self.references if r.count(",") >= 2]
 
 
-@cache
-def _schema() -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(XSD), _parser()))
-
-
-def _parser() -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-        dtd_validation=False,
-    )
+_schema = cap_schema
+_parser = safe_parser
 
 
 def parse_cap(data: bytes) -> CapWarning:

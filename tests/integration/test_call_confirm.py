@@ -12,10 +12,12 @@ from typing import Any
 
 import httpx
 import orjson
+from lxml import etree
 
 from services.alerting.app import create_app as alerting_app
 from services.alerting.confirm import make_token
 from services.alerting.settings import AlertingSettings
+from shared.capxml import schema_errors
 from shared.clock import ManualClock
 from shared.contracts import Topics
 from shared.devstack.fakeproviders import create_app as fake_app
@@ -272,6 +274,17 @@ async def test_red_warning_sms_receipts_confirmations_voice_and_escalation(
                 "confirmed",
                 "delivered",
             ]
+            # the CAP feed lists the version; its link serves a schema-valid document
+            feed = etree.fromstring((await http.get("/v1/cap/feed", headers=admin(clock))).content)
+            ns = {"a": "http://www.w3.org/2005/Atom"}
+            (entry,) = feed.findall("a:entry", ns)
+            href = entry.find("a:link", ns).get("href")
+            r = await http.get(href.removeprefix(base), headers=admin(clock))
+            assert r.headers["content-type"] == "application/cap+xml"
+            doc = etree.fromstring(r.content)
+            assert schema_errors(doc) == []
+            assert doc.findtext("{urn:oasis:names:tc:emergency:cap:1.2}msgType") == "Alert"
+
             # the callback token guards the callbacks
             r = await http.post("/v1/callbacks/wrong/tencent/sms-reply", json={"mobile": T})
             assert r.status_code == 403
