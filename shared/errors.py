@@ -84,10 +84,20 @@ class BrokerError(DependencyError):
 
 
 class ProviderError(DependencyError):
-    """An external delivery channel failed. ``retriable`` is False for permanent refusals."""
+    """An external delivery channel failed. ``retriable`` is False for permanent refusals;
+    ``ambiguous`` says the provider may have taken the message all the same (the request went
+    out and no answer came back), so it must be asked before anything is sent again."""
 
     code = "provider"
 
-    def __init__(self, message: str, *, retriable: bool, provider_code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retriable: bool,
+        provider_code: str | None = None,
+        ambiguous: bool = False,
+    ) -> None:
         super().__init__(message, retriable=retriable)
         self.provider_code = provider_code
+        self.ambiguous = ambiguous

@@ -73,7 +73,12 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             pool=rt.pool,
             channels=channels,
             clock=clock,
-            policy=RetryPolicy(settings.max_attempts, settings.retry_base_s, settings.retry_cap_s),
+            policy=RetryPolicy(
+                settings.max_attempts,
+                settings.retry_base_s,
+                settings.retry_cap_s,
+                settings.ambiguous_wait_s,
+            ),
             batch=settings.delivery_batch,
             concurrency=settings.delivery_concurrency,
             poll_s=settings.delivery_poll_s,

@@ -22,7 +22,7 @@ from datetime import timedelta
 import asyncpg
 from prometheus_client import Counter, Histogram
 
-from services.alerting.channels import BatchChannel, Channel, DeliveryJob, Outcome
+from services.alerting.channels import BatchChannel, Channel, DeliveryJob, Outcome, batch_key
 from services.alerting.confirm import make_token
 from shared.clock import Clock
 from shared.contracts import AlertVersion, Level, stable_id
@@ -35,6 +35,11 @@ DELIVERIES = Counter(
 )
 SEND_SECONDS = Histogram(
     "qianshao_delivery_send_seconds", "Time a provider took to accept a message", ["channel"]
+)
+RECONCILED = Counter(
+    "qianshao_delivery_reconciled_total",
+    "Rows of a send cut short by a crash: found at the provider, or sent again",
+    ["channel", "result"],
 )
 END_TO_END = Histogram(
     "qianshao_warning_delivery_latency_seconds",
@@ -53,6 +58,8 @@ class RetryPolicy:
     max_attempts: int = 8
     base_s: float = 1.0
     cap_s: float = 300.0
+    # after an ambiguous failure, how long to let the provider finish before asking it
+    ambiguous_wait_s: float = 30.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Exponential backoff with full jitter, capped."""
@@ -113,15 +120,18 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         now = self._clock.now()
+        # "was" tells a row whose lease ran out (its worker died mid-send) from a fresh one
         rows = await self._pool.fetch(
-            """UPDATE alerting.deliveries d
+            """WITH due AS (SELECT id, state AS was FROM alerting.deliveries
+                             WHERE state IN ('pending', 'sending') AND next_attempt_at <= $1
+                             ORDER BY next_attempt_at, id
+                             LIMIT $3 FOR UPDATE SKIP LOCKED)
+               UPDATE alerting.deliveries d
                   SET state = 'sending', attempts = d.attempts + 1, next_attempt_at = $2
-                WHERE d.id IN (SELECT id FROM alerting.deliveries
-                                WHERE state IN ('pending', 'sending') AND next_attempt_at <= $1
-                                ORDER BY next_attempt_at, id
-                                LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 FROM due WHERE d.id = due.id
             RETURNING d.id, d.warning_id, d.version, d.recipient, d.channel, d.target,
-                      d.idempotency_key, d.attempts, d.message, d.purpose""",
+                      d.idempotency_key, d.attempts, d.message, d.purpose, d.attempt_key,
+                      due.was""",
             now,
             now + self._lease,
             self._batch,
@@ -133,6 +143,7 @@ class DeliveryWorker:
         tasks = await self._load_confirm_tasks(rows)
         singles: list[tuple[DeliveryJob, str, int]] = []
         batches: dict[str, list[tuple[DeliveryJob, int]]] = {}
+        interrupted: dict[tuple[str, str], list[tuple[DeliveryJob, int]]] = {}
         for r in rows:
             job = DeliveryJob(
                 delivery_id=r["id"],
@@ -146,9 +157,17 @@ class DeliveryWorker:
                 confirm_url=self._confirm_url(r["channel"], tasks.get(r["id"])),
             )
             if r["channel"] in self._batch_channels:
-                batches.setdefault(r["channel"], []).append((job, r["attempts"]))
+                if r["was"] == "sending" and r["attempt_key"]:
+                    interrupted.setdefault((r["channel"], r["attempt_key"]), []).append(
+                        (job, r["attempts"])
+                    )
+                else:
+                    batches.setdefault(r["channel"], []).append((job, r["attempts"]))
             else:
                 singles.append((job, r["channel"], r["attempts"]))
+        for (name, key), items in interrupted.items():
+            # ask first; what the provider did not take is sent like any other row
+            batches.setdefault(name, []).extend(await self._recover(name, key, items))
         work = [self._deliver(job, ch, attempts) for job, ch, attempts in singles]
         for name, items in batches.items():
             channel = self._batch_channels[name]
@@ -158,14 +177,62 @@ class DeliveryWorker:
         await asyncio.gather(*work)
         return len(rows)
 
+    async def _recover(
+        self, name: str, key: str, items: list[tuple[DeliveryJob, int]]
+    ) -> list[tuple[DeliveryJob, int]]:
+        channel = self._batch_channels[name]
+        jobs = [j for j, _ in items]
+        try:
+            found = await channel.reconcile(jobs, key, self._clock.now())
+        except ProviderError as exc:
+            # cannot tell: wait for the provider rather than risk sending twice
+            log.warning("reconciliation failed; retrying later", extra={"error": exc.message})
+            unknown = ProviderError(
+                f"could not ask the provider: {exc.message}", retriable=True, ambiguous=True
+            )
+            for job, attempts in items:
+                await self._failed(job, name, attempts, unknown)
+            return []
+        taken = [(j, o) for j, o in zip(jobs, found, strict=True) if o is not None]
+        if taken:
+            await self._mark_sent(name, taken)
+            RECONCILED.labels(name, "taken").inc(len(taken))
+        rest = [(j, a) for (j, a), o in zip(items, found, strict=True) if o is None]
+        RECONCILED.labels(name, "resent").inc(len(rest))
+        return rest
+
+    async def _mark_sent(self, name: str, sent: Sequence[tuple[DeliveryJob, Outcome]]) -> None:
+        now = self._clock.now()
+        await self._pool.execute(
+            """UPDATE alerting.deliveries d
+                  SET state = 'sent', sent_at = $2, last_error = NULL,
+                      provider = u.provider, provider_ref = u.ref
+                 FROM unnest($1::bigint[], $3::text[], $4::text[]) AS u(id, provider, ref)
+                WHERE d.id = u.id AND d.state = 'sending'""",
+            [j.delivery_id for j, _ in sent],
+            now,
+            [o.provider for _, o in sent],
+            [o.provider_ref for _, o in sent],
+        )
+        DELIVERIES.labels(name, "sent").inc(len(sent))
+        hist = END_TO_END.labels(name)
+        for j, _ in sent:
+            hist.observe(max(0.0, (now - j.alert.sent).total_seconds()))
+
     async def _deliver_batch(
         self, channel: BatchChannel, items: list[tuple[DeliveryJob, int]]
     ) -> None:
         jobs = [j for j, _ in items]
+        key = batch_key(jobs)
         async with self._sem:
+            await self._pool.execute(
+                "UPDATE alerting.deliveries SET attempt_key = $2 WHERE id = ANY($1::bigint[])",
+                [j.delivery_id for j in jobs],
+                key,
+            )
             try:
                 with SEND_SECONDS.labels(channel.name).time():
-                    outcomes = await channel.send_batch(jobs)
+                    outcomes = await channel.send_batch(jobs, key)
             except ProviderError as exc:
                 outcomes = [Outcome(error=exc) for _ in jobs]
             except Exception as exc:
@@ -173,23 +240,8 @@ class DeliveryWorker:
                 err = ProviderError(repr(exc), retriable=True)
                 outcomes = [Outcome(error=err) for _ in jobs]
         sent = [(j, o) for j, o in zip(jobs, outcomes, strict=True) if o.error is None]
-        now = self._clock.now()
         if sent:
-            await self._pool.execute(
-                """UPDATE alerting.deliveries d
-                      SET state = 'sent', sent_at = $2, last_error = NULL,
-                          provider = u.provider, provider_ref = u.ref
-                     FROM unnest($1::bigint[], $3::text[], $4::text[]) AS u(id, provider, ref)
-                    WHERE d.id = u.id AND d.state = 'sending'""",
-                [j.delivery_id for j, _ in sent],
-                now,
-                [o.provider for _, o in sent],
-                [o.provider_ref for _, o in sent],
-            )
-            DELIVERIES.labels(channel.name, "sent").inc(len(sent))
-            hist = END_TO_END.labels(channel.name)
-            for j, _ in sent:
-                hist.observe(max(0.0, (now - j.alert.sent).total_seconds()))
+            await self._mark_sent(channel.name, sent)
         for (job, attempts), o in zip(items, outcomes, strict=True):
             if o.error is not None:
                 await self._failed(job, channel.name, attempts, o.error)
@@ -239,12 +291,16 @@ class DeliveryWorker:
             )
             return
         delay = self._policy.delay(attempts, self._rng)
+        if exc.ambiguous:
+            delay = max(delay, self._policy.ambiguous_wait_s)
+        # an ambiguous failure stays 'sending', like a crash: the provider is asked first
         await self._pool.execute(
-            """UPDATE alerting.deliveries SET state='pending', last_error=$2, next_attempt_at=$3
+            """UPDATE alerting.deliveries SET state=$4, last_error=$2, next_attempt_at=$3
                 WHERE id=$1 AND state='sending'""",
             job.delivery_id,
             exc.message[:1000],
             self._clock.now() + timedelta(seconds=delay),
+            "sending" if exc.ambiguous else "pending",
         )
         DELIVERIES.labels(channel_name, "retry").inc()
 

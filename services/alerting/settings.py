@@ -28,6 +28,7 @@ class AlertingSettings(ServiceSettings):
     max_attempts: int = Field(default=8, ge=1)
     retry_base_s: float = 1.0
     retry_cap_s: float = 300.0
+    ambiguous_wait_s: float = 30.0
     lease_s: float = 60.0
 
     # drill mode: every warning created is a drill (CAP status Exercise), for drill recipients only

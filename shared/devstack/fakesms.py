@@ -30,6 +30,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.alerting.channels.sms import aliyun_signature, tc3_authorization
+from services.alerting.lifecycle import BEIJING
 from services.alerting.messages import sms_segments
 
 log = logging.getLogger("fakeproviders")
@@ -59,6 +60,10 @@ class SmsState:
     texts: list[dict[str, Any]] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     keep: int = 10_000
+    # number → (provider, request key, reference, text, time) of each message, for the status
+    # queries; a load test with a million numbers turns it off
+    log: dict[str, list[tuple[str, str, str, str, datetime]]] = field(default_factory=dict)
+    keep_log: bool = True
     segments: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -68,9 +73,14 @@ class SmsState:
             out[number] += n
         return out
 
-    def record(self, provider: str, numbers: list[str], text: str) -> None:
+    def record(
+        self, provider: str, numbers: list[str], text: str, key: str = "", ref: str = ""
+    ) -> None:
+        sent = datetime.now(UTC)
         for n in numbers:
             self.received[(provider, n)] += 1
+            if self.keep_log:
+                self.log.setdefault(n, []).append((provider, key, ref, text, sent))
         self.segments += sms_segments(text) * len(numbers)
         if len(self.texts) < self.keep:
             self.texts.append(
@@ -102,9 +112,10 @@ async def _post(url: str, body: Any) -> None:
         log.warning("receipt post failed: %r", exc)
 
 
-async def _knobs_gate(k: ProviderKnobs) -> Response | None:
+async def _knobs_gate(k: ProviderKnobs, sending: bool) -> Response | None:
+    """Down answers 503; slow delays sends (queries answer at once)."""
     k.requests += 1
-    if k.slow_s:
+    if k.slow_s and sending:
         await asyncio.sleep(k.slow_s)
     if k.down:
         return JSONResponse({"message": "service unavailable"}, status_code=503)
@@ -118,7 +129,7 @@ def router(state: SmsState) -> APIRouter:
     async def aliyun(request: Request) -> Response:
         params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
         k = state.aliyun
-        gate = await _knobs_gate(k)
+        gate = await _knobs_gate(k, params.get("Action") == "SendBatchSms")
         if gate is not None:
             return gate
         rid = str(uuid.uuid4()).upper()
@@ -146,6 +157,32 @@ def router(state: SmsState) -> APIRouter:
                 {"Code": k.error_code, "Message": "fake provider error", "RequestId": rid}
             )
         action = params.get("Action")
+        if action == "QuerySendDetails":
+            number = _digits(params.get("PhoneNumber", ""))
+            day = params.get("SendDate", "")
+            found = [
+                {
+                    "PhoneNum": number,
+                    "SendStatus": 3,
+                    "ErrCode": "DELIVERED",
+                    "TemplateCode": "",
+                    "Content": text,
+                    "SendDate": at.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S"),
+                    "ReceiveDate": at.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S"),
+                    "OutId": key,
+                }
+                for provider, key, _, text, at in state.log.get(number, [])
+                if provider == "aliyun" and at.astimezone(BEIJING).strftime("%Y%m%d") == day
+            ]
+            return JSONResponse(
+                {
+                    "Code": "OK",
+                    "Message": "OK",
+                    "RequestId": rid,
+                    "TotalCount": len(found),
+                    "SmsSendDetailDTOs": {"SmsSendDetailDTO": found},
+                }
+            )
         if action == "SingleCallByTts":
             number = params.get("CalledNumber", "")
             call_id = f"{uuid.uuid4().int % 10**9}^{uuid.uuid4().int % 10**11}"
@@ -186,7 +223,7 @@ def router(state: SmsState) -> APIRouter:
         for n, s, p in zip(numbers, signs, tparams, strict=True):
             by_text.setdefault(f"【{s}】{p.get('content', '')}", []).append(_digits(n))
         for text, nums in by_text.items():
-            state.record("aliyun", nums, text)
+            state.record("aliyun", nums, text, params.get("OutId", ""), biz_id)
         if k.receipt_url:
             now = datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
             state.later(
@@ -214,7 +251,7 @@ def router(state: SmsState) -> APIRouter:
     async def tencent(request: Request) -> Response:
         body = await request.body()
         k = state.tencent
-        gate = await _knobs_gate(k)
+        gate = await _knobs_gate(k, request.headers.get("x-tc-action") == "SendSms")
         if gate is not None:
             return gate
         rid = str(uuid.uuid4())
@@ -235,7 +272,34 @@ def router(state: SmsState) -> APIRouter:
             return error(
                 "AuthFailure.SignatureFailure", "The provided credentials could not be validated."
             )
-        if request.headers.get("x-tc-action") != "SendSms":
+        action = request.headers.get("x-tc-action")
+        if action == "PullSmsSendStatusByPhoneNumber":
+            q = orjson.loads(body)
+            number = _digits(str(q.get("PhoneNumber", "")))
+            begin, end = int(q.get("BeginTime", 0)), int(q.get("EndTime", 2**40))
+            items = [
+                {
+                    "UserReceiveTime": int(at.timestamp()),
+                    "CountryCode": "86",
+                    "SubscriberNumber": number,
+                    "PhoneNumber": f"+86{number}",
+                    "SerialNo": ref,
+                    "ReportStatus": "SUCCESS",
+                    "Description": "DELIVRD",
+                    "SessionContext": key,
+                }
+                for provider, key, ref, _, at in state.log.get(number, [])
+                if provider == "tencent" and begin <= at.timestamp() <= end
+            ]
+            return JSONResponse(
+                {
+                    "Response": {
+                        "PullSmsSendStatusSet": items[: int(q.get("Limit", 100))],
+                        "RequestId": rid,
+                    }
+                }
+            )
+        if action != "SendSms":
             return error("InvalidAction", "action not found")
         if k.error_code:
             return error(k.error_code, "fake provider error")
@@ -277,7 +341,8 @@ def router(state: SmsState) -> APIRouter:
                     "IsoCode": "CN",
                 }
             )
-        state.record("tencent", [_digits(n) for n, _ in good], text)
+        for n, serial in good:
+            state.record("tencent", [_digits(n)], text, str(doc.get("SessionContext", "")), serial)
         if k.receipt_url and good:
             now = datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
             state.later(

@@ -312,6 +312,7 @@ async def test_sms_failover_timeouts_bad_numbers_and_bounded_retries(
                 max_attempts=3,
                 retry_base_s=0.01,
                 retry_cap_s=0.01,
+                ambiguous_wait_s=10,
                 delivery_timeout_s=0.5,
             ),
             clock=clock,
@@ -357,31 +358,64 @@ async def test_sms_failover_timeouts_bad_numbers_and_bounded_retries(
             assert sms.per_number() == {A: 1, B: 1, T: 1, C: 1}
             assert sms.aliyun.requests == 1  # then it rests during the cool-down
 
-            # a slow primary (a timeout) and a secondary down: retries, bounded
+            # a timeout after the request went out is ambiguous: no failover (the other
+            # provider could send it twice); the row waits, then the provider is asked
+            r = await http.delete(f"/v1/persons/{ids['D']}", headers=admin(clock))
+            assert r.status_code == 204
+            sms.tencent.down = True  # Aliyun rests after its outage: Tencent is tried first
             sms.aliyun.down = False
-            sms.aliyun.slow_s = 2.0
-            sms.tencent.down = True
+            sms.aliyun.slow_s = 1.0  # answers after the 0.5 s timeout, but takes the messages
             await produce(
                 broker.bootstrap,
                 topics.risk_events,
                 [("RG1", risk_event(3, "none", "red", clock.now()))],
             )
 
-            async def cancel_settled() -> Any:
+            async def taken_late() -> Any:
+                return all(sms.per_number()[n] == 2 for n in (A, B, T, C))
+
+            await eventually(taken_late, what="the slow provider took the cancellation")
+            rows = await pool.fetch(
+                """SELECT state FROM alerting.deliveries WHERE channel = 'sms' AND version = 2"""
+            )
+            assert {r["state"] for r in rows} == {"sending"}  # unknown: not failed, not resent
+            sms.aliyun.slow_s = 0
+
+            async def reconciled() -> Any:
+                clock.advance(5)
+                app.state.delivery.wake()
                 rows = await pool.fetch(
-                    """SELECT target, state, attempts FROM alerting.deliveries
+                    """SELECT target, state, attempts, provider FROM alerting.deliveries
                         WHERE channel = 'sms' AND version = 2 ORDER BY target"""
                 )
-                return (
-                    rows if len(rows) == 5 and all(r["state"] == "failed" for r in rows) else None
-                )
+                return rows if all(r["state"] == "sent" for r in rows) else None
 
-            async def tick() -> Any:
+            rows2 = await eventually(reconciled, what="reconciled with the provider")
+            assert [(r["target"], r["attempts"], r["provider"]) for r in rows2] == [
+                (n, 2, "aliyun") for n in (A, B, T, C)
+            ]
+            assert sms.per_number() == {A: 2, B: 2, T: 2, C: 2}  # exactly once each
+
+            # both providers down: retries are bounded, nothing is sent
+            sms.aliyun.down = True
+            await produce(
+                broker.bootstrap,
+                topics.risk_events,
+                [("RG1", risk_event(4, "red", "none", clock.now()))],
+            )
+
+            async def exhausted() -> Any:
                 clock.advance(1)
                 app.state.delivery.wake()
-                return await cancel_settled()
+                rows = await pool.fetch(
+                    """SELECT d.state, d.attempts FROM alerting.deliveries d
+                         JOIN alerting.warnings w ON w.id = d.warning_id
+                        WHERE d.channel = 'sms' AND w.state = 'issued'"""
+                )
+                return (
+                    rows if len(rows) == 4 and all(r["state"] == "failed" for r in rows) else None
+                )
 
-            rows2 = await eventually(tick, timeout_s=60, what="retries exhausted")
-            assert {r["attempts"] for r in rows2 if r["target"] != D} == {3}
-            # nothing more was received: every attempt failed at a provider
-            assert sms.per_number() == {A: 1, B: 1, T: 1, C: 1}
+            rows3 = await eventually(exhausted, timeout_s=60, what="retries exhausted")
+            assert {r["attempts"] for r in rows3} == {3}
+            assert sms.per_number() == {A: 2, B: 2, T: 2, C: 2}

@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from shared.contracts import AlertVersion
@@ -41,6 +43,12 @@ class Outcome:
     provider_ref: str | None = None
 
 
+def batch_key(jobs: Sequence[DeliveryJob]) -> str:
+    """The name of one provider request for ``jobs``: the same jobs give the same key."""
+    h = hashlib.sha256("\n".join(sorted(j.idempotency_key for j in jobs)).encode())
+    return h.hexdigest()[:32]
+
+
 class Channel(Protocol):
     name: str
 
@@ -48,7 +56,15 @@ class Channel(Protocol):
 
 
 class BatchChannel(Protocol):
+    """``key`` names the attempt at the provider (recorded on the ledger rows first), so that
+    after a crash ``reconcile`` can ask the provider which jobs it already took: ``None`` for
+    a job it did not."""
+
     name: str
     max_batch: int
 
-    async def send_batch(self, jobs: Sequence[DeliveryJob]) -> list[Outcome]: ...
+    async def send_batch(self, jobs: Sequence[DeliveryJob], key: str) -> list[Outcome]: ...
+
+    async def reconcile(
+        self, jobs: Sequence[DeliveryJob], key: str, now: datetime
+    ) -> list[Outcome | None]: ...

@@ -27,7 +27,7 @@ import hmac
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -36,19 +36,23 @@ import orjson
 
 from services.alerting.channels import BatchChannel, DeliveryJob, Outcome
 from services.alerting.channels.http import retriable_status
+from services.alerting.lifecycle import BEIJING
 from services.alerting.messages import sms_text, voice_text
 from shared.errors import ProviderError
+
+
+def transport_error(what: str, exc: httpx.HTTPError) -> ProviderError:
+    """A request that never reached the provider is a plain failure; one that may have reached
+    it (sent, then no answer) is ambiguous."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return ProviderError(f"{what} unreachable: {exc!r}", retriable=True)
+    return ProviderError(f"{what} gave no answer: {exc!r}", retriable=True, ambiguous=True)
 
 
 def job_text(job: DeliveryJob) -> str:
     if job.message is not None:
         return job.message
     return sms_text(job.alert, confirm=job.confirm)
-
-
-def batch_key(jobs: Sequence[DeliveryJob]) -> str:
-    h = hashlib.sha256("\n".join(sorted(j.idempotency_key for j in jobs)).encode())
-    return h.hexdigest()[:32]
 
 
 def _pct(s: str) -> str:
@@ -117,10 +121,8 @@ class AliyunRpc:
         p["Signature"] = aliyun_signature(self._secret, "POST", p)
         try:
             r = await self._client.post(self._endpoint, data=p)
-        except httpx.TimeoutException as exc:
-            raise ProviderError(f"{what} timed out: {exc!r}", retriable=True) from exc
-        except httpx.TransportError as exc:
-            raise ProviderError(f"{what} unreachable: {exc!r}", retriable=True) from exc
+        except httpx.HTTPError as exc:
+            raise transport_error(what, exc) from exc
         try:
             doc: dict[str, Any] = r.json()
         except ValueError as exc:
@@ -152,7 +154,7 @@ class AliyunSms:
         self._sign = sign_name
         self._template = template_code
 
-    async def send_batch(self, jobs: Sequence[DeliveryJob]) -> list[Outcome]:
+    async def send_batch(self, jobs: Sequence[DeliveryJob], key: str) -> list[Outcome]:
         doc = await self._rpc.call(
             "SendBatchSms",
             {
@@ -162,7 +164,7 @@ class AliyunSms:
                 "TemplateParamJson": orjson.dumps(
                     [{"content": job_text(j)} for j in jobs]
                 ).decode(),
-                "OutId": batch_key(jobs),
+                "OutId": key,
             },
             "aliyun sms",
         )
@@ -180,8 +182,40 @@ class AliyunSms:
         if len(jobs) == 1:
             return [Outcome(error=err, provider=self.provider)]
         out: list[Outcome] = []
+        for i, j in enumerate(jobs):
+            out.extend(await self.send_batch([j], f"{key}.{i}"))
+        return out
+
+    async def reconcile(
+        self, jobs: Sequence[DeliveryJob], key: str, now: datetime
+    ) -> list[Outcome | None]:
+        """After a crash mid-send: did a message with our key reach each number?
+        ``QuerySendDetails`` per number, today and yesterday (Beijing dates)."""
+        out: list[Outcome | None] = []
         for j in jobs:
-            out.extend(await self.send_batch([j]))
+            found: Outcome | None = None
+            for day in {
+                now.astimezone(BEIJING).date(),
+                (now - timedelta(days=1)).astimezone(BEIJING).date(),
+            }:
+                doc = await self._rpc.call(
+                    "QuerySendDetails",
+                    {
+                        "PhoneNumber": j.target,
+                        "SendDate": day.strftime("%Y%m%d"),
+                        "PageSize": "50",
+                        "CurrentPage": "1",
+                    },
+                    "aliyun sms query",
+                )
+                details = (doc.get("SmsSendDetailDTOs") or {}).get("SmsSendDetailDTO") or []
+                for d in details:
+                    out_id = str(d.get("OutId") or "")
+                    if out_id == key or out_id.startswith(f"{key}."):
+                        found = Outcome(
+                            provider=self.provider, provider_ref=str(d.get("BizId") or "")
+                        )
+            out.append(found)
         return out
 
 
@@ -264,19 +298,19 @@ class TencentSms:
         self._template = template_id
         self._clock = clock
 
-    async def send_batch(self, jobs: Sequence[DeliveryJob]) -> list[Outcome]:
+    async def send_batch(self, jobs: Sequence[DeliveryJob], key: str) -> list[Outcome]:
         # one request carries one parameter set: send each distinct text as its own request
         by_text: dict[str, list[int]] = {}
         for i, j in enumerate(jobs):
             by_text.setdefault(job_text(j), []).append(i)
         out: list[Outcome] = [Outcome()] * len(jobs)
-        for text, idx in by_text.items():
-            results = await self._send([jobs[i] for i in idx], text)
+        for n, (text, idx) in enumerate(by_text.items()):
+            results = await self._send([jobs[i] for i in idx], text, f"{key}.{n}")
             for i, res in zip(idx, results, strict=True):
                 out[i] = res
         return out
 
-    async def _send(self, jobs: list[DeliveryJob], text: str) -> list[Outcome]:
+    async def _send(self, jobs: list[DeliveryJob], text: str, key: str) -> list[Outcome]:
         numbers = [j.target if j.target.startswith("+") else f"+86{j.target}" for j in jobs]
         payload = orjson.dumps(
             {
@@ -285,35 +319,10 @@ class TencentSms:
                 "SignName": self._sign,
                 "TemplateId": self._template,
                 "TemplateParamSet": [text],
-                "SessionContext": batch_key(jobs),
+                "SessionContext": key,
             }
         )
-        ts = int(self._clock())
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "Host": self._host,
-            "X-TC-Action": "SendSms",
-            "X-TC-Version": "2021-01-11",
-            "X-TC-Timestamp": str(ts),
-            "X-TC-Region": "ap-guangzhou",
-            "Authorization": tc3_authorization(self._id, self._key, self._host, "sms", ts, payload),
-        }
-        try:
-            r = await self._client.post(self._endpoint, content=payload, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise ProviderError(f"tencent sms timed out: {exc!r}", retriable=True) from exc
-        except httpx.TransportError as exc:
-            raise ProviderError(f"tencent sms unreachable: {exc!r}", retriable=True) from exc
-        if r.status_code != 200:
-            raise ProviderError(
-                f"tencent sms answered HTTP {r.status_code}",
-                retriable=True,
-                provider_code=str(r.status_code),
-            )
-        try:
-            resp = r.json()["Response"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ProviderError("tencent sms answered an unknown shape", retriable=True) from exc
+        resp = await self._call("SendSms", payload)
         if "Error" in resp:
             code = str(resp["Error"].get("Code"))
             msg = f"tencent sms {code}: {resp['Error'].get('Message')}"
@@ -338,6 +347,66 @@ class TencentSms:
                     provider_code=code,
                 )
                 out.append(Outcome(error=err, provider=self.provider))
+        return out
+
+    async def _call(self, action: str, payload: bytes) -> dict[str, Any]:
+        ts = int(self._clock())
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Host": self._host,
+            "X-TC-Action": action,
+            "X-TC-Version": "2021-01-11",
+            "X-TC-Timestamp": str(ts),
+            "X-TC-Region": "ap-guangzhou",
+            "Authorization": tc3_authorization(self._id, self._key, self._host, "sms", ts, payload),
+        }
+        try:
+            r = await self._client.post(self._endpoint, content=payload, headers=headers)
+        except httpx.HTTPError as exc:
+            raise transport_error("tencent sms", exc) from exc
+        if r.status_code != 200:
+            raise ProviderError(
+                f"tencent sms answered HTTP {r.status_code}",
+                retriable=True,
+                provider_code=str(r.status_code),
+            )
+        try:
+            resp: dict[str, Any] = r.json()["Response"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProviderError("tencent sms answered an unknown shape", retriable=True) from exc
+        return resp
+
+    async def reconcile(
+        self, jobs: Sequence[DeliveryJob], key: str, now: datetime
+    ) -> list[Outcome | None]:
+        """After a crash mid-send: ``PullSmsSendStatusByPhoneNumber`` for each number over the
+        last day, looking for our ``SessionContext``."""
+        out: list[Outcome | None] = []
+        for j in jobs:
+            number = j.target if j.target.startswith("+") else f"+86{j.target}"
+            resp = await self._call(
+                "PullSmsSendStatusByPhoneNumber",
+                orjson.dumps(
+                    {
+                        "BeginTime": int(now.timestamp()) - 86400,
+                        "EndTime": int(now.timestamp()) + 60,
+                        "Offset": 0,
+                        "Limit": 100,
+                        "PhoneNumber": number,
+                        "SmsSdkAppId": self._app,
+                    }
+                ),
+            )
+            if "Error" in resp:
+                raise ProviderError(
+                    f"tencent sms status query: {resp['Error'].get('Code')}", retriable=True
+                )
+            found: Outcome | None = None
+            for s in resp.get("PullSmsSendStatusSet") or []:
+                ctx = str(s.get("SessionContext") or "")
+                if ctx == key or ctx.startswith(f"{key}."):
+                    found = Outcome(provider=self.provider, provider_ref=str(s.get("SerialNo")))
+            out.append(found)
         return out
 
 
@@ -368,14 +437,35 @@ class FailoverSms:
         # providers at rest go last, not away: with all of them failing, one still gets tried
         return sorted(idx, key=lambda i: (self._resting_until[i] > now, i))
 
-    async def send_batch(self, jobs: Sequence[DeliveryJob]) -> list[Outcome]:
+    async def reconcile(
+        self, jobs: Sequence[DeliveryJob], key: str, now: datetime
+    ) -> list[Outcome | None]:
+        """Which of ``jobs`` some provider already took under ``key`` (a send cut short by a
+        crash). A provider that cannot answer counts as "not taken": the job is sent again."""
+        found: list[Outcome | None] = [None] * len(jobs)
+        for p in self._providers:
+            missing = [i for i, f in enumerate(found) if f is None]
+            if not missing:
+                break
+            try:
+                answers = await p.reconcile([jobs[i] for i in missing], key, now)
+            except ProviderError:
+                continue
+            for i, a in zip(missing, answers, strict=True):
+                found[i] = a
+        return found
+
+    async def send_batch(self, jobs: Sequence[DeliveryJob], key: str) -> list[Outcome]:
         last: ProviderError | None = None
         for n, i in enumerate(self._order()):
             if n:
                 self.failovers += 1
             try:
-                return await self._providers[i].send_batch(jobs)
+                return await self._providers[i].send_batch(jobs, key)
             except ProviderError as exc:
+                if exc.ambiguous:
+                    # the message may be out: another provider could send it twice
+                    raise
                 last = exc
                 self._resting_until[i] = self._monotonic() + self._cooldown
         assert last is not None
