@@ -1,0 +1,140 @@
+"""Fault injection on alerting: a red warning fans out to 3,000 people by SMS through a slow
+provider while the alerting process is killed with SIGKILL again and again, at random moments,
+then restarted. Afterwards every person has received the warning exactly once, and the ledger
+says "sent" for each of them.
+
+A kill can land between the provider taking a batch and the ledger recording it; the restarted
+process then finds rows still leased under a named request and asks the provider about that
+request before sending anything (the stand-in answers the real status-query shapes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+from datetime import UTC, datetime
+
+from shared.contracts import Topics
+from shared.db import create_pool
+from shared.devstack.fakeproviders import create_app as fake_app
+from shared.devstack.fakesms import (
+    ALIYUN_KEY_ID,
+    ALIYUN_SECRET,
+    TENCENT_SECRET_ID,
+    TENCENT_SECRET_KEY,
+    SmsState,
+)
+from shared.devstack.inprocess import serve
+from shared.devstack.procs import free_port
+from tests.helpers import eventually
+from tests.integration.test_call_confirm import risk_event
+from tests.kafka_util import produce
+from tests.procs import start_service, stop, wait_ready
+
+PEOPLE = 3000
+KILLS = 4
+
+
+def env(database: str, bootstrap: str, prefix: str, port: int, fake: str) -> dict[str, str]:
+    p = "QIANSHAO_ALERTING_"
+    return {
+        **os.environ,
+        f"{p}DATABASE_URL": database,
+        f"{p}KAFKA_BOOTSTRAP": bootstrap,
+        f"{p}TOPIC_PREFIX": prefix,
+        f"{p}CONSUMER_GROUP": f"{prefix}alerting",
+        f"{p}PORT": str(port),
+        f"{p}LOG_LEVEL": "WARNING",
+        f"{p}DELIVERY_POLL_S": "0.05",
+        f"{p}DELIVERY_CONCURRENCY": "4",
+        f"{p}LEASE_S": "2",
+        f"{p}AMBIGUOUS_WAIT_S": "1",
+        f"{p}RETRY_BASE_S": "0.2",
+        f"{p}RETRY_CAP_S": "1",
+        f"{p}ALIYUN_ENDPOINT": f"{fake}/aliyun/",
+        f"{p}ALIYUN_ACCESS_KEY_ID": ALIYUN_KEY_ID,
+        f"{p}ALIYUN_ACCESS_KEY_SECRET": ALIYUN_SECRET,
+        f"{p}ALIYUN_TEMPLATE_CODE": "SMS_0001",
+        f"{p}TENCENT_ENDPOINT": f"{fake}/tencent/",
+        f"{p}TENCENT_SECRET_ID": TENCENT_SECRET_ID,
+        f"{p}TENCENT_SECRET_KEY": TENCENT_SECRET_KEY,
+        f"{p}TENCENT_SDK_APP_ID": "1400000001",
+        f"{p}TENCENT_TEMPLATE_ID": "100001",
+    }
+
+
+async def test_kill_9_during_a_fan_out_sends_each_person_exactly_once(
+    database, broker, topic_prefix
+):
+    rnd = random.Random(20261124)
+    sms = SmsState()
+    sms.aliyun.slow_s = 0.25  # batches are in flight when the kills land
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    pool = await create_pool(database)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        async with serve(fake_app(sms=sms)) as fake:
+            e = env(database, broker.bootstrap, topic_prefix, port, fake)
+            procs.append(start_service("alerting", e))
+            await wait_ready(url, "alerting")
+            await pool.execute(
+                """INSERT INTO alerting.persons (name, role, region_code, jurisdiction, phone)
+                   SELECT '村干部' || i, 'village_cadre', r, r, (13900000000 + i)::text
+                     FROM generate_series(1, $1) AS i,
+                          LATERAL (SELECT '110101001' || lpad((i % 400 + 1)::text, 3, '0'))
+                                  AS x(r)""",
+                PEOPLE,
+            )
+            await produce(
+                broker.bootstrap,
+                Topics(topic_prefix).risk_events,
+                [("RG1", risk_event(1, "red", "none", datetime.now(UTC)))],
+            )
+
+            async def sending_started() -> bool:
+                return sum(sms.received.values()) > 0
+
+            await eventually(sending_started, what="the fan-out under way")
+            kills = 0
+            while kills < KILLS:
+                await asyncio.sleep(rnd.uniform(0.2, 1.2))
+                pending = await pool.fetchval(
+                    """SELECT count(*) FROM alerting.deliveries
+                        WHERE channel = 'sms' AND state IN ('pending', 'sending')"""
+                )
+                procs[-1].send_signal(signal.SIGKILL)
+                procs[-1].wait(10)
+                kills += 1
+                procs.append(start_service("alerting", e))
+                await wait_ready(url, "alerting")
+                if not pending:
+                    break
+
+            async def all_sent() -> bool:
+                n = await pool.fetchval(
+                    """SELECT count(*) FROM alerting.deliveries
+                        WHERE channel = 'sms' AND state = 'sent'"""
+                )
+                return n == PEOPLE
+
+            await eventually(all_sent, timeout_s=120, what="every SMS sent")
+            per_number = sms.per_number()
+            assert len(per_number) == PEOPLE
+            doubled = {n: c for n, c in per_number.items() if c != 1}
+            assert doubled == {}
+            assert await pool.fetchval("SELECT count(*) FROM alerting.warning_versions") == 1
+            # the kills did land mid-fan-out: some rows needed more than one attempt
+            assert kills >= 2
+            retried = await pool.fetchval(
+                "SELECT count(*) FROM alerting.deliveries WHERE channel = 'sms' AND attempts > 1"
+            )
+            assert retried > 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                stop(p)
+        await pool.close()
