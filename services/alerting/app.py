@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,8 @@ from services.alerting.channels.wechat import WeChatTemplateChannel, WeComAppCha
 from services.alerting.consumer import AlertingHandler
 from services.alerting.delivery import DeliveryWorker, RetryPolicy
 from services.alerting.people_api import router as people_router
+from services.alerting.publish import ApprovalSweep
+from services.alerting.publish_api import router as publish_router
 from services.alerting.settings import AlertingSettings
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
@@ -95,9 +98,18 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             on_new_deliveries=worker.wake,
         )
         app.state.confirm_sweep = sweep
+        approvals = ApprovalSweep(
+            pool=rt.pool,
+            clock=clock,
+            timeout=timedelta(seconds=settings.approval_timeout_s),
+            on_new_deliveries=worker.wake,
+        )
+        app.state.approval_sweep = approvals
         if settings.run_delivery:
             job = Periodic("confirm-sweep", settings.confirm_sweep_s, sweep.run_once)
             rt.run_task(job.run, "alerting-confirm-sweep", job.stop)
+            job2 = Periodic("approval-sweep", settings.confirm_sweep_s, approvals.run_once)
+            rt.run_task(job2.run, "alerting-approval-sweep", job2.stop)
         if settings.run_delivery:
             rt.run_task(worker.run, "alerting-delivery", worker.stop)
         if settings.run_consumer:
@@ -132,6 +144,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
     )
     app.include_router(router())
     app.include_router(people_router())
+    app.include_router(publish_router())
     return app
 
 

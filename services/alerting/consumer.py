@@ -23,6 +23,7 @@ from services.alerting.lifecycle import (
     headline,
     identifier,
 )
+from services.alerting.publish import request_publication
 from services.alerting.recipients import (
     Person,
     Subscription,
@@ -103,7 +104,7 @@ class AlertingHandler:
         # serialise work on one group across replicas
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{ev.hazard}:{region}")
         w = await conn.fetchrow(
-            """SELECT id, level, version, identifier, status FROM alerting.warnings
+            """SELECT id, level, version, identifier, status, kind FROM alerting.warnings
                 WHERE hazard = $1 AND region_code = $2
                   AND state IN ('draft', 'pending_approval', 'issued', 'updated')
                 FOR UPDATE""",
@@ -228,7 +229,17 @@ class AlertingHandler:
             description=desc,
             status=status,
         )
-        return await self._enqueue_deliveries(conn, alert, level)
+        created = await self._enqueue_deliveries(conn, alert, level)
+        if w is not None and w["kind"] == "public":
+            # each later version of a public warning goes to residents after approval again
+            await request_publication(
+                conn,
+                warning_id=wid,
+                requested_by="system:new-version",
+                now=now,
+                approval_levels=self._settings.approval_levels,
+            )
+        return created
 
     async def _set_station(self, conn: Conn, wid: str, ev: RiskEvent) -> None:
         await conn.execute(

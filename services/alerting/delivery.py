@@ -124,7 +124,7 @@ class DeliveryWorker:
         rows = await self._pool.fetch(
             """WITH due AS (SELECT id, state AS was FROM alerting.deliveries
                              WHERE state IN ('pending', 'sending') AND next_attempt_at <= $1
-                             ORDER BY next_attempt_at, id
+                             ORDER BY priority, next_attempt_at, id
                              LIMIT $3 FOR UPDATE SKIP LOCKED)
                UPDATE alerting.deliveries d
                   SET state = 'sending', attempts = d.attempts + 1, next_attempt_at = $2

@@ -85,3 +85,13 @@ class AlertingSettings(ServiceSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_start_tls: bool | None = None
+
+    # public warnings: the levels whose publication needs an approver (default: all), and how
+    # long a request may wait before it is escalated to the county's leaders
+    approval_levels: tuple[Literal["blue", "yellow", "orange", "red"], ...] = (
+        "blue",
+        "yellow",
+        "orange",
+        "red",
+    )
+    approval_timeout_s: float = Field(default=600.0, gt=0)

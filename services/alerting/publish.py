@@ -1,0 +1,300 @@
+"""Public warnings: publication requests, approval, and the broadcast to residents.
+
+An internal alarm goes to the responsible persons at once. Making a warning public (resident
+SMS, the public CAP feed) is a separate step: someone requests it, and for the levels configured
+(by default all of them) an approver other than the requester approves it. Each later version of
+a public warning (an update, the all-clear) is requested again automatically and needs the same
+approval. A request left pending past the timeout is escalated once to the county's leaders and
+its duty officer on duty.
+
+The broadcast is one set-based insert into the ledger, at a lower priority than people and
+endpoints, so a million numbers never hold up the next warning to a village cadre.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+from prometheus_client import Counter
+
+from services.alerting.messages import drill_prefix_for
+from services.alerting.recipients import jurisdiction
+from shared.clock import Clock
+from shared.contracts import Level
+from shared.db import Conn
+from shared.errors import Conflict, NotFound, PermissionDenied
+
+log = logging.getLogger(__name__)
+
+RESIDENT_PRIORITY = 1
+PUBLICATIONS = Counter(
+    "qianshao_publications_total", "Publication requests and decisions", ["state"]
+)
+
+
+def needs_approval(level: Level, approval_levels: Iterable[str]) -> bool:
+    return level.name in set(approval_levels)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    id: int
+    requested_at: datetime
+    escalated_at: datetime | None
+
+
+def overdue(pending: Iterable[Pending], now: datetime, timeout: timedelta) -> list[Pending]:
+    """Pending requests older than ``timeout`` that have not been escalated yet."""
+    return [p for p in pending if p.escalated_at is None and now - p.requested_at >= timeout]
+
+
+async def request_publication(
+    conn: Conn,
+    *,
+    warning_id: str,
+    requested_by: str,
+    now: datetime,
+    approval_levels: Iterable[str],
+    note: str | None = None,
+) -> dict[str, object]:
+    """Requests the warning's current version be made public; approves it at once when its
+    level needs no approval. Older pending requests of the warning are superseded."""
+    w = await conn.fetchrow(
+        """SELECT id, version, level, state, region_code, status FROM alerting.warnings
+            WHERE id = $1 FOR UPDATE""",
+        warning_id,
+    )
+    if w is None:
+        raise NotFound(f"no warning {warning_id!r}")
+    if w["state"] not in ("issued", "updated", "cancelled"):
+        raise Conflict(f"a {w['state']} warning cannot be published")
+    await conn.execute(
+        """UPDATE alerting.publications SET state = 'superseded'
+            WHERE warning_id = $1 AND version < $2 AND state = 'pending_approval'""",
+        warning_id,
+        w["version"],
+    )
+    pid = await conn.fetchval(
+        """INSERT INTO alerting.publications
+               (warning_id, version, state, requested_by, requested_at, note)
+           VALUES ($1, $2, 'pending_approval', $3, $4, $5)
+           ON CONFLICT (warning_id, version) DO NOTHING RETURNING id""",
+        warning_id,
+        w["version"],
+        requested_by,
+        now,
+        note,
+    )
+    if pid is None:
+        raise Conflict(f"version {w['version']} of {warning_id} is already requested")
+    await _audit(conn, requested_by, "publication.request", warning_id, pid, note)
+    PUBLICATIONS.labels("pending_approval").inc()
+    if not needs_approval(Level(w["level"]), approval_levels):
+        await _approve(conn, pid, "system:no-approval-needed", now)
+    return await publication(conn, pid)
+
+
+async def decide(
+    conn: Conn, pid: int, *, approve: bool, by: str, now: datetime, reason: str | None
+) -> dict[str, object]:
+    p = await conn.fetchrow(
+        "SELECT state, requested_by FROM alerting.publications WHERE id = $1 FOR UPDATE", pid
+    )
+    if p is None:
+        raise NotFound(f"no publication {pid}")
+    if p["state"] != "pending_approval":
+        raise Conflict(f"publication {pid} is {p['state']}")
+    if p["requested_by"] == by:
+        raise PermissionDenied("a request is approved or rejected by someone other than its author")
+    if approve:
+        await _approve(conn, pid, by, now)
+    else:
+        await conn.execute(
+            """UPDATE alerting.publications
+                  SET state = 'rejected', decided_by = $2, decided_at = $3, reason = $4
+                WHERE id = $1""",
+            pid,
+            by,
+            now,
+            reason,
+        )
+        wid = await conn.fetchval("SELECT warning_id FROM alerting.publications WHERE id=$1", pid)
+        await _audit(conn, by, "publication.reject", wid, pid, reason)
+        PUBLICATIONS.labels("rejected").inc()
+    return await publication(conn, pid)
+
+
+async def _approve(conn: Conn, pid: int, by: str, now: datetime) -> None:
+    p = await conn.fetchrow(
+        """UPDATE alerting.publications SET state = 'approved', decided_by = $2, decided_at = $3
+            WHERE id = $1 RETURNING warning_id, version""",
+        pid,
+        by,
+        now,
+    )
+    assert p is not None
+    w = await conn.fetchrow(
+        """UPDATE alerting.warnings SET kind = 'public', updated_at = $2 WHERE id = $1
+        RETURNING region_code, status""",
+        p["warning_id"],
+        now,
+    )
+    assert w is not None
+    n = await broadcast(
+        conn,
+        warning_id=p["warning_id"],
+        version=p["version"],
+        region_code=w["region_code"],
+        drill=w["status"] == "Exercise",
+        now=now,
+    )
+    await conn.execute("UPDATE alerting.publications SET recipients = $2 WHERE id = $1", pid, n)
+    await _audit(conn, by, "publication.approve", p["warning_id"], pid, f"{n} residents")
+    PUBLICATIONS.labels("approved").inc()
+
+
+async def broadcast(
+    conn: Conn, *, warning_id: str, version: int, region_code: str, drill: bool, now: datetime
+) -> int:
+    """One ledger row per resident of the warning's area (drill residents only for a drill)."""
+    status = await conn.execute(
+        """INSERT INTO alerting.deliveries
+               (warning_id, version, recipient, channel, target, idempotency_key,
+                next_attempt_at, priority)
+           SELECT $1, $2, 'resident:' || r.id, 'sms', r.phone,
+                  $2::int || ':' || $1::text || ':resident:' || r.id || ':sms', $4, $6
+             FROM alerting.residents r
+            WHERE r.active AND r.region_code LIKE $3 || '%' AND (r.drill OR NOT $5)
+           ON CONFLICT DO NOTHING""",
+        warning_id,
+        version,
+        jurisdiction(region_code),
+        now,
+        drill,
+        RESIDENT_PRIORITY,
+    )
+    return int(status.split()[-1])
+
+
+async def publication(conn: Conn, pid: int) -> dict[str, object]:
+    row = await conn.fetchrow(
+        """SELECT id, warning_id, version, state, requested_by, requested_at, note, decided_by,
+                  decided_at, reason, escalated_at, recipients
+             FROM alerting.publications WHERE id = $1""",
+        pid,
+    )
+    assert row is not None
+    return dict(row.items())
+
+
+async def _audit(
+    conn: Conn, actor: str, action: str, warning_id: str, pid: int, note: str | None
+) -> None:
+    await conn.execute(
+        """INSERT INTO alerting.audit_log (actor, action, warning_id, detail)
+           VALUES ($1, $2, $3, $4)""",
+        actor,
+        action,
+        warning_id,
+        {"publication_id": pid, "note": note},
+    )
+
+
+class ApprovalSweep:
+    """Escalates publication requests pending past the timeout: one SMS to each leader of the
+    warning's county and each of its duty officers on duty."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        clock: Clock,
+        timeout: timedelta,
+        on_new_deliveries: Callable[[], None],
+    ) -> None:
+        self._pool = pool
+        self._clock = clock
+        self._timeout = timeout
+        self._wake = on_new_deliveries
+
+    async def run_once(self) -> int:
+        now = self._clock.now()
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT p.id, p.requested_at, p.escalated_at, p.warning_id, p.version,
+                          w.region_code, w.status, v.headline
+                     FROM alerting.publications p
+                     JOIN alerting.warnings w ON w.id = p.warning_id
+                     JOIN alerting.warning_versions v
+                       ON v.warning_id = p.warning_id AND v.version = p.version
+                    WHERE p.state = 'pending_approval' AND p.escalated_at IS NULL
+                      AND p.requested_at <= $1
+                    FOR UPDATE OF p SKIP LOCKED""",
+                now - self._timeout,
+            )
+            by_id = {r["id"]: r for r in rows}
+            due = overdue(
+                [Pending(r["id"], r["requested_at"], r["escalated_at"]) for r in rows],
+                now,
+                self._timeout,
+            )
+            sent = 0
+            for p in due:
+                r = by_id[p.id]
+                county = r["region_code"][:6]
+                people = await conn.fetch(
+                    """SELECT p.id, p.phone FROM alerting.persons p
+                        WHERE p.active AND p.phone IS NOT NULL AND p.jurisdiction = $1
+                          AND (p.role = 'leader'
+                               OR (p.role = 'county_duty_officer' AND EXISTS (
+                                     SELECT 1 FROM alerting.duty_roster d
+                                      WHERE d.person_id = p.id AND d.starts_at <= $2
+                                        AND d.ends_at > $2)))""",
+                    county,
+                    now,
+                )
+                minutes = int(self._timeout.total_seconds() // 60)
+                text = (
+                    f"{drill_prefix_for(r['status'])}【审批超时】公众预警发布申请已等待{minutes}分钟"
+                    f"未审批：{r['headline']}。请立即审批。"
+                )
+                await conn.executemany(
+                    """INSERT INTO alerting.deliveries
+                           (warning_id, version, recipient, channel, target, idempotency_key,
+                            purpose, message, next_attempt_at)
+                       VALUES ($1, $2, $3, 'sms', $4, $5, 'escalation', $6, $7)
+                       ON CONFLICT DO NOTHING""",
+                    [
+                        (
+                            r["warning_id"],
+                            r["version"],
+                            f"person:{x['id']}",
+                            x["phone"],
+                            f"approval:{p.id}:{x['id']}",
+                            text,
+                            now,
+                        )
+                        for x in people
+                    ],
+                )
+                await conn.execute(
+                    "UPDATE alerting.publications SET escalated_at = $2 WHERE id = $1", p.id, now
+                )
+                await _audit(
+                    conn,
+                    "system:approval-timeout",
+                    "publication.escalate",
+                    r["warning_id"],
+                    p.id,
+                    f"{len(people)} notified",
+                )
+                sent += len(people)
+                if not people:
+                    log.warning("no leader or duty officer to escalate to", extra={"pub": p.id})
+        if sent:
+            self._wake()
+        return len(due)
