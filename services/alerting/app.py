@@ -87,6 +87,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             poll_s=settings.delivery_poll_s,
             lease_s=settings.lease_s,
             batch_channels=batch_channels,
+            loops=settings.delivery_loops,
             confirm_base_url=settings.confirm_base_url,
             confirm_secret=settings.confirm_secret,
         )

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,7 +23,7 @@ from datetime import timedelta
 import asyncpg
 from prometheus_client import Counter, Histogram
 
-from services.alerting.channels import BatchChannel, Channel, DeliveryJob, Outcome, batch_key
+from services.alerting.channels import BatchChannel, Channel, DeliveryJob, Outcome
 from services.alerting.confirm import make_token
 from shared.clock import Clock
 from shared.contracts import AlertVersion, Level, stable_id
@@ -82,6 +83,7 @@ class DeliveryWorker:
         batch_channels: Mapping[str, BatchChannel] | None = None,
         confirm_base_url: str | None = None,
         confirm_secret: str = "",
+        loops: int = 1,
     ) -> None:
         self._pool = pool
         self._channels = channels
@@ -95,6 +97,7 @@ class DeliveryWorker:
         self._batch_channels = dict(batch_channels or {})
         self._confirm_base = confirm_base_url.rstrip("/") if confirm_base_url else None
         self._confirm_secret = confirm_secret
+        self._loops = loops
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -106,6 +109,10 @@ class DeliveryWorker:
         self._wake.set()
 
     async def run(self) -> None:
+        """``loops`` rounds in flight at once: one claims while another waits on a provider."""
+        await asyncio.gather(*(self._loop() for _ in range(self._loops)))
+
+    async def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
                 n = await self.run_once()
@@ -120,21 +127,30 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         now = self._clock.now()
-        # "was" tells a row whose lease ran out (its worker died mid-send) from a fresh one
+        claim = uuid.uuid4().hex[:20]
+        # every provider request of this round is named "<claim>.<channel>.<n>", and the rows
+        # carry the claim before any request goes out; "was" and "old_keys" tell a row whose
+        # lease ran out (its worker died mid-send, or the provider left it unknown) from a
+        # fresh one
         rows = await self._pool.fetch(
-            """WITH due AS (SELECT id, state AS was FROM alerting.deliveries
+            """WITH due AS (SELECT id, state AS was, attempt_keys AS old_keys
+                              FROM alerting.deliveries
                              WHERE state IN ('pending', 'sending') AND next_attempt_at <= $1
                              ORDER BY priority, next_attempt_at, id
                              LIMIT $3 FOR UPDATE SKIP LOCKED)
                UPDATE alerting.deliveries d
-                  SET state = 'sending', attempts = d.attempts + 1, next_attempt_at = $2
+                  SET state = 'sending', attempts = d.attempts + 1, next_attempt_at = $2,
+                      attempt_keys = CASE WHEN due.was = 'sending'
+                                          THEN d.attempt_keys || $4::text
+                                          ELSE ARRAY[$4::text] END
                  FROM due WHERE d.id = due.id
             RETURNING d.id, d.warning_id, d.version, d.recipient, d.channel, d.target,
-                      d.idempotency_key, d.attempts, d.message, d.purpose, d.attempt_key,
+                      d.idempotency_key, d.attempts, d.message, d.purpose, due.old_keys,
                       due.was""",
             now,
             now + self._lease,
             self._batch,
+            claim,
         )
         if not rows:
             return 0
@@ -143,7 +159,7 @@ class DeliveryWorker:
         tasks = await self._load_confirm_tasks(rows)
         singles: list[tuple[DeliveryJob, str, int]] = []
         batches: dict[str, list[tuple[DeliveryJob, int]]] = {}
-        interrupted: dict[tuple[str, str], list[tuple[DeliveryJob, int]]] = {}
+        interrupted: dict[tuple[str, tuple[str, ...]], list[tuple[DeliveryJob, int]]] = {}
         for r in rows:
             job = DeliveryJob(
                 delivery_id=r["id"],
@@ -157,33 +173,34 @@ class DeliveryWorker:
                 confirm_url=self._confirm_url(r["channel"], tasks.get(r["id"])),
             )
             if r["channel"] in self._batch_channels:
-                if r["was"] == "sending" and r["attempt_key"]:
-                    interrupted.setdefault((r["channel"], r["attempt_key"]), []).append(
+                if r["was"] == "sending" and r["old_keys"]:
+                    interrupted.setdefault((r["channel"], tuple(r["old_keys"])), []).append(
                         (job, r["attempts"])
                     )
                 else:
                     batches.setdefault(r["channel"], []).append((job, r["attempts"]))
             else:
                 singles.append((job, r["channel"], r["attempts"]))
-        for (name, key), items in interrupted.items():
+        for (name, keys), items in interrupted.items():
             # ask first; what the provider did not take is sent like any other row
-            batches.setdefault(name, []).extend(await self._recover(name, key, items))
+            batches.setdefault(name, []).extend(await self._recover(name, keys, items))
         work = [self._deliver(job, ch, attempts) for job, ch, attempts in singles]
         for name, items in batches.items():
             channel = self._batch_channels[name]
             items.sort(key=lambda x: (x[0].alert.warning_id, x[0].alert.version))
-            for i in range(0, len(items), channel.max_batch):
-                work.append(self._deliver_batch(channel, items[i : i + channel.max_batch]))
+            for n, i in enumerate(range(0, len(items), channel.max_batch)):
+                chunk = items[i : i + channel.max_batch]
+                work.append(self._deliver_batch(channel, chunk, f"{claim}.{name}.{n}"))
         await asyncio.gather(*work)
         return len(rows)
 
     async def _recover(
-        self, name: str, key: str, items: list[tuple[DeliveryJob, int]]
+        self, name: str, keys: tuple[str, ...], items: list[tuple[DeliveryJob, int]]
     ) -> list[tuple[DeliveryJob, int]]:
         channel = self._batch_channels[name]
         jobs = [j for j, _ in items]
         try:
-            found = await channel.reconcile(jobs, key, self._clock.now())
+            found = await channel.reconcile(jobs, keys, self._clock.now())
         except ProviderError as exc:
             # cannot tell: wait for the provider rather than risk sending twice
             log.warning("reconciliation failed; retrying later", extra={"error": exc.message})
@@ -220,16 +237,10 @@ class DeliveryWorker:
             hist.observe(max(0.0, (now - j.alert.sent).total_seconds()))
 
     async def _deliver_batch(
-        self, channel: BatchChannel, items: list[tuple[DeliveryJob, int]]
+        self, channel: BatchChannel, items: list[tuple[DeliveryJob, int]], key: str
     ) -> None:
         jobs = [j for j, _ in items]
-        key = batch_key(jobs)
         async with self._sem:
-            await self._pool.execute(
-                "UPDATE alerting.deliveries SET attempt_key = $2 WHERE id = ANY($1::bigint[])",
-                [j.delivery_id for j in jobs],
-                key,
-            )
             try:
                 with SEND_SECONDS.labels(channel.name).time():
                     outcomes = await channel.send_batch(jobs, key)

@@ -23,6 +23,8 @@ class AlertingSettings(ServiceSettings):
     sender_name: str = "Qianshao demo bureau"
     delivery_batch: int = Field(default=200, ge=1)
     delivery_concurrency: int = Field(default=50, ge=1)
+    # delivery rounds in flight at once per process
+    delivery_loops: int = Field(default=2, ge=1, le=32)
     delivery_poll_s: float = 0.5
     delivery_timeout_s: float = 5.0
     max_attempts: int = Field(default=8, ge=1)

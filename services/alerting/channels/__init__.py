@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,12 +42,6 @@ class Outcome:
     provider_ref: str | None = None
 
 
-def batch_key(jobs: Sequence[DeliveryJob]) -> str:
-    """The name of one provider request for ``jobs``: the same jobs give the same key."""
-    h = hashlib.sha256("\n".join(sorted(j.idempotency_key for j in jobs)).encode())
-    return h.hexdigest()[:32]
-
-
 class Channel(Protocol):
     name: str
 
@@ -56,9 +49,9 @@ class Channel(Protocol):
 
 
 class BatchChannel(Protocol):
-    """``key`` names the attempt at the provider (recorded on the ledger rows first), so that
-    after a crash ``reconcile`` can ask the provider which jobs it already took: ``None`` for
-    a job it did not."""
+    """``key`` names the request at the provider (recorded on the ledger rows first), so that
+    after a crash ``reconcile`` can ask the provider which jobs it already took under any of the
+    names the rows carry: ``None`` for a job it did not."""
 
     name: str
     max_batch: int
@@ -66,5 +59,10 @@ class BatchChannel(Protocol):
     async def send_batch(self, jobs: Sequence[DeliveryJob], key: str) -> list[Outcome]: ...
 
     async def reconcile(
-        self, jobs: Sequence[DeliveryJob], key: str, now: datetime
+        self, jobs: Sequence[DeliveryJob], keys: Sequence[str], now: datetime
     ) -> list[Outcome | None]: ...
+
+
+def under(name: str, keys: Sequence[str]) -> bool:
+    """Whether a provider request named ``name`` is one of ``keys`` or a part of one."""
+    return any(name == k or name.startswith(f"{k}.") for k in keys)

@@ -34,7 +34,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from services.alerting.channels import BatchChannel, DeliveryJob, Outcome
+from services.alerting.channels import BatchChannel, DeliveryJob, Outcome, under
 from services.alerting.channels.http import retriable_status
 from services.alerting.lifecycle import BEIJING
 from services.alerting.messages import sms_text, voice_text
@@ -187,7 +187,7 @@ class AliyunSms:
         return out
 
     async def reconcile(
-        self, jobs: Sequence[DeliveryJob], key: str, now: datetime
+        self, jobs: Sequence[DeliveryJob], keys: Sequence[str], now: datetime
     ) -> list[Outcome | None]:
         """After a crash mid-send: did a message with our key reach each number?
         ``QuerySendDetails`` per number, today and yesterday (Beijing dates)."""
@@ -211,7 +211,7 @@ class AliyunSms:
                 details = (doc.get("SmsSendDetailDTOs") or {}).get("SmsSendDetailDTO") or []
                 for d in details:
                     out_id = str(d.get("OutId") or "")
-                    if out_id == key or out_id.startswith(f"{key}."):
+                    if under(out_id, keys):
                         found = Outcome(
                             provider=self.provider, provider_ref=str(d.get("BizId") or "")
                         )
@@ -377,7 +377,7 @@ class TencentSms:
         return resp
 
     async def reconcile(
-        self, jobs: Sequence[DeliveryJob], key: str, now: datetime
+        self, jobs: Sequence[DeliveryJob], keys: Sequence[str], now: datetime
     ) -> list[Outcome | None]:
         """After a crash mid-send: ``PullSmsSendStatusByPhoneNumber`` for each number over the
         last day, looking for our ``SessionContext``."""
@@ -404,7 +404,7 @@ class TencentSms:
             found: Outcome | None = None
             for s in resp.get("PullSmsSendStatusSet") or []:
                 ctx = str(s.get("SessionContext") or "")
-                if ctx == key or ctx.startswith(f"{key}."):
+                if under(ctx, keys):
                     found = Outcome(provider=self.provider, provider_ref=str(s.get("SerialNo")))
             out.append(found)
         return out
@@ -438,7 +438,7 @@ class FailoverSms:
         return sorted(idx, key=lambda i: (self._resting_until[i] > now, i))
 
     async def reconcile(
-        self, jobs: Sequence[DeliveryJob], key: str, now: datetime
+        self, jobs: Sequence[DeliveryJob], keys: Sequence[str], now: datetime
     ) -> list[Outcome | None]:
         """Which of ``jobs`` some provider already took under ``key`` (a send cut short by a
         crash). A provider that cannot answer counts as "not taken": the job is sent again."""
@@ -448,7 +448,7 @@ class FailoverSms:
             if not missing:
                 break
             try:
-                answers = await p.reconcile([jobs[i] for i in missing], key, now)
+                answers = await p.reconcile([jobs[i] for i in missing], keys, now)
             except ProviderError:
                 continue
             for i, a in zip(missing, answers, strict=True):

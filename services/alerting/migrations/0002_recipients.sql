@@ -51,9 +51,10 @@ ALTER TABLE alerting.deliveries
     ADD COLUMN provider     text,
     ADD COLUMN provider_ref text,
     ADD COLUMN delivered_at timestamptz,
-    -- the key of the provider request a batch row is in, written before the request goes out:
-    -- after a crash the provider is asked what it took under that key, instead of sending twice
-    ADD COLUMN attempt_key  text;
+    -- the names of the provider requests a batch row has been in, each written before its
+    -- request goes out: after a crash the provider is asked what it took under any of them,
+    -- instead of sending twice; a row known not to be out starts a new list
+    ADD COLUMN attempt_keys text[] NOT NULL DEFAULT '{}';
 -- a warning goes once to each recipient and channel; notices about it (escalations) are keyed
 -- by their idempotency key alone
 ALTER TABLE alerting.deliveries DROP CONSTRAINT deliveries_warning_id_version_recipient_channel_key;
