@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import e2e_latency, ingest, push, risk
+from bench import alerting, e2e_latency, ingest, push, risk
 from shared.devstack.broker import TansuBroker
 from shared.devstack.postgres import PostgresServer
 
@@ -27,6 +27,7 @@ def main() -> None:
         asyncio.run(push.run(pg.dsn, broker.bootstrap))
         asyncio.run(risk.run(pg.dsn))
         asyncio.run(e2e_latency.run(pg.dsn, broker.bootstrap))
+        asyncio.run(alerting.run(pg.dsn, broker.bootstrap))
     finally:
         broker.stop()
         pg.stop()

@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p_fake.add_argument("--port", type=int, default=8090)
     p_fake.add_argument("--echo", action="store_true", help="print every message received")
+    p_fake.add_argument(
+        "--bulk", action="store_true", help="count SMS only (for load tests with a million numbers)"
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.service)
@@ -75,9 +78,11 @@ def main(argv: list[str] | None = None) -> None:
         import uvicorn
 
         from shared.devstack.fakeproviders import Inbox, create_app, describe
+        from shared.devstack.fakesms import SmsState
 
         inbox = Inbox(on_message=(lambda m: print(describe(m), flush=True)) if args.echo else None)
-        uvicorn.run(create_app(inbox), host="127.0.0.1", port=args.port, log_level="warning")
+        sms = SmsState(keep_log=False, keep=1000) if args.bulk else SmsState()
+        uvicorn.run(create_app(inbox, sms), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

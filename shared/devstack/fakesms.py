@@ -74,23 +74,31 @@ class SmsState:
         return out
 
     def record(
-        self, provider: str, numbers: list[str], text: str, key: str = "", ref: str = ""
+        self,
+        provider: str,
+        numbers: list[str],
+        text: str,
+        key: str = "",
+        refs: list[str] | None = None,
     ) -> None:
         sent = datetime.now(UTC)
+        received = self.received
         for n in numbers:
-            self.received[(provider, n)] += 1
-            if self.keep_log:
+            received[(provider, n)] += 1
+        if self.keep_log:
+            for n, ref in zip(numbers, refs or [""] * len(numbers), strict=True):
                 self.log.setdefault(n, []).append((provider, key, ref, text, sent))
         self.segments += sms_segments(text) * len(numbers)
-        if len(self.texts) < self.keep:
-            self.texts.append(
-                {
-                    "provider": provider,
-                    "numbers": numbers,
-                    "text": text,
-                    "received_at": datetime.now(UTC).isoformat(),
-                }
-            )
+        self.texts.append(
+            {
+                "provider": provider,
+                "numbers": numbers if len(numbers) <= 10 else [*numbers[:10], "…"],
+                "text": text,
+                "received_at": sent.isoformat(),
+            }
+        )
+        if len(self.texts) > 2 * self.keep:
+            del self.texts[: self.keep]
 
     def later(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -223,7 +231,7 @@ def router(state: SmsState) -> APIRouter:
         for n, s, p in zip(numbers, signs, tparams, strict=True):
             by_text.setdefault(f"【{s}】{p.get('content', '')}", []).append(_digits(n))
         for text, nums in by_text.items():
-            state.record("aliyun", nums, text, params.get("OutId", ""), biz_id)
+            state.record("aliyun", nums, text, params.get("OutId", ""), [biz_id] * len(nums))
         if k.receipt_url:
             now = datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
             state.later(
@@ -341,8 +349,13 @@ def router(state: SmsState) -> APIRouter:
                     "IsoCode": "CN",
                 }
             )
-        for n, serial in good:
-            state.record("tencent", [_digits(n)], text, str(doc.get("SessionContext", "")), serial)
+        state.record(
+            "tencent",
+            [_digits(n) for n, _ in good],
+            text,
+            str(doc.get("SessionContext", "")),
+            [serial for _, serial in good],
+        )
         if k.receipt_url and good:
             now = datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
             state.later(
@@ -363,6 +376,19 @@ def router(state: SmsState) -> APIRouter:
                 )
             )
         return JSONResponse({"Response": {"SendStatusSet": statuses, "RequestId": rid}})
+
+    @r.get("/sms/stats")
+    async def stats() -> JSONResponse:
+        """Totals, cheap enough to poll during a load test."""
+        return JSONResponse(
+            {
+                "messages": sum(state.received.values()),
+                "numbers": len(state.received),
+                "requests": {"aliyun": state.aliyun.requests, "tencent": state.tencent.requests},
+                "segments": state.segments,
+                "last": state.texts[-1] if state.texts else None,
+            }
+        )
 
     @r.get("/sms/received")
     async def received() -> JSONResponse:
