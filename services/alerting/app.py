@@ -31,6 +31,7 @@ from services.alerting.people_api import router as people_router
 from services.alerting.publish import ApprovalSweep
 from services.alerting.publish_api import router as publish_router
 from services.alerting.settings import AlertingSettings
+from services.alerting.silences_api import router as silences_router
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
 from shared.http import new_app
@@ -117,14 +118,18 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             rt.run_task(job2.run, "alerting-approval-sweep", job2.stop)
         if settings.run_delivery:
             rt.run_task(worker.run, "alerting-delivery", worker.stop)
+        handler = AlertingHandler(
+            pool=rt.pool,
+            settings=settings,
+            topics=topics,
+            clock=clock,
+            on_new_deliveries=worker.wake,
+        )
+        app.state.handler = handler
+        if settings.run_delivery:
+            job3 = Periodic("silence-release", settings.confirm_sweep_s, handler.release_silenced)
+            rt.run_task(job3.run, "alerting-silence-release", job3.stop)
         if settings.run_consumer:
-            handler = AlertingHandler(
-                pool=rt.pool,
-                settings=settings,
-                topics=topics,
-                clock=clock,
-                on_new_deliveries=worker.wake,
-            )
             app.state.runner = rt.consume(
                 service="alerting",
                 settings=settings,
@@ -150,6 +155,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
     app.include_router(router())
     app.include_router(people_router())
     app.include_router(publish_router())
+    app.include_router(silences_router())
     return app
 
 

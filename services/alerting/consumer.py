@@ -32,6 +32,8 @@ from services.alerting.recipients import (
     jurisdiction,
 )
 from services.alerting.settings import AlertingSettings
+from services.alerting.silences import Silence, maintenance_ignores, silenced_by
+from services.alerting.versions import load_versions
 from shared.clock import Clock
 from shared.contracts import AlertVersion, Level, RiskEvent, Topics, stable_id
 from shared.db import Conn
@@ -40,6 +42,7 @@ from shared.kafka import BatchResult, InvalidMessage, Message
 
 log = logging.getLogger(__name__)
 
+SILENCED = Counter("qianshao_warning_versions_silenced_total", "Versions held back by a silence")
 VERSIONS = Counter(
     "qianshao_warning_versions_total", "Warning versions created", ["msg_type", "level"]
 )
@@ -118,6 +121,22 @@ class AlertingHandler:
                 w["id"],
             ):
                 stations[r["station_id"]] = Level(r["level"])
+        in_maintenance = await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM alerting.maintenance WHERE station_id = $1
+                                 AND starts_at <= $2 AND ends_at > $2)""",
+            ev.station_id,
+            ev.event_time,
+        )
+        if maintenance_ignores(
+            in_maintenance, int(stations.get(ev.station_id, Level.none)), int(Level.parse(ev.level))
+        ):
+            await conn.execute(
+                """INSERT INTO alerting.audit_log (actor, action, warning_id, detail)
+                   VALUES ('system:risk', 'maintenance.ignored', $1, $2)""",
+                w["id"] if w is not None else None,
+                {"event_id": ev.event_id, "station_id": ev.station_id, "level": ev.level},
+            )
+            return 0
         decision = apply_station_level(
             Level(w["level"]) if w is not None else None,
             stations,
@@ -254,10 +273,33 @@ class AlertingHandler:
             ev.event_id,
         )
 
-    async def _enqueue_deliveries(self, conn: Conn, alert: AlertVersion, level: Level) -> int:
+    async def _enqueue_deliveries(
+        self, conn: Conn, alert: AlertVersion, level: Level, *, released: bool = False
+    ) -> int:
         """Ledger rows for the endpoints subscribed (webhooks, group robots), the people in scope
         and the ``alerts.v1`` topic; 叫应 tasks for those who must confirm. Older versions'
-        open tasks close: the new version is what people confirm now."""
+        open tasks close: the new version is what people confirm now. A version a silence
+        matches goes to ``alerts.v1`` only, and waits for the silence to end."""
+        topic_row = ("topic:alerts", "kafka", self._topics.alerts)
+        if not released:
+            silence = await self._silence_for(conn, alert)
+            if silence is not None:
+                await self._insert_deliveries(conn, alert, [topic_row])
+                await conn.execute(
+                    """UPDATE alerting.warning_versions SET dispatch = 'silenced', silenced_by = $3
+                        WHERE warning_id = $1 AND version = $2""",
+                    alert.warning_id,
+                    alert.version,
+                    silence.id,
+                )
+                await conn.execute(
+                    """INSERT INTO alerting.audit_log (actor, action, warning_id, detail)
+                       VALUES ('system:silence', 'silenced', $1, $2)""",
+                    alert.warning_id,
+                    {"version": alert.version, "silence_id": silence.id},
+                )
+                SILENCED.inc()
+                return 1
         subs = await conn.fetch(
             """SELECT id, channel, target FROM alerting.subscriptions
                 WHERE active AND $1 LIKE region_prefix || '%' AND min_level <= $2
@@ -266,9 +308,9 @@ class AlertingHandler:
             int(level),
             alert.hazard,
         )
-        rows = [(f"sub:{s['id']}", s["channel"], s["target"]) for s in subs] + [
-            ("topic:alerts", "kafka", self._topics.alerts)
-        ]
+        rows = [(f"sub:{s['id']}", s["channel"], s["target"]) for s in subs]
+        if not released:
+            rows.append(topic_row)
         persons = await load_persons(conn, alert.region_code, alert.sent)
         plan = fan_out(
             persons,
@@ -280,21 +322,7 @@ class AlertingHandler:
             confirm_orange=self._settings.confirm_orange,
         )
         rows += [(f"person:{s.person.id}", s.channel, s.target) for s in plan.sends]
-        await conn.execute(
-            """INSERT INTO alerting.deliveries
-                   (warning_id, version, recipient, channel, target, idempotency_key,
-                    next_attempt_at)
-               SELECT $1::text, $2::int, u.recipient, u.channel, u.target,
-                      $2::int || ':' || $1::text || ':' || u.recipient || ':' || u.channel, $6
-                 FROM unnest($3::text[], $4::text[], $5::text[]) AS u(recipient, channel, target)
-               ON CONFLICT DO NOTHING""",
-            alert.warning_id,
-            alert.version,
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-            [r[2] for r in rows],
-            alert.sent,
-        )
+        await self._insert_deliveries(conn, alert, rows)
         await conn.execute(
             """UPDATE alerting.confirm_tasks SET closed = true
                 WHERE warning_id = $1 AND version < $2 AND confirmed_at IS NULL AND NOT closed""",
@@ -311,11 +339,86 @@ class AlertingHandler:
                 alert.warning_id,
                 alert.version,
                 int(level),
-                alert.sent,
+                self._clock.now() if released else alert.sent,
                 [p.id for p in plan.confirmers],
                 [p.region_code for p in plan.confirmers],
             )
         return len(rows)
+
+    async def _silence_for(self, conn: Conn, alert: AlertVersion) -> Silence | None:
+        now = self._clock.now()
+        rows = await conn.fetch(
+            """SELECT id, starts_at, ends_at, station_id, region_prefix, hazard
+                 FROM alerting.silences WHERE starts_at <= $1 AND ends_at > $1""",
+            now,
+        )
+        if not rows:
+            return None
+        told = await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM alerting.warning_versions
+                               WHERE warning_id = $1 AND version < $2
+                                 AND dispatch IN ('dispatched', 'released'))""",
+            alert.warning_id,
+            alert.version,
+        )
+        return silenced_by(
+            [Silence(**dict(r.items())) for r in rows],
+            hazard=alert.hazard,
+            region_code=alert.region_code,
+            station_ids=alert.station_ids,
+            msg_type=alert.msg_type,
+            earlier_dispatched=told,
+            now=now,
+        )
+
+    async def release_silenced(self) -> int:
+        """Sends the latest version of each open warning held back by a silence that no longer
+        holds it (ended, deleted, or no longer matching)."""
+        released = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            held = await conn.fetch(
+                """SELECT v.warning_id, v.version, v.level FROM alerting.warning_versions v
+                     JOIN alerting.warnings w ON w.id = v.warning_id AND w.version = v.version
+                    WHERE v.dispatch = 'silenced' AND w.state IN ('issued', 'updated')
+                    FOR UPDATE OF v SKIP LOCKED"""
+            )
+            if not held:
+                return 0
+            alerts = await load_versions(conn, {(h["warning_id"], h["version"]) for h in held})
+            for h in held:
+                alert = alerts[(h["warning_id"], h["version"])]
+                if await self._silence_for(conn, alert) is not None:
+                    continue
+                await conn.execute(
+                    """UPDATE alerting.warning_versions SET dispatch = 'released'
+                        WHERE warning_id = $1 AND version = $2""",
+                    h["warning_id"],
+                    h["version"],
+                )
+                await self._enqueue_deliveries(conn, alert, Level(h["level"]), released=True)
+                released += 1
+        if released:
+            self._wake()
+        return released
+
+    async def _insert_deliveries(
+        self, conn: Conn, alert: AlertVersion, rows: list[tuple[str, str, str]]
+    ) -> None:
+        await conn.execute(
+            """INSERT INTO alerting.deliveries
+                   (warning_id, version, recipient, channel, target, idempotency_key,
+                    next_attempt_at)
+               SELECT $1::text, $2::int, u.recipient, u.channel, u.target,
+                      $2::int || ':' || $1::text || ':' || u.recipient || ':' || u.channel, $6
+                 FROM unnest($3::text[], $4::text[], $5::text[]) AS u(recipient, channel, target)
+               ON CONFLICT DO NOTHING""",
+            alert.warning_id,
+            alert.version,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            self._clock.now(),
+        )
 
 
 PERSON_COLUMNS = """p.id, p.name, p.role, p.region_code, p.phone, p.wechat_openid, p.wecom_userid,

@@ -25,8 +25,9 @@ from prometheus_client import Counter, Histogram
 
 from services.alerting.channels import BatchChannel, Channel, DeliveryJob, Outcome
 from services.alerting.confirm import make_token
+from services.alerting.versions import load_versions
 from shared.clock import Clock
-from shared.contracts import AlertVersion, Level, stable_id
+from shared.contracts import AlertVersion
 from shared.errors import ProviderError
 
 log = logging.getLogger(__name__)
@@ -345,37 +346,7 @@ class DeliveryWorker:
         return f"{self._confirm_base}/{make_token(self._confirm_secret, task_id)}"
 
     async def _load_alerts(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], AlertVersion]:
-        rows = await self._pool.fetch(
-            """SELECT v.warning_id, v.version, v.msg_type, v.level, v.identifier, v.sent,
-                      v.headline, v.description, v.refs, v.station_ids, w.hazard, w.region_code,
-                      w.status
-                 FROM alerting.warning_versions v
-                 JOIN alerting.warnings w ON w.id = v.warning_id
-                 JOIN unnest($1::text[], $2::int[]) AS k(wid, ver)
-                   ON v.warning_id = k.wid AND v.version = k.ver""",
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-        )
-        out = {}
-        for r in rows:
-            out[(r["warning_id"], r["version"])] = AlertVersion(
-                event_id=stable_id("alert", r["warning_id"], r["version"]),
-                produced_at=r["sent"],
-                warning_id=r["warning_id"],
-                identifier=r["identifier"],
-                version=r["version"],
-                msg_type=r["msg_type"],
-                status=r["status"],
-                hazard=r["hazard"],
-                level=Level(r["level"]).name,
-                region_code=r["region_code"],
-                station_ids=list(r["station_ids"]),
-                references=list(r["refs"]),
-                sent=r["sent"],
-                headline=r["headline"],
-                description=r["description"],
-            )
-        return out
+        return await load_versions(self._pool, keys)
 
     async def _load_secrets(self, recipients: set[str]) -> dict[str, str]:
         ids = [int(r.split(":", 1)[1]) for r in recipients if r.startswith("sub:")]

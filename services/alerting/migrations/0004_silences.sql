@@ -1,0 +1,32 @@
+-- silences (notifications held back while they match) and stations in maintenance
+
+CREATE TABLE alerting.silences (
+    id            bigserial PRIMARY KEY,
+    station_id    text,
+    region_prefix text CHECK (region_prefix ~ '^[0-9]{1,12}$'),
+    hazard        text,
+    starts_at     timestamptz NOT NULL,
+    ends_at       timestamptz NOT NULL CHECK (ends_at > starts_at),
+    author        text NOT NULL,
+    reason        text NOT NULL CHECK (length(reason) > 0),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    CHECK (station_id IS NOT NULL OR region_prefix IS NOT NULL OR hazard IS NOT NULL)
+);
+CREATE INDEX silences_time_idx ON alerting.silences (ends_at, starts_at);
+
+-- readings of a station in maintenance may be anything: they raise no warning
+CREATE TABLE alerting.maintenance (
+    station_id  text PRIMARY KEY,
+    starts_at   timestamptz NOT NULL,
+    ends_at     timestamptz NOT NULL CHECK (ends_at > starts_at),
+    author      text NOT NULL,
+    reason      text NOT NULL
+);
+
+-- whether a version went out to its recipients, or was held back by a silence
+ALTER TABLE alerting.warning_versions
+    ADD COLUMN dispatch    text NOT NULL DEFAULT 'dispatched'
+                           CHECK (dispatch IN ('dispatched', 'silenced', 'released')),
+    ADD COLUMN silenced_by bigint;
+CREATE INDEX warning_versions_silenced_idx ON alerting.warning_versions (warning_id)
+    WHERE dispatch = 'silenced';

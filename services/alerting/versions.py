@@ -1,0 +1,45 @@
+"""Loading warning versions from the database as the ``alerts.v1`` contract."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from shared.contracts import AlertVersion, Level, stable_id
+from shared.db import Conn
+
+
+async def load_versions(
+    db: asyncpg.Pool | Conn, keys: set[tuple[str, int]]
+) -> dict[tuple[str, int], AlertVersion]:
+    """Warning versions as the ``alerts.v1`` contract, by (warning id, version)."""
+    rows = await db.fetch(
+        """SELECT v.warning_id, v.version, v.msg_type, v.level, v.identifier, v.sent,
+                  v.headline, v.description, v.refs, v.station_ids, w.hazard, w.region_code,
+                  w.status
+             FROM alerting.warning_versions v
+             JOIN alerting.warnings w ON w.id = v.warning_id
+             JOIN unnest($1::text[], $2::int[]) AS k(wid, ver)
+               ON v.warning_id = k.wid AND v.version = k.ver""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    out = {}
+    for r in rows:
+        out[(r["warning_id"], r["version"])] = AlertVersion(
+            event_id=stable_id("alert", r["warning_id"], r["version"]),
+            produced_at=r["sent"],
+            warning_id=r["warning_id"],
+            identifier=r["identifier"],
+            version=r["version"],
+            msg_type=r["msg_type"],
+            status=r["status"],
+            hazard=r["hazard"],
+            level=Level(r["level"]).name,
+            region_code=r["region_code"],
+            station_ids=list(r["station_ids"]),
+            references=list(r["refs"]),
+            sent=r["sent"],
+            headline=r["headline"],
+            description=r["description"],
+        )
+    return out
