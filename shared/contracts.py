@@ -261,6 +261,8 @@ class AlertVersion(Event):
     sent: AwareDatetime
     headline: str
     description: str
+    # set when the warning is someone else's, relayed (its sender); never one of our own
+    relayed_from: str | None = None
 
 
 class UpstreamWarning(Event):

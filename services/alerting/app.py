@@ -53,7 +53,13 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             settings,
             schema="alerting",
             migrations=MIGRATIONS,
-            topics=[topics.risk_events, topics.alerts, f"{topics.risk_events}.dlq"],
+            topics=[
+                topics.risk_events,
+                topics.alerts,
+                topics.warnings_upstream,
+                f"{topics.risk_events}.dlq",
+                f"{topics.warnings_upstream}.dlq",
+            ],
         )
         app.state.runtime = rt
         app.state.checks.update(await rt.checks())
@@ -134,7 +140,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
                 service="alerting",
                 settings=settings,
                 group_id=settings.consumer_group,
-                topics=[topics.risk_events],
+                topics=[topics.risk_events, topics.warnings_upstream],
                 handler=handler,
                 clock=clock,
             )

@@ -31,17 +31,19 @@ from services.alerting.recipients import (
     fan_out,
     jurisdiction,
 )
+from services.alerting.relay import relay_plan
 from services.alerting.settings import AlertingSettings
 from services.alerting.silences import Silence, maintenance_ignores, silenced_by
 from services.alerting.versions import load_versions
 from shared.clock import Clock
-from shared.contracts import AlertVersion, Level, RiskEvent, Topics, stable_id
+from shared.contracts import AlertVersion, Level, RiskEvent, Topics, UpstreamWarning, stable_id
 from shared.db import Conn
 from shared.errors import DatabaseError
 from shared.kafka import BatchResult, InvalidMessage, Message
 
 log = logging.getLogger(__name__)
 
+RELAYED = Counter("qianshao_upstream_relayed_total", "Upstream warnings relayed to recipients")
 SILENCED = Counter("qianshao_warning_versions_silenced_total", "Versions held back by a silence")
 VERSIONS = Counter(
     "qianshao_warning_versions_total", "Warning versions created", ["msg_type", "level"]
@@ -68,11 +70,27 @@ class AlertingHandler:
     async def process(self, batch: Sequence[Message]) -> BatchResult:
         dead: list[InvalidMessage] = []
         events: list[RiskEvent] = []
+        upstream: list[UpstreamWarning] = []
         for m in batch:
             try:
-                events.append(RiskEvent.model_validate_json(m.value))
+                if m.topic == self._topics.warnings_upstream:
+                    upstream.append(UpstreamWarning.model_validate_json(m.value))
+                else:
+                    events.append(RiskEvent.model_validate_json(m.value))
             except ValidationError as exc:
-                dead.append(InvalidMessage(m, "invalid_risk_event", str(exc)[:500]))
+                reason = (
+                    "invalid_upstream_warning"
+                    if m.topic == self._topics.warnings_upstream
+                    else "invalid_risk_event"
+                )
+                dead.append(InvalidMessage(m, reason, str(exc)[:500]))
+        if upstream:
+            try:
+                relayed = await self._relay(upstream)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise DatabaseError(f"alerting relay failed: {exc!r}") from exc
+            if relayed:
+                self._wake()
         station_events = [
             e for e in events if e.scope == "station" and e.station_id and e.kind == "level"
         ]
@@ -344,6 +362,95 @@ class AlertingHandler:
                 [p.region_code for p in plan.confirmers],
             )
         return len(rows)
+
+    async def _relay(self, warnings: list[UpstreamWarning]) -> int:
+        """Relays others' warnings to the people in scope and the endpoints subscribed, marked
+        as the sender's: never re-issued as our own (no warning, no CAP of ours, not on
+        ``alerts.v1``). Test, system and draft messages are not relayed; a drill goes to drill
+        recipients only. A re-delivered message finds its identifier and does nothing."""
+        now = self._clock.now()
+        rows_total = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            for u in warnings:
+                if u.status not in ("Actual", "Exercise") or not u.region_codes:
+                    continue
+                if u.level == "none" and u.msg_type != "Cancel":
+                    continue
+                plan = relay_plan(u)
+                fresh = await conn.fetchval(
+                    """INSERT INTO alerting.relayed (identifier, sender, sent, msg_type, status,
+                           event, hazard, level, region_code, region_codes, headline, refs,
+                           relayed_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                       ON CONFLICT DO NOTHING RETURNING true""",
+                    u.identifier,
+                    u.sender,
+                    u.sent,
+                    u.msg_type,
+                    u.status,
+                    u.event,
+                    plan.hazard,
+                    int(plan.level),
+                    plan.region_code,
+                    u.region_codes,
+                    plan.headline,
+                    u.references,
+                    now,
+                )
+                if not fresh:
+                    continue
+                rows: dict[tuple[str, str], str] = {}
+                for region in u.region_codes:
+                    subs = await conn.fetch(
+                        """SELECT id, channel, target FROM alerting.subscriptions
+                            WHERE active AND $1 LIKE region_prefix || '%' AND min_level <= $2
+                              AND (hazard IS NULL OR hazard = $3)""",
+                        region.ljust(12, "0"),
+                        max(1, int(plan.level)),
+                        plan.hazard,
+                    )
+                    for s in subs:
+                        rows[(f"sub:{s['id']}", s["channel"])] = s["target"]
+                    persons = await load_persons(conn, region.ljust(12, "0"), now)
+                    out = fan_out(
+                        persons,
+                        hazard=plan.hazard,
+                        level=max(plan.level, Level.blue),
+                        region_code=region.ljust(12, "0"),
+                        msg_type=u.msg_type,
+                        drill=u.status == "Exercise",
+                    )
+                    for send in out.sends:
+                        rows[(f"person:{send.person.id}", send.channel)] = send.target
+                await conn.execute(
+                    """INSERT INTO alerting.deliveries
+                           (warning_id, version, recipient, channel, target, idempotency_key,
+                            purpose, message, next_attempt_at)
+                       SELECT $1::text, 1, u.recipient, u.channel, u.target,
+                              $1::text || ':' || u.recipient || ':' || u.channel, 'relay', $5, $6
+                         FROM unnest($2::text[], $3::text[], $4::text[])
+                              AS u(recipient, channel, target)
+                       ON CONFLICT DO NOTHING""",
+                    f"relay:{u.identifier}",
+                    [k[0] for k in rows],
+                    [k[1] for k in rows],
+                    list(rows.values()),
+                    plan.text,
+                    now,
+                )
+                await conn.execute(
+                    "UPDATE alerting.relayed SET recipients = $2 WHERE identifier = $1",
+                    u.identifier,
+                    len(rows),
+                )
+                await conn.execute(
+                    """INSERT INTO alerting.audit_log (actor, action, detail)
+                       VALUES ('system:upstream', 'relay', $1)""",
+                    {"identifier": u.identifier, "sender": u.sender, "recipients": len(rows)},
+                )
+                RELAYED.inc()
+                rows_total += len(rows)
+        return rows_total
 
     async def _silence_for(self, conn: Conn, alert: AlertVersion) -> Silence | None:
         now = self._clock.now()

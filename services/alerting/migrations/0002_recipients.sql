@@ -46,7 +46,7 @@ CREATE INDEX duty_roster_time_idx ON alerting.duty_roster (starts_at, ends_at);
 -- (escalation notices), and the provider's reference for matching delivery receipts
 ALTER TABLE alerting.deliveries
     ADD COLUMN purpose      text NOT NULL DEFAULT 'warning'
-                            CHECK (purpose IN ('warning', 'voice', 'escalation')),
+                            CHECK (purpose IN ('warning', 'voice', 'escalation', 'relay')),
     ADD COLUMN message      text,
     ADD COLUMN provider     text,
     ADD COLUMN provider_ref text,

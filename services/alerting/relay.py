@@ -1,0 +1,54 @@
+"""Relaying others' warnings (the weather service's, the city's): what they say to our recipients.
+
+Pure: an upstream warning in, the hazard our subscriptions know it by, its level, and the text.
+The text always names the sender, so that nobody takes it for a warning of ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.alerting.lifecycle import HAZARD_CN
+from services.alerting.messages import DRILL_PREFIX
+from shared.contracts import Level, UpstreamWarning
+
+_BY_NAME = {cn: key for key, cn in HAZARD_CN.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class RelayPlan:
+    hazard: str
+    level: Level
+    region_code: str
+    headline: str
+    text: str
+
+
+def hazard_of(event: str) -> str:
+    """Our hazard key for an upstream event name (``暴雨蓝色预警`` → ``rainstorm``); events we
+    have no key for are ``upstream``, which subscriptions to every hazard still receive."""
+    for name, key in sorted(_BY_NAME.items(), key=lambda kv: -len(kv[0])):
+        if name in event:
+            return key
+    lowered = event.lower()
+    for key in HAZARD_CN:
+        if key.replace("_", " ") in lowered:
+            return key
+    return "upstream"
+
+
+def relay_plan(u: UpstreamWarning) -> RelayPlan:
+    level = Level.parse(u.level)
+    headline = u.headline or (
+        f"{u.event}解除" if u.msg_type == "Cancel" else f"{u.event}{level.chinese}预警"
+    )
+    prefix = DRILL_PREFIX if u.status == "Exercise" else ""
+    verb = "解除" if u.msg_type == "Cancel" else ("更新" if u.msg_type == "Update" else "发布")
+    text = f"{prefix}【转发·{u.sender}{verb}】{headline}"
+    return RelayPlan(
+        hazard=hazard_of(u.event),
+        level=level,
+        region_code=u.region_codes[0].ljust(12, "0"),
+        headline=headline,
+        text=text,
+    )
