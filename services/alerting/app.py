@@ -30,6 +30,7 @@ from services.alerting.delivery import DeliveryWorker, RetryPolicy
 from services.alerting.people_api import router as people_router
 from services.alerting.publish import ApprovalSweep
 from services.alerting.publish_api import router as publish_router
+from services.alerting.report_api import router as report_router
 from services.alerting.settings import AlertingSettings
 from services.alerting.silences_api import router as silences_router
 from shared.clock import Clock, SystemClock
@@ -162,6 +163,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
     app.include_router(people_router())
     app.include_router(publish_router())
     app.include_router(silences_router())
+    app.include_router(report_router())
     return app
 
 

@@ -255,3 +255,25 @@ async def test_a_drill_reaches_drill_recipients_only(database, broker, topic_pre
                 (await http.get(f"/v1/cap/{ident['identifier']}.xml", headers=admin(clock))).content
             )
             assert doc.findtext(f"{{{NS}}}status") == "Exercise"
+
+            # the drill cadre confirms; the report says who got it, and who confirmed when
+            clock.advance(90)
+            r = await http.post(
+                f"/v1/warnings/{wid}/confirmations", json={"person_id": 4}, headers=admin(clock)
+            )
+            assert r.json() == {"confirmed": 1}
+            report = (
+                await http.get(f"/v1/warnings/{wid}/drill-report", headers=admin(clock))
+            ).json()
+            assert report["recipients"] == 11  # the drill cadre and ten drill residents
+            assert report["delivered"] == 11
+            assert (report["must_confirm"], report["confirmed"]) == (1, 1)
+            assert 85 <= report["median_confirm_seconds"] <= 95
+            (cadre,) = [x for x in report["rows"] if x["recipient"] == "person:4"]
+            assert (cadre["name"], cadre["confirmed_via"]) == ("演练员", "api")
+            audit = (await http.get("/v1/audit?action=publication.", headers=admin(clock))).json()
+            assert [a["action"] for a in audit] == ["publication.approve", "publication.request"]
+            # a viewer of the region may read it too
+            other = who(clock, "viewer", ["viewer"], ["warnings:read", "audit:read"])
+            r = await http.get(f"/v1/warnings/{wid}/drill-report", headers=other)
+            assert r.status_code == 200
