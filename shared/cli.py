@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> None:
 
         inbox = Inbox(on_message=(lambda m: print(describe(m), flush=True)) if args.echo else None)
         sms = SmsState(keep_log=False, keep=1000) if args.bulk else SmsState()
+        if args.echo:
+            sms.on_text = lambda t: print(
+                f"[sms:{t['provider']}] {','.join(t['numbers'])} {t['text']}", flush=True
+            )
         uvicorn.run(create_app(inbox, sms), host="127.0.0.1", port=args.port, log_level="warning")
 
 

@@ -134,8 +134,13 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
         )
         app.state.handler = handler
         if settings.run_delivery:
-            job3 = Periodic("silence-release", settings.confirm_sweep_s, handler.release_silenced)
-            rt.run_task(job3.run, "alerting-silence-release", job3.stop)
+            for name, every, tick in (
+                ("silence-release", settings.confirm_sweep_s, handler.release_silenced),
+                ("group-dispatch", settings.dispatch_sweep_s, handler.dispatch_due),
+                ("repeat", settings.confirm_sweep_s, handler.remind),
+            ):
+                job = Periodic(name, every, tick)
+                rt.run_task(job.run, f"alerting-{name}", job.stop)
         if settings.run_consumer:
             app.state.runner = rt.consume(
                 service="alerting",

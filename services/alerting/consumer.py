@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 import asyncpg
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from services.alerting.grouping import OpenWarning, dispatch_time, inhibited_by, repeat_due
 from services.alerting.lifecycle import (
     apply_station_level,
     description,
@@ -23,6 +24,7 @@ from services.alerting.lifecycle import (
     headline,
     identifier,
 )
+from services.alerting.messages import sms_text
 from services.alerting.publish import request_publication
 from services.alerting.recipients import (
     Person,
@@ -44,7 +46,9 @@ from shared.kafka import BatchResult, InvalidMessage, Message
 log = logging.getLogger(__name__)
 
 RELAYED = Counter("qianshao_upstream_relayed_total", "Upstream warnings relayed to recipients")
-SILENCED = Counter("qianshao_warning_versions_silenced_total", "Versions held back by a silence")
+HELD = Counter(
+    "qianshao_warning_versions_held_total", "Versions held back, by silence or inhibition", ["by"]
+)
 VERSIONS = Counter(
     "qianshao_warning_versions_total", "Warning versions created", ["msg_type", "level"]
 )
@@ -65,6 +69,7 @@ class AlertingHandler:
         self._topics = topics
         self._clock = clock
         self._wake = on_new_deliveries
+        self._policy = settings.group_policy()
         self._status: Literal["Actual", "Exercise"] = "Exercise" if settings.drill else "Actual"
 
     async def process(self, batch: Sequence[Message]) -> BatchResult:
@@ -124,8 +129,10 @@ class AlertingHandler:
         region = group_region(ev.region_code, self._settings.group_admin_level)
         # serialise work on one group across replicas
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{ev.hazard}:{region}")
+        await self._withdraw_held_cancel(conn, ev.hazard, region, ev.event_id)
         w = await conn.fetchrow(
-            """SELECT id, level, version, identifier, status, kind FROM alerting.warnings
+            """SELECT id, level, version, identifier, status, kind, last_dispatch_at
+                 FROM alerting.warnings
                 WHERE hazard = $1 AND region_code = $2
                   AND state IN ('draft', 'pending_approval', 'issued', 'updated')
                 FOR UPDATE""",
@@ -266,7 +273,34 @@ class AlertingHandler:
             description=desc,
             status=status,
         )
-        created = await self._enqueue_deliveries(conn, alert, level)
+        recent = await conn.fetchval(
+            """SELECT count(*) FROM alerting.warning_versions v
+                 JOIN alerting.warnings w ON w.id = v.warning_id
+                WHERE w.hazard = $1 AND w.region_code = $2 AND v.sent > $3""",
+            ev.hazard,
+            region,
+            now - self._policy.flap_window,
+        )
+        when = dispatch_time(
+            now=now,
+            msg_type=msg_type,
+            level=level,
+            previous_level=Level(w["level"]) if w is not None else None,
+            last_dispatch_at=w["last_dispatch_at"] if w is not None else None,
+            recent_versions=int(recent),
+            policy=self._policy,
+        )
+        if when <= now:
+            created = await self._dispatch(conn, alert, level)
+        else:
+            await conn.execute(
+                """UPDATE alerting.warning_versions SET dispatch = 'scheduled', dispatch_at = $3
+                    WHERE warning_id = $1 AND version = $2""",
+                wid,
+                version,
+                when,
+            )
+            created = 0
         if w is not None and w["kind"] == "public":
             # each later version of a public warning goes to residents after approval again
             await request_publication(
@@ -291,33 +325,195 @@ class AlertingHandler:
             ev.event_id,
         )
 
+    async def _dispatch(
+        self, conn: Conn, alert: AlertVersion, level: Level, *, again: bool = False
+    ) -> int:
+        """Sends a version now, unless something holds it back. Earlier versions not yet out
+        are superseded by it; an all-clear of a warning nobody heard of is not sent. A version
+        a higher warning inhibits, or a silence matches, goes to ``alerts.v1`` only and waits
+        (``again`` is the later look at a held version: ``alerts.v1`` already has it)."""
+        wid, version = alert.warning_id, alert.version
+        await conn.execute(
+            """UPDATE alerting.warning_versions SET dispatch = 'superseded'
+                WHERE warning_id = $1 AND version < $2
+                  AND dispatch IN ('scheduled', 'silenced', 'inhibited')""",
+            wid,
+            version,
+        )
+        told = await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM alerting.warning_versions
+                               WHERE warning_id = $1 AND version < $2
+                                 AND dispatch IN ('dispatched', 'released'))""",
+            wid,
+            version,
+        )
+        if alert.msg_type == "Cancel" and not told:
+            await self._mark(conn, alert, "superseded")
+            return 0
+        topic_row = ("topic:alerts", "kafka", self._topics.alerts)
+        # the all-clear of a warning people heard is never held back
+        inhibitor = (
+            None if alert.msg_type == "Cancel" else await self._inhibitor(conn, alert, level)
+        )
+        silence = None if inhibitor else await self._silence_for(conn, alert, told)
+        if inhibitor is not None or silence is not None:
+            if not again:
+                await self._insert_deliveries(conn, alert, [topic_row])
+            state = "inhibited" if inhibitor is not None else "silenced"
+            await conn.execute(
+                """UPDATE alerting.warning_versions
+                      SET dispatch = $3, silenced_by = $4, inhibited_by = $5
+                    WHERE warning_id = $1 AND version = $2""",
+                wid,
+                version,
+                state,
+                silence.id if silence is not None else None,
+                inhibitor.id if inhibitor is not None else None,
+            )
+            if not again:
+                await conn.execute(
+                    """INSERT INTO alerting.audit_log (actor, action, warning_id, detail)
+                       VALUES ($1, $2, $3, $4)""",
+                    f"system:{'inhibition' if inhibitor else 'silence'}",
+                    state,
+                    wid,
+                    {
+                        "version": version,
+                        "silence_id": silence.id if silence else None,
+                        "inhibited_by": inhibitor.id if inhibitor else None,
+                    },
+                )
+                HELD.labels(state).inc()
+            return 0
+        n = await self._enqueue_deliveries(conn, alert, level, with_topic=not again)
+        await self._mark(conn, alert, "released" if again else "dispatched")
+        await conn.execute(
+            "UPDATE alerting.warnings SET last_dispatch_at = $2 WHERE id = $1",
+            wid,
+            self._clock.now(),
+        )
+        return n
+
+    async def _mark(self, conn: Conn, alert: AlertVersion, state: str) -> None:
+        await conn.execute(
+            """UPDATE alerting.warning_versions SET dispatch = $3
+                WHERE warning_id = $1 AND version = $2""",
+            alert.warning_id,
+            alert.version,
+            state,
+        )
+
+    async def _inhibitor(self, conn: Conn, alert: AlertVersion, level: Level) -> OpenWarning | None:
+        rules = self._settings.inhibit_rules
+        if not any(t == alert.hazard for _, t in rules):
+            return None
+        rows = await conn.fetch(
+            """SELECT id, hazard, region_code, level FROM alerting.warnings
+                WHERE region_code = $1 AND hazard <> $2 AND state IN ('issued', 'updated')""",
+            alert.region_code,
+            alert.hazard,
+        )
+        return inhibited_by(
+            hazard=alert.hazard,
+            region_code=alert.region_code,
+            level=level,
+            open_warnings=[
+                OpenWarning(r["id"], r["hazard"], r["region_code"], Level(r["level"])) for r in rows
+            ],
+            rules=rules,
+        )
+
+    async def _withdraw_held_cancel(
+        self, conn: Conn, hazard: str, region: str, event_id: str
+    ) -> None:
+        """A group rising again while its warning's all-clear is still held (flapping): the
+        all-clear never went out, so it is withdrawn and the warning goes on."""
+        w = await conn.fetchrow(
+            """SELECT w.id, w.version FROM alerting.warnings w
+                 JOIN alerting.warning_versions v ON v.warning_id = w.id AND v.version = w.version
+                WHERE w.hazard = $1 AND w.region_code = $2 AND w.state = 'cancelled'
+                  AND v.msg_type = 'Cancel' AND v.dispatch = 'scheduled'
+                ORDER BY w.closed_at DESC LIMIT 1
+                FOR UPDATE OF w""",
+            hazard,
+            region,
+        )
+        if w is None:
+            return
+        prev = await conn.fetchrow(
+            """SELECT version, level, msg_type FROM alerting.warning_versions
+                WHERE warning_id = $1 AND version = $2""",
+            w["id"],
+            w["version"] - 1,
+        )
+        assert prev is not None
+        await conn.execute(
+            "DELETE FROM alerting.warning_versions WHERE warning_id = $1 AND version = $2",
+            w["id"],
+            w["version"],
+        )
+        await conn.execute(
+            """UPDATE alerting.warnings SET state = $2, level = $3, version = $4, closed_at = NULL
+                WHERE id = $1""",
+            w["id"],
+            "issued" if prev["msg_type"] == "Alert" else "updated",
+            prev["level"],
+            prev["version"],
+        )
+        await conn.execute(
+            """INSERT INTO alerting.audit_log (actor, action, warning_id, detail)
+               VALUES ('system:flapping', 'cancel.withdrawn', $1, $2)""",
+            w["id"],
+            {"withdrawn_version": w["version"], "event_id": event_id},
+        )
+
+    async def dispatch_due(self) -> int:
+        """Sends the versions whose group timer has run out (the latest of each warning; the
+        older are superseded when it goes)."""
+        now = self._clock.now()
+        n = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            due = await conn.fetch(
+                """SELECT v.warning_id, v.version, v.level FROM alerting.warning_versions v
+                     JOIN alerting.warnings w ON w.id = v.warning_id AND w.version = v.version
+                    WHERE v.dispatch = 'scheduled' AND v.dispatch_at <= $1
+                    ORDER BY v.dispatch_at LIMIT 200""",
+                now,
+            )
+            if not due:
+                return 0
+            alerts = await load_versions(conn, {(d["warning_id"], d["version"]) for d in due})
+            for d in due:
+                alert = alerts[(d["warning_id"], d["version"])]
+                if await self._still(conn, alert, ("scheduled",)):
+                    n += await self._dispatch(conn, alert, Level(d["level"]))
+        if n:
+            self._wake()
+        return len(due)
+
+    async def _still(self, conn: Conn, alert: AlertVersion, states: tuple[str, ...]) -> str | None:
+        """Under the group's lock (the consumer's too): the version's dispatch state, if it is
+        still the warning's latest and in one of ``states``."""
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))", f"{alert.hazard}:{alert.region_code}"
+        )
+        state: str | None = await conn.fetchval(
+            """SELECT v.dispatch FROM alerting.warning_versions v
+                 JOIN alerting.warnings w ON w.id = v.warning_id AND w.version = v.version
+                WHERE v.warning_id = $1 AND v.version = $2 AND v.dispatch = ANY($3::text[])""",
+            alert.warning_id,
+            alert.version,
+            list(states),
+        )
+        return state
+
     async def _enqueue_deliveries(
-        self, conn: Conn, alert: AlertVersion, level: Level, *, released: bool = False
+        self, conn: Conn, alert: AlertVersion, level: Level, *, with_topic: bool = True
     ) -> int:
         """Ledger rows for the endpoints subscribed (webhooks, group robots), the people in scope
         and the ``alerts.v1`` topic; 叫应 tasks for those who must confirm. Older versions'
-        open tasks close: the new version is what people confirm now. A version a silence
-        matches goes to ``alerts.v1`` only, and waits for the silence to end."""
+        open tasks close: the new version is what people confirm now."""
         topic_row = ("topic:alerts", "kafka", self._topics.alerts)
-        if not released:
-            silence = await self._silence_for(conn, alert)
-            if silence is not None:
-                await self._insert_deliveries(conn, alert, [topic_row])
-                await conn.execute(
-                    """UPDATE alerting.warning_versions SET dispatch = 'silenced', silenced_by = $3
-                        WHERE warning_id = $1 AND version = $2""",
-                    alert.warning_id,
-                    alert.version,
-                    silence.id,
-                )
-                await conn.execute(
-                    """INSERT INTO alerting.audit_log (actor, action, warning_id, detail)
-                       VALUES ('system:silence', 'silenced', $1, $2)""",
-                    alert.warning_id,
-                    {"version": alert.version, "silence_id": silence.id},
-                )
-                SILENCED.inc()
-                return 1
         subs = await conn.fetch(
             """SELECT id, channel, target FROM alerting.subscriptions
                 WHERE active AND $1 LIKE region_prefix || '%' AND min_level <= $2
@@ -327,7 +523,7 @@ class AlertingHandler:
             alert.hazard,
         )
         rows = [(f"sub:{s['id']}", s["channel"], s["target"]) for s in subs]
-        if not released:
+        if with_topic:
             rows.append(topic_row)
         persons = await load_persons(conn, alert.region_code, alert.sent)
         plan = fan_out(
@@ -357,7 +553,7 @@ class AlertingHandler:
                 alert.warning_id,
                 alert.version,
                 int(level),
-                self._clock.now() if released else alert.sent,
+                self._clock.now(),
                 [p.id for p in plan.confirmers],
                 [p.region_code for p in plan.confirmers],
             )
@@ -452,7 +648,7 @@ class AlertingHandler:
                 rows_total += len(rows)
         return rows_total
 
-    async def _silence_for(self, conn: Conn, alert: AlertVersion) -> Silence | None:
+    async def _silence_for(self, conn: Conn, alert: AlertVersion, told: bool) -> Silence | None:
         now = self._clock.now()
         rows = await conn.fetch(
             """SELECT id, starts_at, ends_at, station_id, region_prefix, hazard
@@ -461,13 +657,6 @@ class AlertingHandler:
         )
         if not rows:
             return None
-        told = await conn.fetchval(
-            """SELECT EXISTS (SELECT 1 FROM alerting.warning_versions
-                               WHERE warning_id = $1 AND version < $2
-                                 AND dispatch IN ('dispatched', 'released'))""",
-            alert.warning_id,
-            alert.version,
-        )
         return silenced_by(
             [Silence(**dict(r.items())) for r in rows],
             hazard=alert.hazard,
@@ -479,44 +668,53 @@ class AlertingHandler:
         )
 
     async def release_silenced(self) -> int:
-        """Sends the latest version of each open warning held back by a silence that no longer
-        holds it (ended, deleted, or no longer matching)."""
+        """Sends the latest version of each warning held back by a silence or an inhibition
+        that no longer holds it (ended, deleted, the higher warning gone)."""
         released = 0
         async with self._pool.acquire() as conn, conn.transaction():
             held = await conn.fetch(
                 """SELECT v.warning_id, v.version, v.level FROM alerting.warning_versions v
                      JOIN alerting.warnings w ON w.id = v.warning_id AND w.version = v.version
-                    WHERE v.dispatch = 'silenced' AND w.state IN ('issued', 'updated')
-                    FOR UPDATE OF v SKIP LOCKED"""
+                    WHERE v.dispatch IN ('silenced', 'inhibited')
+                      AND w.state IN ('issued', 'updated') LIMIT 200"""
             )
             if not held:
                 return 0
             alerts = await load_versions(conn, {(h["warning_id"], h["version"]) for h in held})
             for h in held:
                 alert = alerts[(h["warning_id"], h["version"])]
-                if await self._silence_for(conn, alert) is not None:
+                before = await self._still(conn, alert, ("silenced", "inhibited"))
+                if before is None:
                     continue
-                await conn.execute(
-                    """UPDATE alerting.warning_versions SET dispatch = 'released'
+                await self._dispatch(conn, alert, Level(h["level"]), again=True)
+                after = await conn.fetchval(
+                    """SELECT dispatch FROM alerting.warning_versions
                         WHERE warning_id = $1 AND version = $2""",
                     h["warning_id"],
                     h["version"],
                 )
-                await self._enqueue_deliveries(conn, alert, Level(h["level"]), released=True)
-                released += 1
+                released += int(after != before)
         if released:
             self._wake()
         return released
 
     async def _insert_deliveries(
-        self, conn: Conn, alert: AlertVersion, rows: list[tuple[str, str, str]]
+        self,
+        conn: Conn,
+        alert: AlertVersion,
+        rows: list[tuple[str, str, str]],
+        *,
+        purpose: str = "warning",
+        message: str | None = None,
+        key_part: str = "",
     ) -> None:
         await conn.execute(
             """INSERT INTO alerting.deliveries
                    (warning_id, version, recipient, channel, target, idempotency_key,
-                    next_attempt_at)
+                    next_attempt_at, purpose, message)
                SELECT $1::text, $2::int, u.recipient, u.channel, u.target,
-                      $2::int || ':' || $1::text || ':' || u.recipient || ':' || u.channel, $6
+                      $2::int || ':' || $1::text || ':' || $7 || u.recipient || ':' || u.channel,
+                      $6, $8, $9
                  FROM unnest($3::text[], $4::text[], $5::text[]) AS u(recipient, channel, target)
                ON CONFLICT DO NOTHING""",
             alert.warning_id,
@@ -525,7 +723,70 @@ class AlertingHandler:
             [r[1] for r in rows],
             [r[2] for r in rows],
             self._clock.now(),
+            key_part,
+            purpose,
+            message,
         )
+
+    async def remind(self) -> int:
+        """Repeats each open warning to its people ``repeat_interval`` after they last heard
+        of it, marked 【持续】 (those still to confirm are asked again)."""
+        if self._policy.repeat_interval <= timedelta(0):
+            return 0
+        now = self._clock.now()
+        n = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            due = await conn.fetch(
+                """SELECT w.id, w.version, w.level, w.reminders, w.last_dispatch_at
+                     FROM alerting.warnings w
+                     JOIN alerting.warning_versions v ON v.warning_id = w.id
+                                                    AND v.version = w.version
+                    WHERE w.state IN ('issued', 'updated')
+                      AND v.dispatch IN ('dispatched', 'released')
+                      AND w.last_dispatch_at <= $1 LIMIT 100""",
+                now - self._policy.repeat_interval,
+            )
+            if not due:
+                return 0
+            alerts = await load_versions(conn, {(d["id"], d["version"]) for d in due})
+            for d in due:
+                alert = alerts[(d["id"], d["version"])]
+                if await self._still(conn, alert, ("dispatched", "released")) is None:
+                    continue
+                last = await conn.fetchval(
+                    "SELECT last_dispatch_at FROM alerting.warnings WHERE id = $1", d["id"]
+                )
+                if not repeat_due(last, now, self._policy):
+                    continue
+                level = Level(d["level"])
+                plan = fan_out(
+                    await load_persons(conn, alert.region_code, now),
+                    hazard=alert.hazard,
+                    level=level,
+                    region_code=alert.region_code,
+                    msg_type=alert.msg_type,
+                    drill=alert.status == "Exercise",
+                )
+                k = d["reminders"] + 1
+                await self._insert_deliveries(
+                    conn,
+                    alert,
+                    [(f"person:{s.person.id}", s.channel, s.target) for s in plan.sends],
+                    purpose="reminder",
+                    message=f"【持续】{sms_text(alert)}",
+                    key_part=f"reminder{k}:",
+                )
+                await conn.execute(
+                    """UPDATE alerting.warnings SET reminders = $2, last_dispatch_at = $3
+                        WHERE id = $1""",
+                    d["id"],
+                    k,
+                    now,
+                )
+                n += 1
+        if n:
+            self._wake()
+        return n
 
 
 PERSON_COLUMNS = """p.id, p.name, p.role, p.region_code, p.phone, p.wechat_openid, p.wecom_userid,

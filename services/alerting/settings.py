@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.alerting.grouping import GroupPolicy
 from shared.settings import ServiceSettings
 
 
@@ -97,3 +99,28 @@ class AlertingSettings(ServiceSettings):
         "red",
     )
     approval_timeout_s: float = Field(default=600.0, gt=0)
+
+    # group timers (seconds; see services.alerting.grouping)
+    group_wait_s: float = Field(default=0.0, ge=0)
+    group_interval_s: float = Field(default=300.0, ge=0)
+    repeat_interval_s: float = Field(default=14400.0, ge=0)
+    flap_window_s: float = Field(default=1800.0, gt=0)
+    flap_threshold: int = Field(default=4, ge=2)
+    flap_hold_s: float = Field(default=900.0, ge=0)
+    dispatch_sweep_s: float = Field(default=1.0, gt=0)
+    # (source hazard, target hazard): an open source warning mutes lower target warnings in
+    # the same region; the defaults let the consequence of the rain speak for it
+    inhibit_rules: tuple[tuple[str, str], ...] = (
+        ("flood", "rainstorm"),
+        ("geohazard", "rainstorm"),
+    )
+
+    def group_policy(self) -> GroupPolicy:
+        return GroupPolicy(
+            group_wait=timedelta(seconds=self.group_wait_s),
+            group_interval=timedelta(seconds=self.group_interval_s),
+            repeat_interval=timedelta(seconds=self.repeat_interval_s),
+            flap_window=timedelta(seconds=self.flap_window_s),
+            flap_threshold=self.flap_threshold,
+            flap_hold=timedelta(seconds=self.flap_hold_s),
+        )

@@ -158,6 +158,38 @@ async def setup_demo(
             (
                 await client.post("/api/v1/alerts/subscriptions", json=sub, headers=admin_headers)
             ).raise_for_status()
+    r = await client.get("/api/v1/alerts/persons", headers=admin_headers)
+    r.raise_for_status()
+    known = {p["name"] for p in r.json()}
+    for person in DEMO_PEOPLE:
+        if person["name"] not in known:
+            (
+                await client.post("/api/v1/alerts/persons", json=person, headers=admin_headers)
+            ).raise_for_status()
+
+
+# people who get the demo's warnings by SMS (through the local Aliyun/Tencent stand-ins)
+DEMO_PEOPLE: list[dict[str, Any]] = [
+    {
+        "name": "清河村 村干部",
+        "role": "village_cadre",
+        "region_code": "110101001001",
+        "phone": "13800138001",
+    },
+    {
+        "name": "清河镇 网格员",
+        "role": "grid_worker",
+        "region_code": "110101001002",
+        "phone": "13800138002",
+    },
+    {
+        "name": "区领导",
+        "role": "leader",
+        "region_code": "110101000000",
+        "phone": "13800138009",
+        "subscriptions": [{"min_level": "orange", "channels": ["sms"]}],
+    },
+]
 
 
 async def run_feed(

@@ -132,6 +132,14 @@ def create_app(
             f"<p>{len(box.messages)} in all</p><table border=1 cellpadding=4>"
             "<tr><th>received</th><th>provider</th><th>message</th></tr>"
             + "".join(rows)
+            + "</table><h1>SMS</h1><table border=1 cellpadding=4>"
+            "<tr><th>received</th><th>provider</th><th>numbers</th><th>text</th></tr>"
+            + "".join(
+                f"<tr><td>{html.escape(t['received_at'])}</td><td>{html.escape(t['provider'])}"
+                f"</td><td>{html.escape(', '.join(t['numbers']))}</td>"
+                f"<td>{html.escape(t['text'])}</td></tr>"
+                for t in reversed(app.state.sms.texts[-200:])
+            )
             + "</table>"
         )
 

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +65,8 @@ class SmsState:
     # queries; a load test with a million numbers turns it off
     log: dict[str, list[tuple[str, str, str, str, datetime]]] = field(default_factory=dict)
     keep_log: bool = True
+    # called with each message received (the demo prints them)
+    on_text: Callable[[dict[str, Any]], None] | None = None
     segments: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -89,14 +92,15 @@ class SmsState:
             for n, ref in zip(numbers, refs or [""] * len(numbers), strict=True):
                 self.log.setdefault(n, []).append((provider, key, ref, text, sent))
         self.segments += sms_segments(text) * len(numbers)
-        self.texts.append(
-            {
-                "provider": provider,
-                "numbers": numbers if len(numbers) <= 10 else [*numbers[:10], "…"],
-                "text": text,
-                "received_at": sent.isoformat(),
-            }
-        )
+        entry = {
+            "provider": provider,
+            "numbers": numbers if len(numbers) <= 10 else [*numbers[:10], "…"],
+            "text": text,
+            "received_at": sent.isoformat(),
+        }
+        self.texts.append(entry)
+        if self.on_text is not None:
+            self.on_text(entry)
         if len(self.texts) > 2 * self.keep:
             del self.texts[: self.keep]
 

@@ -26,6 +26,12 @@ from shared.contracts import Topics
 from shared.db import create_pool, migrate
 from shared.devstack.broker import TansuBroker
 from shared.devstack.demo import DEMO_SOURCE, run_feed, setup_demo
+from shared.devstack.fakesms import (
+    ALIYUN_KEY_ID,
+    ALIYUN_SECRET,
+    TENCENT_SECRET_ID,
+    TENCENT_SECRET_KEY,
+)
 from shared.devstack.postgres import PostgresServer
 from shared.kafka import ensure_topics
 
@@ -58,7 +64,25 @@ def _service_env(name: str, ports: dict[str, int], dsn: str, bootstrap: str) -> 
         for svc in ("ingest", "risk", "alerting"):
             env[p + f"{svc.upper()}_URL"] = f"http://127.0.0.1:{ports[svc]}"
     if name == "alerting":
-        env[p + "DELIVERY_POLL_S"] = "0.2"
+        fake = f"http://127.0.0.1:{ports['fake']}"
+        env.update(
+            {
+                p + "DELIVERY_POLL_S": "0.2",
+                # the demo storm is quick: versions may follow each other every 20 s
+                p + "GROUP_INTERVAL_S": "20",
+                p + "ALIYUN_ENDPOINT": f"{fake}/aliyun/",
+                p + "ALIYUN_VOICE_ENDPOINT": f"{fake}/aliyun/",
+                p + "ALIYUN_ACCESS_KEY_ID": ALIYUN_KEY_ID,
+                p + "ALIYUN_ACCESS_KEY_SECRET": ALIYUN_SECRET,
+                p + "ALIYUN_TEMPLATE_CODE": "SMS_DEMO",
+                p + "ALIYUN_VOICE_TTS_CODE": "TTS_DEMO",
+                p + "TENCENT_ENDPOINT": f"{fake}/tencent/",
+                p + "TENCENT_SECRET_ID": TENCENT_SECRET_ID,
+                p + "TENCENT_SECRET_KEY": TENCENT_SECRET_KEY,
+                p + "TENCENT_SDK_APP_ID": "1400000000",
+                p + "TENCENT_TEMPLATE_ID": "100000",
+            }
+        )
     return env
 
 

@@ -49,6 +49,7 @@ def settings(database: str, broker: Any, prefix: str, fake: str, **kw: Any) -> A
             "consumer_group": f"{prefix}alerting",
             "delivery_poll_s": 0.05,
             "confirm_sweep_s": 3600,  # swept by the test, on its clock
+            "group_interval_s": 0,  # the group timers have tests of their own
             "callback_token": CALLBACK,
             "confirm_secret": CONFIRM_SECRET,
             "confirm_base_url": "http://confirm.example/c",

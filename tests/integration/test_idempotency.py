@@ -117,7 +117,7 @@ async def test_alerting_applies_a_redelivered_event_once(database, topic_prefix)
         woken = []
         handler = AlertingHandler(
             pool=pool,
-            settings=AlertingSettings(),
+            settings=AlertingSettings(group_interval_s=0),
             topics=Topics(topic_prefix),
             clock=SystemClock(),
             on_new_deliveries=lambda: woken.append(1),

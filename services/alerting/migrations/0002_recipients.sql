@@ -46,7 +46,8 @@ CREATE INDEX duty_roster_time_idx ON alerting.duty_roster (starts_at, ends_at);
 -- (escalation notices), and the provider's reference for matching delivery receipts
 ALTER TABLE alerting.deliveries
     ADD COLUMN purpose      text NOT NULL DEFAULT 'warning'
-                            CHECK (purpose IN ('warning', 'voice', 'escalation', 'relay')),
+                            CHECK (purpose IN ('warning', 'voice', 'escalation', 'relay',
+                                              'reminder')),
     ADD COLUMN message      text,
     ADD COLUMN provider     text,
     ADD COLUMN provider_ref text,

@@ -23,10 +23,20 @@ CREATE TABLE alerting.maintenance (
     reason      text NOT NULL
 );
 
--- whether a version went out to its recipients, or was held back by a silence
+-- whether a version went out to its recipients, waits for its group timer, or is held back
+-- (by a silence, by a higher warning that inhibits it), or was superseded before it went out
 ALTER TABLE alerting.warning_versions
-    ADD COLUMN dispatch    text NOT NULL DEFAULT 'dispatched'
-                           CHECK (dispatch IN ('dispatched', 'silenced', 'released')),
-    ADD COLUMN silenced_by bigint;
-CREATE INDEX warning_versions_silenced_idx ON alerting.warning_versions (warning_id)
-    WHERE dispatch = 'silenced';
+    ADD COLUMN dispatch     text NOT NULL DEFAULT 'dispatched'
+                            CHECK (dispatch IN ('scheduled', 'dispatched', 'silenced', 'inhibited',
+                                                'released', 'superseded')),
+    ADD COLUMN dispatch_at  timestamptz,
+    ADD COLUMN silenced_by  bigint,
+    ADD COLUMN inhibited_by text;
+CREATE INDEX warning_versions_held_idx ON alerting.warning_versions (warning_id)
+    WHERE dispatch IN ('silenced', 'inhibited');
+CREATE INDEX warning_versions_scheduled_idx ON alerting.warning_versions (dispatch_at)
+    WHERE dispatch = 'scheduled';
+
+ALTER TABLE alerting.warnings
+    ADD COLUMN last_dispatch_at timestamptz,
+    ADD COLUMN reminders        integer NOT NULL DEFAULT 0;
