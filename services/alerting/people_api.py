@@ -262,7 +262,7 @@ def router() -> APIRouter:
         warning_id: str, body: ConfirmIn, identity: IdentityDep, request: Request
     ) -> Any:
         """Confirms for a person (an app, or a duty officer who reached them by phone)."""
-        identity.require_scope("confirm:write")
+        identity.require_scope("confirmations:write")
         pool = _pool(request)
         region = await pool.fetchval(
             "SELECT region_code FROM alerting.warnings WHERE id = $1", warning_id

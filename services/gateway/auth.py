@@ -17,7 +17,15 @@ from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from shared.errors import Conflict, Unauthenticated
 from shared.identity import Identity
 
-READ_SCOPES = ["stations:read", "readings:read", "risk:read", "warnings:read", "subscriptions:read"]
+READ_SCOPES = [
+    "stations:read",
+    "readings:read",
+    "risk:read",
+    "warnings:read",
+    "subscriptions:read",
+    "recipients:read",
+    "silences:read",
+]
 
 ROLE_SCOPES: dict[str, list[str]] = {
     "admin": [
@@ -27,11 +35,24 @@ ROLE_SCOPES: dict[str, list[str]] = {
         "rules:write",
         "warnings:write",
         "warnings:approve",
+        "warnings:publish",
         "subscriptions:write",
+        "recipients:write",
+        "silences:write",
+        "confirmations:write",
+        "audit:read",
         "clients:write",
     ],
-    "approver": [*READ_SCOPES, "warnings:approve", "warnings:write"],
-    "duty_officer": [*READ_SCOPES, "warnings:write", "confirmations:write"],
+    # approving a publication also needs the approver role itself (checked by alerting)
+    "approver": [*READ_SCOPES, "warnings:approve", "warnings:write", "audit:read"],
+    "duty_officer": [
+        *READ_SCOPES,
+        "warnings:write",
+        "warnings:publish",
+        "confirmations:write",
+        "silences:write",
+        "recipients:write",
+    ],
     "viewer": list(READ_SCOPES),
     "upstream_platform": ["readings:write", "stations:read", "upstream_warnings:write"],
 }

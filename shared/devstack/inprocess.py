@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
@@ -23,6 +23,13 @@ from services.risk.app import create_app as risk_app
 from services.risk.settings import RiskSettings
 from shared.devstack.fakeproviders import Inbox
 from shared.devstack.fakeproviders import create_app as fake_app
+from shared.devstack.fakesms import (
+    ALIYUN_KEY_ID,
+    ALIYUN_SECRET,
+    TENCENT_SECRET_ID,
+    TENCENT_SECRET_KEY,
+    SmsState,
+)
 from shared.devstack.procs import free_port
 
 ADMIN_PASSWORD = "admin-pass-123"  # noqa: S105 - a throw-away stack's operator
@@ -50,6 +57,9 @@ async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
         await task
 
 
+CALLBACK_TOKEN = "stack-callback-token"  # noqa: S105 - a throw-away stack's callback path
+
+
 @dataclass
 class Stack:
     gateway: str
@@ -58,6 +68,8 @@ class Stack:
     api_key: str
     admin_password: str
     services: dict[str, str]
+    sms: SmsState = field(default_factory=SmsState)
+    gateway_pool: Any = None
 
 
 @contextlib.asynccontextmanager
@@ -69,8 +81,9 @@ async def running_stack(database: str, bootstrap: str, topic_prefix: str) -> Asy
         "topic_prefix": topic_prefix,
     }
     inbox = Inbox()
+    sms = SmsState()
     async with contextlib.AsyncExitStack() as es:
-        fake = await es.enter_async_context(serve(fake_app(inbox), ports["fake"]))
+        fake = await es.enter_async_context(serve(fake_app(inbox, sms), ports["fake"]))
         ingest = IngestSettings(
             **common,
             port=ports["ingest"],
@@ -83,6 +96,17 @@ async def running_stack(database: str, bootstrap: str, topic_prefix: str) -> Asy
             port=ports["alerting"],
             consumer_group=f"{topic_prefix}alerting",
             delivery_poll_s=0.1,
+            callback_token=CALLBACK_TOKEN,
+            confirm_base_url=f"http://127.0.0.1:{ports['gateway']}/api/v1/alerts/confirm",
+            aliyun_endpoint=f"{fake}/aliyun/",
+            aliyun_access_key_id=ALIYUN_KEY_ID,
+            aliyun_access_key_secret=ALIYUN_SECRET,
+            aliyun_template_code="SMS_STACK",
+            tencent_endpoint=f"{fake}/tencent/",
+            tencent_secret_id=TENCENT_SECRET_ID,
+            tencent_secret_key=TENCENT_SECRET_KEY,
+            tencent_sdk_app_id="1400000000",
+            tencent_template_id="100000",
         )
         await asyncio.gather(
             es.enter_async_context(serve(ingest_app(ingest), ports["ingest"])),
@@ -110,4 +134,4 @@ async def running_stack(database: str, bootstrap: str, topic_prefix: str) -> Asy
             gw.state.pool, username="admin", password=ADMIN_PASSWORD, roles=["admin"]
         )
         services = {n: f"http://127.0.0.1:{ports[n]}" for n in ("ingest", "risk", "alerting")}
-        yield Stack(gateway, fake, inbox, key, ADMIN_PASSWORD, services)
+        yield Stack(gateway, fake, inbox, key, ADMIN_PASSWORD, services, sms, gw.state.pool)
