@@ -138,6 +138,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
                 ("silence-release", settings.confirm_sweep_s, handler.release_silenced),
                 ("group-dispatch", settings.dispatch_sweep_s, handler.dispatch_due),
                 ("repeat", settings.confirm_sweep_s, handler.remind),
+                ("digest", settings.confirm_sweep_s, handler.send_digests),
             ):
                 job = Periodic(name, every, tick)
                 rt.run_task(job.run, f"alerting-{name}", job.stop)

@@ -36,6 +36,7 @@ from services.alerting.recipients import (
 from services.alerting.relay import relay_plan
 from services.alerting.settings import AlertingSettings
 from services.alerting.silences import Silence, maintenance_ignores, silenced_by
+from services.alerting.storm import StormPolicy, digest_text, to_hold
 from services.alerting.versions import load_versions
 from shared.clock import Clock
 from shared.contracts import AlertVersion, Level, RiskEvent, Topics, UpstreamWarning, stable_id
@@ -70,6 +71,7 @@ class AlertingHandler:
         self._clock = clock
         self._wake = on_new_deliveries
         self._policy = settings.group_policy()
+        self._storm = StormPolicy(settings.storm_limit, timedelta(seconds=settings.storm_window_s))
         self._status: Literal["Actual", "Exercise"] = "Exercise" if settings.drill else "Actual"
 
     async def process(self, batch: Sequence[Message]) -> BatchResult:
@@ -535,8 +537,17 @@ class AlertingHandler:
             drill=alert.status == "Exercise",
             confirm_orange=self._settings.confirm_orange,
         )
-        rows += [(f"person:{s.person.id}", s.channel, s.target) for s in plan.sends]
+        people: list[tuple[str, str, str]] = [
+            (f"person:{s.person.id}", s.channel, s.target) for s in plan.sends
+        ]
+        hold = await self._storm_hold(conn, alert, level, people, plan.confirmers)
+        rows += [r for r in people if (r[0], r[1]) not in hold]
         await self._insert_deliveries(conn, alert, rows)
+        if hold:
+            await self._insert_deliveries(
+                conn, alert, [r for r in people if (r[0], r[1]) in hold], state="held"
+            )
+            HELD.labels("storm").inc(len(hold))
         await conn.execute(
             """UPDATE alerting.confirm_tasks SET closed = true
                 WHERE warning_id = $1 AND version < $2 AND confirmed_at IS NULL AND NOT closed""",
@@ -707,14 +718,15 @@ class AlertingHandler:
         purpose: str = "warning",
         message: str | None = None,
         key_part: str = "",
+        state: str = "pending",
     ) -> None:
         await conn.execute(
             """INSERT INTO alerting.deliveries
                    (warning_id, version, recipient, channel, target, idempotency_key,
-                    next_attempt_at, purpose, message)
+                    next_attempt_at, purpose, message, state, created_at)
                SELECT $1::text, $2::int, u.recipient, u.channel, u.target,
                       $2::int || ':' || $1::text || ':' || $7 || u.recipient || ':' || u.channel,
-                      $6, $8, $9
+                      $6, $8, $9, $10, $6
                  FROM unnest($3::text[], $4::text[], $5::text[]) AS u(recipient, channel, target)
                ON CONFLICT DO NOTHING""",
             alert.warning_id,
@@ -726,7 +738,84 @@ class AlertingHandler:
             key_part,
             purpose,
             message,
+            state,
         )
+
+    async def _storm_hold(
+        self,
+        conn: Conn,
+        alert: AlertVersion,
+        level: Level,
+        people: list[tuple[str, str, str]],
+        confirmers: list[Person],
+    ) -> set[tuple[str, str]]:
+        if not people or self._storm.limit <= 0 or level >= Level.red:
+            return set()
+        counts = await conn.fetch(
+            """SELECT recipient, channel, count(*) AS n FROM alerting.deliveries
+                WHERE recipient = ANY($1::text[]) AND created_at > $2
+                  AND purpose IN ('warning', 'reminder', 'digest') AND state <> 'held'
+                GROUP BY 1, 2""",
+            sorted({p[0] for p in people}),
+            self._clock.now() - self._storm.window,
+        )
+        return to_hold(
+            {(r["recipient"], r["channel"]): r["n"] for r in counts},
+            [(p[0], p[1]) for p in people],
+            level=level,
+            must_confirm={f"person:{p.id}" for p in confirmers},
+            policy=self._storm,
+        )
+
+    async def send_digests(self) -> int:
+        """One digest per person and channel whose held messages may go now (fewer than the
+        limit sent within the window), naming the warnings held."""
+        now = self._clock.now()
+        sent = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            groups = await conn.fetch(
+                """SELECT recipient, channel, min(target) AS target,
+                          array_agg(id ORDER BY id) AS ids,
+                          array_agg(warning_id ORDER BY id) AS wids,
+                          array_agg(version ORDER BY id) AS vers
+                     FROM alerting.deliveries WHERE state = 'held'
+                    GROUP BY 1, 2 LIMIT 500"""
+            )
+            for g in groups:
+                recent = await conn.fetchval(
+                    """SELECT count(*) FROM alerting.deliveries
+                        WHERE recipient = $1 AND channel = $2 AND created_at > $3
+                          AND purpose IN ('warning', 'reminder', 'digest')
+                          AND state NOT IN ('held', 'digested')""",
+                    g["recipient"],
+                    g["channel"],
+                    now - self._storm.window,
+                )
+                if recent >= self._storm.limit:
+                    continue
+                locked = await conn.fetch(
+                    """UPDATE alerting.deliveries SET state = 'digested'
+                        WHERE id = ANY($1::bigint[]) AND state = 'held' RETURNING id""",
+                    list(g["ids"]),
+                )
+                if not locked:
+                    continue
+                keys = set(zip(g["wids"], g["vers"], strict=True))
+                versions = await load_versions(conn, keys)
+                ordered = [versions[k] for k in zip(g["wids"], g["vers"], strict=True)]
+                last = ordered[-1]
+                await self._insert_deliveries(
+                    conn,
+                    last,
+                    [(g["recipient"], g["channel"], g["target"])],
+                    purpose="digest",
+                    message=digest_text([v.headline for v in ordered], last.status == "Exercise"),
+                    key_part=f"digest{min(g['ids'])}:",
+                )
+                sent += 1
+        if sent:
+            self._wake()
+        return sent
 
     async def remind(self) -> int:
         """Repeats each open warning to its people ``repeat_interval`` after they last heard

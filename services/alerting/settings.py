@@ -124,3 +124,8 @@ class AlertingSettings(ServiceSettings):
             flap_threshold=self.flap_threshold,
             flap_hold=timedelta(seconds=self.flap_hold_s),
         )
+
+    # storm mode: at most this many messages per person and channel in the window; the rest
+    # go out as one digest (0 turns it off; red and 叫应 messages are never held)
+    storm_limit: int = Field(default=6, ge=0)
+    storm_window_s: float = Field(default=3600.0, gt=0)

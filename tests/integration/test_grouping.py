@@ -200,3 +200,50 @@ async def test_reminders_repeat_open_warnings(database, topic_prefix):
         assert await handler.remind() == 0  # a closed warning is not repeated
     finally:
         await pool.close()
+
+
+async def test_storm_mode_holds_the_chatter_and_sends_one_digest(database, topic_prefix):
+    pool, handler, feed = await make(
+        database, topic_prefix, group_interval_s=0, flap_threshold=100, storm_limit=2
+    )
+    try:
+        # four hazards in a storm, blue and yellow: the third and fourth message wait
+        for hazard in ("rainstorm", "gale", "heat", "forest_fire"):
+            await feed.event("S-" + hazard, "blue", hazard=hazard)
+            feed.clock.advance(60)
+        rows = await pool.fetch(
+            """SELECT d.state, w.hazard FROM alerting.deliveries d
+                 JOIN alerting.warnings w ON w.id = d.warning_id
+                WHERE d.recipient LIKE 'person:%' ORDER BY d.id"""
+        )
+        assert [(r["hazard"], r["state"]) for r in rows] == [
+            ("rainstorm", "pending"),
+            ("gale", "pending"),
+            ("heat", "held"),
+            ("forest_fire", "held"),
+        ]
+        # a red warning is never held
+        await feed.event("S-flood", "red", hazard="flood")
+        assert (
+            await pool.fetchval(
+                """SELECT d.state FROM alerting.deliveries d JOIN alerting.warnings w
+                 ON w.id = d.warning_id WHERE w.hazard = 'flood' AND d.recipient LIKE 'person:%'"""
+            )
+            == "pending"
+        )
+        # within the window nothing more goes; after it, one digest for the two held
+        assert await handler.send_digests() == 0
+        feed.clock.advance(3600)
+        assert await handler.send_digests() == 1
+        assert await handler.send_digests() == 0
+        digest = await pool.fetchrow(
+            "SELECT message, state FROM alerting.deliveries WHERE purpose = 'digest'"
+        )
+        assert digest["state"] == "pending"
+        assert digest["message"].startswith("【汇总】您有2条预警信息：")
+        assert "高温" in digest["message"]
+        assert "森林火险" in digest["message"]
+        held = await pool.fetchval("SELECT count(*) FROM alerting.deliveries WHERE state = 'held'")
+        assert held == 0
+    finally:
+        await pool.close()

@@ -82,3 +82,27 @@ def test_inhibition_needs_a_rule_the_same_region_and_a_higher_level():
         )
         is None
     )
+
+
+def test_storm_holds_only_over_the_limit_never_red_or_confirmers():
+    from services.alerting.storm import StormPolicy, digest_text, to_hold
+
+    p = StormPolicy(limit=2)
+    rows = [("person:1", "sms"), ("person:2", "sms"), ("person:3", "sms"), ("sub:1", "webhook")]
+    recent = {
+        ("person:1", "sms"): 2,
+        ("person:2", "sms"): 1,
+        ("person:3", "sms"): 5,
+        ("sub:1", "webhook"): 9,
+    }
+    kw = {"policy": p}
+    assert to_hold(recent, rows, level=Level.blue, must_confirm=set(), **kw) == {
+        ("person:1", "sms"),
+        ("person:3", "sms"),
+    }
+    assert to_hold(recent, rows, level=Level.blue, must_confirm={"person:3"}, **kw) == {
+        ("person:1", "sms")
+    }
+    assert to_hold(recent, rows, level=Level.red, must_confirm=set(), **kw) == set()
+    assert digest_text(["a", "b"], drill=True) == "【演练】【汇总】您有2条预警信息：a；b。"
+    assert "等7条" in digest_text([str(i) for i in range(7)], drill=False)
