@@ -173,20 +173,23 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
     return app
 
 
+def _aliyun(settings: AlertingSettings, http: httpx.AsyncClient, endpoint: str) -> AliyunRpc:
+    return AliyunRpc(
+        http,
+        endpoint=endpoint,
+        access_key_id=settings.aliyun_access_key_id,
+        access_key_secret=settings.aliyun_access_key_secret,
+    )
+
+
 def sms_channel(settings: AlertingSettings, http: httpx.AsyncClient) -> BatchChannel | None:
     """The configured SMS providers, in order, behind failover; None when none is configured."""
     providers: list[BatchChannel] = []
     for name in settings.sms_providers:
         if name == "aliyun" and settings.aliyun_endpoint:
-            rpc = AliyunRpc(
-                http,
-                endpoint=settings.aliyun_endpoint,
-                access_key_id=settings.aliyun_access_key_id,
-                access_key_secret=settings.aliyun_access_key_secret,
-            )
             providers.append(
                 AliyunSms(
-                    rpc,
+                    _aliyun(settings, http, settings.aliyun_endpoint),
                     sign_name=settings.aliyun_sign_name,
                     template_code=settings.aliyun_template_code,
                 )
@@ -212,14 +215,8 @@ def person_channels(settings: AlertingSettings, http: httpx.AsyncClient) -> dict
     """The one-at-a-time channels to people that are configured: voice, WeChat, WeCom, e-mail."""
     out: dict[str, Channel] = {}
     if settings.aliyun_voice_endpoint:
-        rpc = AliyunRpc(
-            http,
-            endpoint=settings.aliyun_voice_endpoint,
-            access_key_id=settings.aliyun_access_key_id,
-            access_key_secret=settings.aliyun_access_key_secret,
-        )
         out["voice"] = AliyunVoice(
-            rpc,
+            _aliyun(settings, http, settings.aliyun_voice_endpoint),
             show_number=settings.aliyun_voice_show_number,
             tts_code=settings.aliyun_voice_tts_code,
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, get_args
 
 from shared.contracts import Level
 
@@ -26,15 +26,7 @@ Role = Literal[
     "county_duty_officer",
     "leader",
 ]
-ROLES: tuple[Role, ...] = (
-    "village_cadre",
-    "grid_worker",
-    "info_officer",
-    "enterprise_safety_officer",
-    "township_duty_officer",
-    "county_duty_officer",
-    "leader",
-)
+ROLES: tuple[Role, ...] = get_args(Role)
 DUTY_ROLES = frozenset({"township_duty_officer", "county_duty_officer"})
 PersonChannel = Literal["sms", "wechat_mp", "wecom_app", "email"]
 CODE_LEVELS = (2, 4, 6, 9, 12)
