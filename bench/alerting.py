@@ -83,6 +83,12 @@ def _service_env(dsn: str, bootstrap: str, prefix: str, port: int, fake: str) ->
         f"{p}DELIVERY_CONCURRENCY": str(CONCURRENCY),
         f"{p}DELIVERY_LOOPS": "3",
         f"{p}DELIVERY_POLL_S": "0.05",
+        # the events alternate raise and all-clear every few milliseconds: without this the
+        # group interval would hold each all-clear (raises never wait), flapping would hold
+        # them longer, and storm mode would digest the cadre's messages
+        f"{p}GROUP_INTERVAL_S": "0",
+        f"{p}FLAP_THRESHOLD": "1000000",
+        f"{p}STORM_LIMIT": "0",
         f"{p}SMS_PROVIDERS": '["tencent", "aliyun"]',
         f"{p}TENCENT_ENDPOINT": f"{fake}/tencent/",
         f"{p}TENCENT_SECRET_ID": TENCENT_SECRET_ID,

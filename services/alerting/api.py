@@ -49,7 +49,9 @@ class WarningDetail(WarningOut):
 
 class SubscriptionIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    channel: Literal["webhook", "wecom_robot"]
+    channel: Literal["webhook", "wecom_robot", "cap_push"] = Field(
+        description="cap_push: an upper-level platform that takes CAP 1.2 documents"
+    )
     target: AnyHttpUrl
     secret: str | None = Field(default=None, min_length=16, max_length=200)
     region_prefix: str = Field(default="", pattern=r"^\d{0,12}$")

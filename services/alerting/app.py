@@ -14,6 +14,7 @@ from httpx_aiohttp import AiohttpTransport
 from services.alerting.api import router
 from services.alerting.callconfirm import ConfirmSweep, policy_from
 from services.alerting.channels import BatchChannel, Channel
+from services.alerting.channels.cappush import CapPushChannel
 from services.alerting.channels.email import EmailChannel
 from services.alerting.channels.http import WebhookChannel, WeComRobotChannel
 from services.alerting.channels.kafka import KafkaChannel
@@ -78,6 +79,9 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             "webhook": WebhookChannel(http),
             "wecom_robot": WeComRobotChannel(http),
             "kafka": KafkaChannel(rt.producer),
+            "cap_push": CapPushChannel(
+                http, sender=settings.sender_code, sender_name=settings.sender_name
+            ),
         }
         channels.update(person_channels(settings, http))
         batch_channels: dict[str, BatchChannel] = {}

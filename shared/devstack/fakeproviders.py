@@ -20,8 +20,10 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from lxml import etree
 
 from services.alerting.channels.http import sign_webhook
+from shared.capxml import NS, safe_parser, schema_errors
 from shared.devstack.fakesms import SmsState
 from shared.devstack.fakesms import router as sms_router
 from shared.devstack.fakewechat import WeChatState
@@ -108,6 +110,33 @@ def create_app(
             }
         )
         return JSONResponse({"errcode": 0, "errmsg": "ok"})
+
+    @app.post("/platform/{name}")
+    async def platform(name: str, request: Request) -> Response:
+        """An upper-level platform: takes CAP 1.2 only, refuses what does not validate."""
+        body = await request.body()
+        try:
+            doc = etree.fromstring(body, safe_parser())
+        except etree.XMLSyntaxError:
+            return JSONResponse({"error": "not XML"}, status_code=400)
+        errors = schema_errors(doc)
+        if errors:
+            return JSONResponse({"error": "invalid CAP", "detail": errors[:3]}, status_code=422)
+        box.add(
+            {
+                "provider": "platform",
+                "name": name,
+                "received_at": datetime.now(UTC).isoformat(),
+                "idempotency_key": request.headers.get("idempotency-key"),
+                "body": {
+                    "identifier": doc.findtext(f"{{{NS}}}identifier"),
+                    "msg_type": doc.findtext(f"{{{NS}}}msgType"),
+                    "status": doc.findtext(f"{{{NS}}}status"),
+                    "headline": doc.findtext(f"{{{NS}}}info/{{{NS}}}headline"),
+                },
+            }
+        )
+        return JSONResponse({"ok": True})
 
     @app.get("/messages")
     async def messages() -> JSONResponse:

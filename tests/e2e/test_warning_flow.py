@@ -79,6 +79,13 @@ async def test_warning_life_through_the_gateway(stack):
             headers=duty,
         )
         assert r.status_code == 403  # outside the duty officer's region
+        r = await c.post(
+            "/api/v1/alerts/subscriptions",
+            json={"name": "province", "channel": "cap_push",
+                  "target": f"{stack.fake}/platform/province", "region_prefix": "110101"},
+            headers=admin,
+        )
+        assert r.status_code == 201, r.text
         csv = "\n".join(f"110101001001,1580000{i:04d}" for i in range(20))
         r = await c.post("/api/v1/alerts/residents/import", content=csv, headers=admin)
         assert r.json()["stored"] == 20
@@ -106,6 +113,12 @@ async def test_warning_life_through_the_gateway(stack):
             return stack.sms.per_number().get(CADRE) == 1
 
         await eventually(texted, what="the cadre's SMS")
+
+        async def pushed() -> Any:
+            return [m for m in stack.inbox.messages if m["provider"] == "platform"]
+
+        (push,) = await eventually(pushed, what="the CAP push to the province")
+        assert push["body"]["msg_type"] == "Alert"  # the platform checked it against the XSD
         assert "回复1" in stack.sms.texts[-1]["text"]
 
         # the reply comes back through the provider's callback, which needs no login

@@ -1,0 +1,65 @@
+"""Upper-level platform push: each warning version POSTed as a CAP 1.2 document (GB/T 35965.1
+profile) to a provincial or city platform, signed like our webhooks."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from services.alerting.capout import CapVersion, cap_xml
+from services.alerting.channels import DeliveryJob
+from services.alerting.channels.http import retriable_status, sign_webhook
+from shared.contracts import Level
+from shared.errors import ProviderError
+
+
+class CapPushChannel:
+    name = "cap_push"
+
+    def __init__(self, client: httpx.AsyncClient, *, sender: str, sender_name: str) -> None:
+        self._client = client
+        self._sender = sender
+        self._sender_name = sender_name
+
+    def document(self, job: DeliveryJob) -> bytes:
+        a = job.alert
+        return cap_xml(
+            CapVersion(
+                identifier=a.identifier,
+                sender=a.relayed_from or self._sender,
+                sender_name=a.relayed_from or self._sender_name,
+                sent=a.sent,
+                status=a.status,
+                msg_type=a.msg_type,
+                kind="internal",
+                references=a.references,
+                hazard=a.hazard,
+                level=Level.parse(a.level),
+                region_code=a.region_code,
+                headline=a.headline,
+                description=a.description,
+                station_ids=a.station_ids,
+            )
+        )
+
+    async def send(self, job: DeliveryJob) -> None:
+        body = self.document(job)
+        ts = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/cap+xml; charset=utf-8",
+            "Idempotency-Key": job.idempotency_key,
+            "X-Qianshao-Timestamp": ts,
+        }
+        if job.secret:
+            headers["X-Qianshao-Signature"] = sign_webhook(job.secret, ts, body)
+        try:
+            r = await self._client.post(job.target, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"platform push failed: {exc!r}", retriable=True) from exc
+        if r.status_code >= 300:
+            raise ProviderError(
+                f"platform answered {r.status_code}",
+                retriable=retriable_status(r.status_code),
+                provider_code=str(r.status_code),
+            )
