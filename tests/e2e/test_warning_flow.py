@@ -81,8 +81,12 @@ async def test_warning_life_through_the_gateway(stack):
         assert r.status_code == 403  # outside the duty officer's region
         r = await c.post(
             "/api/v1/alerts/subscriptions",
-            json={"name": "province", "channel": "cap_push",
-                  "target": f"{stack.fake}/platform/province", "region_prefix": "110101"},
+            json={
+                "name": "province",
+                "channel": "cap_push",
+                "target": f"{stack.fake}/platform/province",
+                "region_prefix": "110101",
+            },
             headers=admin,
         )
         assert r.status_code == 201, r.text

@@ -1,0 +1,147 @@
+"""Debian's Prometheus scrapes the running stack: readings pushed through the gateway become a
+warning sent by SMS, and the key series are there to query, per service, through Prometheus's
+own HTTP API. The alert rules of deploy/prometheus are loaded too, and evaluate."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+
+from shared.devstack.procs import free_port
+from tests.e2e.test_slice import STATION, login
+from tests.helpers import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+
+KEY_SERIES = {
+    "ingest": [
+        'qianshao_ingest_readings_total{job="ingest"}',
+        "qianshao_ingest_db_write_seconds_count",
+    ],
+    "risk": ['qianshao_risk_events_total{level="red"}', "qianshao_consumer_lag_messages"],
+    "alerting": [
+        'qianshao_warning_versions_total{msg_type="Alert",level="red"}',
+        'qianshao_deliveries_total{channel="sms",result="sent"}',
+        "qianshao_warning_delivery_latency_seconds_bucket",
+    ],
+    "gateway": ['qianshao_http_requests_total{service="gateway"}'],
+}
+
+
+def config(targets: dict[str, str], rules: Path) -> str:
+    jobs = "\n".join(
+        f"""  - job_name: {name}
+    scrape_interval: 1s
+    static_configs:
+      - targets: ["{urlparse(url).netloc}"]"""
+        for name, url in targets.items()
+    )
+    return f"""global:
+  evaluation_interval: 1s
+rule_files:
+  - {rules}
+scrape_configs:
+{jobs}
+"""
+
+
+async def test_prometheus_scrapes_the_key_series(stack, tmp_path):
+    exe = shutil.which("prometheus")
+    assert exe, "prometheus is missing: scripts/bootstrap.sh installs Debian's package"
+    async with httpx.AsyncClient(base_url=stack.gateway, timeout=30) as c:
+        admin = await login(c, stack.admin_password)
+        assert (
+            await c.post("/api/v1/ingest/stations", json=STATION, headers=admin)
+        ).status_code == 201
+        r = await c.post(
+            "/api/v1/alerts/persons",
+            json={
+                "name": "村干部",
+                "role": "village_cadre",
+                "region_code": "110101001001",
+                "phone": "13900139100",
+            },
+            headers=admin,
+        )
+        assert r.status_code == 201
+        now = datetime.now(UTC).replace(microsecond=0)
+        r = await c.post(
+            "/api/v1/ingest/readings",
+            json={
+                "source": "city-platform",
+                "readings": [
+                    {
+                        "station_id": STATION["id"],
+                        "metric": "water_level",
+                        "unit": "m",
+                        "ts": (now - timedelta(minutes=1)).isoformat(),
+                        "value": 4.9,
+                    },
+                ],
+            },
+            headers={"X-API-Key": stack.api_key},
+        )
+        assert r.status_code == 202
+
+        async def texted() -> Any:
+            return stack.sms.per_number().get("13900139100") == 1
+
+        await eventually(texted, what="the SMS")
+
+    port = free_port()
+    cfg = tmp_path / "prometheus.yml"
+    targets = {**stack.services, "gateway": stack.gateway}
+    cfg.write_text(config(targets, ROOT / "deploy" / "prometheus" / "alerts.yml"))
+    proc = subprocess.Popen(  # noqa: ASYNC220 - starts it and returns at once
+        [
+            exe,
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    api = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        async with httpx.AsyncClient(timeout=5) as p:
+
+            async def up() -> Any:
+                try:
+                    r = await p.get(f"{api}/query", params={"query": "up"})
+                except httpx.HTTPError:
+                    return None
+                res = r.json()["data"]["result"]
+                ok = {x["metric"]["job"] for x in res if x["value"][1] == "1"}
+                return ok if ok == set(targets) else None
+
+            await eventually(up, timeout_s=60, what="every service scraped")
+            for job, series in KEY_SERIES.items():
+                for expr in series:
+                    query = expr if "job=" in expr else _with_job(expr, job)
+
+                    async def found(q: str = query) -> Any:
+                        r = await p.get(f"{api}/query", params={"query": q})
+                        return r.json()["data"]["result"]
+
+                    result = await eventually(found, timeout_s=30, what=query)
+                    assert result, query
+            r = await p.get(f"{api}/rules")
+            groups = r.json()["data"]["groups"]
+            assert sum(len(g["rules"]) for g in groups) == 5
+            assert all(x["health"] == "ok" for g in groups for x in g["rules"])
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _with_job(expr: str, job: str) -> str:
+    if "{" in expr:
+        return expr.replace("{", f'{{job="{job}",', 1)
+    return f'{expr}{{job="{job}"}}'
