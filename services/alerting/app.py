@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,7 @@ from services.alerting.channels.sms import (
 from services.alerting.channels.wechat import WeChatTemplateChannel, WeComAppChannel
 from services.alerting.consumer import AlertingHandler
 from services.alerting.delivery import DeliveryWorker, RetryPolicy
+from services.alerting.gauges import refresh as refresh_gauges
 from services.alerting.people_api import router as people_router
 from services.alerting.publish import ApprovalSweep
 from services.alerting.publish_api import router as publish_router
@@ -143,6 +145,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
                 ("group-dispatch", settings.dispatch_sweep_s, handler.dispatch_due),
                 ("repeat", settings.confirm_sweep_s, handler.remind),
                 ("digest", settings.confirm_sweep_s, handler.send_digests),
+                ("gauges", settings.confirm_sweep_s, partial(refresh_gauges, rt.pool, clock)),
             ):
                 job = Periodic(name, every, tick)
                 rt.run_task(job.run, f"alerting-{name}", job.stop)

@@ -97,6 +97,7 @@ async def running_stack(database: str, bootstrap: str, topic_prefix: str) -> Asy
             consumer_group=f"{topic_prefix}alerting",
             delivery_poll_s=0.1,
             callback_token=CALLBACK_TOKEN,
+            confirm_sweep_s=1,
             confirm_base_url=f"http://127.0.0.1:{ports['gateway']}/api/v1/alerts/confirm",
             aliyun_endpoint=f"{fake}/aliyun/",
             aliyun_access_key_id=ALIYUN_KEY_ID,

@@ -29,6 +29,8 @@ KEY_SERIES = {
         'qianshao_warning_versions_total{msg_type="Alert",level="red"}',
         'qianshao_deliveries_total{channel="sms",result="sent"}',
         "qianshao_warning_delivery_latency_seconds_bucket",
+        'qianshao_warnings{state="issued",level="red"} == 1',
+        "qianshao_confirm_pending == 1",
     ],
     "gateway": ['qianshao_http_requests_total{service="gateway"}'],
 }
@@ -142,6 +144,9 @@ async def test_prometheus_scrapes_the_key_series(stack, tmp_path):
 
 
 def _with_job(expr: str, job: str) -> str:
+    if " " in expr:
+        metric, rest = expr.split(" ", 1)
+        return f"{_with_job(metric, job)} {rest}"
     if "{" in expr:
         return expr.replace("{", f'{{job="{job}",', 1)
     return f'{expr}{{job="{job}"}}'
