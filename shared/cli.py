@@ -67,6 +67,13 @@ def main(argv: list[str] | None = None) -> None:
     p_fake.add_argument(
         "--bulk", action="store_true", help="count SMS only (for load tests with a million numbers)"
     )
+    p_dlq = sub.add_parser("dlq", help="dead-letter topics")
+    p_dlq.add_argument("action", choices=["replay"])
+    p_dlq.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
+    p_dlq.add_argument("--topic", required=True, help="the dead-letter topic, e.g. readings.dlq.v1")
+    p_dlq.add_argument("--reason", help="only dead letters with this reason")
+    p_dlq.add_argument("--since", help="only dead letters from this time on (ISO 8601)")
+    p_dlq.add_argument("--dry-run", action="store_true", help="count, publish nothing")
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.service)
@@ -74,6 +81,26 @@ def main(argv: list[str] | None = None) -> None:
         from shared.devstack.up import up
 
         sys.exit(up())
+    elif args.command == "dlq":
+        import asyncio
+        from datetime import datetime
+
+        from shared.dlq import replay
+
+        report = asyncio.run(
+            replay(
+                args.bootstrap,
+                args.topic,
+                reason=args.reason,
+                since=datetime.fromisoformat(args.since) if args.since else None,
+                dry_run=args.dry_run,
+            )
+        )
+        print(
+            f"read {report.read}, matched {report.matched}, replayed {report.replayed}, "
+            f"unreadable {report.unreadable}, not UTF-8 {report.not_utf8}; "
+            f"by reason: {report.by_reason}"
+        )
     elif args.command == "fake-providers":
         import uvicorn
 
