@@ -428,7 +428,9 @@ class FailoverSms:
         self._cooldown = cooldown_s
         self._monotonic = monotonic
         self._resting_until = [0.0] * len(self._providers)
-        self.max_batch = min(p.max_batch for p in self._providers)
+        # batches are as large as the largest provider takes; a provider that takes fewer
+        # gets them in parts
+        self.max_batch = max(p.max_batch for p in self._providers)
         self.failovers = 0
 
     def _order(self) -> list[int]:
@@ -456,20 +458,43 @@ class FailoverSms:
         return found
 
     async def send_batch(self, jobs: Sequence[DeliveryJob], key: str) -> list[Outcome]:
+        """Each provider in turn takes what is left, in parts of its own size
+        (``<key>.<provider>.<part>``); once a provider fails, the parts it has not taken go to
+        the next. A part it did take is never offered to another."""
+        out: list[Outcome | None] = [None] * len(jobs)
+        left = list(range(len(jobs)))
         last: ProviderError | None = None
         for n, i in enumerate(self._order()):
+            if not left:
+                break
             if n:
                 self.failovers += 1
-            try:
-                return await self._providers[i].send_batch(jobs, key)
-            except ProviderError as exc:
-                if exc.ambiguous:
-                    # the message may be out: another provider could send it twice
-                    raise
-                last = exc
-                self._resting_until[i] = self._monotonic() + self._cooldown
-        assert last is not None
-        raise last
+            provider = self._providers[i]
+            size = provider.max_batch
+            untaken: list[int] = []
+            for part, start in enumerate(range(0, len(left), size)):
+                idx = left[start : start + size]
+                if untaken:
+                    untaken.extend(idx)
+                    continue
+                try:
+                    got = await provider.send_batch([jobs[k] for k in idx], f"{key}.{i}.{part}")
+                except ProviderError as exc:
+                    if exc.ambiguous:
+                        # the message may be out: another provider could send it twice
+                        raise
+                    last = exc
+                    self._resting_until[i] = self._monotonic() + self._cooldown
+                    untaken.extend(idx)
+                    continue
+                for k, o in zip(idx, got, strict=True):
+                    out[k] = o
+            left = untaken
+        if left:
+            assert last is not None
+            for k in left:
+                out[k] = Outcome(error=last)
+        return [o if o is not None else Outcome(error=last) for o in out]
 
 
 class AliyunVoice:
