@@ -79,9 +79,9 @@ def _service_env(dsn: str, bootstrap: str, prefix: str, port: int, fake: str) ->
         f"{p}PORT": str(port),
         f"{p}LOG_LEVEL": "WARNING",
         f"{p}DB_POOL_MAX": "12",
-        f"{p}DELIVERY_BATCH": "2000",
+        f"{p}DELIVERY_BATCH": "1000",
         f"{p}DELIVERY_CONCURRENCY": str(CONCURRENCY),
-        f"{p}DELIVERY_LOOPS": "3",
+        f"{p}DELIVERY_LOOPS": "4",
         f"{p}DELIVERY_POLL_S": "0.05",
         # the events alternate raise and all-clear every few milliseconds: without this the
         # group interval would hold each all-clear (raises never wait), flapping would hold
