@@ -3,15 +3,12 @@ profile) to a provincial or city platform, signed like our webhooks."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 
 from services.alerting.capout import CapVersion, cap_xml
 from services.alerting.channels import DeliveryJob
-from services.alerting.channels.http import retriable_status, sign_webhook
+from services.alerting.channels.http import post_signed
 from shared.contracts import Level
-from shared.errors import ProviderError
 
 
 class CapPushChannel:
@@ -44,22 +41,6 @@ class CapPushChannel:
         )
 
     async def send(self, job: DeliveryJob) -> None:
-        body = self.document(job)
-        ts = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/cap+xml; charset=utf-8",
-            "Idempotency-Key": job.idempotency_key,
-            "X-Qianshao-Timestamp": ts,
-        }
-        if job.secret:
-            headers["X-Qianshao-Signature"] = sign_webhook(job.secret, ts, body)
-        try:
-            r = await self._client.post(job.target, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"platform push failed: {exc!r}", retriable=True) from exc
-        if r.status_code >= 300:
-            raise ProviderError(
-                f"platform answered {r.status_code}",
-                retriable=retriable_status(r.status_code),
-                provider_code=str(r.status_code),
-            )
+        await post_signed(
+            self._client, job, self.document(job), "application/cap+xml; charset=utf-8", "platform"
+        )

@@ -34,26 +34,34 @@ class WebhookChannel:
 
     async def send(self, job: DeliveryJob) -> None:
         body = orjson.dumps(job.alert.model_dump(mode="json"))
-        ts = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            "Idempotency-Key": job.idempotency_key,
-            "X-Qianshao-Timestamp": ts,
-        }
-        if job.secret:
-            headers["X-Qianshao-Signature"] = sign_webhook(job.secret, ts, body)
-        try:
-            r = await self._client.post(job.target, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise ProviderError(f"webhook timed out: {exc!r}", retriable=True) from exc
-        except httpx.TransportError as exc:
-            raise ProviderError(f"webhook unreachable: {exc!r}", retriable=True) from exc
-        if r.status_code >= 300:
-            raise ProviderError(
-                f"webhook answered {r.status_code}",
-                retriable=retriable_status(r.status_code),
-                provider_code=str(r.status_code),
-            )
+        await post_signed(self._client, job, body, "application/json", "webhook")
+
+
+async def post_signed(
+    client: httpx.AsyncClient, job: DeliveryJob, body: bytes, content_type: str, what: str
+) -> None:
+    """POSTs ``body`` to the job's target with our idempotency key and, when the subscription
+    has a secret, our HMAC signature; anything but 2xx is an error."""
+    ts = str(int(time.time()))
+    headers = {
+        "Content-Type": content_type,
+        "Idempotency-Key": job.idempotency_key,
+        "X-Qianshao-Timestamp": ts,
+    }
+    if job.secret:
+        headers["X-Qianshao-Signature"] = sign_webhook(job.secret, ts, body)
+    try:
+        r = await client.post(job.target, content=body, headers=headers)
+    except httpx.TimeoutException as exc:
+        raise ProviderError(f"{what} timed out: {exc!r}", retriable=True) from exc
+    except httpx.TransportError as exc:
+        raise ProviderError(f"{what} unreachable: {exc!r}", retriable=True) from exc
+    if r.status_code >= 300:
+        raise ProviderError(
+            f"{what} answered {r.status_code}",
+            retriable=retriable_status(r.status_code),
+            provider_code=str(r.status_code),
+        )
 
 
 # WeCom robot error codes after which a retry may succeed: system busy, frequency limits
