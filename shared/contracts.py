@@ -263,6 +263,8 @@ class AlertVersion(Event):
     description: str
     # set when the warning is someone else's, relayed (its sender); never one of our own
     relayed_from: str | None = None
+    # when the reading behind this version was taken, where there is one
+    cause_time: AwareDatetime | None = None
 
 
 class UpstreamWarning(Event):

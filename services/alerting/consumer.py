@@ -236,8 +236,8 @@ class AlertingHandler:
         await conn.execute(
             """INSERT INTO alerting.warning_versions
                    (warning_id, version, msg_type, level, identifier, sent, headline, description,
-                    refs, station_ids, cause_event)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+                    refs, station_ids, cause_event, cause_time)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
             wid,
             version,
             msg_type,
@@ -249,6 +249,7 @@ class AlertingHandler:
             refs,
             station_ids,
             ev.event_id,
+            ev.event_time,
         )
         await conn.execute(
             """INSERT INTO alerting.audit_log (actor, action, warning_id, detail)

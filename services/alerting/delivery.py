@@ -18,7 +18,7 @@ import random
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 from prometheus_client import Counter, Histogram
@@ -42,6 +42,12 @@ RECONCILED = Counter(
     "qianshao_delivery_reconciled_total",
     "Rows of a send cut short by a crash: found at the provider, or sent again",
     ["channel", "result"],
+)
+READING_TO_DELIVERY = Histogram(
+    "qianshao_reading_to_delivery_seconds",
+    "From the reading behind a warning version being taken to a provider accepting the version",
+    ["channel"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
 )
 END_TO_END = Histogram(
     "qianshao_warning_delivery_latency_seconds",
@@ -233,9 +239,8 @@ class DeliveryWorker:
             [o.provider_ref for _, o in sent],
         )
         DELIVERIES.labels(name, "sent").inc(len(sent))
-        hist = END_TO_END.labels(name)
         for j, _ in sent:
-            hist.observe(max(0.0, (now - j.alert.sent).total_seconds()))
+            self._observe(name, j, now)
 
     async def _deliver_batch(
         self, channel: BatchChannel, items: list[tuple[DeliveryJob, int]], key: str
@@ -283,7 +288,15 @@ class DeliveryWorker:
             now,
         )
         DELIVERIES.labels(channel_name, "sent").inc()
-        END_TO_END.labels(channel_name).observe(max(0.0, (now - job.alert.sent).total_seconds()))
+        self._observe(channel_name, job, now)
+
+    @staticmethod
+    def _observe(channel: str, job: DeliveryJob, now: datetime) -> None:
+        END_TO_END.labels(channel).observe(max(0.0, (now - job.alert.sent).total_seconds()))
+        if job.alert.cause_time is not None and job.message is None:
+            READING_TO_DELIVERY.labels(channel).observe(
+                max(0.0, (now - job.alert.cause_time).total_seconds())
+            )
 
     async def _failed(
         self, job: DeliveryJob, channel_name: str, attempts: int, exc: ProviderError

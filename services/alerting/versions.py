@@ -19,7 +19,7 @@ async def load_versions(
     rows = await db.fetch(
         """SELECT v.warning_id, v.version, v.msg_type, v.level, v.identifier, v.sent,
                   v.headline, v.description, v.refs, v.station_ids, w.hazard, w.region_code,
-                  w.status
+                  w.status, v.cause_time
              FROM alerting.warning_versions v
              JOIN alerting.warnings w ON w.id = v.warning_id
              JOIN unnest($1::text[], $2::int[]) AS k(wid, ver)
@@ -44,6 +44,7 @@ async def load_versions(
             sent=r["sent"],
             headline=r["headline"],
             description=r["description"],
+            cause_time=r["cause_time"],
         )
     return out
 

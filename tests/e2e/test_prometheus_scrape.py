@@ -29,6 +29,7 @@ KEY_SERIES = {
         'qianshao_warning_versions_total{msg_type="Alert",level="red"}',
         'qianshao_deliveries_total{channel="sms",result="sent"}',
         "qianshao_warning_delivery_latency_seconds_bucket",
+        'qianshao_reading_to_delivery_seconds_count{channel="sms"} >= 1',
         'qianshao_warnings{state="issued",level="red"} == 1',
         "qianshao_confirm_pending == 1",
     ],

@@ -31,7 +31,10 @@ ALTER TABLE alerting.warning_versions
                                                 'released', 'superseded')),
     ADD COLUMN dispatch_at  timestamptz,
     ADD COLUMN silenced_by  bigint,
-    ADD COLUMN inhibited_by text;
+    ADD COLUMN inhibited_by text,
+    -- when the reading behind the version was taken (its risk event's time): the start of the
+    -- reading → delivery latency
+    ADD COLUMN cause_time   timestamptz;
 CREATE INDEX warning_versions_held_idx ON alerting.warning_versions (warning_id)
     WHERE dispatch IN ('silenced', 'inhibited');
 CREATE INDEX warning_versions_scheduled_idx ON alerting.warning_versions (dispatch_at)
