@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -74,6 +75,13 @@ def main(argv: list[str] | None = None) -> None:
     p_dlq.add_argument("--reason", help="only dead letters with this reason")
     p_dlq.add_argument("--since", help="only dead letters from this time on (ISO 8601)")
     p_dlq.add_argument("--dry-run", action="store_true", help="count, publish nothing")
+    p_dash = sub.add_parser(
+        "dashboards", help="generate the Grafana dashboards, provisioning and ConfigMap"
+    )
+    p_dash.add_argument("--root", type=Path, default=Path.cwd(), help="the repository root")
+    p_dash.add_argument(
+        "--check", action="store_true", help="write nothing; fail if a generated file is stale"
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.service)
@@ -101,6 +109,20 @@ def main(argv: list[str] | None = None) -> None:
             f"unreadable {report.unreadable}, not UTF-8 {report.not_utf8}; "
             f"by reason: {report.by_reason}"
         )
+    elif args.command == "dashboards":
+        from shared.ops.dashboards import render, write
+
+        if args.check:
+            stale = [
+                str(p)
+                for p, text in render(args.root).items()
+                if not p.exists() or p.read_text(encoding="utf-8") != text
+            ]
+            if stale:
+                sys.exit("stale, run `qianshao dashboards`: " + ", ".join(stale))
+        else:
+            for path in write(args.root):
+                print(f"wrote {path}")
     elif args.command == "fake-providers":
         import uvicorn
 

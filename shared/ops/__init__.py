@@ -1,0 +1,1 @@
+"""Operations artefacts built from code: the Grafana dashboards and their provisioning."""
