@@ -1,6 +1,8 @@
 """Debian's Prometheus scrapes the running stack: readings pushed through the gateway become a
 warning sent by SMS, and the key series are there to query, per service, through Prometheus's
-own HTTP API. The alert rules of deploy/prometheus are loaded too, and evaluate."""
+own HTTP API. The alert rules of deploy/prometheus are loaded too, and evaluate. Every query of
+every generated Grafana dashboard then runs against this stack as Grafana sends it: PromQL
+through Prometheus, SQL against the stack's database; the boards show the warning that flowed."""
 
 from __future__ import annotations
 
@@ -11,9 +13,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import asyncpg
 import httpx
 
 from shared.devstack.procs import free_port
+from shared.ops.dashboards import (
+    POSTGRES,
+    PROMETHEUS,
+    build_all,
+    panel_queries,
+    render_promql,
+    render_sql,
+)
 from tests.e2e.test_slice import STATION, login
 from tests.helpers import eventually
 
@@ -54,7 +65,17 @@ scrape_configs:
 """
 
 
-async def test_prometheus_scrapes_the_key_series(stack, tmp_path):
+# dashboard panels that must show a number once one red warning has been texted
+SHOWING = {
+    "Warnings by state and level",
+    "Consumer lag per partition",
+    "Waiting to confirm",
+    "Open warnings, red",
+    "Seconds since a source was last heard, by topic",
+}
+
+
+async def test_prometheus_scrapes_the_key_series(stack, database, tmp_path):
     exe = shutil.which("prometheus")
     assert exe, "prometheus is missing: scripts/bootstrap.sh installs Debian's package"
     async with httpx.AsyncClient(base_url=stack.gateway, timeout=30) as c:
@@ -120,6 +141,8 @@ async def test_prometheus_scrapes_the_key_series(stack, tmp_path):
                     r = await p.get(f"{api}/query", params={"query": "up"})
                 except httpx.HTTPError:
                     return None
+                if r.status_code != 200:  # still starting: 503 and plain text
+                    return None
                 res = r.json()["data"]["result"]
                 ok = {x["metric"]["job"] for x in res if x["value"][1] == "1"}
                 return ok if ok == set(targets) else None
@@ -139,6 +162,7 @@ async def test_prometheus_scrapes_the_key_series(stack, tmp_path):
             groups = r.json()["data"]["groups"]
             assert sum(len(g["rules"]) for g in groups) == 5
             assert all(x["health"] == "ok" for g in groups for x in g["rules"])
+            await _dashboards_against_the_stack(p, api, database)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -151,3 +175,37 @@ def _with_job(expr: str, job: str) -> str:
     if "{" in expr:
         return expr.replace("{", f'{{job="{job}",', 1)
     return f'{expr}{{job="{job}"}}'
+
+
+async def _dashboards_against_the_stack(p: httpx.AsyncClient, api: str, database: str) -> None:
+    boards = build_all()
+    shown: set[str] = set()
+    for board in boards.values():
+        for q in panel_queries(board):
+            if q.datasource != PROMETHEUS.uid:
+                continue
+            r = await p.get(f"{api}/query", params={"query": render_promql(q.query)})
+            assert r.status_code == 200, (q.panel, r.text)
+            body = r.json()
+            assert body["status"] == "success", (q.panel, body)
+            if any(x["value"][1] != "NaN" for x in body["data"]["result"]):
+                shown.add(q.panel)
+    assert shown >= SHOWING, SHOWING - shown
+
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    conn = await asyncpg.connect(database)
+    try:
+        rows: dict[str, list[Any]] = {}
+        for board in boards.values():
+            for q in panel_queries(board):
+                if q.datasource == POSTGRES.uid:
+                    sql = render_sql(q.query, end - timedelta(hours=1), end, {"region": "110101"})
+                    rows[q.panel] = await conn.fetch(sql)
+    finally:
+        await conn.close()
+    [station] = rows["四色图 · stations by current level"]
+    assert (station["station"], station["level"], station["lat"]) == (STATION["id"], 4, 39.9)
+    assert [r["level"] for r in rows["Warnings in range"]] == [4]
+    assert [r["name"] for r in rows["Not yet confirmed (叫而未应)"]] == ["村干部"]
+    sent = {r["channel"]: r["sent"] for r in rows["Deliveries in range, by channel"]}
+    assert sent["sms"] == 1
