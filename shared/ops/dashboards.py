@@ -1,7 +1,8 @@
 """Grafana dashboards as code, built with grafana-foundation-sdk.
 
 ``qianshao dashboards`` writes them to ``deploy/grafana/dashboards/`` with Grafana provisioning
-files, and as a ConfigMap for the Grafana sidecar of kube-prometheus into ``deploy/k8s/``.
+files, and as a ConfigMap for the Grafana sidecar of kube-prometheus into ``deploy/k8s/``, next to
+the alert rules of ``deploy/prometheus/alerts.yml`` as a PrometheusRule.
 
 Two data sources, provisioned under fixed uids: Prometheus (the services' metrics) and the
 PostgreSQL/TimescaleDB database the services share (the station registry, the risk picture, the
@@ -662,7 +663,22 @@ def render(root: Path) -> dict[Path, str]:
     out[root / "deploy/k8s/base/monitoring/grafana-dashboards.yaml"] = header + _yaml(
         configmap(boards)
     )
+    rules = yaml.safe_load((root / "deploy/prometheus/alerts.yml").read_text(encoding="utf-8"))
+    out[root / "deploy/k8s/base/monitoring/prometheus-rules.yaml"] = (
+        header.replace("shared/ops/dashboards.py", "deploy/prometheus/alerts.yml")
+        + _yaml(prometheus_rule(rules))
+    )
     return out
+
+
+def prometheus_rule(rules: dict[str, Any]) -> dict[str, Any]:
+    """The alert rules of deploy/prometheus as a Prometheus Operator PrometheusRule."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "qianshao", "labels": {"release": "kube-prometheus-stack"}},
+        "spec": {"groups": rules["groups"]},
+    }
 
 
 def write(root: Path) -> list[Path]:

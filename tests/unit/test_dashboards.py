@@ -39,7 +39,7 @@ METRIC_MODULES = (
 
 def test_committed_files_are_what_the_code_generates():
     files = dashboards.render(ROOT)
-    assert len(files) == len(BOARDS) + 3
+    assert len(files) == len(BOARDS) + 4
     for path, text in files.items():
         assert path.exists(), f"{path} is missing: run `qianshao dashboards`"
         assert path.read_text(encoding="utf-8") == text, f"{path} is stale"
