@@ -664,10 +664,9 @@ def render(root: Path) -> dict[Path, str]:
         configmap(boards)
     )
     rules = yaml.safe_load((root / "deploy/prometheus/alerts.yml").read_text(encoding="utf-8"))
-    out[root / "deploy/k8s/base/monitoring/prometheus-rules.yaml"] = (
-        header.replace("shared/ops/dashboards.py", "deploy/prometheus/alerts.yml")
-        + _yaml(prometheus_rule(rules))
-    )
+    out[root / "deploy/k8s/base/monitoring/prometheus-rules.yaml"] = header.replace(
+        "shared/ops/dashboards.py", "deploy/prometheus/alerts.yml"
+    ) + _yaml(prometheus_rule(rules))
     return out
 
 
