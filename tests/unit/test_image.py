@@ -1,0 +1,57 @@
+"""The container image: the wheel it installs carries every file the services read at run time
+(migrations, rule packs, the CAP schema), and the Dockerfile agrees with the manifests on the
+user, the port and the command."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "deploy/image/Dockerfile"
+
+
+def test_the_wheel_carries_what_the_services_read(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    [wheel] = tmp_path.glob("qianshao-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    needed = [
+        p.relative_to(ROOT).as_posix()
+        for pattern in ("services/*/migrations/*.sql", "services/risk/packs/*.json")
+        for p in ROOT.glob(pattern)
+    ]
+    needed.append("shared/schemas/CAP-v1.2.xsd")
+    assert len(needed) > 15
+    missing = [n for n in needed if n not in names]
+    assert not missing, missing
+    assert "shared/cli.py" in names
+
+
+def test_dockerfile_agrees_with_the_manifests():
+    text = DOCKERFILE.read_text()
+    user = re.search(r"^USER (\d+):(\d+)$", text, re.M)
+    assert user, "the image must name a numeric non-root user"
+    assert int(user[1]) > 0
+    assert re.search(r"^EXPOSE 8080$", text, re.M)
+    assert 'ENTRYPOINT ["qianshao", "serve"]' in text
+    for name in ("ingest", "risk", "alerting", "gateway"):
+        docs = list(
+            yaml.safe_load_all((ROOT / f"deploy/k8s/base/services/{name}.yaml").read_text())
+        )
+        [dep] = [d for d in docs if d and d["kind"] == "Deployment"]
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsUser"] == int(user[1])
+        [container] = pod["containers"]
+        assert container["args"] == [name]
+        assert container["ports"][0]["containerPort"] == 8080
