@@ -1,13 +1,19 @@
-"""Routing from the public ``/api/v1/<service>/…`` paths to the services, with pooled clients."""
+"""Routing from the public ``/api/v1/<service>/…`` paths to the services: pooled clients, a
+timeout on every call, retries for idempotent methods only, a circuit breaker per service,
+request bodies streamed (and capped) and the request id passed on."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import httpx
 from fastapi import Request
 from fastapi.responses import Response
 
+from services.gateway.breaker import Breaker
 from shared.http import REQUEST_ID, problem
 from shared.identity import HEADER
 from shared.logging import request_id_var
@@ -39,6 +45,40 @@ class Route:
     name: str
 
 
+@dataclass
+class Upstreams:
+    """What forwarding needs besides the request: the client and the per-service breakers."""
+
+    client: httpx.AsyncClient
+    retries: int = 2
+    max_body_bytes: int = 16 << 20
+    threshold: int = 5
+    open_s: float = 10.0
+    breakers: dict[str, Breaker] = field(default_factory=dict)
+
+    def breaker(self, name: str) -> Breaker:
+        if name not in self.breakers:
+            self.breakers[name] = Breaker(self.threshold, self.open_s)
+        return self.breakers[name]
+
+
+IDEMPOTENT = ("GET", "HEAD")
+BREAKER_STATUSES = (502, 503, 504)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    seen = 0
+    async for chunk in stream:
+        seen += len(chunk)
+        if seen > limit:
+            raise BodyTooLarge
+        yield chunk
+
+
 # paths that carry their own credential and are reached without an identity: a 叫应 link (a
 # signed token) and the SMS providers' callbacks (a callback token in the path)
 PUBLIC_PREFIXES = ("/api/v1/alerts/confirm/", "/api/v1/alerts/callbacks/")
@@ -55,13 +95,31 @@ def match(routes: list[Route], path: str) -> tuple[Route, str] | None:
     return None
 
 
+def too_large(request: Request, limit: int) -> bool:
+    length = request.headers.get("content-length")
+    return length is not None and (not length.isdigit() or int(length) > limit)
+
+
 async def forward(
-    client: httpx.AsyncClient,
+    up: Upstreams,
     route: Route,
     path: str,
     request: Request,
     identity_header: str | None,
+    body: bytes | None = None,
 ) -> Response:
+    """Forward the request; ``body`` when the gateway already read it (signed requests),
+    otherwise the body is streamed through."""
+    breaker = up.breaker(route.name)
+    if not breaker.allow(time.monotonic()):
+        after = breaker.retry_after(time.monotonic())
+        return problem(
+            503,
+            f"the {route.name} service is failing; calls are paused for a few seconds",
+            headers={"Retry-After": str(after)},
+        )
+    if too_large(request, up.max_body_bytes):
+        return problem(413, f"the body is larger than {up.max_body_bytes} bytes")
     headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARD_REQUEST}
     if identity_header is not None:
         headers[HEADER] = identity_header
@@ -69,20 +127,32 @@ async def forward(
     if rid:
         headers[REQUEST_ID] = rid
     method = request.method
-    has_body = method in ("POST", "PUT", "PATCH")
-    req = client.build_request(
-        method,
-        route.upstream + path,
-        params=str(request.query_params),
-        headers=headers,
-        content=request.stream() if has_body else None,
-    )
-    try:
-        upstream = await client.send(req)
-    except httpx.TimeoutException:
-        return problem(504, f"the {route.name} service did not answer in time")
-    except httpx.TransportError:
-        return problem(502, f"the {route.name} service is unreachable")
+    content: bytes | AsyncIterator[bytes] | None = body
+    if body is None and method in ("POST", "PUT", "PATCH", "DELETE"):
+        content = _capped(request.stream(), up.max_body_bytes)
+    attempts = 1 + (up.retries if method in IDEMPOTENT else 0)
+    for attempt in range(attempts):
+        req = up.client.build_request(
+            method,
+            route.upstream + path,
+            params=str(request.query_params),
+            headers=headers,
+            content=content,
+        )
+        try:
+            upstream = await up.client.send(req)
+            break
+        except BodyTooLarge:
+            return problem(413, f"the body is larger than {up.max_body_bytes} bytes")
+        except httpx.TransportError as exc:
+            if attempt + 1 < attempts:
+                await asyncio.sleep(0.05 * (attempt + 1))
+                continue
+            breaker.record(False, time.monotonic())
+            if isinstance(exc, httpx.TimeoutException):
+                return problem(504, f"the {route.name} service did not answer in time")
+            return problem(502, f"the {route.name} service is unreachable")
+    breaker.record(upstream.status_code not in BREAKER_STATUSES, time.monotonic())
     out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in DROP_RESPONSE}
     out_headers.pop(REQUEST_ID.lower(), None)
     return Response(content=upstream.content, status_code=upstream.status_code, headers=out_headers)
