@@ -12,6 +12,7 @@ import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
@@ -136,6 +137,33 @@ def _aware(value: datetime) -> datetime:
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 RegionCode = Annotated[str, Field(pattern=r"^\d{12}$", description="12-digit division code")]
 StationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
+    """JSON that PostgreSQL's jsonb and our encoder take: integers within 64 bits, valid UTF-8
+    (no lone surrogates), no NUL character, at most 64 KiB."""
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError as exc:
+        raise ValueError(f"not storable as JSON: {exc}") from exc
+    if _has_nul(value):
+        raise ValueError("strings may not contain the NUL character")
+    if len(encoded) > 64 << 10:
+        raise ValueError("larger than 64 KiB")
+    return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
 
 
 def stable_id(*parts: object) -> str:

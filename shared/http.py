@@ -8,7 +8,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+import asyncpg
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -119,6 +120,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(422, "request does not match the schema", errors=errors)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
+        unstorable = _unstorable(exc)
+        if unstorable:
+            return problem(422, unstorable)
         log.exception("unhandled error", extra={"path": request.url.path})
         return problem(500, "internal error; quote the request id when reporting it")
 
@@ -126,6 +130,16 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def _unstorable(exc: BaseException) -> str | None:
+    """A request value the database cannot take (SQLSTATE class 22, or text that is no valid
+    Unicode) is the client's error, not ours: 422, not 500."""
+    if isinstance(exc, asyncpg.DataError):
+        return f"a value of the request cannot be stored ({type(exc).__name__})"
+    if isinstance(exc, UnicodeEncodeError) and "surrogates" in str(exc):
+        return "the request holds text that is not valid Unicode (a lone surrogate)"
+    return None
 
 
 class RequestContextMiddleware(BaseHTTPMiddleware):
@@ -200,6 +214,58 @@ def current_identity(request: Request) -> Identity:
 
 
 IdentityDep = Annotated[Identity, Depends(current_identity)]
+# a row id in the path: a bigint, so anything larger is a 422, never a database error
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "request_id": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+# errors any operation may answer with, besides its own
+COMMON_ERRORS = {
+    "401": "no or bad credentials",
+    "403": "outside the caller's scopes or region",
+    "422": "the request does not match the schema",
+    "503": "a dependency (database, broker, provider) is unavailable",
+}
+
+
+def problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """``app.openapi`` documenting what the error handlers send: every error response is
+    ``application/problem+json`` with the Problem schema (FastAPI's default 422 says otherwise)."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = original()
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = PROBLEM_SCHEMA
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        ref = {"$ref": "#/components/schemas/Problem"}
+        for item in doc.get("paths", {}).values():
+            for op in item.values():
+                if not isinstance(op, dict) or "responses" not in op:
+                    continue
+                for code, text in COMMON_ERRORS.items():
+                    op["responses"].setdefault(code, {"description": text})
+                for code, response in op["responses"].items():
+                    if code[0] in "45":
+                        response["content"] = {PROBLEM: {"schema": ref}}
+        app.openapi_schema = doc
+        return doc
+
+    return openapi
 
 
 def new_app(
@@ -224,6 +290,7 @@ def new_app(
         },
     )
     install_error_handlers(app)
+    app.openapi = problem_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(RequestContextMiddleware, service=service)
     app.state.internal_secret = internal_secret
     app.state.clock = clock

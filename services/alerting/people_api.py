@@ -24,7 +24,7 @@ from services.alerting.confirm import read_token
 from services.alerting.recipients import Role, jurisdiction
 from shared.contracts import ActiveLevelName, Level
 from shared.errors import NotFound, PermissionDenied, ValidationFailed
-from shared.http import IdentityDep
+from shared.http import IdentityDep, RowId
 
 PersonChannelName = Literal["sms", "wechat_mp", "wecom_app", "email"]
 
@@ -53,7 +53,7 @@ class PersonOut(PersonIn):
 
 
 class RosterIn(BaseModel):
-    person_id: int
+    person_id: int = Field(ge=1, le=2**63 - 1)
     starts_at: datetime
     ends_at: datetime
 
@@ -63,7 +63,7 @@ class RosterOut(RosterIn):
 
 
 class ConfirmIn(BaseModel):
-    person_id: int
+    person_id: int = Field(ge=1, le=2**63 - 1)
 
 
 class ConfirmOut(BaseModel):
@@ -182,7 +182,7 @@ def router() -> APIRouter:
         return [await _person(_pool(request), x["id"]) for x in ids]
 
     @r.delete("/persons/{person_id}", status_code=204, tags=["recipients"])
-    async def deactivate_person(person_id: int, identity: IdentityDep, request: Request) -> None:
+    async def deactivate_person(person_id: RowId, identity: IdentityDep, request: Request) -> None:
         """Stops all sending to the person; the ledger and confirmations keep their history."""
         identity.require_scope("recipients:write")
         p = await _person(_pool(request), person_id)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, model_validator
 
 from shared.errors import NotFound, ValidationFailed
-from shared.http import IdentityDep
+from shared.http import IdentityDep, RowId
 
 
 class SilenceIn(BaseModel):
@@ -111,7 +111,7 @@ def router() -> APIRouter:
         return [dict(x.items()) for x in rows]
 
     @r.delete("/silences/{silence_id}", status_code=204)
-    async def expire_silence(silence_id: int, identity: IdentityDep, request: Request) -> None:
+    async def expire_silence(silence_id: RowId, identity: IdentityDep, request: Request) -> None:
         """Ends the silence now; what it held back goes out at the next sweep."""
         identity.require_scope("silences:write")
         pool = _pool(request)

@@ -23,7 +23,17 @@ from pydantic import BaseModel, Field
 from services.gateway import auth as keys
 from services.gateway.auth import ROLE_SCOPES, Authenticator
 from services.gateway.openapi import merge
-from services.gateway.proxy import Route, Upstreams, forward, is_public, match, too_large
+from services.gateway.proxy import (
+    BodyTimeout,
+    BodyTooLarge,
+    Route,
+    Upstreams,
+    forward,
+    is_public,
+    match,
+    read_body,
+    too_large,
+)
 from services.gateway.ratelimit import Leases, postgres_reserve, purge
 from services.gateway.settings import GatewaySettings
 from services.gateway.signing import SCHEME
@@ -73,6 +83,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
             client,
             retries=settings.upstream_retries,
             max_body_bytes=settings.max_body_bytes,
+            body_timeout_s=settings.body_timeout_s,
             threshold=settings.breaker_threshold,
             open_s=settings.breaker_open_s,
         )
@@ -141,8 +152,12 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
         header = request.headers.get("authorization", "")
         if header.startswith(SCHEME + " "):
             if too_large(request, settings.max_body_bytes):
-                raise _TooLarge
-            body = await _read_capped(request, settings.max_body_bytes) if signed_body else b""
+                raise BodyTooLarge
+            body = (
+                await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+                if signed_body
+                else b""
+            )
             ident = await auth.from_signature(
                 header,
                 method=request.method,
@@ -170,9 +185,13 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
             headers={"Retry-After": str(exc.retry_after_s)},
         )
 
-    @app.exception_handler(_TooLarge)
+    @app.exception_handler(BodyTooLarge)
     async def on_too_large(request: Request, exc: Exception) -> Response:
         return problem(413, f"the body is larger than {settings.max_body_bytes} bytes")
+
+    @app.exception_handler(BodyTimeout)
+    async def on_slow_body(request: Request, exc: Exception) -> Response:
+        return problem(408, f"the body did not arrive within {settings.body_timeout_s:g} s")
 
     @app.post("/api/v1/auth/token", tags=["auth"])
     async def token(request: Request) -> JSONResponse:
@@ -180,8 +199,10 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
         ``password``, or ``grant_type=refresh_token`` with ``refresh_token``."""
         await limit(request, _client_address(request), "auth:token")
         if too_large(request, 64 << 10):
-            raise _TooLarge
-        form = parse_qs((await _read_capped(request, 64 << 10)).decode("utf-8", "replace"))
+            raise BodyTooLarge
+        form = parse_qs(
+            (await read_body(request, 64 << 10, settings.body_timeout_s)).decode("utf-8", "replace")
+        )
 
         def field(name: str) -> str:
             return (form.get(name) or [""])[0]
@@ -204,7 +225,9 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
     async def revoke(request: Request) -> JSONResponse:
         """Sign out (RFC 7009): the refresh token and every token rotated from it stop working."""
         await limit(request, _client_address(request), "auth:token")
-        form = parse_qs((await _read_capped(request, 64 << 10)).decode("utf-8", "replace"))
+        form = parse_qs(
+            (await read_body(request, 64 << 10, settings.body_timeout_s)).decode("utf-8", "replace")
+        )
         token_value = (form.get("token") or [""])[0]
         if token_value:
             await request.app.state.auth.revoke(token_value, clock.now())
@@ -285,7 +308,10 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
         include_in_schema=False,
     )
     async def proxy(request: Request, service: str, path: str) -> Response:
-        found = match(routes, request.url.path)
+        # the path as the client encoded it, passed on as is (a decoded path may hold bytes that
+        # are no URL: %16, %0A)
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        found = match(routes, raw.decode("latin-1"))
         if found is None:
             return problem(404, f"no service {service!r}")
         route, upstream_path = found
@@ -306,20 +332,6 @@ class _Limited(Exception):
     def __init__(self, retry_after_s: int, per_min: int) -> None:
         self.retry_after_s = retry_after_s
         self.per_min = per_min
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_capped(request: Request, limit: int) -> bytes:
-    chunks, seen = [], 0
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _client_address(request: Request) -> str:

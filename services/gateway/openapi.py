@@ -10,6 +10,7 @@ from typing import Any
 
 from services.gateway.proxy import PUBLIC_PREFIXES, Route
 
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 SECURITY_SCHEMES: dict[str, Any] = {
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     "signedRequest": {
@@ -84,10 +85,21 @@ def merge(
                         if public_path
                         else [{"apiKey": []}, {"signedRequest": []}, {"operator": []}]
                     )
+                    problem = {"application/problem+json": {"schema": PROBLEM_REF}}
                     op.setdefault("responses", {}).update(
                         {
-                            "401": {"description": "no or bad credentials (problem+json)"},
-                            "429": {"description": "rate limited; see Retry-After"},
+                            "401": {"description": "no or bad credentials", "content": problem},
+                            "413": {"description": "the body is too large", "content": problem},
+                            "429": {
+                                "description": "rate limited; see Retry-After",
+                                "content": problem,
+                            },
+                            "502": {
+                                "description": "the service is unreachable",
+                                "content": problem,
+                            },
+                            "503": {"description": "the service is failing", "content": problem},
+                            "504": {"description": "the service timed out", "content": problem},
                         }
                     )
             paths[public] = item

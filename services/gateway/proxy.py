@@ -52,6 +52,7 @@ class Upstreams:
     client: httpx.AsyncClient
     retries: int = 2
     max_body_bytes: int = 16 << 20
+    body_timeout_s: float = 30.0
     threshold: int = 5
     open_s: float = 10.0
     breakers: dict[str, Breaker] = field(default_factory=dict)
@@ -70,13 +71,32 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+class BodyTimeout(Exception):
+    pass
+
+
+async def body_chunks(request: Request, limit: int, timeout_s: float) -> AsyncIterator[bytes]:
+    """The request body as it arrives, at most ``limit`` bytes, all of it within ``timeout_s``
+    (a client trickling its body slowly holds a connection, not the gateway)."""
     seen = 0
-    async for chunk in stream:
+    stream = request.stream().__aiter__()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise BodyTimeout from exc
         seen += len(chunk)
         if seen > limit:
             raise BodyTooLarge
         yield chunk
+
+
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    return b"".join([c async for c in body_chunks(request, limit, timeout_s)])
 
 
 # paths that carry their own credential and are reached without an identity: a 叫应 link (a
@@ -128,22 +148,31 @@ async def forward(
         headers[REQUEST_ID] = rid
     method = request.method
     content: bytes | AsyncIterator[bytes] | None = body
-    if body is None and method in ("POST", "PUT", "PATCH", "DELETE"):
-        content = _capped(request.stream(), up.max_body_bytes)
+    if method in ("GET", "HEAD"):  # a body on these means nothing: it is not passed on
+        content = None
+        for name in ("content-length", "content-type", "content-encoding"):
+            headers.pop(name, None)
+    elif body is None:
+        content = body_chunks(request, up.max_body_bytes, up.body_timeout_s)
     attempts = 1 + (up.retries if method in IDEMPOTENT else 0)
     for attempt in range(attempts):
-        req = up.client.build_request(
-            method,
-            route.upstream + path,
-            params=str(request.query_params),
-            headers=headers,
-            content=content,
-        )
+        try:
+            req = up.client.build_request(
+                method,
+                route.upstream + path,
+                params=str(request.query_params),
+                headers=headers,
+                content=content,
+            )
+        except httpx.InvalidURL:
+            return problem(400, "the path or query is not a valid URL")
         try:
             upstream = await up.client.send(req)
             break
         except BodyTooLarge:
             return problem(413, f"the body is larger than {up.max_body_bytes} bytes")
+        except BodyTimeout:
+            return problem(408, f"the body did not arrive within {up.body_timeout_s:g} s")
         except httpx.TransportError as exc:
             if attempt + 1 < attempts:
                 await asyncio.sleep(0.05 * (attempt + 1))

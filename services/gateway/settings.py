@@ -44,6 +44,8 @@ class GatewaySettings(ServiceSettings):
     )
     # largest request body accepted (bytes)
     max_body_bytes: int = Field(default=16 << 20, ge=1024)
+    # the whole body must arrive within this (slow clients)
+    body_timeout_s: float = Field(default=30.0, gt=0)
     # origins allowed to call the API from a browser (CORS); empty: none
     cors_origins: list[str] = Field(default_factory=list)
 

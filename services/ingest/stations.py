@@ -10,7 +10,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.ingest.validation import StationInfo
-from shared.contracts import RegionCode, StationId
+from shared.contracts import JsonObject, RegionCode, StationId
 from shared.errors import Conflict, NotFound, ValidationFailed
 
 STATION_KINDS = (
@@ -41,7 +41,7 @@ class StationIn(BaseModel):
     lon: float | None = Field(default=None, ge=-180, le=180)
     owner_enterprise: str | None = Field(default=None, max_length=200)
     interval_s: int = Field(default=300, gt=0, le=86400 * 7)
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: JsonObject = Field(default_factory=dict)
     maintenance: bool = False
 
 

@@ -5,6 +5,7 @@ the circuit breaker, body limits, CORS and the merged OpenAPI document."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
@@ -321,3 +322,89 @@ def _values(node: Any, key: str) -> list[str]:
     if isinstance(node, list):
         return [x for item in node for x in _values(item, key)]
     return []
+
+
+INJECTIONS = [
+    "' OR '1'='1",
+    "1' OR 1=1--",
+    "'; DROP TABLE ingest.stations; --",
+    "x' UNION SELECT id, name FROM gateway.operators--",
+    "%27%20OR%201%3D1",
+    "\\x00",
+]
+
+
+async def test_injection_probes_change_nothing_and_leak_nothing(stack):
+    """Classic SQL injection strings in every kind of parameter, sent with a key scoped to one
+    county: never a 5xx, never a row of another county, and the tables are intact."""
+    other = {**STATION, "id": "WL-OTHER", "region_code": "120101001001"}
+    async with httpx.AsyncClient(base_url=stack.gateway, timeout=30) as c:
+        admin = await token(c, "admin", stack.admin_password)
+        for st in (STATION, other):
+            assert (await c.post("/api/v1/ingest/stations", json=st, headers=admin)).is_success
+        key = {"X-API-Key": stack.api_key}  # region 110101
+        seen: list[str] = []
+        for probe in INJECTIONS:
+            for method, url, kw in (
+                ("GET", "/api/v1/ingest/stations", {"params": {"after": probe}}),
+                ("GET", "/api/v1/ingest/stations", {"params": {"region_prefix": probe}}),
+                ("GET", f"/api/v1/ingest/stations/{probe}", {}),
+                ("GET", f"/api/v1/ingest/stations/{probe}/series", {"params": {"metric": probe}}),
+                ("GET", "/api/v1/alerts/warnings", {"params": {"region_prefix": probe}}),
+                ("GET", "/api/v1/risk/stations", {"params": {"region_prefix": probe}}),
+                (
+                    "POST",
+                    "/api/v1/ingest/readings",
+                    {
+                        "json": {
+                            **READING,
+                            "readings": [{**READING["readings"][0], "station_id": probe}],
+                        }
+                    },
+                ),
+            ):
+                r = await c.request(method, url, headers=key, **kw)
+                assert r.status_code < 500, (probe, url, r.text)
+                seen.append(r.text)
+        assert not any("WL-OTHER" in text or "120101001001" in text for text in seen)
+        r = await c.get("/api/v1/ingest/stations", headers=admin)
+        assert {s["id"] for s in r.json()} >= {"WL-001", "WL-OTHER"}
+        assert (
+            await c.post("/api/v1/auth/token", data={"username": "admin' --", "password": "x"})
+        ).status_code == 401
+
+
+async def test_a_slow_client_times_out_without_holding_up_others(stack, database):
+    clock = ManualClock(datetime.now(UTC))
+    async with gateways(stack, database, 1, clock, body_timeout_s=1.0) as (gw,):
+        host, port = gw.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            (
+                "POST /api/v1/ingest/readings HTTP/1.1\r\n"
+                f"Host: {host}\r\nX-API-Key: {stack.api_key}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 400\r\n\r\n{"
+            ).encode()
+        )
+        await writer.drain()
+        started = asyncio.get_running_loop().time()
+
+        async def trickle() -> None:
+            with contextlib.suppress(ConnectionError):
+                for _ in range(20):
+                    await asyncio.sleep(0.25)
+                    writer.write(b" ")
+                    await writer.drain()
+
+        dripping = asyncio.create_task(trickle())
+        async with httpx.AsyncClient(base_url=gw, timeout=30) as c:
+            # meanwhile another client is served
+            r = await c.get("/api/v1/ingest/stations", headers={"X-API-Key": stack.api_key})
+            assert r.status_code == 200
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        elapsed = asyncio.get_running_loop().time() - started
+        assert head.startswith(b"HTTP/1.1 408"), head
+        assert b"application/problem+json" in head
+        assert elapsed < 4
+        dripping.cancel()
+        writer.close()
