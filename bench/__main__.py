@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import alerting, e2e_latency, ingest, push, risk
+from bench import alerting, e2e_latency, gateway, ingest, push, risk
 from shared.devstack.broker import TansuBroker
 from shared.devstack.postgres import PostgresServer
 
@@ -25,6 +25,7 @@ def main() -> None:
         )
         asyncio.run(ingest.run(pg.dsn, broker.bootstrap))
         asyncio.run(push.run(pg.dsn, broker.bootstrap))
+        asyncio.run(gateway.run(pg.dsn, broker.bootstrap))
         asyncio.run(risk.run(pg.dsn))
         asyncio.run(e2e_latency.run(pg.dsn, broker.bootstrap))
         asyncio.run(alerting.run(pg.dsn, broker.bootstrap))

@@ -4,6 +4,7 @@ readiness, Prometheus ``/metrics`` and the identity dependency."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -14,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import (
     Conflict,
@@ -142,32 +143,45 @@ def _unstorable(exc: BaseException) -> str | None:
     return None
 
 
-class RequestContextMiddleware(BaseHTTPMiddleware):
-    """Takes ``X-Request-ID`` in (or makes one), echoes it, logs and times the request."""
+class RequestContextMiddleware:
+    """Takes ``X-Request-ID`` in (or makes one), echoes it, counts and times the request.
 
-    def __init__(self, app: Any, service: str) -> None:
-        super().__init__(app)
+    Plain ASGI rather than Starlette's BaseHTTPMiddleware, which wraps every response in a
+    stream of its own; that wrapping was a tenth of the gateway's time per request."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
         self.service = service
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        rid = request.headers.get(REQUEST_ID)
-        if not rid or len(rid) > 128 or not rid.isascii():
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = value.decode("latin-1")
+                break
+        if not rid or len(rid) > 128 or not rid.isascii() or not rid.isprintable():
             rid = uuid.uuid4().hex
         token = request_id_var.set(rid)
+        status = 500
+        echo = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), echo]}
+            await send(message)
+
+        started = time.perf_counter()
         try:
-            route = request.scope.get("route")
-            with HTTP_SECONDS.labels(self.service, getattr(route, "path", "?")).time():
-                response = await call_next(request)
-            route = request.scope.get("route")
-            HTTP_REQUESTS.labels(
-                self.service,
-                request.method,
-                getattr(route, "path", "unmatched"),
-                response.status_code,
-            ).inc()
-            response.headers[REQUEST_ID] = rid
-            return response
+            await self.app(scope, receive, send_with_id)
         finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_SECONDS.labels(self.service, route).observe(time.perf_counter() - started)
+            HTTP_REQUESTS.labels(self.service, scope["method"], route, status).inc()
             request_id_var.reset(token)
 
 

@@ -9,7 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
+import yarl
 from fastapi import Request
 from fastapi.responses import Response
 
@@ -47,9 +48,12 @@ class Route:
 
 @dataclass
 class Upstreams:
-    """What forwarding needs besides the request: the client and the per-service breakers."""
+    """What forwarding needs besides the request: the connection pool (aiohttp: the proxy hop
+    is the gateway's main cost, and aiohttp's client costs a fraction of httpx's here, see
+    bench/gateway.py), the timeout and the per-service breakers."""
 
-    client: httpx.AsyncClient
+    session: aiohttp.ClientSession
+    timeout: aiohttp.ClientTimeout
     retries: int = 2
     max_body_bytes: int = 16 << 20
     body_timeout_s: float = 30.0
@@ -75,9 +79,22 @@ class BodyTimeout(Exception):
     pass
 
 
-async def body_chunks(request: Request, limit: int, timeout_s: float) -> AsyncIterator[bytes]:
+async def body_chunks(
+    request: Request, limit: int, timeout_s: float, failed: list[Exception] | None = None
+) -> AsyncIterator[bytes]:
     """The request body as it arrives, at most ``limit`` bytes, all of it within ``timeout_s``
-    (a client trickling its body slowly holds a connection, not the gateway)."""
+    (a client trickling its body slowly holds a connection, not the gateway). The error is also
+    put in ``failed``: a client library sending the stream may wrap it in its own."""
+    try:
+        async for chunk in _chunks(request, limit, timeout_s):
+            yield chunk
+    except (BodyTooLarge, BodyTimeout) as exc:
+        if failed is not None:
+            failed.append(exc)
+        raise
+
+
+async def _chunks(request: Request, limit: int, timeout_s: float) -> AsyncIterator[bytes]:
     seen = 0
     stream = request.stream().__aiter__()
     deadline = time.monotonic() + timeout_s
@@ -120,6 +137,10 @@ def too_large(request: Request, limit: int) -> bool:
     return length is not None and (not length.isdigit() or int(length) > limit)
 
 
+def _valid_target(target: str) -> bool:
+    return all(0x20 < ord(ch) < 0x7F for ch in target)
+
+
 async def forward(
     up: Upstreams,
     route: Route,
@@ -129,7 +150,7 @@ async def forward(
     body: bytes | None = None,
 ) -> Response:
     """Forward the request; ``body`` when the gateway already read it (signed requests),
-    otherwise the body is streamed through."""
+    otherwise the body is streamed through. ``path`` is as the client encoded it."""
     breaker = up.breaker(route.name)
     if not breaker.allow(time.monotonic()):
         after = breaker.retry_after(time.monotonic())
@@ -140,6 +161,11 @@ async def forward(
         )
     if too_large(request, up.max_body_bytes):
         return problem(413, f"the body is larger than {up.max_body_bytes} bytes")
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    target = path + ("?" + query if query else "")
+    if not _valid_target(target):
+        return problem(400, "the path or query is not a valid URL")
+    url = yarl.URL(route.upstream + target, encoded=True)
     headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARD_REQUEST}
     if identity_header is not None:
         headers[HEADER] = identity_header
@@ -148,40 +174,51 @@ async def forward(
         headers[REQUEST_ID] = rid
     method = request.method
     content: bytes | AsyncIterator[bytes] | None = body
+    failed: list[Exception] = []
     if method in ("GET", "HEAD"):  # a body on these means nothing: it is not passed on
         content = None
         for name in ("content-length", "content-type", "content-encoding"):
             headers.pop(name, None)
     elif body is None:
-        content = body_chunks(request, up.max_body_bytes, up.body_timeout_s)
+        content = body_chunks(request, up.max_body_bytes, up.body_timeout_s, failed)
     attempts = 1 + (up.retries if method in IDEMPOTENT else 0)
     for attempt in range(attempts):
         try:
-            req = up.client.build_request(
+            async with up.session.request(
                 method,
-                route.upstream + path,
-                params=str(request.query_params),
+                url,
                 headers=headers,
-                content=content,
-            )
-        except httpx.InvalidURL:
-            return problem(400, "the path or query is not a valid URL")
-        try:
-            upstream = await up.client.send(req)
+                data=content,
+                allow_redirects=False,
+                timeout=up.timeout,
+            ) as upstream:
+                payload = await upstream.read()
+                status = upstream.status
+                raw = [
+                    (k.lower().encode("latin-1"), v.encode("latin-1"))
+                    for k, v in upstream.headers.items()
+                    if k.lower() not in DROP_RESPONSE and k.lower() != REQUEST_ID.lower()
+                ]
             break
         except BodyTooLarge:
             return problem(413, f"the body is larger than {up.max_body_bytes} bytes")
         except BodyTimeout:
             return problem(408, f"the body did not arrive within {up.body_timeout_s:g} s")
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if failed:  # the client's body, not the service, was at fault
+                break
             if attempt + 1 < attempts:
                 await asyncio.sleep(0.05 * (attempt + 1))
                 continue
             breaker.record(False, time.monotonic())
-            if isinstance(exc, httpx.TimeoutException):
+            if isinstance(exc, TimeoutError):
                 return problem(504, f"the {route.name} service did not answer in time")
             return problem(502, f"the {route.name} service is unreachable")
-    breaker.record(upstream.status_code not in BREAKER_STATUSES, time.monotonic())
-    out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in DROP_RESPONSE}
-    out_headers.pop(REQUEST_ID.lower(), None)
-    return Response(content=upstream.content, status_code=upstream.status_code, headers=out_headers)
+    if failed:
+        if isinstance(failed[0], BodyTooLarge):
+            return problem(413, f"the body is larger than {up.max_body_bytes} bytes")
+        return problem(408, f"the body did not arrive within {up.body_timeout_s:g} s")
+    breaker.record(status not in BREAKER_STATUSES, time.monotonic())
+    response = Response(content=payload, status_code=status)
+    response.raw_headers.extend(raw)
+    return response
