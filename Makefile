@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-fast lint format bench clean
+.PHONY: setup run test test-fast lint format bench chaos clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -30,6 +30,10 @@ format: setup
 ## benchmarks: ratios against baselines measured in the same run
 bench: setup
 	$(BIN)/python -m bench
+
+## fault injection on the whole pipeline, books checked (the short form runs in `make test`)
+chaos: setup
+	$(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
