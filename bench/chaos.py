@@ -190,6 +190,11 @@ class Pipeline:
                 await asyncio.sleep(0.2)
         raise TimeoutError(f"{service} not ready")
 
+    async def start_all(self) -> None:
+        for service in ("ingest", "risk", "alerting"):
+            self.start(service)
+            await self.ready(service)
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -219,9 +224,7 @@ async def run(plan: Plan, work: Path) -> Books:
         async with serve(fake_app(sms=sms)) as fake:
             pipe = Pipeline(work, pg, broker, fake)
             try:
-                for s in ("ingest", "risk", "alerting"):
-                    pipe.start(s)
-                    await pipe.ready(s)
+                await pipe.start_all()
                 await _setup(pipe, plan)
                 expected = await _load_with_faults(pipe, plan, rnd, sms, books)
                 await _check_books(pipe, plan, sms, books, expected)

@@ -28,7 +28,7 @@ import asyncpg
 import orjson
 
 from bench.scratch import scratch_database
-from services.gateway.auth import create_api_client_with_id
+from services.gateway.auth import create_api_client
 from services.gateway.signing import sign_request
 from shared.devstack.procs import free_port, terminate, wait_for_port
 from shared.identity import Identity, sign
@@ -161,7 +161,7 @@ async def _measure(dsn: str, ingest: str, gateway: str) -> dict[str, float]:
            VALUES ($1, $1, 'water_level', '110101001001')""",
         [(f"G{i:03d}",) for i in range(STATIONS)],
     )
-    key_id, key = await create_api_client_with_id(
+    key_id, key = await create_api_client(
         pool, client_id="bench", name="bench", sources=["city-platform"], region_prefix="110101"
     )
     await pool.close()

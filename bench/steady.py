@@ -69,9 +69,7 @@ async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
         async with serve(fake_app(sms=sms)) as fake:
             pipe = Pipeline(work, pg, broker, fake)
             try:
-                for s in ("ingest", "risk", "alerting"):
-                    pipe.start(s)
-                    await pipe.ready(s)
+                await pipe.start_all()
                 probes = int(seconds / PROBE_EVERY_S) + 2
                 await _setup(pipe, probes * len(LOADS) + WARM_UP)
                 # warm up (first connections, first warning of each process), not measured

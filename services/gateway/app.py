@@ -248,7 +248,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
         unknown = set(body.scopes) - {s for v in ROLE_SCOPES.values() for s in v}
         if unknown:
             raise ValidationFailed(f"unknown scopes: {sorted(unknown)}")
-        key_id, key = await keys.create_api_client_with_id(
+        key_id, key = await keys.create_api_client(
             request.app.state.pool,
             client_id=body.id,
             name=body.name,

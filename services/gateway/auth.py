@@ -115,34 +115,8 @@ async def create_api_client(
     region_prefix: str = "",
     key: str | None = None,
     require_signature: bool = False,
-) -> str:
-    """Create a client with its first key and return the key (shown once)."""
-    return (
-        await create_api_client_with_id(
-            pool,
-            client_id=client_id,
-            name=name,
-            scopes=scopes,
-            sources=sources,
-            region_prefix=region_prefix,
-            key=key,
-            require_signature=require_signature,
-        )
-    )[1]
-
-
-async def create_api_client_with_id(
-    pool: asyncpg.Pool,
-    *,
-    client_id: str,
-    name: str,
-    scopes: list[str] | None = None,
-    sources: list[str] | None = None,
-    region_prefix: str = "",
-    key: str | None = None,
-    require_signature: bool = False,
 ) -> tuple[str, str]:
-    """Create a client with its first key: (key id, key)."""
+    """Create a client with its first key: (key id, key); the key is shown once."""
     async with pool.acquire() as conn, conn.transaction():
         try:
             await conn.execute(

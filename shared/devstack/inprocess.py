@@ -124,7 +124,7 @@ async def running_stack(database: str, bootstrap: str, topic_prefix: str) -> Asy
             )
         )
         gateway = await es.enter_async_context(serve(gw, ports["gateway"]))
-        key = await create_api_client(
+        _, key = await create_api_client(
             gw.state.pool,
             client_id="city",
             name="City platform",

@@ -105,7 +105,7 @@ async def _prepare(dsn: str, bootstrap: str, run_dir: Path) -> dict[str, str]:
             await migrate(pool, schema, path)
         # fresh development credentials on every start
         await pool.execute("DELETE FROM gateway.api_clients WHERE id = 'dev-upstream'")
-        key = await create_api_client(
+        _, key = await create_api_client(
             pool,
             client_id="dev-upstream",
             name="Development upstream platform",
