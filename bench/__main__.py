@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import alerting, e2e_latency, gateway, ingest, push, risk, steady
+from bench import alerting, e2e_latency, gateway, ingest, push, risk, scaleout, steady
 from shared.devstack.broker import TansuBroker
 from shared.devstack.postgres import PostgresServer, find_pg_bin
 
@@ -36,6 +36,7 @@ BENCHES: dict[str, Bench] = {
     "risk": lambda pg, b: risk.run(pg.dsn),
     "e2e_latency": lambda pg, b: e2e_latency.run(pg.dsn, b.bootstrap),
     "steady": lambda pg, b: steady.run(pg.dsn, b.bootstrap),
+    "scaleout": lambda pg, b: scaleout.run(pg.dsn, b.bootstrap),
     "alerting": lambda pg, b: alerting.run(pg.dsn, b.bootstrap),
 }
 
@@ -114,6 +115,21 @@ def plots(results: dict[str, dict[str, float]], out_dir: Path) -> list[str]:
         fig.savefig(out_dir / "gateway.png", dpi=110)
         plt.close(fig)
         images.append("![Gateway throughput ratio](report/gateway.png)")
+    sc = results.get("scaleout") or {}
+    reps = [n for n in scaleout.REPLICAS if f"{n}: ingest" in sc]
+    if reps:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for service in ("ingest", "risk"):
+            ax.plot(reps, [sc[f"{n}: {service}"] for n in reps], marker="o", label=service)
+        ax.set_xlabel("replicas")
+        ax.set_ylabel("readings/s")
+        ax.set_xticks(list(reps))
+        ax.set_title(f"Scale-out on {os.cpu_count()} cores")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "scaleout.png", dpi=110)
+        plt.close(fig)
+        images.append("![Scale-out](report/scaleout.png)")
     ratios: list[tuple[str, float]] = []
     ing = results.get("ingest") or {}
     if ing.get("copy_rows_s"):
