@@ -1,12 +1,12 @@
 """Reading pushed → risk event published → warning delivered, through the whole stack.
 
-A station's water level alternates between red and clear, one reading at a time; each reading
-makes exactly one station risk event and one warning version (Alert or Cancel), delivered to the
-fake webhook. The figures are the time from the start of the push to a consumer of
-``risk.events.v1`` receiving the event whose evidence is that reading, and to the webhook
-receiving the version. Baseline, measured in the same run: the push alone (gateway → ingest →
-broker ack, answered 202), i.e. what the upstream platform waits for. The ratios say how much the
-rest of the pipeline adds on top of one hop.
+One red water level at a time, each from a station in a township of its own; each reading makes
+exactly one station risk event and one new warning, delivered to the fake webhook. The figures
+are the time from the start of the push to a consumer of ``risk.events.v1`` receiving the event
+whose evidence is that reading, and to the webhook receiving the version. Baseline, measured in
+the same run: the push alone (gateway → ingest → broker ack, answered 202), i.e. what the
+upstream platform waits for. The ratios say how much the rest of the pipeline adds on top of one
+hop.
 """
 
 from __future__ import annotations
@@ -48,19 +48,22 @@ async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
                 "/api/v1/auth/token", data={"username": "admin", "password": stack.admin_password}
             )
             admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
-            (
-                await c.post(
-                    "/api/v1/ingest/stations",
-                    headers=admin,
-                    json={
-                        "id": "B1",
-                        "name": "bench",
-                        "kind": "water_level",
-                        "region_code": "110101001001",
-                        "attributes": {"thresholds": {"water_level": {"blue": 3, "red": 4.5}}},
-                    },
-                )
-            ).raise_for_status()
+            # one station per township: each red reading opens a warning of its own, sent at
+            # once (group_wait 0), never an update held by the group interval or flap damping
+            for i in range(N + 3):
+                (
+                    await c.post(
+                        "/api/v1/ingest/stations",
+                        headers=admin,
+                        json={
+                            "id": f"B{i}",
+                            "name": "bench",
+                            "kind": "water_level",
+                            "region_code": f"110101{i + 1:03d}001",
+                            "attributes": {"thresholds": {"water_level": {"blue": 3, "red": 4.5}}},
+                        },
+                    )
+                ).raise_for_status()
             (
                 await c.post(
                     "/api/v1/alerts/subscriptions",
@@ -85,11 +88,11 @@ async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
                     "source": "city-platform",
                     "readings": [
                         {
-                            "station_id": "B1",
+                            "station_id": f"B{i}",
                             "metric": "water_level",
                             "unit": "m",
                             "ts": (t0 + timedelta(seconds=i)).isoformat(),
-                            "value": 5.0 if i % 2 == 0 else 1.0,
+                            "value": 5.0,
                         }
                     ],
                 }

@@ -1,0 +1,185 @@
+"""Scale-out: the same load consumed by 1, 2 and 4 replicas of ingest and of risk, one consumer
+group each, on topics with 4 partitions. Readings are produced to ``obs.sensor.v1`` beforehand,
+keyed by station. Two rates per replica count:
+
+- ingest: readings stored per second;
+- risk: readings applied per second, counted from the offsets risk commits with its state.
+
+Each figure is a ratio to the one-replica run of the same service in the same run. Every replica
+is a process, and they share this machine's cores with PostgreSQL and the broker, so the ratio
+shows what the machine allows, not what more machines would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from bench.chaos import THRESHOLDS
+from bench.scratch import scratch_database
+from shared.contracts import Topics
+from shared.devstack.procs import free_port, terminate
+from shared.kafka import ensure_topics
+
+REPLICAS = (1, 2, 4)
+PARTITIONS = 4
+READINGS = 60_000
+STATIONS = 400
+
+
+async def _produce(bootstrap: str, topic: str) -> None:
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        batches: dict[int, object] = {}
+        pending = []
+        for i in range(READINGS):
+            station = f"S{i % STATIONS:04d}"
+            body = orjson.dumps(
+                {
+                    "source": "bench",
+                    "station_id": station,
+                    "metric": "water_level",
+                    "ts": (t0 + timedelta(seconds=i // STATIONS)).isoformat(),
+                    "value": 1.0 + (i % 13) / 10,
+                    "unit": "m",
+                }
+            )
+            part = hash(station) % PARTITIONS
+            batch = batches.get(part) or producer.create_batch()
+            if batch.append(key=station.encode(), value=body, timestamp=None) is None:  # type: ignore[attr-defined]
+                pending.append(await producer.send_batch(batch, topic, partition=part))  # type: ignore[arg-type]
+                batch = producer.create_batch()
+                batch.append(key=station.encode(), value=body, timestamp=None)
+            batches[part] = batch
+        for part, batch in batches.items():
+            pending.append(await producer.send_batch(batch, topic, partition=part))  # type: ignore[arg-type]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def _start(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "serve", service],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _rate(conn: asyncpg.Connection, query: str, target: int) -> float:
+    """Items per second, from the first progress seen to ``target`` reached."""
+    first: tuple[float, int] | None = None
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        n = int(await conn.fetchval(query) or 0)
+        now = time.perf_counter()
+        if n and first is None:
+            first = (now, n)
+        if n >= target and first is not None:
+            return (n - first[1]) / max(now - first[0], 1e-3)
+        await asyncio.sleep(0.05)
+    raise TimeoutError(query)
+
+
+async def _one(admin_dsn: str, bootstrap: str, replicas: int) -> tuple[float, float]:
+    prefix = f"bs{uuid.uuid4().hex[:6]}."
+    topics = Topics(prefix)
+    await ensure_topics(bootstrap, topics.all(), partitions=PARTITIONS)
+    async with scratch_database(admin_dsn) as dsn:
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            env = {
+                "DATABASE_URL": dsn,
+                "KAFKA_BOOTSTRAP": bootstrap,
+                "TOPIC_PREFIX": prefix,
+                "LOG_LEVEL": "ERROR",
+            }
+            # one replica first, so the schemas exist before the rest start
+            for service, extra in (
+                ("ingest", {"STORAGE": "native", "HEALTH_SWEEP_S": "0"}),
+                ("risk", {"NODATA_SWEEP_S": "0"}),
+            ):
+                p = f"QIANSHAO_{service.upper()}_"
+                for r in range(replicas):
+                    procs.append(
+                        _start(
+                            service,
+                            {p + k: v for k, v in {**env, **extra}.items()}
+                            | {
+                                p + "PORT": str(free_port()),
+                                p + "CONSUMER_GROUP": f"{prefix}{service}",
+                            },
+                        )
+                    )
+                    if r == 0:
+                        await _wait_schema(dsn, service)
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.executemany(
+                    """INSERT INTO ingest.stations (id, name, kind, region_code, attributes)
+                       VALUES ($1, $1, 'water_level', '110101001001', $2::jsonb)""",
+                    [
+                        (f"S{i:04d}", orjson.dumps({"thresholds": THRESHOLDS}).decode())
+                        for i in range(STATIONS)
+                    ],
+                )
+                await asyncio.sleep(3)  # the groups settle before the load arrives
+                producing = asyncio.create_task(_produce(bootstrap, topics.obs_sensor))
+                stored = await _rate(conn, "SELECT count(*) FROM ingest.readings", READINGS)
+                applied = await _rate(
+                    conn,
+                    'SELECT sum("offset" + 1) FROM risk.applied_offsets',
+                    READINGS,
+                )
+                await producing
+            finally:
+                await conn.close()
+            return stored, applied
+        finally:
+            for p in procs:
+                terminate(p)
+
+
+async def _wait_schema(dsn: str, schema: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for _ in range(600):
+            if await conn.fetchval(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1", schema
+            ):
+                await asyncio.sleep(1)  # its migrations commit as one transaction
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    raise TimeoutError(f"{schema} schema")
+
+
+async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    print(
+        f"\n## Scale-out ({READINGS:,} readings on {PARTITIONS} partitions, {os.cpu_count()} cores)"
+    )
+    print("| replicas | ingest readings/s | ratio to 1 | risk readings/s | ratio to 1 |")
+    print("|---|---|---|---|---|")
+    for n in REPLICAS:
+        stored, applied = await _one(admin_dsn, bootstrap, n)
+        out[f"{n}: ingest"] = stored
+        out[f"{n}: risk"] = applied
+        print(
+            f"| {n} | {stored:,.0f} | {stored / out['1: ingest']:.2f}× | {applied:,.0f} | "
+            f"{applied / out['1: risk']:.2f}× |"
+        )
+    return out
