@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import json
 import os
 import platform
 import shutil
@@ -94,6 +95,7 @@ def plots(results: dict[str, dict[str, float]], out_dir: Path) -> list[str]:
         for q in ("p50", "p95", "p99"):
             ax.plot(loads, [st[f"{x}: {q}_ms"] for x in loads], marker="o", label=q)
         ax.axhline(1000, color="red", linestyle="--", label="goal p99 < 1 s")
+        ax.set_yscale("log")
         ax.set_xlabel("target load, readings/s")
         ax.set_ylabel("reading → SMS, ms")
         ax.set_title("End-to-end latency under steady load")
@@ -175,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         pg.stop()
         shutil.rmtree(work, ignore_errors=True)
     images = plots(results, args.report.parent / "report")
+    (args.report.parent / "report" / "results.json").write_text(
+        json.dumps(results, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    )
     text = [
         "# Qianshao benchmark report",
         "",
