@@ -101,3 +101,32 @@ class ProviderError(DependencyError):
         super().__init__(message, retriable=retriable)
         self.provider_code = provider_code
         self.ambiguous = ambiguous
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says a dependency is out of reach: a refused or
+    dropped connection, a database shutting down or starting up, a timeout. Such a failure is
+    retried, never blamed on the message being processed."""
+    import asyncpg  # here, so that the error types stay importable without the driver
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DependencyError) or (isinstance(e, QianshaoError) and e.retriable):
+            return True
+        if isinstance(
+            e,
+            (
+                OSError,
+                TimeoutError,
+                asyncpg.InterfaceError,
+                asyncpg.PostgresConnectionError,
+                asyncpg.CannotConnectNowError,
+                asyncpg.AdminShutdownError,
+                asyncpg.CrashShutdownError,
+            ),
+        ):
+            return True
+        e = e.__cause__
+    return False

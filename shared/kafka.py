@@ -34,7 +34,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from shared.clock import Clock
 from shared.contracts import DeadLetter
-from shared.errors import BrokerError, QianshaoError
+from shared.errors import BrokerError, QianshaoError, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -339,10 +339,18 @@ class ConsumerRunner:
                     "batch failed on a dependency; retrying",
                     extra={"consumer": self._config.name, "error": repr(exc), "delay_s": delay},
                 )
-            except Exception:
-                log.exception("batch failed unexpectedly; isolating messages")
-                await self._process_one_by_one(batch)
-                return True
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    log.exception("batch failed unexpectedly; isolating messages")
+                    await self._process_one_by_one(batch)
+                    return True
+                # a dependency out of reach (a database restarting, say) is no fault of the
+                # messages: the batch is retried whole, never dead-lettered
+                RETRIES.labels(self._config.name).inc()
+                log.warning(
+                    "batch failed on an unreachable dependency; retrying",
+                    extra={"consumer": self._config.name, "error": repr(exc), "delay_s": delay},
+                )
             if self._stopping.is_set():
                 return False
             await self._clock.sleep(delay * (0.5 + random.random()))
@@ -364,6 +372,10 @@ class ConsumerRunner:
                         continue
                     dead = [InvalidMessage(m, exc.code, exc.message)]
                 except Exception as exc:
+                    if is_unavailable(exc):
+                        await self._clock.sleep(delay)
+                        delay = min(delay * 2, self._config.retry_max_s)
+                        continue
                     log.exception("message failed; dead-lettering it")
                     dead = [InvalidMessage(m, "processing_error", repr(exc))]
                 await self._send_dead_letters(dead)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import orjson
 import pytest
 
@@ -221,3 +222,60 @@ async def test_spikes_and_stuck_sensors_are_flagged_doubtful_across_a_restart(
     # 2.06 from step 12 on: the 24th equal value (step 35) and every one after is stuck
     assert sorted(flagged) == [10, *range(35, 42)]
     assert all(flagged[s] == (1, ["stuck"]) for s in range(35, 42))
+
+
+class DropsConnection:
+    """A handler whose database connection drops on the first two batches (as when PostgreSQL
+    restarts), raising the driver's own error rather than a wrapped one."""
+
+    def __init__(self, inner: IngestHandler) -> None:
+        self.inner = inner
+        self.failures = 0
+
+    async def process(self, batch):
+        if self.failures < 2:
+            self.failures += 1
+            raise asyncpg.exceptions.ConnectionDoesNotExistError(
+                "connection was closed in the middle of operation"
+            ) from ConnectionResetError(104, "Connection reset by peer")
+        return await self.inner.process(batch)
+
+
+async def test_a_dropped_database_connection_is_retried_never_dead_lettered(
+    ingest_db, broker, topic_prefix
+):
+    topics = Topics(topic_prefix)
+    await ensure_topics(broker.bootstrap, topics.all())
+    t0 = datetime(2026, 7, 2, tzinfo=UTC)
+    n = 40
+    await produce(broker.bootstrap, topics.obs_sensor, [("RG1", raw(i, t0)) for i in range(n)])
+    producer = await EventProducer.start(broker.bootstrap)
+    handler = DropsConnection(new_handler(ingest_db, producer, topics))
+    runner = ConsumerRunner(
+        lambda: make_consumer(
+            broker.bootstrap, [topics.obs_sensor], group_id=f"{topic_prefix}ingest"
+        ),
+        handler,
+        producer,
+        RunnerConfig(
+            name="t",
+            topics=[topics.obs_sensor],
+            dlq_topic=lambda _t: topics.readings_dlq,
+            retry_initial_s=0.05,
+        ),
+        SystemClock(),
+        service="ingest",
+    )
+    try:
+        task = asyncio.create_task(runner.run())
+        deadline = asyncio.get_running_loop().time() + 60
+        while await ingest_db.fetchval("SELECT count(*) FROM ingest.readings") < n:
+            assert asyncio.get_running_loop().time() < deadline, "readings not all stored"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        runner.stop()
+        await asyncio.wait_for(task, 30)
+    finally:
+        await producer.stop()
+    assert handler.failures == 2
+    assert await read_all(broker.bootstrap, topics.readings_dlq) == []
