@@ -13,11 +13,8 @@ over aiohttp (a client cheaper than the servers it measures). Three request kind
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -27,7 +24,7 @@ import aiohttp
 import asyncpg
 import orjson
 
-from bench.scratch import scratch_database
+from bench.scratch import scratch_database, start_service
 from services.gateway.auth import create_api_client
 from services.gateway.signing import sign_request
 from shared.devstack.procs import free_port, terminate, wait_for_port
@@ -41,15 +38,6 @@ STATIONS = 50
 READINGS = 100
 
 Headers = Callable[[str, str, bytes], dict[str, str]]
-
-
-def _start(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", service],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def _wait_ready(url: str) -> None:
@@ -140,11 +128,11 @@ async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
             # limits far above the load: the bench measures the proxy, not the limiter's refusals
             "QIANSHAO_GATEWAY_RATE_LIMITS": '{"ingest:read": 10000000, "ingest:write": 10000000}',
         }
-        procs = [_start("ingest", ingest_env)]
+        procs = [start_service("ingest", ingest_env)]
         try:
             wait_for_port(ports["ingest"], timeout_s=60)
             await _wait_ready(ingest)
-            procs.append(_start("gateway", gateway_env))
+            procs.append(start_service("gateway", gateway_env))
             wait_for_port(ports["gateway"], timeout_s=60)
             gateway = f"http://127.0.0.1:{ports['gateway']}"
             await _wait_ready(gateway)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.chaos import THRESHOLDS
-from bench.scratch import scratch_database
+from bench.scratch import scratch_database, start_service
 from shared.contracts import Topics
 from shared.devstack.procs import free_port, terminate
 from shared.kafka import ensure_topics
@@ -69,15 +68,6 @@ async def _produce(bootstrap: str, topic: str) -> None:
         await producer.stop()
 
 
-def _start(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", service],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 async def _rate(conn: asyncpg.Connection, query: str, target: int) -> float:
     """Items per second, from the first progress seen to ``target`` reached."""
     first: tuple[float, int] | None = None
@@ -114,7 +104,7 @@ async def _one(admin_dsn: str, bootstrap: str, replicas: int) -> tuple[float, fl
                 p = f"QIANSHAO_{service.upper()}_"
                 for r in range(replicas):
                     procs.append(
-                        _start(
+                        start_service(
                             service,
                             {p + k: v for k, v in {**env, **extra}.items()}
                             | {

@@ -1,8 +1,12 @@
-"""Throw-away databases for one benchmark on the bench's PostgreSQL server."""
+"""Throw-away databases for one benchmark on the bench's PostgreSQL server, and services as
+processes."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -26,3 +30,13 @@ async def scratch_database(admin_dsn: str, prefix: str = "bench") -> AsyncIterat
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+def start_service(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``qianshao serve <service>`` as a process, with ``env`` over this process's environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "serve", service],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
