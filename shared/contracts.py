@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -196,6 +198,60 @@ class RawReading(BaseModel):
     kind: Literal["observation", "forecast"] = "observation"
     issued_at: AwareDatetime | None = None
     received_at: AwareDatetime | None = None
+
+
+_Aware = Annotated[datetime, msgspec.Meta(tz=True)]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class RawReadingRecord(msgspec.Struct, frozen=True, gc=False):
+    """The consumer's fast decoding of a :class:`RawReading` (msgspec: ~1 µs, pydantic ~5 µs).
+
+    At least as strict as the model: ``\\Z`` where the model's regex says ``$`` (Python's ``$``
+    also matches before a final newline), strict types where pydantic would coerce (a number in a
+    string, a timestamp as epoch seconds). Whatever it refuses is judged by the model itself in
+    :func:`decode_raw_reading`, so the model stays the one definition of what is valid."""
+
+    source: _Name
+    station_id: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+\Z")
+    ]
+    metric: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+\Z")]
+    ts: _Aware
+    value: float
+    unit: Annotated[str, msgspec.Meta(max_length=16)] | None = None
+    kind: Literal["observation", "forecast"] = "observation"
+    issued_at: _Aware | None = None
+    received_at: _Aware | None = None
+
+
+class RawReadingDecoder:
+    """Bytes of an ``obs.*.v1`` message → :class:`RawReadingRecord`, or a ``ValueError`` whose
+    text says what is wrong (``json_invalid`` first when the bytes are not JSON at all)."""
+
+    def __init__(self) -> None:
+        self._fast = msgspec.json.Decoder(RawReadingRecord)
+
+    def decode(self, data: bytes) -> RawReadingRecord:
+        try:
+            rec = self._fast.decode(data)
+            if math.isfinite(rec.value):
+                return rec
+        except msgspec.DecodeError:
+            pass
+        # the model decides, and names the fault if there is one
+        m = RawReading.model_validate_json(data)
+        return RawReadingRecord(
+            source=m.source,
+            station_id=m.station_id,
+            metric=m.metric,
+            ts=m.ts,
+            value=m.value,
+            unit=m.unit,
+            kind=m.kind,
+            issued_at=m.issued_at,
+            received_at=m.received_at,
+        )
 
 
 Quality = Literal["good", "doubtful", "bad"]

@@ -112,6 +112,9 @@ class EventProducer:
         self._producer = producer
         self.idempotent = idempotent
         self._partitioner = DefaultPartitioner()
+        # key → partition for a topic's partition list: murmur2 in pure Python costs ~2 µs a key,
+        # and the same station keys come again and again
+        self._placed: dict[tuple[int, ...], dict[bytes, int]] = {}
 
     @classmethod
     async def start(
@@ -164,9 +167,17 @@ class EventProducer:
             return
         try:
             partitions = sorted(await self._producer.partitions_for(topic))
+            placed = self._placed.get(tuple(partitions))
+            if placed is None or len(placed) > 100_000:
+                placed = self._placed[tuple(partitions)] = {}
             by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
             for key, value in encoded:
-                part = self._partitioner(key, partitions, partitions)
+                if key is None:
+                    part = self._partitioner(key, partitions, partitions)
+                else:
+                    part = placed.get(key, -1)
+                    if part < 0:
+                        part = placed[key] = self._partitioner(key, partitions, partitions)
                 by_partition.setdefault(part, []).append((key, value))
             futures = []
             for part, messages in by_partition.items():
@@ -234,7 +245,7 @@ class RunnerConfig:
     name: str
     topics: list[str]
     dlq_topic: Callable[[str], str] = lambda topic: f"{topic}.dlq"
-    max_records: int = 5000
+    max_records: int = 20000
     poll_timeout_ms: int = 500
     retry_initial_s: float = 0.2
     retry_max_s: float = 10.0

@@ -3,11 +3,12 @@
 - **TimescaleDB**: ``ingest.readings_1h`` / ``readings_1d`` are continuous aggregates (migration
   ``0003``) refreshed by policies, which also compress chunks after 7 days and drop old ones.
   :meth:`Housekeeping.configure` sets the retention periods from the settings.
-- **Plain PostgreSQL**: the same two relations are tables. The writer marks the (station, metric,
-  hour) buckets a batch touched in ``ingest.rollup_dirty`` inside its transaction;
-  :meth:`Housekeeping.refresh` takes marked buckets (``SKIP LOCKED``: replicas share the work),
-  recomputes each hour from the raw rows and each touched day from its hours, and removes the
-  marks in the same transaction. Late data therefore re-aggregates exactly the buckets it fell
+- **Plain PostgreSQL**: the same two relations are tables. A statement trigger on
+  ``ingest.readings`` (migration ``0007``) marks the (metric, hour) pairs each insert touched in
+  ``ingest.rollup_stale``, inside the writer's transaction; :meth:`Housekeeping.refresh` takes
+  marked pairs (``SKIP LOCKED``: replicas share the work), recomputes each hour for every station
+  from the raw rows and each touched day from its hours, and removes the marks in the same
+  transaction. Late data therefore re-aggregates exactly the buckets it fell
   into. Retention drops whole daily partitions of raw data and deletes roll-up rows.
 
 Buckets are ``time_bucket`` buckets on both paths: an hour holds ``[h, h + 1 h)``; a day is a
@@ -40,7 +41,7 @@ class Housekeeping:
         raw_retention_days: int = 180,
         rollup_retention_days: int = 3650,
         refresh_every_s: float = 30.0,
-        batch: int = 20_000,
+        batch: int = 24,
     ) -> None:
         self._pool = pool
         self._storage = storage
@@ -83,25 +84,18 @@ class Housekeeping:
         while True:
             async with self._pool.acquire() as conn, conn.transaction():
                 marked = await conn.fetch(
-                    """DELETE FROM ingest.rollup_dirty d
-                        USING (SELECT station_id, metric, hour FROM ingest.rollup_dirty
-                                LIMIT $1 FOR UPDATE SKIP LOCKED) x
-                        WHERE d.station_id = x.station_id AND d.metric = x.metric
-                          AND d.hour = x.hour
-                    RETURNING d.station_id, d.metric, d.hour""",
+                    """DELETE FROM ingest.rollup_stale d
+                        USING (SELECT metric, hour FROM ingest.rollup_stale
+                                ORDER BY hour LIMIT $1 FOR UPDATE SKIP LOCKED) x
+                        WHERE d.metric = x.metric AND d.hour = x.hour
+                    RETURNING d.metric, d.hour""",
                     self._batch,
                 )
                 if not marked:
                     return total
-                arrays = (
-                    [m["station_id"] for m in marked],
-                    [m["metric"] for m in marked],
-                    [m["hour"] for m in marked],
-                )
-                await conn.execute(_DELETE_HOURS, *arrays)
-                await conn.execute(_INSERT_HOURS, *arrays)
-                await conn.execute(_DELETE_DAYS, *arrays)
-                await conn.execute(_INSERT_DAYS, *arrays)
+                arrays = ([m["metric"] for m in marked], [m["hour"] for m in marked])
+                await conn.execute(_UPSERT_HOURS, *arrays)
+                await conn.execute(_UPSERT_DAYS, *arrays)
             total += len(marked)
 
     async def expire(self) -> list[str]:
@@ -135,31 +129,32 @@ class Housekeeping:
         await self._job.run()
 
 
-# the marked buckets are passed as three arrays: stations, metrics, hours
-_DELETE_HOURS = """DELETE FROM ingest.readings_1h r
-                    USING unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(s, m, h)
-                    WHERE r.station_id = d.s AND r.metric = d.m AND r.bucket = d.h"""
-_INSERT_HOURS = """INSERT INTO ingest.readings_1h
+# The marked (metric, hour) pairs are passed as two arrays. Each hour is recomputed for every
+# station with raw rows in it, and each Beijing day touched from its hours. Upserts, not delete and
+# insert: a station whose raw rows of that hour are gone (past retention) keeps its roll-up, and a
+# bucket never loses rows (a stored reading is never removed or re-graded).
+_UPSERT_HOURS = """INSERT INTO ingest.readings_1h
                        (station_id, metric, bucket, min, max, avg, sum, count)
-                   SELECT d.s, d.m, d.h, min(r.value), max(r.value), avg(r.value), sum(r.value),
-                          count(*)
-                     FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(s, m, h)
+                   SELECT r.station_id, d.m, d.h, min(r.value), max(r.value), avg(r.value),
+                          sum(r.value), count(*)
+                     FROM unnest($1::text[], $2::timestamptz[]) AS d(m, h)
                      JOIN ingest.readings r
-                       ON r.station_id = d.s AND r.metric = d.m
-                      AND r.ts >= d.h AND r.ts < d.h + interval '1 hour'
+                       ON r.metric = d.m AND r.ts >= d.h AND r.ts < d.h + interval '1 hour'
                     WHERE r.quality < 2
-                    GROUP BY d.s, d.m, d.h"""
-_DELETE_DAYS = """DELETE FROM ingest.readings_1d r
-                   USING (SELECT DISTINCT d.s, d.m, date_trunc('day', d.h, 'Asia/Shanghai') AS day
-                FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(s, m, h)) x
-                   WHERE r.station_id = x.s AND r.metric = x.m AND r.bucket = x.day"""
-_INSERT_DAYS = """INSERT INTO ingest.readings_1d
+                    GROUP BY r.station_id, d.m, d.h
+                   ON CONFLICT (station_id, metric, bucket) DO UPDATE
+                      SET min = EXCLUDED.min, max = EXCLUDED.max, avg = EXCLUDED.avg,
+                          sum = EXCLUDED.sum, count = EXCLUDED.count"""
+_UPSERT_DAYS = """INSERT INTO ingest.readings_1d
                       (station_id, metric, bucket, min, max, avg, sum, count)
-                  SELECT x.s, x.m, x.day, min(h.min), max(h.max), sum(h.sum) / sum(h.count),
-                         sum(h.sum), sum(h.count)
-                    FROM (SELECT DISTINCT d.s, d.m, date_trunc('day', d.h, 'Asia/Shanghai') AS day
-                FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(s, m, h)) x
+                  SELECT h.station_id, x.m, x.day, min(h.min), max(h.max),
+                         sum(h.sum) / sum(h.count), sum(h.sum), sum(h.count)
+                    FROM (SELECT DISTINCT d.m, date_trunc('day', d.h, 'Asia/Shanghai') AS day
+                           FROM unnest($1::text[], $2::timestamptz[]) AS d(m, h)) x
                     JOIN ingest.readings_1h h
-                      ON h.station_id = x.s AND h.metric = x.m
-                     AND h.bucket >= x.day AND h.bucket < x.day + interval '1 day'
-                   GROUP BY x.s, x.m, x.day"""
+                      ON h.metric = x.m AND h.bucket >= x.day
+                     AND h.bucket < x.day + interval '1 day'
+                   GROUP BY h.station_id, x.m, x.day
+                  ON CONFLICT (station_id, metric, bucket) DO UPDATE
+                     SET min = EXCLUDED.min, max = EXCLUDED.max, avg = EXCLUDED.avg,
+                         sum = EXCLUDED.sum, count = EXCLUDED.count"""

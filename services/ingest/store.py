@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 from prometheus_client import Histogram
@@ -20,8 +21,10 @@ WRITE_SECONDS = Histogram(
 QUALITY_CODE = {"good": 0, "doubtful": 1, "bad": 2}
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
+    """One reading to store. A tuple: built once per reading on the hot path, where a frozen
+    dataclass costs ~1 µs more."""
+
     station_id: str
     metric: str
     ts: datetime
@@ -42,17 +45,7 @@ class WriteResult:
     conflicts: list[tuple[Row, float]]  # (rejected row, the value that was kept)
 
 
-async def _mark_hours(conn: Conn, keys: set[tuple[str, str, datetime]]) -> None:
-    """The hours whose roll-ups the refresh must recompute (plain PostgreSQL path)."""
-    hours = {(s, m, t.replace(minute=0, second=0, microsecond=0)) for s, m, t in keys}
-    await conn.execute(
-        """INSERT INTO ingest.rollup_dirty (station_id, metric, hour)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
-           ON CONFLICT DO NOTHING""",
-        [h[0] for h in hours],
-        [h[1] for h in hours],
-        [h[2] for h in hours],
-    )
+COLUMNS = ("station_id", "metric", "ts", "value", "unit", "quality", "checks", "source")
 
 
 class ReadingStore:
@@ -92,49 +85,9 @@ class ReadingStore:
                 if self._storage == "native":
                     await self._partitions.ensure(conn, {day_start(r.ts) for r in unique})
                 async with conn.transaction():
-                    existing = await conn.fetch(
-                        """INSERT INTO ingest.readings
-                               (station_id, metric, ts, value, unit, quality, checks, source)
-                           SELECT s, m, t, v, u, q, string_to_array(c, ','), src
-                             FROM unnest($1::text[], $2::text[], $3::timestamptz[],
-                                         $4::float8[], $5::text[], $6::int2[], $7::text[],
-                                         $8::text[]) AS x(s, m, t, v, u, q, c, src)
-                           ON CONFLICT (station_id, metric, ts) DO NOTHING
-                           RETURNING station_id, metric, ts""",
-                        [r.station_id for r in unique],
-                        [r.metric for r in unique],
-                        [r.ts for r in unique],
-                        [r.value for r in unique],
-                        [r.unit for r in unique],
-                        [QUALITY_CODE[r.quality] for r in unique],
-                        [",".join(r.checks) for r in unique],
-                        [r.source for r in unique],
-                    )
-                    inserted = {(e["station_id"], e["metric"], e["ts"]) for e in existing}
-                    if self._storage == "native" and inserted:
-                        await _mark_hours(conn, inserted)
-                    repeats = [r for r in unique if r.key not in inserted]
-                    stored = [r for r in unique if r.key in inserted]
-                    if repeats:
-                        kept = await conn.fetch(
-                            """SELECT r.station_id, r.metric, r.ts, r.value
-                                 FROM ingest.readings r
-                                 JOIN unnest($1::text[], $2::text[], $3::timestamptz[])
-                                      AS x(s, m, t)
-                                   ON r.station_id = x.s AND r.metric = x.m AND r.ts = x.t""",
-                            [r.station_id for r in repeats],
-                            [r.metric for r in repeats],
-                            [r.ts for r in repeats],
-                        )
-                        kept_value = {
-                            (k["station_id"], k["metric"], k["ts"]): k["value"] for k in kept
-                        }
-                        for r in repeats:
-                            v = kept_value.get(r.key)
-                            if v is None or v == r.value:
-                                stored.append(r)
-                            else:
-                                conflicts.append((r, v))
+                    stored = await _copy_new(conn, unique)
+                    if stored is None:  # some were stored before: row by row, first value wins
+                        stored = await _insert_or_compare(conn, unique, conflicts)
                     if conflicts:
                         await conn.executemany(
                             """INSERT INTO ingest.reading_conflicts
@@ -169,3 +122,67 @@ class ReadingStore:
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseError(f"writing forecasts failed: {exc!r}") from exc
+
+
+async def _copy_new(conn: Conn, rows: list[Row]) -> list[Row] | None:
+    """The fast path: a binary COPY of the batch, all or nothing (in a savepoint). ``None`` when a
+    key was stored already, which happens after a re-delivery and hardly otherwise."""
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "readings",
+                schema_name="ingest",
+                columns=COLUMNS,
+                records=[
+                    (s, m, ts, v, u, QUALITY_CODE[q], c, src) for s, m, ts, v, u, q, c, src in rows
+                ],
+            )
+    except asyncpg.UniqueViolationError:
+        return None
+    return rows
+
+
+async def _insert_or_compare(
+    conn: Conn, unique: list[Row], conflicts: list[tuple[Row, float]]
+) -> list[Row]:
+    """Insert what is new; a repeat with the stored value counts as stored, another value is
+    appended to ``conflicts``."""
+    existing = await conn.fetch(
+        """INSERT INTO ingest.readings
+               (station_id, metric, ts, value, unit, quality, checks, source)
+           SELECT s, m, t, v, u, q, string_to_array(c, ','), src
+             FROM unnest($1::text[], $2::text[], $3::timestamptz[],
+                         $4::float8[], $5::text[], $6::int2[], $7::text[],
+                         $8::text[]) AS x(s, m, t, v, u, q, c, src)
+           ON CONFLICT (station_id, metric, ts) DO NOTHING
+           RETURNING station_id, metric, ts""",
+        [r.station_id for r in unique],
+        [r.metric for r in unique],
+        [r.ts for r in unique],
+        [r.value for r in unique],
+        [r.unit for r in unique],
+        [QUALITY_CODE[r.quality] for r in unique],
+        [",".join(r.checks) for r in unique],
+        [r.source for r in unique],
+    )
+    inserted = {(e["station_id"], e["metric"], e["ts"]) for e in existing}
+    repeats = [r for r in unique if r.key not in inserted]
+    stored = [r for r in unique if r.key in inserted]
+    if repeats:
+        kept = await conn.fetch(
+            """SELECT r.station_id, r.metric, r.ts, r.value
+                 FROM ingest.readings r
+                 JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS x(s, m, t)
+                   ON r.station_id = x.s AND r.metric = x.m AND r.ts = x.t""",
+            [r.station_id for r in repeats],
+            [r.metric for r in repeats],
+            [r.ts for r in repeats],
+        )
+        kept_value = {(k["station_id"], k["metric"], k["ts"]): k["value"] for k in kept}
+        for r in repeats:
+            v = kept_value.get(r.key)
+            if v is None or v == r.value:
+                stored.append(r)
+            else:
+                conflicts.append((r, v))
+    return stored

@@ -9,9 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import Any
+from typing import Any, Literal, NamedTuple, Protocol
 
-from shared.contracts import Quality, RawReading
+from shared.contracts import Quality
 
 # Canonical unit per metric, and how each accepted unit converts to it.
 Converter = Callable[[float], float]
@@ -72,6 +72,22 @@ SOFT_RANGE: dict[str, tuple[float, float]] = {
 }
 
 
+class ReadingIn(Protocol):
+    """What the checks read of a received reading (:class:`shared.contracts.RawReading` or the
+    consumer's :class:`shared.contracts.RawReadingRecord`)."""
+
+    @property
+    def metric(self) -> str: ...
+    @property
+    def ts(self) -> datetime: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def unit(self) -> str | None: ...
+    @property
+    def kind(self) -> Literal["observation", "forecast"]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class StationInfo:
     id: str
@@ -88,8 +104,7 @@ class Rejection:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class Normalised:
+class Normalised(NamedTuple):
     value: float
     unit: str
     quality: Quality
@@ -123,7 +138,7 @@ def normalise_unit(metric: str, value: float, unit: str | None) -> tuple[float, 
 
 
 def check_reading(
-    raw: RawReading, station: StationInfo, now: datetime, *, future_tolerance_s: int = 300
+    raw: ReadingIn, station: StationInfo, now: datetime, *, future_tolerance_s: int = 300
 ) -> Normalised | Rejection:
     """Validate and normalise one reading; never raises for bad data."""
     converted = normalise_unit(raw.metric, raw.value, raw.unit)

@@ -158,6 +158,43 @@ async def test_readings_are_stored_once_and_roll_up_by_hour_and_beijing_day(stor
     assert await rollup(st, "ingest.readings_1d") == expected(data + late, beijing_day)
 
 
+async def test_native_marks_come_from_the_database_and_spare_hours_past_retention(storage):
+    st = storage
+    if st.mode != "native":
+        pytest.skip("continuous aggregates track late data themselves")
+    hour0 = datetime(2026, 7, 18, 3, tzinfo=UTC)
+    await st.store.write(rows(hour0, 6, timedelta(minutes=10), lambda i: 1.0, station="S1"))
+    # any writer marks what it inserted, not only the store: here a plain INSERT
+    await st.pool.execute(
+        """INSERT INTO ingest.readings (station_id, metric, ts, value, unit, source)
+           VALUES ('S2', 'rainfall', $1, 4.0, 'mm', 'sql')""",
+        hour0 + timedelta(minutes=5),
+    )
+    marks = await st.pool.fetch("SELECT metric, hour FROM ingest.rollup_stale")
+    assert [(m["metric"], m["hour"]) for m in marks] == [("rainfall", hour0)]
+    await st.refresh()
+    got = await rollup(st, "ingest.readings_1h")
+    assert got[("S1", "rainfall", hour0)][4] == 6
+    assert got[("S2", "rainfall", hour0)] == (4.0, 4.0, 4.0, 4.0, 1)
+    assert await st.pool.fetchval("SELECT count(*) FROM ingest.rollup_stale") == 0
+
+    # in an hour past raw retention (its raw rows dropped, its roll-up made while they lived), a
+    # late reading of another station adds that station's roll-up and leaves the others alone
+    old = datetime(2026, 5, 1, 6, tzinfo=UTC)
+    await st.pool.execute(
+        """INSERT INTO ingest.readings_1h (station_id, metric, bucket, min, max, avg, sum, count)
+           VALUES ('S1', 'rainfall', $1, 2, 2, 2, 12, 6)""",
+        old,
+    )
+    late = rows(old + timedelta(minutes=1), 1, timedelta(0), lambda i: 9.0, station="S3")
+    await st.store.write(late)
+    await st.refresh()
+    got = await rollup(st, "ingest.readings_1h")
+    assert got[("S1", "rainfall", old)] == (2.0, 2.0, 2.0, 12.0, 6)
+    assert got[("S3", "rainfall", old)] == (9.0, 9.0, 9.0, 9.0, 1)
+    assert await st.pool.fetchval("SELECT count(*) FROM ingest.rollup_stale") == 0
+
+
 async def test_retention_and_compression(storage):
     st = storage
     old = datetime(2026, 5, 1, tzinfo=UTC)  # older than the 30 days of raw retention

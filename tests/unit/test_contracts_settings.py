@@ -2,16 +2,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
 from services.alerting.settings import AlertingSettings
 from services.gateway.settings import GatewaySettings
-from services.ingest.consumer import published
+from services.ingest.consumer import published, reading_event_id
 from services.ingest.settings import IngestSettings
 from services.ingest.store import Row
 from services.ingest.validation import StationInfo
-from shared.contracts import Level, RawReading, Reading, RiskEvent, Topics, stable_id
+from shared.contracts import (
+    Level,
+    RawReading,
+    RawReadingDecoder,
+    Reading,
+    RiskEvent,
+    Topics,
+    stable_id,
+)
 from shared.errors import Unauthenticated
 from shared.identity import Identity, sign, verify
 
@@ -43,6 +52,71 @@ def test_raw_reading_requires_an_offset_and_a_finite_value():
             ts="2026-07-01T08:00:00Z",
             value=1,
         )
+
+
+GOOD = {
+    "source": "s",
+    "station_id": "A1",
+    "metric": "rainfall",
+    "ts": "2026-07-01T08:00:00+08:00",
+    "value": 1.5,
+}
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        GOOD,
+        {**GOOD, "unit": "mm", "kind": "forecast", "issued_at": "2026-07-01T00:00:00Z"},
+        {**GOOD, "extra": {"ignored": True}},
+        {**GOOD, "value": 3},
+        {**GOOD, "ts": "2026-07-01T00:00:00.123456Z"},
+        # what the fast decoder refuses and the model accepts (it coerces): the model decides
+        {**GOOD, "value": "2.5"},
+        {**GOOD, "ts": 1782864000},
+        {**GOOD, "ts": "2026-07-01 08:00:00+08:00"},
+        # what both must refuse
+        {**GOOD, "metric": "rain\n"},
+        {**GOOD, "metric": "Rainfall"},
+        {**GOOD, "station_id": "bad id"},
+        {**GOOD, "station_id": "x" * 65},
+        {**GOOD, "source": ""},
+        {**GOOD, "ts": "2026-07-01T08:00:00"},
+        {**GOOD, "kind": "nowcast"},
+        {**GOOD, "unit": "u" * 17},
+        {k: v for k, v in GOOD.items() if k != "value"},
+        {**GOOD, "value": None},
+        {**GOOD, "value": True},
+    ],
+)
+def test_the_fast_decoder_agrees_with_the_model(doc):
+    """The consumer decodes with msgspec; the pydantic model is the contract. Same verdict,
+    same values, for what each accepts and refuses."""
+    data = orjson.dumps(doc)
+    try:
+        want = RawReading.model_validate_json(data).model_dump()
+    except ValidationError:
+        want = None
+    try:
+        rec = RawReadingDecoder().decode(data)
+        got = {f: getattr(rec, f) for f in RawReading.model_fields}
+    except ValidationError:
+        got = None
+    assert got == want
+
+
+def test_the_fast_decoder_refuses_what_is_not_json_or_not_finite():
+    dec = RawReadingDecoder()
+    with pytest.raises(ValidationError, match=r"json_invalid|Invalid JSON"):
+        dec.decode(b'{"source": ')
+    huge = orjson.dumps(GOOD).replace(b"1.5", b"1e999")
+    with pytest.raises(ValidationError):
+        dec.decode(huge)
+
+
+def test_reading_event_id_is_the_stable_id_of_its_parts():
+    ts = NOW.isoformat()
+    assert reading_event_id("A1", "rainfall", ts) == stable_id("reading", "A1", "rainfall", ts)
 
 
 def test_risk_event_needs_a_12_digit_region_and_known_levels():
