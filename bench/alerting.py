@@ -8,9 +8,10 @@ The alerting service runs as its own process, and so do the SMS stand-ins (Tence
    producing the event to the provider receiving the message. Baseline, same run: one signed
    ``SendSms`` request from here straight to the provider.
 2. **Fan-out to 1,000,000 residents.** A public warning is broadcast to a million residents of
-   1,000 villages: the ledger rows are written in one statement, then the service drains them in
-   batches of 200 numbers. Baseline, same run: the provider's own capacity, 100,000 numbers in
-   200-number requests sent straight from here with the same concurrency.
+   1,000 villages: the ledger rows are written in one statement, then the service drains them
+   (with its shipped claim size and rounds) in requests of 200 numbers. Baseline, same run: the
+   provider's own capacity, 100,000 numbers in 200-number requests sent straight from here with
+   the same concurrency.
 3. **HTTP pools.** 3,000 webhook POSTs at a concurrency of 50: httpx with a pool smaller than the
    concurrency (10), httpx with the pool the service uses (2 × concurrency), and aiohttp.
 """
@@ -79,9 +80,7 @@ def _service_env(dsn: str, bootstrap: str, prefix: str, port: int, fake: str) ->
         f"{p}PORT": str(port),
         f"{p}LOG_LEVEL": "WARNING",
         f"{p}DB_POOL_MAX": "12",
-        f"{p}DELIVERY_BATCH": "1000",
         f"{p}DELIVERY_CONCURRENCY": str(CONCURRENCY),
-        f"{p}DELIVERY_LOOPS": "4",
         f"{p}DELIVERY_POLL_S": "0.05",
         # the events alternate raise and all-clear every few milliseconds: without this the
         # group interval would hold each all-clear (raises never wait), flapping would hold
