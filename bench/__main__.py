@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import alerting, e2e_latency, gateway, ingest, push, risk, scaleout, steady
+from bench import alerting, e2e_latency, gateway, ingest, push, risk, scaleout, soak, steady
 from shared.devstack.broker import TansuBroker
 from shared.devstack.postgres import PostgresServer, find_pg_bin
 
@@ -39,6 +39,7 @@ BENCHES: dict[str, Bench] = {
     "steady": lambda pg, b: steady.run(pg.dsn, b.bootstrap),
     "scaleout": lambda pg, b: scaleout.run(pg.dsn, b.bootstrap),
     "alerting": lambda pg, b: alerting.run(pg.dsn, b.bootstrap),
+    "soak": lambda pg, b: soak.run(pg.dsn, b.bootstrap),
 }
 
 
@@ -132,6 +133,22 @@ def plots(results: dict[str, dict[str, float]], out_dir: Path) -> list[str]:
         fig.savefig(out_dir / "scaleout.png", dpi=110)
         plt.close(fig)
         images.append("![Scale-out](report/scaleout.png)")
+    sk = results.get("soak") or {}
+    if "t@0" in sk:
+        n = sum(1 for k in sk if k.startswith("t@"))
+        fig, ax = plt.subplots(figsize=(7, 4))
+        minutes = [sk[f"t@{i}"] / 60 for i in range(n)]
+        for service in soak.SERVICES:
+            ax.plot(minutes, [sk[f"{service}: rss@{i}"] for i in range(n)], label=service)
+        ax.set_xlabel("minutes")
+        ax.set_ylabel("RSS, MiB")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"Soak at {sk['rate']:,.0f} readings/s: resident memory per service")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "soak.png", dpi=110)
+        plt.close(fig)
+        images.append("![Soak: memory per service](report/soak.png)")
     ratios: list[tuple[str, float]] = []
     ing = results.get("ingest") or {}
     if ing.get("copy_rows_s"):

@@ -7,6 +7,11 @@ Claiming sets ``state='sending'`` with a lease in one statement (``FOR UPDATE SK
 several replicas share the ledger without sending a row twice. A worker that dies mid-send leaves
 its rows leased; they are claimed again when the lease expires, with the same idempotency key, so
 the provider can recognise the repeat.
+
+A resident broadcast's rows are 'queued' in batches of one request each (services/alerting/
+publish.py): a round claims those batches the same way (lease, request names) with the room its
+rows left, sends each as one request, and updates the batch's rows once — sent, or out into the
+ordinary retry path above carrying the batch's attempts and request names.
 """
 
 from __future__ import annotations
@@ -16,15 +21,17 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 from prometheus_client import Counter, Histogram
 
 from services.alerting.channels import BatchChannel, Channel, DeliveryJob, Outcome
 from services.alerting.confirm import make_token
+from services.alerting.publish import BROADCAST_BATCH
 from services.alerting.versions import load_versions
 from shared.clock import Clock
 from shared.contracts import AlertVersion
@@ -159,13 +166,18 @@ class DeliveryWorker:
             self._batch,
             claim,
         )
-        if not rows:
+        room = self._batch - len(rows)
+        batches = await self._claim_batches(now, claim, room) if room > 0 else []
+        if not rows and not batches:
             return 0
-        alerts = await self._load_alerts({(r["warning_id"], r["version"]) for r in rows})
+        members = await self._batch_rows([b["id"] for b in batches])
+        alerts = await self._load_alerts(
+            {(r["warning_id"], r["version"]) for r in (*rows, *members)}
+        )
         secrets = await self._load_secrets({r["recipient"] for r in rows})
         tasks = await self._load_confirm_tasks(rows)
         singles: list[tuple[DeliveryJob, str, int]] = []
-        batches: dict[str, list[tuple[DeliveryJob, int]]] = {}
+        by_channel: dict[str, list[tuple[DeliveryJob, int]]] = {}
         interrupted: dict[tuple[str, tuple[str, ...]], list[tuple[DeliveryJob, int]]] = {}
         for r in rows:
             job = DeliveryJob(
@@ -185,24 +197,171 @@ class DeliveryWorker:
                         (job, r["attempts"])
                     )
                 else:
-                    batches.setdefault(r["channel"], []).append((job, r["attempts"]))
+                    by_channel.setdefault(r["channel"], []).append((job, r["attempts"]))
             else:
                 singles.append((job, r["channel"], r["attempts"]))
         for (name, keys), items in interrupted.items():
             # ask first; what the provider did not take is sent like any other row
-            batches.setdefault(name, []).extend(await self._recover(name, keys, items))
+            by_channel.setdefault(name, []).extend(await self._recover(name, keys, items))
         work = [self._deliver(job, ch, attempts) for job, ch, attempts in singles]
-        for name, items in batches.items():
+        for name, items in by_channel.items():
             channel = self._batch_channels[name]
             items.sort(key=lambda x: (x[0].alert.warning_id, x[0].alert.version))
             for n, i in enumerate(range(0, len(items), channel.max_batch)):
                 chunk = items[i : i + channel.max_batch]
                 work.append(self._deliver_batch(channel, chunk, f"{claim}.{name}.{n}"))
-        await asyncio.gather(*work)
-        return len(rows)
+        work += self._queued_work(batches, members, alerts, claim)
+        renewal = asyncio.create_task(
+            self._keep_leased(claim, [r["id"] for r in rows], [b["id"] for b in batches])
+        )
+        try:
+            await asyncio.gather(*work)
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+        if batches:
+            await self._pool.execute(
+                """UPDATE alerting.delivery_batches SET state = 'done'
+                    WHERE id = ANY($1::bigint[]) AND state = 'sending'""",
+                [b["id"] for b in batches],
+            )
+        return len(rows) + len(members)
+
+    async def _keep_leased(self, claim: str, row_ids: list[int], batch_ids: list[int]) -> None:
+        """Renew the round's leases every third of a lease while it is still sending, so that a
+        slow round is never taken for a dead one and sent again by another; a dead round stops
+        renewing. Only what this claim still holds is touched."""
+        every = self._lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            until = self._clock.now() + self._lease
+            try:
+                if row_ids:
+                    await self._pool.execute(
+                        """UPDATE alerting.deliveries SET next_attempt_at = $2
+                            WHERE id = ANY($1::bigint[]) AND state = 'sending'
+                              AND attempt_keys[cardinality(attempt_keys)] = $3""",
+                        row_ids,
+                        until,
+                        claim,
+                    )
+                if batch_ids:
+                    await self._pool.execute(
+                        """UPDATE alerting.delivery_batches SET next_attempt_at = $2
+                            WHERE id = ANY($1::bigint[]) AND state = 'sending'
+                              AND attempt_keys[cardinality(attempt_keys)] = $3""",
+                        batch_ids,
+                        until,
+                        claim,
+                    )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("lease renewal failed", extra={"error": repr(exc)})
+
+    async def _claim_batches(self, now: datetime, claim: str, room: int) -> list[asyncpg.Record]:
+        """Queued broadcast batches, claimed like ledger rows (lease, request names), as many as
+        fill the round's room."""
+        return await self._pool.fetch(
+            """WITH due AS (SELECT id, state AS was, attempt_keys AS old_keys
+                              FROM alerting.delivery_batches
+                             WHERE state IN ('pending', 'sending') AND next_attempt_at <= $1
+                             ORDER BY priority, next_attempt_at, id
+                             LIMIT $3 FOR UPDATE SKIP LOCKED)
+               UPDATE alerting.delivery_batches b
+                  SET state = 'sending', attempts = b.attempts + 1, next_attempt_at = $2,
+                      attempt_keys = CASE WHEN due.was = 'sending'
+                                          THEN b.attempt_keys || $4::text
+                                          ELSE ARRAY[$4::text] END
+                 FROM due WHERE b.id = due.id
+            RETURNING b.id, b.channel, b.attempts, b.attempt_keys, due.old_keys, due.was""",
+            now,
+            now + self._lease,
+            max(1, room // BROADCAST_BATCH),
+            claim,
+        )
+
+    async def _batch_rows(self, batch_ids: list[int]) -> list[asyncpg.Record]:
+        if not batch_ids:
+            return []
+        return await self._pool.fetch(
+            """SELECT id, warning_id, version, recipient, channel, target, idempotency_key,
+                      message, batch_id
+                 FROM alerting.deliveries
+                WHERE batch_id = ANY($1::bigint[]) AND state = 'queued'""",
+            batch_ids,
+        )
+
+    def _queued_work(
+        self,
+        batches: Sequence[asyncpg.Record],
+        members: Sequence[asyncpg.Record],
+        alerts: Mapping[tuple[str, int], AlertVersion],
+        claim: str,
+    ) -> list[Coroutine[Any, Any, None]]:
+        """One request per claimed batch (resident SMS: no secrets, no confirmation links)."""
+        rows_of: dict[int, list[asyncpg.Record]] = {}
+        for r in members:
+            rows_of.setdefault(r["batch_id"], []).append(r)
+        work: list[Coroutine[Any, Any, None]] = []
+        for n, b in enumerate(batches):
+            rows = rows_of.get(b["id"], [])
+            if not rows:
+                continue
+            items = [
+                (
+                    DeliveryJob(
+                        delivery_id=r["id"],
+                        idempotency_key=r["idempotency_key"],
+                        recipient=r["recipient"],
+                        target=r["target"],
+                        secret=None,
+                        alert=alerts[(r["warning_id"], r["version"])],
+                        message=r["message"],
+                    ),
+                    b["attempts"],
+                )
+                for r in rows
+            ]
+            old = tuple(b["old_keys"]) if b["was"] == "sending" and b["old_keys"] else ()
+            work.append(
+                self._deliver_queued(
+                    b["channel"],
+                    items,
+                    old,
+                    list(b["attempt_keys"]),
+                    f"{claim}.{b['channel']}.b{n}",
+                )
+            )
+        return work
+
+    async def _deliver_queued(
+        self,
+        name: str,
+        items: list[tuple[DeliveryJob, int]],
+        old_keys: tuple[str, ...],
+        keys: list[str],
+        key: str,
+    ) -> None:
+        channel = self._batch_channels.get(name)
+        if channel is None:
+            err = ProviderError(f"no batch channel {name!r} configured", retriable=False)
+            for job, attempts in items:
+                await self._failed(job, name, attempts, err)
+            return
+        if old_keys:  # a round died with this batch out: ask the provider first
+            items = await self._recover(name, old_keys, items, batch_keys=keys)
+        for i in range(0, len(items), channel.max_batch):
+            await self._deliver_batch(
+                channel, items[i : i + channel.max_batch], f"{key}.{i}", keys=keys
+            )
 
     async def _recover(
-        self, name: str, keys: tuple[str, ...], items: list[tuple[DeliveryJob, int]]
+        self,
+        name: str,
+        keys: tuple[str, ...],
+        items: list[tuple[DeliveryJob, int]],
+        *,
+        batch_keys: list[str] | None = None,
     ) -> list[tuple[DeliveryJob, int]]:
         channel = self._batch_channels[name]
         jobs = [j for j, _ in items]
@@ -215,7 +374,7 @@ class DeliveryWorker:
                 f"could not ask the provider: {exc.message}", retriable=True, ambiguous=True
             )
             for job, attempts in items:
-                await self._failed(job, name, attempts, unknown)
+                await self._failed(job, name, attempts, unknown, keys=batch_keys)
             return []
         taken = [(j, o) for j, o in zip(jobs, found, strict=True) if o is not None]
         if taken:
@@ -230,9 +389,10 @@ class DeliveryWorker:
         await self._pool.execute(
             """UPDATE alerting.deliveries d
                   SET state = 'sent', sent_at = $2, last_error = NULL,
-                      provider = u.provider, provider_ref = u.ref
+                      provider = u.provider, provider_ref = u.ref,
+                      attempts = greatest(d.attempts, 1)
                  FROM unnest($1::bigint[], $3::text[], $4::text[]) AS u(id, provider, ref)
-                WHERE d.id = u.id AND d.state = 'sending'""",
+                WHERE d.id = u.id AND d.state IN ('sending', 'queued')""",
             [j.delivery_id for j, _ in sent],
             now,
             [o.provider for _, o in sent],
@@ -243,8 +403,15 @@ class DeliveryWorker:
             self._observe(name, j, now)
 
     async def _deliver_batch(
-        self, channel: BatchChannel, items: list[tuple[DeliveryJob, int]], key: str
+        self,
+        channel: BatchChannel,
+        items: list[tuple[DeliveryJob, int]],
+        key: str,
+        *,
+        keys: list[str] | None = None,
     ) -> None:
+        """One request; ``keys``: for rows of a queued batch, the request names the batch carries
+        (given to a row that leaves the batch for the ordinary retry path)."""
         jobs = [j for j, _ in items]
         async with self._sem:
             try:
@@ -261,7 +428,7 @@ class DeliveryWorker:
             await self._mark_sent(channel.name, sent)
         for (job, attempts), o in zip(items, outcomes, strict=True):
             if o.error is not None:
-                await self._failed(job, channel.name, attempts, o.error)
+                await self._failed(job, channel.name, attempts, o.error, keys=keys)
 
     async def _deliver(self, job: DeliveryJob, channel_name: str, attempts: int) -> None:
         channel = self._channels.get(channel_name)
@@ -299,15 +466,25 @@ class DeliveryWorker:
             )
 
     async def _failed(
-        self, job: DeliveryJob, channel_name: str, attempts: int, exc: ProviderError
+        self,
+        job: DeliveryJob,
+        channel_name: str,
+        attempts: int,
+        exc: ProviderError,
+        *,
+        keys: list[str] | None = None,
     ) -> None:
+        """A row out of a queued batch (``keys`` given) takes the batch's attempts and request
+        names with it: an ambiguous failure is then reconciled like any leased row."""
         final = not exc.retriable or attempts >= self._policy.max_attempts
         if final:
             await self._pool.execute(
-                """UPDATE alerting.deliveries SET state='failed', last_error=$2
-                    WHERE id=$1 AND state='sending'""",
+                """UPDATE alerting.deliveries
+                      SET state = 'failed', last_error = $2, attempts = greatest(attempts, $3)
+                    WHERE id = $1 AND state IN ('sending', 'queued')""",
                 job.delivery_id,
                 exc.message[:1000],
+                attempts,
             )
             DELIVERIES.labels(channel_name, "failed").inc()
             log.warning(
@@ -320,12 +497,17 @@ class DeliveryWorker:
             delay = max(delay, self._policy.ambiguous_wait_s)
         # an ambiguous failure stays 'sending', like a crash: the provider is asked first
         await self._pool.execute(
-            """UPDATE alerting.deliveries SET state=$4, last_error=$2, next_attempt_at=$3
-                WHERE id=$1 AND state='sending'""",
+            """UPDATE alerting.deliveries
+                  SET state = $4, last_error = $2, next_attempt_at = $3,
+                      attempts = greatest(attempts, $5),
+                      attempt_keys = coalesce($6::text[], attempt_keys)
+                WHERE id = $1 AND state IN ('sending', 'queued')""",
             job.delivery_id,
             exc.message[:1000],
             self._clock.now() + timedelta(seconds=delay),
             "sending" if exc.ambiguous else "pending",
+            attempts,
+            keys,
         )
         DELIVERIES.labels(channel_name, "retry").inc()
 

@@ -8,7 +8,8 @@ approval. A request left pending past the timeout is escalated once to the count
 its duty officer on duty.
 
 The broadcast is one set-based insert into the ledger, at a lower priority than people and
-endpoints, so a million numbers never hold up the next warning to a village cadre.
+endpoints, so a million numbers never hold up the next warning to a village cadre. Its rows are
+queued in batches of one provider request each, which the delivery worker claims whole.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from shared.errors import Conflict, NotFound, PermissionDenied
 log = logging.getLogger(__name__)
 
 RESIDENT_PRIORITY = 1
+# numbers in one queued batch of a broadcast: one request to Tencent's SendSms, two to Aliyun's
+BROADCAST_BATCH = 200
 PUBLICATIONS = Counter(
     "qianshao_publications_total", "Publication requests and decisions", ["state"]
 )
@@ -160,15 +163,31 @@ async def _approve(conn: Conn, pid: int, by: str, now: datetime) -> None:
 async def broadcast(
     conn: Conn, *, warning_id: str, version: int, region_code: str, drill: bool, now: datetime
 ) -> int:
-    """One ledger row per resident of the warning's area (drill residents only for a drill)."""
+    """One ledger row per resident of the warning's area (drill residents only for a drill),
+    queued in batches of :data:`BROADCAST_BATCH` numbers that the delivery worker claims whole
+    (migration 0007). Residents who already have the version's row are left out."""
     status = await conn.execute(
-        """INSERT INTO alerting.deliveries
+        """WITH res AS (
+               SELECT r.id, r.phone, (row_number() OVER (ORDER BY r.id) - 1) / $7 AS k
+                 FROM alerting.residents r
+                WHERE r.active AND r.region_code LIKE $3 || '%' AND (r.drill OR NOT $5)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM alerting.deliveries d
+                       WHERE d.warning_id = $1 AND d.version = $2 AND d.purpose = 'warning'
+                         AND d.channel = 'sms' AND d.recipient = 'resident:' || r.id)
+           ), batches AS (
+               INSERT INTO alerting.delivery_batches
+                      (warning_id, version, channel, next_attempt_at, priority, seq, size)
+               SELECT $1, $2, 'sms', $4, $6, k, count(*) FROM res GROUP BY k
+               RETURNING id, seq
+           )
+           INSERT INTO alerting.deliveries
                (warning_id, version, recipient, channel, target, idempotency_key,
-                next_attempt_at, priority)
-           SELECT $1, $2, 'resident:' || r.id, 'sms', r.phone,
-                  $2::int || ':' || $1::text || ':resident:' || r.id || ':sms', $4, $6
-             FROM alerting.residents r
-            WHERE r.active AND r.region_code LIKE $3 || '%' AND (r.drill OR NOT $5)
+                next_attempt_at, priority, state, batch_id)
+           SELECT $1, $2, 'resident:' || res.id, 'sms', res.phone,
+                  $2::int || ':' || $1::text || ':resident:' || res.id || ':sms', $4, $6,
+                  'queued', b.id
+             FROM res JOIN batches b ON b.seq = res.k
            ON CONFLICT DO NOTHING""",
         warning_id,
         version,
@@ -176,6 +195,7 @@ async def broadcast(
         now,
         drill,
         RESIDENT_PRIORITY,
+        BROADCAST_BATCH,
     )
     return int(status.split()[-1])
 

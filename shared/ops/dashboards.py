@@ -374,7 +374,7 @@ def warnings() -> dash.Dashboard:
     backlog = """
         SELECT channel, state, count(*) AS deliveries, min(next_attempt_at) AS oldest_due
         FROM alerting.deliveries
-        WHERE state IN ('pending', 'sending', 'held', 'failed')
+        WHERE state IN ('queued', 'pending', 'sending', 'held', 'failed')
         GROUP BY channel, state ORDER BY channel, state"""
     recent = f"""
         SELECT w.identifier, w.hazard, w.region_code, w.level, w.state, w.status, w.version,
@@ -423,7 +423,7 @@ def warnings() -> dash.Dashboard:
                 "short",
                 Sql(
                     """SELECT count(*) AS waiting FROM alerting.deliveries
-                       WHERE state IN ('pending', 'sending')"""
+                       WHERE state IN ('queued', 'pending', 'sending')"""
                 ),
             )
         )

@@ -17,6 +17,7 @@ import signal
 import subprocess
 from datetime import UTC, datetime
 
+from services.alerting.publish import BROADCAST_BATCH, broadcast
 from shared.contracts import Topics
 from shared.db import create_pool
 from shared.devstack.fakeproviders import create_app as fake_app
@@ -133,6 +134,126 @@ async def test_kill_9_during_a_fan_out_sends_each_person_exactly_once(
                 "SELECT count(*) FROM alerting.deliveries WHERE channel = 'sms' AND attempts > 1"
             )
             assert retried > 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                stop(p)
+        await pool.close()
+
+
+RESIDENTS = 4000
+
+
+async def test_kill_9_during_a_resident_broadcast_sends_each_number_exactly_once(
+    database, broker, topic_prefix
+):
+    """The broadcast's rows are queued in batches claimed whole: a kill can land between the
+    provider taking a batch and the ledger recording it, and the restarted process asks the
+    provider under the batch's request names first. Numbers the provider refuses leave their
+    batch for the ordinary retry path and end failed, never sent."""
+    rnd = random.Random(20261125)
+    sms = SmsState()
+    sms.aliyun.slow_s = 0.25
+    bad = {str(15000000000 + i) for i in (7, 1999, 3001)}
+    sms.aliyun.bad_numbers = set(bad)
+    sms.tencent.bad_numbers = set(bad)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    pool = await create_pool(database)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        async with serve(fake_app(sms=sms)) as fake:
+            e = env(database, broker.bootstrap, topic_prefix, port, fake)
+            procs.append(start_service("alerting", e))
+            await wait_ready(url, "alerting")
+            await pool.execute(
+                """INSERT INTO alerting.residents (region_code, phone)
+                   SELECT '110101001' || lpad((i % 50 + 1)::text, 3, '0'), (15000000000 + i)::text
+                     FROM generate_series(0, $1 - 1) AS i""",
+                RESIDENTS,
+            )
+            now = datetime.now(UTC)
+            await pool.execute(
+                """INSERT INTO alerting.warnings
+                       (id, hazard, region_code, level, state, kind, identifier)
+                   VALUES ('w-public', 'flood', '110101001000', 4, 'issued', 'public', 'T_1')"""
+            )
+            await pool.execute(
+                """INSERT INTO alerting.warning_versions (warning_id, version, msg_type, level,
+                       identifier, sent, headline, description, station_ids, cause_event)
+                   VALUES ('w-public', 1, 'Alert', 4, 'T_1', $1, '清河镇发布暴雨红色预警（I级）',
+                           '全镇启动防汛应急响应。', '{RG1}', 'test')""",
+                now,
+            )
+            async with pool.acquire() as conn, conn.transaction():
+                n = await broadcast(
+                    conn,
+                    warning_id="w-public",
+                    version=1,
+                    region_code="110101001000",
+                    drill=False,
+                    now=now,
+                )
+            assert n == RESIDENTS
+            batches = await pool.fetchval("SELECT count(*) FROM alerting.delivery_batches")
+            assert batches == RESIDENTS // BROADCAST_BATCH
+            async with pool.acquire() as conn, conn.transaction():  # a second approval: no-op
+                again = await broadcast(
+                    conn,
+                    warning_id="w-public",
+                    version=1,
+                    region_code="110101001000",
+                    drill=False,
+                    now=now,
+                )
+            assert again == 0
+
+            async def sending_started() -> bool:
+                return sum(sms.received.values()) > 0
+
+            await eventually(sending_started, what="the broadcast under way")
+            kills = 0
+            while kills < KILLS:
+                await asyncio.sleep(rnd.uniform(0.2, 1.2))
+                waiting = await pool.fetchval(
+                    """SELECT count(*) FROM alerting.delivery_batches
+                        WHERE state IN ('pending', 'sending')"""
+                )
+                procs[-1].send_signal(signal.SIGKILL)
+                procs[-1].wait(10)
+                kills += 1
+                procs.append(start_service("alerting", e))
+                await wait_ready(url, "alerting")
+                if not waiting:
+                    break
+
+            async def settled() -> bool:
+                open_rows = await pool.fetchval(
+                    """SELECT count(*) FROM alerting.deliveries
+                        WHERE state IN ('queued', 'pending', 'sending')"""
+                )
+                open_batches = await pool.fetchval(
+                    "SELECT count(*) FROM alerting.delivery_batches WHERE state <> 'done'"
+                )
+                return open_rows == 0 and open_batches == 0
+
+            await eventually(settled, timeout_s=120, what="every batch done")
+            per_number = sms.per_number()
+            assert set(per_number) == {str(15000000000 + i) for i in range(RESIDENTS)} - bad
+            assert {k: c for k, c in per_number.items() if c != 1} == {}
+            states = dict(
+                await pool.fetch("SELECT state, count(*) FROM alerting.deliveries GROUP BY state")
+            )
+            assert states == {"sent": RESIDENTS - len(bad), "failed": len(bad)}
+            failed = await pool.fetch(
+                "SELECT target FROM alerting.deliveries WHERE state = 'failed'"
+            )
+            assert {r["target"] for r in failed} == bad
+            # the kills did land mid-broadcast: some batches were claimed more than once
+            assert kills >= 2
+            assert await pool.fetchval(
+                "SELECT count(*) FROM alerting.delivery_batches WHERE attempts > 1"
+            )
     finally:
         for p in procs:
             if p.poll() is None:
