@@ -56,7 +56,11 @@ class Series:
         self.vals: list[float] = []
         self._windows: dict[float, _Window] = {w: _Window(w) for w in sorted(set(windows))}
         self.tolerance = tolerance
-        self.horizon = max([*windows, tolerance, 0.0])
+        # points are kept for the windows and for late points landing in them; a series read
+        # only for its latest value keeps that one point (late points are still accepted within
+        # the tolerance; they change no window). Keeping an hour of points for it made the
+        # station state, saved with every batch, grow with the reading rate (bench/steady).
+        self.horizon = max([*windows, tolerance, 0.0]) if windows else 0.0
         self.latest: float | None = None
         # daily maxima by Beijing calendar day, for "N days running" criteria
         self.daily_days = daily_days
@@ -139,7 +143,7 @@ class Series:
         cut = bisect_right(self.ts, edge)
         if cut * 2 < len(self.ts):
             return
-        cut = min([cut, *(w.start for w in self._windows.values())])
+        cut = min([cut, len(self.ts) - 1, *(w.start for w in self._windows.values())])
         if cut:
             del self.ts[:cut]
             del self.vals[:cut]

@@ -142,3 +142,21 @@ def test_sums_are_exact_in_millionths_and_never_drift():
         s.accept(10.0 * k, 0.0)
     assert s.window(3 * 3600.0, "sum") == 0.0
     assert s.window(3 * 3600.0, "avg") == 0.0
+
+
+def test_a_series_read_only_for_its_latest_value_keeps_one_point():
+    """The station state is saved with every batch: without windows it must not grow with the
+    reading rate. With windows, the points of the longest window (or the tolerance) stay."""
+    bare = Series((), tolerance=3600.0)
+    windowed = Series((600.0,), tolerance=3600.0)
+    for i in range(5000):  # one point a second for 83 minutes
+        bare.accept(float(i), float(i % 7))
+        windowed.accept(float(i), float(i % 7))
+    assert len(bare.ts) <= 2
+    assert bare.ts[-1] == 4999.0
+    assert bare.vals[-1] == 4999 % 7
+    assert 3600 <= len(windowed.ts) <= 2 * 3601
+    # a late point within the tolerance is still accepted (it changes no window), one past it not
+    assert bare.accept(4000.0, 1.0)
+    assert not bare.accept(1000.0, 1.0)
+    assert bare.ts[-1] == 4999.0
