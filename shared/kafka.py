@@ -21,9 +21,10 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -93,6 +94,26 @@ class BatchHandler(Protocol):
     async def process(self, batch: Sequence[Message]) -> BatchResult:
         """Make the batch's effect durable; return the messages to dead-letter."""
         ...
+
+
+@runtime_checkable
+class StagedHandler(BatchHandler, Protocol):
+    """A handler whose work splits in two, so that the runner can prepare the next batch while
+    the previous one completes:
+
+    - ``prepare`` decodes and judges a batch, in message order, and may update what the handler
+      keeps in memory (the next batch is judged on it); mostly CPU;
+    - ``complete`` makes the prepared batch durable; mostly waiting on the database and broker;
+    - ``discard`` undoes what ``prepare`` changed in memory, for a batch that will be handled
+      again from the start.
+
+    ``process`` must equal ``prepare`` then ``complete``, discarding when ``complete`` fails."""
+
+    async def prepare(self, batch: Sequence[Message]) -> Any: ...
+
+    async def complete(self, prepared: Any) -> BatchResult: ...
+
+    def discard(self, prepared: Any) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,26 +315,128 @@ class ConsumerRunner:
         await consumer.start()
         self.started.set()
         try:
+            if isinstance(self._handler, StagedHandler):
+                await self._run_staged(consumer, self._handler)
+                return
             while not self._stopping.is_set():
-                records = await consumer.getmany(
-                    timeout_ms=cfg.poll_timeout_ms, max_records=cfg.max_records
+                batch = _messages(
+                    await consumer.getmany(
+                        timeout_ms=cfg.poll_timeout_ms, max_records=cfg.max_records
+                    )
                 )
-                if not records:
+                if not batch:
                     continue
-                batch = [
-                    Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-                    for tp in sorted(records, key=lambda t: (t.topic, t.partition))
-                    for r in records[tp]
-                ]
                 with BATCH_SECONDS.labels(cfg.name).time():
                     if not await self._process_until_done(batch):
                         break  # stopping while a dependency is down: leave the batch uncommitted
-                    if self._before_commit is not None:
-                        await self._before_commit()
-                    await self._commit(batch)
-                self.batches += 1
+                    await self._finish(batch)
         finally:
             await consumer.stop()
+
+    async def _finish(self, batch: list[Message]) -> None:
+        if self._before_commit is not None:
+            await self._before_commit()
+        await self._commit(batch)
+        self.batches += 1
+
+    async def _run_staged(self, consumer: AIOKafkaConsumer, handler: StagedHandler) -> None:
+        """Two batches in hand: the next is prepared while the previous completes. Offsets are
+        still committed batch by batch, in order, each after its batch is durable.
+
+        When a batch cannot complete for a reason that a retry will not cure, it and the batch
+        prepared after it are discarded (in that order, newest first) and go through the
+        sequential path, which isolates the faulty message."""
+        cfg = self._config
+        inflight: tuple[list[Message], Any, asyncio.Task[BatchResult], float] | None = None
+        try:
+            while not self._stopping.is_set():
+                batch = _messages(
+                    await consumer.getmany(
+                        timeout_ms=0 if inflight else cfg.poll_timeout_ms,
+                        max_records=cfg.max_records,
+                    )
+                )
+                if not batch and inflight is None:
+                    continue
+                started = time.perf_counter()
+                prepared: Any = None
+                if batch:
+                    try:
+                        prepared = await handler.prepare(batch)
+                    except Exception:
+                        log.exception("preparing a batch failed; handling it message by message")
+                        prepared = None
+                if inflight is not None:
+                    earlier, earlier_prepared = inflight[0], inflight[1]
+                    done, inflight = await self._complete_staged(handler, inflight), None
+                    if done is not True:
+                        # undo newest first: this batch was judged on the failed one's values
+                        if prepared is not None:
+                            handler.discard(prepared)
+                            prepared = None
+                        handler.discard(earlier_prepared)
+                        if done is None:
+                            return
+                        with BATCH_SECONDS.labels(cfg.name).time():
+                            if not await self._process_until_done(earlier):
+                                return
+                            await self._finish(earlier)
+                if not batch:
+                    continue
+                if prepared is None:
+                    with BATCH_SECONDS.labels(cfg.name).time():
+                        if not await self._process_until_done(batch):
+                            return
+                        await self._finish(batch)
+                    continue
+                inflight = (
+                    batch,
+                    prepared,
+                    asyncio.create_task(handler.complete(prepared)),
+                    started,
+                )
+        finally:
+            if inflight is not None and await self._complete_staged(handler, inflight) is not True:
+                handler.discard(inflight[1])  # left uncommitted: it comes again
+
+    async def _complete_staged(
+        self,
+        handler: StagedHandler,
+        inflight: tuple[list[Message], Any, asyncio.Task[BatchResult], float],
+    ) -> bool | None:
+        """Wait for an in-flight batch, retrying its completion while the failure is one a
+        retry can cure, and commit it: True. False: it failed for good and must be discarded and
+        handled again on the sequential path; None: stopping with it unfinished (uncommitted).
+        Neither discards: the caller undoes a batch prepared after it first."""
+        batch, prepared, task, started = inflight
+        delay = self._config.retry_initial_s
+        while True:
+            try:
+                result = await task
+                break
+            except Exception as exc:
+                retriable = exc.retriable if isinstance(exc, QianshaoError) else is_unavailable(exc)
+                if isinstance(exc, InvalidMessage) or not retriable:
+                    log.warning(
+                        "a prepared batch failed; handling it again message by message",
+                        extra={"consumer": self._config.name, "error": repr(exc)},
+                    )
+                    return False
+                RETRIES.labels(self._config.name).inc()
+                log.warning(
+                    "batch failed on a dependency; retrying",
+                    extra={"consumer": self._config.name, "error": repr(exc), "delay_s": delay},
+                )
+                if self._stopping.is_set():
+                    return None
+                await self._clock.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self._config.retry_max_s)
+                task = asyncio.create_task(handler.complete(prepared))
+        await self._send_dead_letters(result.dead_letters)
+        self._count(batch, result.dead_letters)
+        await self._finish(batch)
+        BATCH_SECONDS.labels(self._config.name).observe(time.perf_counter() - started)
+        return True
 
     async def _commit(self, batch: Sequence[Message]) -> None:
         offsets: dict[TopicPartition, int] = {}
@@ -424,6 +547,14 @@ class ConsumerRunner:
 
 
 FETCH_MAX_WAIT_MS = 50
+
+
+def _messages(records: dict[TopicPartition, list[Any]]) -> list[Message]:
+    return [
+        Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+        for tp in sorted(records, key=lambda t: (t.topic, t.partition))
+        for r in records[tp]
+    ]
 
 
 def make_consumer(

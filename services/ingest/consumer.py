@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import Counter as Tally
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from hashlib import blake2b
 from typing import TypeVar
@@ -24,7 +25,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services.ingest.health import record_batch
-from services.ingest.recent import RecentReadings
+from services.ingest.recent import RecentReadings, Undo
 from services.ingest.stations import StationCache, auto_register
 from services.ingest.store import ReadingStore, Row
 from services.ingest.validation import (
@@ -57,7 +58,21 @@ def reading_event_id(station_id: str, metric: str, ts_iso: str) -> str:
     ).hexdigest()
 
 
+@dataclass(slots=True)
+class Prepared:
+    now: datetime
+    dead: list[InvalidMessage]
+    decoded: list[tuple[Message, RawReadingRecord]]
+    rows: list[Row]
+    forecasts: list[tuple[Row, datetime]]
+    stations: dict[str, StationInfo]
+    undo: Undo
+
+
 class IngestHandler:
+    """A staged handler (:class:`shared.kafka.StagedHandler`): the runner prepares the next batch
+    while this one is stored."""
+
     def __init__(
         self,
         *,
@@ -83,6 +98,17 @@ class IngestHandler:
         self._decoder = RawReadingDecoder()
 
     async def process(self, batch: Sequence[Message]) -> BatchResult:
+        prepared = await self.prepare(batch)
+        try:
+            return await self.complete(prepared)
+        except BaseException:
+            self.discard(prepared)  # a batch that comes again is judged as the first time
+            raise
+
+    async def prepare(self, batch: Sequence[Message]) -> Prepared:
+        """Decode, look up stations, check and normalise, in message order. The batch's trusted
+        values join the recent history now, so that the next batch can be judged on them while
+        this one is stored; :meth:`discard` takes them out again."""
         now = self._clock.now()
         dead: list[InvalidMessage] = []
         decoded: list[tuple[Message, RawReadingRecord]] = []
@@ -143,11 +169,21 @@ class IngestHandler:
                 forecasts.append((row, raw.issued_at or raw.received_at or now))
             else:
                 rows.append(row)
-        result, _ = await _all(self._store.write(rows), self._store.write_forecasts(forecasts))
-        self._recent.keep(recent)  # stored: the batch's values are history now
+        undo = self._recent.keep(recent)
+        return Prepared(now, dead, decoded, rows, forecasts, stations, undo)
+
+    def discard(self, prepared: Prepared) -> None:
+        self._recent.restore(prepared.undo)
+
+    async def complete(self, prepared: Prepared) -> BatchResult:
+        """Store the prepared rows, then publish them and record the sources' health."""
+        now, stations, forecasts = prepared.now, prepared.stations, prepared.forecasts
+        result, _ = await _all(
+            self._store.write(prepared.rows), self._store.write_forecasts(forecasts)
+        )
         for _r, _kept in result.conflicts:
             CONFLICTS.inc()
-        for d in dead:
+        for d in prepared.dead:
             REJECTED.labels(d.reason).inc()
         events = []
         for r in result.stored:
@@ -161,10 +197,10 @@ class IngestHandler:
                 (r.station_id, published(r, stations[r.station_id], eid, now, issued_at=issued))
             )
         await _all(
-            self._record_health(result.stored, decoded, now),
+            self._record_health(result.stored, prepared.decoded, now),
             self._producer.send_many(self._topics.readings, events),
         )
-        return BatchResult(dead_letters=dead)
+        return BatchResult(dead_letters=prepared.dead)
 
     async def _record_health(
         self, stored: list[Row], decoded: list[tuple[Message, RawReadingRecord]], now: datetime

@@ -2,8 +2,10 @@
 
 Readings are keyed by station on Kafka, so each replica sees all of its stations' readings and
 keeps their recent values in memory; a key it has not seen since it started is loaded from
-``ingest.readings`` once. A batch works on copies, which are kept only after the batch is stored:
-a batch that fails and comes again is judged exactly as the first time."""
+``ingest.readings`` once. A batch works on copies, which become the history once the batch is
+judged (the next batch is judged on them while this one is stored); a batch that fails is undone
+with :meth:`RecentReadings.restore`, so that when it comes again it is judged exactly as the first
+time."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import asyncpg
 
 Key = tuple[str, str]  # station, metric
 Recent = deque[tuple[datetime, float]]
+Undo = dict[Key, Recent | None]  # what ``keep`` replaced (None: nothing was there)
 
 
 class RecentReadings:
@@ -46,9 +49,21 @@ class RecentReadings:
             self.keep(loaded)
         return {k: deque(self._data[k], maxlen=self._keep) for k in wanted}
 
-    def keep(self, copies: dict[Key, Recent]) -> None:
+    def keep(self, copies: dict[Key, Recent]) -> Undo:
+        """Make the copies the history; return what they replaced, for :meth:`restore`."""
+        undo: Undo = {}
         for k, d in copies.items():
+            undo[k] = self._data.get(k)
             self._data[k] = d
             self._data.move_to_end(k)
         while len(self._data) > self._max_keys:
             self._data.popitem(last=False)
+        return undo
+
+    def restore(self, undo: Undo) -> None:
+        """Undo a :meth:`keep` (the later of two first)."""
+        for k, d in undo.items():
+            if d is None:
+                self._data.pop(k, None)
+            else:
+                self._data[k] = d

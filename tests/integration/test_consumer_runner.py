@@ -20,11 +20,13 @@ from services.ingest.validation import HISTORY
 from shared.clock import SystemClock
 from shared.contracts import Topics
 from shared.db import create_pool, migrate
+from shared.errors import QianshaoError
 from shared.kafka import (
     ConsumerRunner,
     EventProducer,
     Message,
     RunnerConfig,
+    StagedHandler,
     ensure_topics,
     make_consumer,
 )
@@ -279,3 +281,119 @@ async def test_a_dropped_database_connection_is_retried_never_dead_lettered(
         await producer.stop()
     assert handler.failures == 2
     assert await read_all(broker.bootstrap, topics.readings_dlq) == []
+
+
+class Broken(QianshaoError):
+    code = "broken"
+    retriable = False
+
+
+class FailsWhileStaged:
+    """The ingest handler, staged, whose second completion fails for good (the runner must undo
+    it and the batch prepared after it, newest first, and take the sequential path) and whose
+    fourth fails on a dropped connection (retried with the same preparation)."""
+
+    def __init__(self, inner: IngestHandler) -> None:
+        self.inner = inner
+        self.completions = 0
+        self.discards = 0
+
+    async def process(self, batch):
+        return await self.inner.process(batch)
+
+    async def prepare(self, batch):
+        return await self.inner.prepare(batch)
+
+    async def complete(self, prepared):
+        self.completions += 1
+        if self.completions == 2:
+            raise Broken("a fault no retry cures")
+        if self.completions == 4:
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+        return await self.inner.complete(prepared)
+
+    def discard(self, prepared):
+        self.discards += 1
+        self.inner.discard(prepared)
+
+
+async def test_a_staged_runner_judges_every_batch_as_a_sequential_one_would(
+    ingest_db, broker, topic_prefix
+):
+    """The ingest runner prepares the next batch (checks against recent history) while the last
+    is stored. Batches of 5 water levels through a failure that is undone and one that is
+    retried: the spike and stuck flags, the rows and the published events are exactly those of
+    the sequential run above, and nothing is dead-lettered."""
+    await ingest_db.execute(
+        """INSERT INTO ingest.stations (id, name, kind, region_code)
+           VALUES ('WL1', 'level', 'water_level', '110101001001')"""
+    )
+    topics = Topics(topic_prefix)
+    await ensure_topics(broker.bootstrap, topics.all())
+    t0 = datetime(2026, 7, 1, tzinfo=UTC)
+    values = [*(2.0 + 0.01 * (i % 5) for i in range(10)), 3.2, 2.05, *([2.06] * 30)]
+    await produce(
+        broker.bootstrap,
+        topics.obs_hydro,
+        [
+            (
+                "WL1",
+                orjson.dumps(
+                    {
+                        "source": "hydro",
+                        "station_id": "WL1",
+                        "metric": "water_level",
+                        "ts": (t0 + timedelta(minutes=5 * i)).isoformat(),
+                        "value": v,
+                        "unit": "m",
+                    }
+                ),
+            )
+            for i, v in enumerate(values)
+        ],
+    )
+    producer = await EventProducer.start(broker.bootstrap)
+    handler = FailsWhileStaged(new_handler(ingest_db, producer, topics))
+    assert isinstance(handler, StagedHandler)
+    runner = ConsumerRunner(
+        lambda: make_consumer(
+            broker.bootstrap, [topics.obs_hydro], group_id=f"{topic_prefix}ingest"
+        ),
+        handler,
+        producer,
+        RunnerConfig(
+            name="t",
+            topics=[topics.obs_hydro],
+            max_records=5,
+            dlq_topic=lambda _t: topics.readings_dlq,
+            retry_initial_s=0.05,
+        ),
+        SystemClock(),
+        service="ingest",
+    )
+    try:
+        task = asyncio.create_task(runner.run())
+        deadline = asyncio.get_running_loop().time() + 60
+        while await ingest_db.fetchval("SELECT count(*) FROM ingest.readings") < len(values):
+            assert asyncio.get_running_loop().time() < deadline, "readings not all stored"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        runner.stop()
+        await asyncio.wait_for(task, 30)
+    finally:
+        await producer.stop()
+    assert handler.completions >= 5
+    assert handler.discards >= 1
+    rows = await ingest_db.fetch(
+        """SELECT extract(epoch FROM ts - $1)::int / 300 AS step, quality, checks
+             FROM ingest.readings WHERE station_id = 'WL1' ORDER BY ts""",
+        t0,
+    )
+    assert len(rows) == len(values)
+    flagged = {r["step"]: (r["quality"], list(r["checks"])) for r in rows if r["checks"]}
+    assert flagged[10] == (1, ["spike"])
+    assert sorted(flagged) == [10, *range(35, 42)]
+    assert all(flagged[s] == (1, ["stuck"]) for s in range(35, 42))
+    assert await read_all(broker.bootstrap, topics.readings_dlq) == []
+    published = await read_all(broker.bootstrap, topics.readings)
+    assert len({p["event_id"] for p in published}) == len(values)
