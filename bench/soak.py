@@ -13,19 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from bench.chaos import Pipeline
-from bench.steady import WARM_UP, _level, _setup
-from shared.devstack.broker import TansuBroker
-from shared.devstack.fakeproviders import create_app as fake_app
-from shared.devstack.fakesms import SmsState
-from shared.devstack.inprocess import serve
-from shared.devstack.postgres import PostgresServer
+from bench.steady import WARM_UP, _level, _setup, pipeline
 
 SERVICES = ("ingest", "risk", "alerting")
 SAMPLE_S = 15.0
@@ -45,51 +37,30 @@ async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
     del admin_dsn, bootstrap
     seconds = float(os.environ.get("QIANSHAO_BENCH_SOAK_S", "1800"))
     rate = int(os.environ.get("QIANSHAO_BENCH_SOAK_RATE", "1000"))
-    work = Path(tempfile.mkdtemp(prefix="qianshao-soak-"))
-    pg = PostgresServer(work / "pgdata").start()
-    broker = TansuBroker(work / "broker").start()
-    sms = SmsState(keep_log=False)
-    arrivals: dict[str, float] = {}
-
-    def on_text(t: dict[str, object]) -> None:
-        for n in t["numbers"]:  # type: ignore[attr-defined]
-            arrivals.setdefault(str(n), time.monotonic())
-
-    sms.on_text = on_text
     samples: dict[str, list[tuple[float, float]]] = {s: [] for s in SERVICES}
-    try:
-        async with serve(fake_app(sms=sms)) as fake:
-            pipe = Pipeline(work, pg, broker, fake)
-            try:
-                await pipe.start_all()
-                probes = int(seconds / 2.0) + 2
-                await _setup(pipe, probes + WARM_UP)
-                # warm up (first connections, first warning of each process), not measured
-                await _level(pipe, 200, WARM_UP * 2.0, probes, WARM_UP, arrivals)
-                started = time.monotonic()
+    async with pipeline("qianshao-soak-") as (pipe, arrivals):
+        probes = int(seconds / 2.0) + 2
+        await _setup(pipe, probes + WARM_UP)
+        # warm up (first connections, first warning of each process), not measured
+        await _level(pipe, 200, WARM_UP * 2.0, probes, WARM_UP, arrivals)
+        started = time.monotonic()
 
-                async def sampler() -> None:
-                    while True:
-                        t = time.monotonic() - started
-                        for s in SERVICES:
-                            samples[s].append((t, rss_mib(pipe.procs[s].pid)))
-                        await asyncio.sleep(SAMPLE_S)
-
-                sampling = asyncio.create_task(sampler())
-                try:
-                    res = await _level(pipe, rate, seconds, 0, probes, arrivals)
-                finally:
-                    sampling.cancel()
+        async def sampler() -> None:
+            while True:
+                t = time.monotonic() - started
                 for s in SERVICES:
-                    samples[s].append((time.monotonic() - started, rss_mib(pipe.procs[s].pid)))
-                    if pipe.procs[s].poll() is not None:
-                        raise RuntimeError(f"{s} exited during the soak")
-            finally:
-                pipe.stop_all()
-    finally:
-        broker.stop()
-        pg.stop()
-        shutil.rmtree(work, ignore_errors=True)
+                    samples[s].append((t, rss_mib(pipe.procs[s].pid)))
+                await asyncio.sleep(SAMPLE_S)
+
+        sampling = asyncio.create_task(sampler())
+        try:
+            res = await _level(pipe, rate, seconds, 0, probes, arrivals)
+        finally:
+            sampling.cancel()
+        for s in SERVICES:
+            samples[s].append((time.monotonic() - started, rss_mib(pipe.procs[s].pid)))
+            if pipe.procs[s].poll() is not None:
+                raise RuntimeError(f"{s} exited during the soak")
 
     out: dict[str, float] = {
         "seconds": seconds,

@@ -15,11 +15,13 @@ the pipeline cannot keep up, the latencies show it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,7 +55,40 @@ async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
     a database they can reach by DSN, and a fresh broker keeps the topics small)."""
     del admin_dsn, bootstrap
     seconds = float(os.environ.get("QIANSHAO_BENCH_STEADY_S", "120"))
-    work = Path(tempfile.mkdtemp(prefix="qianshao-steady-"))
+    out: dict[str, float] = {}
+    async with pipeline("qianshao-steady-") as (pipe, arrivals):
+        probes = int(seconds / PROBE_EVERY_S) + 2
+        await _setup(pipe, probes * len(LOADS) + WARM_UP)
+        # warm up (first connections, first warning of each process), not measured
+        await _level(pipe, 200, WARM_UP * PROBE_EVERY_S, probes * len(LOADS), WARM_UP, arrivals)
+        print(
+            f"\n## End-to-end latency under steady load ({seconds:g} s per load, "
+            f"{LOAD_STATIONS} stations, a probe every {PROBE_EVERY_S:g} s)"
+        )
+        print(
+            "| target readings/s | achieved | push answered 202 p50 (baseline) | "
+            "reading → SMS p50 | p95 | p99 | p99 ÷ baseline | probes delivered |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for k, rate in enumerate(LOADS):
+            res = await _level(pipe, rate, seconds, k * probes, probes, arrivals)
+            out.update({f"{rate}: {name}": v for name, v in res.items()})
+            print(
+                f"| {rate:,} | {res['achieved']:,.0f} | {res['push_p50_ms']:.1f} ms | "
+                f"{res['p50_ms']:.0f} ms | {res['p95_ms']:.0f} ms | "
+                f"{res['p99_ms']:.0f} ms | {res['p99_ms'] / res['push_p50_ms']:.1f}× | "
+                f"{res['delivered']:.0f}/{res['probes']:.0f} |"
+            )
+        print("- goal: p99 reading → warning < 1 s at 10 k readings/s")
+    return out
+
+
+@contextlib.asynccontextmanager
+async def pipeline(prefix: str) -> AsyncIterator[tuple[Pipeline, dict[str, float]]]:
+    """A PostgreSQL and a broker of its own, the stand-in SMS providers, and ingest, risk and
+    alerting as processes; yields the pipeline and, filled as SMS arrive, the time each number
+    first received one."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     pg = PostgresServer(work / "pgdata").start()
     broker = TansuBroker(work / "broker").start()
     sms = SmsState(keep_log=False)
@@ -64,44 +99,18 @@ async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
             arrivals.setdefault(str(n), time.monotonic())
 
     sms.on_text = on_text
-    out: dict[str, float] = {}
     try:
         async with serve(fake_app(sms=sms)) as fake:
             pipe = Pipeline(work, pg, broker, fake)
             try:
                 await pipe.start_all()
-                probes = int(seconds / PROBE_EVERY_S) + 2
-                await _setup(pipe, probes * len(LOADS) + WARM_UP)
-                # warm up (first connections, first warning of each process), not measured
-                await _level(
-                    pipe, 200, WARM_UP * PROBE_EVERY_S, probes * len(LOADS), WARM_UP, arrivals
-                )
-                print(
-                    f"\n## End-to-end latency under steady load ({seconds:g} s per load, "
-                    f"{LOAD_STATIONS} stations, a probe every {PROBE_EVERY_S:g} s)"
-                )
-                print(
-                    "| target readings/s | achieved | push answered 202 p50 (baseline) | "
-                    "reading → SMS p50 | p95 | p99 | p99 ÷ baseline | probes delivered |"
-                )
-                print("|---|---|---|---|---|---|---|---|")
-                for k, rate in enumerate(LOADS):
-                    res = await _level(pipe, rate, seconds, k * probes, probes, arrivals)
-                    out.update({f"{rate}: {name}": v for name, v in res.items()})
-                    print(
-                        f"| {rate:,} | {res['achieved']:,.0f} | {res['push_p50_ms']:.1f} ms | "
-                        f"{res['p50_ms']:.0f} ms | {res['p95_ms']:.0f} ms | "
-                        f"{res['p99_ms']:.0f} ms | {res['p99_ms'] / res['push_p50_ms']:.1f}× | "
-                        f"{res['delivered']:.0f}/{res['probes']:.0f} |"
-                    )
-                print("- goal: p99 reading → warning < 1 s at 10 k readings/s")
+                yield pipe, arrivals
             finally:
                 pipe.stop_all()
     finally:
         broker.stop()
         pg.stop()
         shutil.rmtree(work, ignore_errors=True)
-    return out
 
 
 def _probe_region(p: int) -> str:

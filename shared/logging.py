@@ -50,3 +50,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # a line per outbound request (each provider call of a broadcast, each webhook) is noise at
+    # INFO; the delivery ledger and the metrics record them
+    logging.getLogger("httpx").setLevel(logging.WARNING)

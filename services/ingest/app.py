@@ -71,6 +71,7 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
             raw_retention_days=settings.retention_days,
             rollup_retention_days=settings.rollup_retention_days,
             refresh_every_s=settings.rollup_refresh_s,
+            current_hour_every_s=settings.rollup_current_hour_s,
         )
         await housekeeping.configure()
         rt.run_task(housekeeping.run, "ingest-rollups", housekeeping.stop)

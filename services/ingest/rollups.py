@@ -41,6 +41,7 @@ class Housekeeping:
         raw_retention_days: int = 180,
         rollup_retention_days: int = 3650,
         refresh_every_s: float = 30.0,
+        current_hour_every_s: float = 300.0,
         batch: int = 24,
     ) -> None:
         self._pool = pool
@@ -49,6 +50,8 @@ class Housekeeping:
         self._raw_days = raw_retention_days
         self._rollup_days = rollup_retention_days
         self._batch = batch
+        self._current_every = timedelta(seconds=current_hour_every_s)
+        self._current_at: datetime | None = None
         self._last_expiry: datetime | None = None
         self._job = Periodic("roll-up refresh", refresh_every_s, self.tick)
 
@@ -77,26 +80,39 @@ class Housekeeping:
                 )
 
     async def refresh(self) -> int:
-        """Plain PostgreSQL: recompute the marked buckets; how many hours were recomputed."""
+        """Plain PostgreSQL: recompute the marked buckets; how many hours were recomputed.
+
+        The hour still filling (and any later one) is taken at most every
+        ``current_hour_every_s``: each of its refreshes reads every row of the hour, which at
+        10 k readings/s is millions of rows; hours that are over are taken every time."""
         if self._storage != "native":
             return 0
+        now = self._clock.now()
+        current = now.replace(minute=0, second=0, microsecond=0)
+        with_current = self._current_at is None or now - self._current_at >= self._current_every
         total = 0
         while True:
             async with self._pool.acquire() as conn, conn.transaction():
                 marked = await conn.fetch(
                     """DELETE FROM ingest.rollup_stale d
                         USING (SELECT metric, hour FROM ingest.rollup_stale
+                                WHERE hour < $2 OR $3
                                 ORDER BY hour LIMIT $1 FOR UPDATE SKIP LOCKED) x
                         WHERE d.metric = x.metric AND d.hour = x.hour
                     RETURNING d.metric, d.hour""",
                     self._batch,
+                    current,
+                    with_current,
                 )
                 if not marked:
-                    return total
+                    break
                 arrays = ([m["metric"] for m in marked], [m["hour"] for m in marked])
                 await conn.execute(_UPSERT_HOURS, *arrays)
                 await conn.execute(_UPSERT_DAYS, *arrays)
             total += len(marked)
+        if with_current:
+            self._current_at = now
+        return total
 
     async def expire(self) -> list[str]:
         """Plain PostgreSQL: drop raw partitions and roll-up rows past retention."""

@@ -24,6 +24,9 @@ class IngestSettings(ServiceSettings):
     rollup_retention_days: int = Field(default=3650, ge=1)
     # plain PostgreSQL: how often the roll-ups of newly stored readings are recomputed
     rollup_refresh_s: float = Field(default=30.0, gt=0)
+    # plain PostgreSQL: the hour still filling is re-aggregated at most this often (each time
+    # reads all of its rows); finished hours, late data included, at every refresh
+    rollup_current_hour_s: float = Field(default=300.0, ge=0)
     # a station is offline when silent for more than this × its reporting interval; the sweep
     # that announces changes runs this often (0: not at all)
     offline_factor: float = Field(default=3.0, gt=0)

@@ -62,6 +62,18 @@ def new_handler(pool, producer: EventProducer, topics: Topics) -> IngestHandler:
     )
 
 
+async def run_until_stored(runner: ConsumerRunner, pool, n: int) -> None:
+    """Run the runner until ``n`` readings are stored, let it commit, and stop it."""
+    task = asyncio.create_task(runner.run())
+    deadline = asyncio.get_running_loop().time() + 60
+    while await pool.fetchval("SELECT count(*) FROM ingest.readings") < n:
+        assert asyncio.get_running_loop().time() < deadline, "readings not all stored"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)  # let it finish committing
+    runner.stop()
+    await asyncio.wait_for(task, 30)
+
+
 def raw(i: int, t0: datetime) -> bytes:
     return orjson.dumps(
         {
@@ -144,15 +156,7 @@ async def test_crash_after_write_before_commit_loses_and_doubles_nothing(
         stored_before_restart = await ingest_db.fetchval("SELECT count(*) FROM ingest.readings")
         assert stored_before_restart > 0  # the first batch was written, then the process died
 
-        second = runner()
-        task = asyncio.create_task(second.run())
-        deadline = asyncio.get_running_loop().time() + 60
-        while await ingest_db.fetchval("SELECT count(*) FROM ingest.readings") < n:
-            assert asyncio.get_running_loop().time() < deadline, "readings not all stored"
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(1.0)  # let it finish committing
-        second.stop()
-        await asyncio.wait_for(task, 30)
+        await run_until_stored(runner(), ingest_db, n)
     finally:
         await producer.stop()
 
@@ -269,14 +273,7 @@ async def test_a_dropped_database_connection_is_retried_never_dead_lettered(
         service="ingest",
     )
     try:
-        task = asyncio.create_task(runner.run())
-        deadline = asyncio.get_running_loop().time() + 60
-        while await ingest_db.fetchval("SELECT count(*) FROM ingest.readings") < n:
-            assert asyncio.get_running_loop().time() < deadline, "readings not all stored"
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
-        runner.stop()
-        await asyncio.wait_for(task, 30)
+        await run_until_stored(runner, ingest_db, n)
     finally:
         await producer.stop()
     assert handler.failures == 2
@@ -372,14 +369,7 @@ async def test_a_staged_runner_judges_every_batch_as_a_sequential_one_would(
         service="ingest",
     )
     try:
-        task = asyncio.create_task(runner.run())
-        deadline = asyncio.get_running_loop().time() + 60
-        while await ingest_db.fetchval("SELECT count(*) FROM ingest.readings") < len(values):
-            assert asyncio.get_running_loop().time() < deadline, "readings not all stored"
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
-        runner.stop()
-        await asyncio.wait_for(task, 30)
+        await run_until_stored(runner, ingest_db, len(values))
     finally:
         await producer.stop()
     assert handler.completions >= 5

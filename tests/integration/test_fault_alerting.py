@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import subprocess
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from services.alerting.publish import BROADCAST_BATCH, broadcast
@@ -67,6 +68,29 @@ def env(database: str, bootstrap: str, prefix: str, port: int, fake: str) -> dic
     }
 
 
+async def kill_repeatedly(
+    procs: list[subprocess.Popen[bytes]],
+    e: dict[str, str],
+    url: str,
+    rnd: random.Random,
+    waiting: Callable[[], Awaitable[int]],
+) -> int:
+    """SIGKILL the newest alerting process at random moments and start another, up to KILLS
+    times or until nothing was waiting just before a kill; how many kills landed."""
+    kills = 0
+    while kills < KILLS:
+        await asyncio.sleep(rnd.uniform(0.2, 1.2))
+        left = await waiting()
+        procs[-1].send_signal(signal.SIGKILL)
+        procs[-1].wait(10)
+        kills += 1
+        procs.append(start_service("alerting", e))
+        await wait_ready(url, "alerting")
+        if not left:
+            break
+    return kills
+
+
 async def test_kill_9_during_a_fan_out_sends_each_person_exactly_once(
     database, broker, topic_prefix
 ):
@@ -100,20 +124,16 @@ async def test_kill_9_during_a_fan_out_sends_each_person_exactly_once(
                 return sum(sms.received.values()) > 0
 
             await eventually(sending_started, what="the fan-out under way")
-            kills = 0
-            while kills < KILLS:
-                await asyncio.sleep(rnd.uniform(0.2, 1.2))
-                pending = await pool.fetchval(
+            kills = await kill_repeatedly(
+                procs,
+                e,
+                url,
+                rnd,
+                lambda: pool.fetchval(
                     """SELECT count(*) FROM alerting.deliveries
                         WHERE channel = 'sms' AND state IN ('pending', 'sending')"""
-                )
-                procs[-1].send_signal(signal.SIGKILL)
-                procs[-1].wait(10)
-                kills += 1
-                procs.append(start_service("alerting", e))
-                await wait_ready(url, "alerting")
-                if not pending:
-                    break
+                ),
+            )
 
             async def all_sent() -> bool:
                 n = await pool.fetchval(
@@ -212,20 +232,16 @@ async def test_kill_9_during_a_resident_broadcast_sends_each_number_exactly_once
                 return sum(sms.received.values()) > 0
 
             await eventually(sending_started, what="the broadcast under way")
-            kills = 0
-            while kills < KILLS:
-                await asyncio.sleep(rnd.uniform(0.2, 1.2))
-                waiting = await pool.fetchval(
+            kills = await kill_repeatedly(
+                procs,
+                e,
+                url,
+                rnd,
+                lambda: pool.fetchval(
                     """SELECT count(*) FROM alerting.delivery_batches
                         WHERE state IN ('pending', 'sending')"""
-                )
-                procs[-1].send_signal(signal.SIGKILL)
-                procs[-1].wait(10)
-                kills += 1
-                procs.append(start_service("alerting", e))
-                await wait_ready(url, "alerting")
-                if not waiting:
-                    break
+                ),
+            )
 
             async def settled() -> bool:
                 open_rows = await pool.fetchval(

@@ -195,6 +195,34 @@ async def test_native_marks_come_from_the_database_and_spare_hours_past_retentio
     assert await st.pool.fetchval("SELECT count(*) FROM ingest.rollup_stale") == 0
 
 
+async def test_native_refreshes_the_hour_still_filling_at_most_every_few_minutes(storage):
+    """Each refresh of an hour reads all its rows: the hour still filling is taken at most every
+    five minutes, a finished hour (late data) at every refresh."""
+    st = storage
+    if st.mode != "native":
+        pytest.skip("continuous aggregates have their own refresh policy")
+    clock = ManualClock(NOW + timedelta(minutes=20))  # the hour still filling is 12:00
+    hk = Housekeeping(st.pool, storage="native", clock=clock, current_hour_every_s=300)
+    await st.store.write(rows(NOW, 4, timedelta(minutes=5), lambda i: 1.0))
+    await st.store.write(rows(NOW - timedelta(hours=1), 2, timedelta(minutes=5), lambda i: 2.0))
+    assert await hk.refresh() == 2  # the first refresh takes every hour
+    got = await rollup(st, "ingest.readings_1h")
+    assert got[("S1", "rainfall", NOW)][4] == 4
+
+    await st.store.write(rows(NOW + timedelta(minutes=20), 2, timedelta(minutes=1), lambda i: 3.0))
+    late = NOW - timedelta(hours=2) + timedelta(minutes=30)
+    await st.store.write(rows(late, 1, timedelta(0), lambda i: 5.0))
+    clock.advance(60)
+    assert await hk.refresh() == 1  # the late hour at once; the current one waits
+    got = await rollup(st, "ingest.readings_1h")
+    assert got[("S1", "rainfall", NOW - timedelta(hours=2))] == (5.0, 5.0, 5.0, 5.0, 1)
+    assert got[("S1", "rainfall", NOW)][4] == 4
+    clock.advance(240)
+    assert await hk.refresh() == 1
+    got = await rollup(st, "ingest.readings_1h")
+    assert got[("S1", "rainfall", NOW)] == (1.0, 3.0, pytest.approx(10 / 6), 10.0, 6)
+
+
 async def test_retention_and_compression(storage):
     st = storage
     old = datetime(2026, 5, 1, tzinfo=UTC)  # older than the 30 days of raw retention
