@@ -313,6 +313,11 @@ class RiskEvent(Event):
 
     ``kind`` is ``level`` for rule levels and region roll-ups, ``no_data`` when a station falls
     silent (raised, level blue) or reports again (cleared). Silence never clears a level.
+
+    ``standing`` re-announces a level that still stands (``previous_level`` == ``level``): risk
+    does that periodically for every station level above none and for every county roll-up, so a
+    consumer can tell a warning that risk still backs from one whose evidence has lapsed, and a
+    risk service that is alive from one that is not. ``event_time`` is then the announcement's.
     """
 
     kind: Literal["level", "no_data"] = "level"
@@ -323,7 +328,7 @@ class RiskEvent(Event):
     rule_id: str
     previous_level: LevelName
     level: LevelName
-    change: Literal["raised", "lowered", "cleared"]
+    change: Literal["raised", "lowered", "cleared", "standing"]
     urgency: Literal["Immediate", "Expected"] = "Immediate"
     event_time: AwareDatetime
     evidence: Evidence
@@ -349,6 +354,8 @@ class AlertVersion(Event):
     relayed_from: str | None = None
     # when the reading behind this version was taken, where there is one
     cause_time: AwareDatetime | None = None
+    # CAP expires: the version is valid until then unless a later version replaces it
+    expires: AwareDatetime | None = None
 
 
 class UpstreamWarning(Event):

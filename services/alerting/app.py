@@ -145,6 +145,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
                 ("group-dispatch", settings.dispatch_sweep_s, handler.dispatch_due),
                 ("repeat", settings.confirm_sweep_s, handler.remind),
                 ("digest", settings.confirm_sweep_s, handler.send_digests),
+                ("expiry", settings.expiry_sweep_s, handler.expire_due),
                 ("gauges", settings.confirm_sweep_s, partial(refresh_gauges, rt.pool, clock)),
             ):
                 job = Periodic(name, every, tick)

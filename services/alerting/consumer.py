@@ -8,23 +8,26 @@ Delivery happens afterwards, from the ledger (:mod:`services.alerting.delivery`)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
 import asyncpg
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from services.alerting.grouping import OpenWarning, dispatch_time, inhibited_by, repeat_due
 from services.alerting.lifecycle import (
+    BEIJING,
+    ExpiryAction,
     apply_station_level,
     description,
+    expiry_action,
     group_region,
     headline,
     identifier,
 )
-from services.alerting.messages import sms_text
+from services.alerting.messages import drill_prefix_for, sms_text
 from services.alerting.publish import request_publication
 from services.alerting.recipients import (
     Person,
@@ -53,6 +56,17 @@ HELD = Counter(
 VERSIONS = Counter(
     "qianshao_warning_versions_total", "Warning versions created", ["msg_type", "level"]
 )
+EXPIRED = Counter("qianshao_warnings_expired_total", "Warnings expired, their evidence lapsed")
+EXPIRY_HELD = Gauge(
+    "qianshao_warnings_expiry_held",
+    "Warnings due to be renewed or expired, held because risk has not been heard from",
+)
+
+
+# a warning row as _write_version reads it
+WARNING_COLUMNS = (
+    "id, hazard, region_code, level, version, identifier, status, kind, last_dispatch_at"
+)
 
 
 class AlertingHandler:
@@ -71,6 +85,7 @@ class AlertingHandler:
         self._clock = clock
         self._wake = on_new_deliveries
         self._policy = settings.group_policy()
+        self._expiry = settings.expiry_policy()
         self._storm = StormPolicy(settings.storm_limit, timedelta(seconds=settings.storm_window_s))
         self._status: Literal["Actual", "Exercise"] = "Exercise" if settings.drill else "Actual"
 
@@ -101,17 +116,32 @@ class AlertingHandler:
         station_events = [
             e for e in events if e.scope == "station" and e.station_id and e.kind == "level"
         ]
+        heard = max((e.produced_at for e in events), default=None)
         try:
-            created = await self._apply(station_events)
+            created = await self._apply(station_events, heard)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseError(f"alerting write failed: {exc!r}") from exc
         if created:
             self._wake()
         return BatchResult(dead_letters=dead)
 
-    async def _apply(self, events: list[RiskEvent]) -> int:
-        if not events:
-            return 0
+    async def _apply(self, events: list[RiskEvent], heard: datetime | None) -> int:
+        """Applies the station events in one transaction; then records when risk was last
+        heard (the newest ``produced_at`` of the batch, whatever its kind or scope). That is a
+        transaction of its own, so replicas do not queue on its one row: lost in a crash, it
+        only lags, and a lagging time holds expiries back, never brings them forward."""
+        created = await self._apply_events(events) if events else 0
+        if heard is not None:
+            await self._pool.execute(
+                """INSERT INTO alerting.risk_heard (heard_at) VALUES ($1)
+                   ON CONFLICT (one) DO UPDATE
+                   SET heard_at = greatest(risk_heard.heard_at, EXCLUDED.heard_at)
+                   WHERE risk_heard.heard_at < EXCLUDED.heard_at""",
+                heard,
+            )
+        return created
+
+    async def _apply_events(self, events: list[RiskEvent]) -> int:
         now = self._clock.now()
         created = 0
         async with self._pool.acquire() as conn, conn.transaction():
@@ -133,11 +163,10 @@ class AlertingHandler:
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{ev.hazard}:{region}")
         await self._withdraw_held_cancel(conn, ev.hazard, region, ev.event_id)
         w = await conn.fetchrow(
-            """SELECT id, level, version, identifier, status, kind, last_dispatch_at
-                 FROM alerting.warnings
+            f"""SELECT {WARNING_COLUMNS} FROM alerting.warnings
                 WHERE hazard = $1 AND region_code = $2
                   AND state IN ('draft', 'pending_approval', 'issued', 'updated')
-                FOR UPDATE""",
+                FOR UPDATE""",  # noqa: S608 - a constant column list
             ev.hazard,
             region,
         )
@@ -183,10 +212,8 @@ class AlertingHandler:
         if decision.action == "none":
             return 0
 
-        sent = now
         if decision.action == "issue":
             serial = await conn.fetchval("SELECT nextval('alerting.warning_serial')")
-            ident = identifier(self._settings.sender_code, sent, int(serial))
             wid = stable_id("warning", ev.hazard, region, ev.event_id)
             await conn.execute(
                 """INSERT INTO alerting.warnings
@@ -196,19 +223,68 @@ class AlertingHandler:
                 ev.hazard,
                 region,
                 int(decision.level),
-                ident,
+                identifier(self._settings.sender_code, now, int(serial)),
                 self._status,
             )
             await self._set_station(conn, wid, ev)
-            version, msg_type, refs = 1, "Alert", []
-            status = self._status
-            level = decision.level
-        else:
-            assert w is not None
-            wid = w["id"]
-            version = w["version"] + 1
-            msg_type = "Update" if decision.action == "update" else "Cancel"
-            status = w["status"]
+            w_new = await conn.fetchrow(
+                f"SELECT {WARNING_COLUMNS} FROM alerting.warnings WHERE id = $1",  # noqa: S608
+                wid,
+            )
+            assert w_new is not None
+            return await self._write_version(
+                conn,
+                w_new,
+                version=1,
+                msg_type="Alert",
+                level=decision.level,
+                stations=decision.stations,
+                previous_level=None,
+                cause=(ev.event_id, ev.event_time),
+                actor="system:risk",
+                now=now,
+            )
+        assert w is not None
+        msg_type: Literal["Update", "Cancel"] = (
+            "Update" if decision.action == "update" else "Cancel"
+        )
+        return await self._write_version(
+            conn,
+            w,
+            version=w["version"] + 1,
+            msg_type=msg_type,
+            level=decision.level,
+            stations=decision.stations or {ev.station_id: Level.parse(ev.level)},
+            previous_level=Level(w["level"]),
+            cause=(ev.event_id, ev.event_time),
+            actor="system:risk",
+            now=now,
+        )
+
+    async def _write_version(
+        self,
+        conn: Conn,
+        w: asyncpg.Record,
+        *,
+        version: int,
+        msg_type: Literal["Alert", "Update", "Cancel"],
+        level: Level,
+        stations: Mapping[str, Level],
+        previous_level: Level | None,
+        cause: tuple[str, datetime | None],
+        actor: str,
+        now: datetime,
+        renewal: bool = False,
+    ) -> int:
+        """A new version of warning ``w`` (its row as it was before this version; for an
+        ``Alert``, as just written): the version row, the warning's new state, the audit entry,
+        then dispatch now or at its group timer. Returns the ledger rows created."""
+        wid, hazard, region = w["id"], w["hazard"], w["region_code"]
+        sent = now
+        expires = None if msg_type == "Cancel" else sent + self._expiry.validity
+        refs: list[str] = []
+        ident = w["identifier"]
+        if msg_type != "Alert":
             ident = f"{w['identifier']}_v{version}"
             prev = await conn.fetch(
                 """SELECT identifier, sent FROM alerting.warning_versions
@@ -219,25 +295,26 @@ class AlertingHandler:
                 f"{self._settings.sender_code},{p['identifier']},{p['sent'].isoformat()}"
                 for p in prev
             ]
-            level = decision.level
-            state = "updated" if msg_type == "Update" else "cancelled"
-            await conn.execute(
-                """UPDATE alerting.warnings SET level=$2, version=$3, state=$4, updated_at=now(),
-                       closed_at = CASE WHEN $4 = 'cancelled' THEN now() END
-                    WHERE id=$1""",
-                wid,
-                int(level),
-                version,
-                state,
-            )
-        station_ids = sorted(decision.stations) or [ev.station_id]
-        head = headline(ev.hazard, level, region, msg_type)
-        desc = description(ev.hazard, level, decision.stations, msg_type)
+        state = {"Alert": "issued", "Update": "updated", "Cancel": "cancelled"}[msg_type]
+        await conn.execute(
+            """UPDATE alerting.warnings SET level=$2, version=$3, state=$4, updated_at=now(),
+                   closed_at = CASE WHEN $4 = 'cancelled' THEN now() END, expires_at = $5
+                WHERE id=$1""",
+            wid,
+            int(level),
+            version,
+            state,
+            expires,
+        )
+        station_ids = sorted(stations)
+        head = headline(hazard, level, region, msg_type, renewal=renewal)
+        desc = description(hazard, level, stations, msg_type)
+        cause_event, cause_time = cause
         await conn.execute(
             """INSERT INTO alerting.warning_versions
                    (warning_id, version, msg_type, level, identifier, sent, headline, description,
-                    refs, station_ids, cause_event, cause_time)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+                    refs, station_ids, cause_event, cause_time, expires)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
             wid,
             version,
             msg_type,
@@ -248,15 +325,17 @@ class AlertingHandler:
             desc,
             refs,
             station_ids,
-            ev.event_id,
-            ev.event_time,
+            cause_event,
+            cause_time,
+            expires,
         )
         await conn.execute(
             """INSERT INTO alerting.audit_log (actor, action, warning_id, detail)
-               VALUES ('system:risk', $1, $2, $3)""",
-            msg_type.lower(),
+               VALUES ($1, $2, $3, $4)""",
+            actor,
+            "renew" if renewal else msg_type.lower(),
             wid,
-            {"event_id": ev.event_id, "level": level.name, "version": version},
+            {"event_id": cause_event, "level": level.name, "version": version},
         )
         VERSIONS.labels(msg_type, level.name).inc()
         alert = AlertVersion(
@@ -266,7 +345,7 @@ class AlertingHandler:
             identifier=ident,
             version=version,
             msg_type=msg_type,
-            hazard=ev.hazard,
+            hazard=hazard,
             level=level.name,
             region_code=region,
             station_ids=station_ids,
@@ -274,13 +353,15 @@ class AlertingHandler:
             sent=sent,
             headline=head,
             description=desc,
-            status=status,
+            status=w["status"],
+            cause_time=cause_time,
+            expires=expires,
         )
         recent = await conn.fetchval(
             """SELECT count(*) FROM alerting.warning_versions v
                  JOIN alerting.warnings w ON w.id = v.warning_id
                 WHERE w.hazard = $1 AND w.region_code = $2 AND v.sent > $3""",
-            ev.hazard,
+            hazard,
             region,
             now - self._policy.flap_window,
         )
@@ -288,8 +369,8 @@ class AlertingHandler:
             now=now,
             msg_type=msg_type,
             level=level,
-            previous_level=Level(w["level"]) if w is not None else None,
-            last_dispatch_at=w["last_dispatch_at"] if w is not None else None,
+            previous_level=previous_level,
+            last_dispatch_at=w["last_dispatch_at"],
             recent_versions=int(recent),
             policy=self._policy,
         )
@@ -304,7 +385,7 @@ class AlertingHandler:
                 when,
             )
             created = 0
-        if w is not None and w["kind"] == "public":
+        if msg_type != "Alert" and w["kind"] == "public":
             # each later version of a public warning goes to residents after approval again
             await request_publication(
                 conn,
@@ -317,15 +398,18 @@ class AlertingHandler:
 
     async def _set_station(self, conn: Conn, wid: str, ev: RiskEvent) -> None:
         await conn.execute(
-            """INSERT INTO alerting.warning_stations (warning_id, station_id, level, event_id)
-               VALUES ($1, $2, $3, $4)
+            """INSERT INTO alerting.warning_stations
+                   (warning_id, station_id, level, event_id, seen_at)
+               VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (warning_id, station_id)
                DO UPDATE SET level = EXCLUDED.level, event_id = EXCLUDED.event_id,
-                             updated_at = now()""",
+                             updated_at = now(),
+                             seen_at = greatest(warning_stations.seen_at, EXCLUDED.seen_at)""",
             wid,
             ev.station_id,
             int(Level.parse(ev.level)),
             ev.event_id,
+            ev.produced_at,
         )
 
     async def _dispatch(
@@ -877,6 +961,152 @@ class AlertingHandler:
         if n:
             self._wake()
         return n
+
+    async def expire_due(self) -> dict[str, int]:
+        """Looks at the open warnings near their expiry (:func:`expiry_action`): renews those
+        risk still backs, expires those it no longer backs once their time has run out, and
+        holds both while risk itself is silent. One transaction per warning, under its group's
+        lock, so the consumer and other replicas see each decision whole."""
+        now = self._clock.now()
+        done = {"renew": 0, "expire": 0, "hold": 0}
+        due = await self._pool.fetch(
+            """SELECT w.id, w.expires_at FROM alerting.warnings w
+                WHERE w.state IN ('issued', 'updated') AND w.expires_at <= $1
+                ORDER BY w.expires_at LIMIT 200""",
+            now + self._expiry.renew_ahead,
+        )
+        for d in due:
+            async with self._pool.acquire() as conn, conn.transaction():
+                action = await self._expiry_one(conn, d["id"], d["expires_at"], now)
+            if action in done:
+                done[action] += 1
+        EXPIRY_HELD.set(done["hold"])
+        if done["renew"] or done["expire"]:
+            self._wake()
+        return done
+
+    async def _expiry_one(
+        self, conn: Conn, wid: str, expires_at: datetime, now: datetime
+    ) -> ExpiryAction | None:
+        g = await conn.fetchrow(
+            "SELECT hazard, region_code FROM alerting.warnings WHERE id = $1", wid
+        )
+        assert g is not None
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))", f"{g['hazard']}:{g['region_code']}"
+        )
+        w = await conn.fetchrow(
+            f"""SELECT {WARNING_COLUMNS}, expires_at,
+                       (SELECT max(s.seen_at) FROM alerting.warning_stations s
+                         WHERE s.warning_id = w.id) AS evidence_at
+                  FROM alerting.warnings w
+                 WHERE id = $1 AND state IN ('issued', 'updated') AND expires_at = $2
+                   FOR UPDATE""",  # noqa: S608 - a constant column list
+            wid,
+            expires_at,
+        )
+        if w is None:
+            return None  # changed meanwhile (a new version, a cancel, another replica)
+        heard = await conn.fetchval("SELECT heard_at FROM alerting.risk_heard")
+        action = expiry_action(
+            expires_at=expires_at,
+            evidence_at=w["evidence_at"],
+            risk_heard_at=heard,
+            now=now,
+            policy=self._expiry,
+        )
+        if action == "renew":
+            stations = {
+                r["station_id"]: Level(r["level"])
+                for r in await conn.fetch(
+                    "SELECT station_id, level FROM alerting.warning_stations WHERE warning_id = $1",
+                    wid,
+                )
+            }
+            level = Level(w["level"])
+            await self._write_version(
+                conn,
+                w,
+                version=w["version"] + 1,
+                msg_type="Update",
+                level=level,
+                stations=stations,
+                previous_level=level,
+                cause=(f"renew:{wid}:{w['version']}", None),
+                actor="system:expiry",
+                now=now,
+                renewal=True,
+            )
+        elif action == "expire":
+            await self._expire(conn, w, heard, now)
+        return action
+
+    async def _expire(
+        self, conn: Conn, w: asyncpg.Record, heard: datetime | None, now: datetime
+    ) -> None:
+        """The warning's time ran out and risk no longer backs it: ``expired`` (not an
+        all-clear: nothing said the danger is over), its 叫应 tasks closed, the duty officers
+        over its region told by SMS to check the ground."""
+        wid = w["id"]
+        await conn.execute(
+            """UPDATE alerting.warnings SET state = 'expired', closed_at = $2, updated_at = $2
+                WHERE id = $1""",
+            wid,
+            now,
+        )
+        await conn.execute(
+            """UPDATE alerting.confirm_tasks SET closed = true
+                WHERE warning_id = $1 AND confirmed_at IS NULL AND NOT closed""",
+            wid,
+        )
+        evidence_at: datetime | None = w["evidence_at"]
+        await conn.execute(
+            """INSERT INTO alerting.audit_log (actor, action, warning_id, detail)
+               VALUES ('system:expiry', 'expire', $1, $2)""",
+            wid,
+            {
+                "version": w["version"],
+                "expires_at": w["expires_at"].isoformat(),
+                "evidence_at": evidence_at.isoformat() if evidence_at else None,
+                "risk_heard_at": heard.isoformat() if heard else None,
+                "reason": "risk has not re-announced the level of any of its stations",
+            },
+        )
+        EXPIRED.inc()
+        head = await conn.fetchval(
+            "SELECT headline FROM alerting.warning_versions WHERE warning_id = $1 AND version = $2",
+            wid,
+            w["version"],
+        )
+        area = jurisdiction(w["region_code"])
+        rows = await conn.fetch(
+            f"""SELECT {PERSON_COLUMNS} FROM alerting.persons p
+                 WHERE p.active AND p.jurisdiction = ANY($2::text[])
+                   AND p.role IN ('township_duty_officer', 'county_duty_officer')""",  # noqa: S608
+            now,
+            [area, *ancestors(area)],
+        )
+        officers = [p for p in map(person_from_row, rows) if p.on_duty and p.phone]
+        if not officers:
+            log.warning("no duty officer on duty to tell of an expiry", extra={"warning_id": wid})
+            return
+        since = f"{evidence_at.astimezone(BEIJING):%m月%d日%H:%M}" if evidence_at else "发布"
+        text = (
+            f"{drill_prefix_for(w['status'])}【预警过期】{head}已于"
+            f"{w['expires_at'].astimezone(BEIJING):%m月%d日%H:%M}到期。风险研判自{since}起"
+            "未再确认其站点等级，预警已终止（并非解除）。请核实现场情况，必要时重新发布。"
+        )
+        await conn.executemany(
+            """INSERT INTO alerting.deliveries
+                   (warning_id, version, recipient, channel, target, idempotency_key,
+                    purpose, message, next_attempt_at)
+               VALUES ($1, $2, $3, 'sms', $4, $5, 'expiry', $6, $7)
+               ON CONFLICT DO NOTHING""",
+            [
+                (wid, w["version"], f"person:{p.id}", p.phone, f"expiry:{wid}:{p.id}", text, now)
+                for p in officers
+            ],
+        )
 
 
 PERSON_COLUMNS = """p.id, p.name, p.role, p.region_code, p.phone, p.wechat_openid, p.wecom_userid,

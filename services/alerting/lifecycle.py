@@ -4,6 +4,11 @@ A warning covers one (hazard, region) group. Its level is the most severe level 
 A station's event sets that station's level (``none`` removes it). The first station at a level
 opens the warning (CAP ``Alert``); a change of the warning's level is an ``Update``; when no station
 is left, the warning is cancelled (``Cancel``).
+
+Each version is valid until its CAP ``expires`` (sent + validity). Risk re-announces standing
+levels periodically; a warning that risk still backs is renewed shortly before it expires (an
+``Update`` at the same level), one that risk has stopped backing is ``expired`` when its time
+runs out. See :func:`expiry_action`.
 """
 
 from __future__ import annotations
@@ -63,16 +68,59 @@ def apply_station_level(
     return Decision("none", top, new)
 
 
+@dataclass(frozen=True, slots=True)
+class ExpiryPolicy:
+    validity: timedelta  # a version's CAP expires = sent + validity
+    renew_ahead: timedelta  # a backed warning is renewed this long before it expires
+    evidence_timeout: timedelta  # how long risk may go without stating a level it still holds
+
+
+ExpiryAction = Literal["wait", "renew", "expire", "hold"]
+
+
+def expiry_action(
+    *,
+    expires_at: datetime,
+    evidence_at: datetime | None,
+    risk_heard_at: datetime | None,
+    now: datetime,
+    policy: ExpiryPolicy,
+) -> ExpiryAction:
+    """What to do with an open warning as its expiry nears.
+
+    ``evidence_at`` is when risk last stated the level of any of the warning's stations, and
+    ``risk_heard_at`` when risk was last heard at all, both on risk's clock. Evidence is judged
+    against risk's clock, not the wall's: after an outage of alerting or of the broker both lag
+    together, and a warning is never expired for news that simply has not arrived yet.
+
+    - ``wait``: not yet within ``renew_ahead`` of expiry, or stale but not yet expired;
+    - ``hold``: risk itself has not been heard for ``evidence_timeout``; nothing says whether the
+      level stands, so the warning is neither renewed nor expired (the next look decides);
+    - ``renew``: risk stated one of its stations' levels within ``evidence_timeout`` of the last
+      it said at all;
+    - ``expire``: risk is alive but no longer backs the warning, and its time has run out.
+    """
+    if now < expires_at - policy.renew_ahead:
+        return "wait"
+    if risk_heard_at is None or risk_heard_at < now - policy.evidence_timeout:
+        return "hold"
+    if evidence_at is not None and evidence_at >= risk_heard_at - policy.evidence_timeout:
+        return "renew"
+    return "expire" if now >= expires_at else "wait"
+
+
 def identifier(sender_code: str, sent: datetime, serial: int) -> str:
     """GB/T 35965.1 style identifier: sender code, Beijing time to the second, a serial number."""
     return f"{sender_code}_{sent.astimezone(BEIJING):%Y%m%d%H%M%S}_{serial}"
 
 
-def headline(hazard: str, level: Level, region_code: str, msg_type: str) -> str:
+def headline(
+    hazard: str, level: Level, region_code: str, msg_type: str, *, renewal: bool = False
+) -> str:
     name = HAZARD_CN.get(hazard, hazard)
     if msg_type == "Cancel":
         return f"{region_code}{name}预警解除"
-    verb = "发布" if msg_type == "Alert" else "变更为"
+    verb = "发布" if msg_type == "Alert" else "继续发布" if renewal else "变更为"
     return f"{region_code}{verb}{name}{level.chinese}预警（{level.roman}级）"
 
 

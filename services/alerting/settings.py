@@ -3,10 +3,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.alerting.grouping import GroupPolicy
+from services.alerting.lifecycle import ExpiryPolicy
 from shared.settings import ServiceSettings
 
 
@@ -133,3 +134,25 @@ class AlertingSettings(ServiceSettings):
     # go out as one digest (0 turns it off; red and 叫应 messages are never held)
     storm_limit: int = Field(default=6, ge=0)
     storm_window_s: float = Field(default=3600.0, gt=0)
+
+    # expiry (services.alerting.lifecycle.expiry_action): each version's CAP expires is its sent
+    # time + validity; a warning risk still backs is renewed (an Update) renew_ahead before it
+    # runs out; one risk has not backed for evidence_timeout is expired when it runs out. Risk
+    # re-announces standing levels every 900 s by default, so the timeout spans three of them.
+    warning_validity_s: float = Field(default=86_400.0, gt=0)
+    renew_ahead_s: float = Field(default=1_800.0, ge=0)
+    evidence_timeout_s: float = Field(default=2_700.0, gt=0)
+    expiry_sweep_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _renew_inside_validity(self) -> AlertingSettings:
+        if self.renew_ahead_s >= self.warning_validity_s:
+            raise ValueError("renew_ahead_s must be shorter than warning_validity_s")
+        return self
+
+    def expiry_policy(self) -> ExpiryPolicy:
+        return ExpiryPolicy(
+            validity=timedelta(seconds=self.warning_validity_s),
+            renew_ahead=timedelta(seconds=self.renew_ahead_s),
+            evidence_timeout=timedelta(seconds=self.evidence_timeout_s),
+        )

@@ -19,7 +19,7 @@ async def load_versions(
     rows = await db.fetch(
         """SELECT v.warning_id, v.version, v.msg_type, v.level, v.identifier, v.sent,
                   v.headline, v.description, v.refs, v.station_ids, w.hazard, w.region_code,
-                  w.status, v.cause_time
+                  w.status, v.cause_time, v.expires
              FROM alerting.warning_versions v
              JOIN alerting.warnings w ON w.id = v.warning_id
              JOIN unnest($1::text[], $2::int[]) AS k(wid, ver)
@@ -45,6 +45,7 @@ async def load_versions(
             headline=r["headline"],
             description=r["description"],
             cause_time=r["cause_time"],
+            expires=r["expires"],
         )
     return out
 

@@ -12,6 +12,7 @@ from services.risk.api import router
 from services.risk.consumer import RiskHandler
 from services.risk.nodata import NoDataSweep
 from services.risk.settings import RiskSettings
+from services.risk.standing import StandingAnnouncer
 from services.risk.stations import StationPlans
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
@@ -60,6 +61,15 @@ def create_app(settings: RiskSettings, *, clock: Clock | None = None) -> FastAPI
                 every_s=settings.nodata_sweep_s,
             )
             rt.run_task(sweep.run, "risk-nodata", sweep.stop)
+        if settings.standing_every_s > 0:
+            standing = StandingAnnouncer(
+                pool=rt.pool,
+                relay=relay,
+                topics=topics,
+                clock=clock,
+                every_s=settings.standing_every_s,
+            )
+            rt.run_task(standing.run, "risk-standing", standing.stop)
         handler = RiskHandler(
             pool=rt.pool,
             plans=plans,

@@ -70,7 +70,6 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 def to_event(change: LevelChange, now: datetime) -> RiskEvent:
     ev = change.evidence
-    reading = ev.get("reading")
     return RiskEvent(
         event_id=stable_id(
             "risk",
@@ -91,17 +90,24 @@ def to_event(change: LevelChange, now: datetime) -> RiskEvent:
         change=change.change,
         urgency="Expected" if change.rule.expected else "Immediate",
         event_time=change.event_time,
-        evidence=Evidence(
-            rule_id=change.rule.rule_id,
-            metric=reading["metric"] if reading else "",
-            value=float(ev["value"]) if ev.get("value") is not None else 0.0,
-            threshold=ev.get("threshold"),
-            direction="below" if _op(change) == "<=" else "above",
-            readings=[reading] if reading else [],
-            source_clause="; ".join(c["source"] for c in ev["criteria"] if c.get("source")),
-            signal=str(ev.get("signal", "")),
-            criteria=list(ev["criteria"]),
-        ),
+        evidence=evidence_of(change.rule.rule_id, ev, below=_op(change) == "<="),
+    )
+
+
+def evidence_of(rule_id: str, ev: dict[str, Any], *, below: bool) -> Evidence:
+    """The event's evidence from a rule state's evidence (what the engine recorded)."""
+    reading = ev.get("reading")
+    criteria = list(ev.get("criteria", []))
+    return Evidence(
+        rule_id=rule_id,
+        metric=reading["metric"] if reading else "",
+        value=float(ev["value"]) if ev.get("value") is not None else 0.0,
+        threshold=ev.get("threshold"),
+        direction="below" if below else "above",
+        readings=[reading] if reading else [],
+        source_clause="; ".join(c["source"] for c in criteria if c.get("source")),
+        signal=str(ev.get("signal", "")),
+        criteria=criteria,
     )
 
 

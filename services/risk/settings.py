@@ -19,3 +19,6 @@ class RiskSettings(ServiceSettings):
     # a station silent for more than factor × its interval raises no-data; 0 turns the sweep off
     nodata_factor: float = 3.0
     nodata_sweep_s: float = 30.0
+    # every this many seconds risk re-announces each standing level and county roll-up
+    # (``change="standing"``); alerting renews or expires warnings by them. 0 turns it off
+    standing_every_s: float = 900.0

@@ -1,9 +1,11 @@
 """The risk service on the real broker and database: pack rules per station, region roll-up and the
 four-colour map, station evidence, an upstream rainstorm red warning escalating a geohazard site,
-the no-data sweep, overrides refused when looser, and a backtest over stored readings."""
+the no-data sweep, the standing announcements, overrides refused when looser, and a backtest over
+stored readings."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -12,8 +14,9 @@ import httpx
 from services.ingest.app import MIGRATIONS as INGEST
 from services.risk.app import create_app
 from services.risk.nodata import NoDataSweep
-from shared.clock import SystemClock
-from shared.contracts import Reading, Topics, UpstreamWarning, stable_id
+from services.risk.standing import StandingAnnouncer
+from shared.clock import ManualClock, SystemClock
+from shared.contracts import Level, Reading, Topics, UpstreamWarning, stable_id
 from shared.db import DailyPartitions, create_pool, migrate
 from shared.devstack.inprocess import serve
 from shared.kafka import EventProducer
@@ -190,9 +193,58 @@ async def test_rain_raises_stations_and_regions_and_an_upstream_red_warning_esca
         # silence leaves the levels as they were
         lvl = await pool.fetchval("SELECT max(level) FROM risk.rule_state WHERE station_id = 'RG1'")
         assert lvl == 4
+        await _standing_announcements(pool, relay, topics)
     finally:
         await producer.stop()
         await pool.close()
+
+
+async def _standing_announcements(pool: asyncpg.Pool, relay: OutboxRelay, topics: Topics) -> None:
+    """Every level above none and every county roll-up, once a period; a level cleared while
+    the announcement waits for its rows is not announced after its all-clear."""
+    clock = ManualClock(datetime(2026, 7, 2, tzinfo=UTC))
+    job = StandingAnnouncer(pool=pool, relay=relay, topics=topics, clock=clock, every_s=900)
+    standing = await pool.fetch(
+        "SELECT station_id, rule_id, level FROM risk.rule_state WHERE level > 0"
+    )
+    counties = await pool.fetch(
+        "SELECT region_code, hazard, level FROM risk.region_level WHERE admin_level = 'county'"
+    )
+    assert {r["station_id"] for r in standing} == {"RG1", "GEO1"}
+    assert counties
+    n = len(standing) + len(counties)
+    assert await job.announce_once() == n
+    assert await job.announce_once() == 0  # the same period: already announced
+    events = [
+        r["payload"]
+        for r in await pool.fetch(
+            "SELECT payload FROM risk.outbox WHERE payload->>'change' = 'standing' ORDER BY seq"
+        )
+    ]
+    assert {
+        (e["station_id"], e["rule_id"], e["level"]) for e in events if e["scope"] == "station"
+    } == {(r["station_id"], r["rule_id"], Level(r["level"]).name) for r in standing}
+    assert {
+        (e["region_code"], e["hazard"], e["level"]) for e in events if e["scope"] == "region"
+    } == {(r["region_code"], r["hazard"], Level(r["level"]).name) for r in counties}
+    assert all(e["previous_level"] == e["level"] for e in events)
+    # the next period; RG1's levels are being cleared by a transaction still open
+    clock.advance(900)
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("UPDATE risk.rule_state SET level = 0 WHERE station_id = 'RG1'")
+        pending = asyncio.create_task(job.announce_once())
+        await asyncio.sleep(0.5)
+        assert not pending.done()  # waits for the rows it announces
+        await tx.commit()
+    cleared = sum(1 for r in standing if r["station_id"] == "RG1")
+    assert await pending == n - cleared
+    later = await pool.fetch(
+        """SELECT payload->>'station_id' AS sid FROM risk.outbox
+            WHERE payload->>'change' = 'standing' AND payload->>'scope' = 'station'"""
+    )
+    assert sum(1 for r in later if r["sid"] == "RG1") == cleared  # the first period's only
 
 
 async def test_backtest_replays_stored_readings_and_scores_against_references(database, broker):

@@ -4,7 +4,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.alerting.lifecycle import apply_station_level, group_region, identifier
+from services.alerting.lifecycle import (
+    ExpiryPolicy,
+    apply_station_level,
+    expiry_action,
+    group_region,
+    identifier,
+)
 from services.ingest.validation import (
     Normalised,
     Rejection,
@@ -30,6 +36,44 @@ def test_first_station_issues_then_updates_then_cancels():
     d = apply_station_level(Level.blue, d.stations, "A", Level.none)
     assert d.action == "cancel"
     assert dict(d.stations) == {}
+
+
+EXPIRY = ExpiryPolicy(
+    validity=timedelta(hours=24),
+    renew_ahead=timedelta(minutes=30),
+    evidence_timeout=timedelta(minutes=45),
+)
+NOON = datetime(2026, 7, 1, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("expires_in_min", "evidence_ago_min", "heard_ago_min", "action"),
+    [
+        (31, 1, 1, "wait"),  # not yet within renew_ahead
+        (29, 1, 1, "renew"),  # backed: renewed before it runs out
+        (29, 50, 1, "wait"),  # no longer backed, but its time has not run out
+        (0, 50, 1, "expire"),  # …and now it has
+        (-10, None, 1, "expire"),  # no station ever stated (evidence lost)
+        (0, 50, 46, "hold"),  # risk silent for longer than the timeout: no decision
+        (0, 50, None, "hold"),  # risk never heard
+        (0, 80, 40, "renew"),  # the backlog of a lagging consumer: judged on risk's clock
+        (0, 86, 40, "expire"),  # …where 46 minutes without the station is too long
+    ],
+)
+def test_expiry_action(expires_in_min, evidence_ago_min, heard_ago_min, action):
+    def ago(m: int | None) -> datetime | None:
+        return None if m is None else NOON - timedelta(minutes=m)
+
+    assert (
+        expiry_action(
+            expires_at=NOON + timedelta(minutes=expires_in_min),
+            evidence_at=ago(evidence_ago_min),
+            risk_heard_at=ago(heard_ago_min),
+            now=NOON,
+            policy=EXPIRY,
+        )
+        == action
+    )
 
 
 def test_a_clear_without_an_open_warning_does_nothing():

@@ -37,6 +37,7 @@ class CapPushChannel:
                 headline=a.headline,
                 description=a.description,
                 station_ids=a.station_ids,
+                expires=a.expires,
             )
         )
 

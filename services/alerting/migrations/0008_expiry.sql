@@ -1,0 +1,20 @@
+-- Expiry. Each version carries its CAP expires (sent + validity). Before it runs out, a warning
+-- that risk still backs is renewed by an Update; one whose evidence lapsed is expired.
+ALTER TABLE alerting.warning_versions ADD COLUMN expires timestamptz;
+-- the current version's expires (warnings issued before this migration have none)
+ALTER TABLE alerting.warnings ADD COLUMN expires_at timestamptz;
+CREATE INDEX warnings_expiry_idx ON alerting.warnings (expires_at)
+    WHERE state IN ('issued', 'updated') AND expires_at IS NOT NULL;
+-- when risk last stated each station's level (its clock: the event's produced_at)
+ALTER TABLE alerting.warning_stations ADD COLUMN seen_at timestamptz;
+-- the newest risk event heard at all: risk is alive while this moves (its standing
+-- announcements include every county roll-up, so it moves even when nothing stands)
+CREATE TABLE alerting.risk_heard (
+    one      boolean PRIMARY KEY DEFAULT true CHECK (one),
+    heard_at timestamptz NOT NULL
+);
+-- duty officers are told of an expiry
+ALTER TABLE alerting.deliveries DROP CONSTRAINT deliveries_purpose_check;
+ALTER TABLE alerting.deliveries ADD CONSTRAINT deliveries_purpose_check
+    CHECK (purpose IN ('warning', 'voice', 'escalation', 'relay', 'reminder', 'digest',
+                       'expiry'));
