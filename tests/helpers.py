@@ -82,7 +82,7 @@ def ingest_settings(
 
 def risk_settings(database: str, broker: Any, topic_prefix: str, **overrides: Any) -> RiskSettings:
     """Settings of a risk app on the test database and broker: a quick outbox, no no-data sweep
-    unless asked for."""
+    and no standing announcements unless asked for."""
     return RiskSettings(
         **{
             "database_url": database,
@@ -91,6 +91,7 @@ def risk_settings(database: str, broker: Any, topic_prefix: str, **overrides: An
             "consumer_group": f"{topic_prefix}risk",
             "outbox_poll_s": 0.1,
             "nodata_sweep_s": 0,
+            "standing_every_s": 0,
             **overrides,
         }
     )

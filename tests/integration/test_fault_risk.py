@@ -165,7 +165,14 @@ async def run_replicas_with_kills(
         }
 
     def station_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [e for e in events if e.get("scope") == "station" and e.get("kind") == "level"]
+        # level changes (the standing announcements, running here too, repeat them by design)
+        return [
+            e
+            for e in events
+            if e.get("scope") == "station"
+            and e.get("kind") == "level"
+            and e.get("change") != "standing"
+        ]
 
     procs: list[subprocess.Popen[bytes]] = []
     try:
