@@ -447,6 +447,16 @@ def warnings() -> dash.Dashboard:
                     "held: {{by}}",
                     ref_id="B",
                 ),
+                promql(
+                    "sum(rate(qianshao_warnings_expired_total[$__rate_interval]))",
+                    "expired",
+                    ref_id="C",
+                ),
+                promql(
+                    "max(qianshao_warnings_expiry_held)",
+                    "expiry held (risk not heard)",
+                    ref_id="D",
+                ),
             )
         )
         .with_panel(
