@@ -29,6 +29,12 @@ class WarningOut(BaseModel):
     station_ids: list[str]
     created_at: datetime
     updated_at: datetime
+    expires_at: datetime | None = Field(
+        default=None,
+        description="the current version's CAP expires: renewed before then while risk still "
+        "backs the warning, otherwise the warning expires",
+    )
+    closed_at: datetime | None = None
 
 
 class VersionOut(BaseModel):
@@ -41,6 +47,7 @@ class VersionOut(BaseModel):
     description: str
     references: list[str]
     station_ids: list[str]
+    expires: datetime | None = None
 
 
 class WarningDetail(WarningOut):
@@ -88,7 +95,7 @@ def _pool(request: Request) -> asyncpg.Pool:
 
 _WARNING_SQL = """
 SELECT w.id, w.identifier, w.hazard, w.level, w.region_code, w.state, w.kind, w.status,
-       w.version, w.created_at, w.updated_at,
+       w.version, w.created_at, w.updated_at, w.expires_at, w.closed_at,
        coalesce((SELECT v.station_ids FROM alerting.warning_versions v
                   WHERE v.warning_id = w.id ORDER BY v.version DESC LIMIT 1), '{}') AS station_ids
   FROM alerting.warnings w
@@ -147,7 +154,7 @@ def router() -> APIRouter:
             raise NotFound(f"no warning {warning_id!r}")
         versions = await pool.fetch(
             """SELECT version, msg_type, level, identifier, sent, headline, description,
-                      refs AS references, station_ids
+                      refs AS references, station_ids, expires
                  FROM alerting.warning_versions WHERE warning_id = $1 ORDER BY version""",
             warning_id,
         )

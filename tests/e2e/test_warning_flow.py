@@ -145,6 +145,11 @@ async def test_warning_life_through_the_gateway(stack):
 
         (warning,) = (await c.get("/api/v1/alerts/warnings", headers=duty)).json()
         assert warning["level"] == "red"
+        # valid for a day (the default) unless risk's standing announcements renew it
+        valid = datetime.fromisoformat(warning["expires_at"]) - datetime.fromisoformat(
+            warning["updated_at"]
+        )
+        assert timedelta(hours=23, minutes=59) < valid < timedelta(hours=24, minutes=1)
         r = await c.post(
             f"/api/v1/alerts/warnings/{warning['id']}/publication",
             json={"note": "建议向群众发布"},
