@@ -276,6 +276,27 @@ class Reading(Event):
     )
 
 
+class ReadingRecord(msgspec.Struct, gc=False):
+    """A :class:`Reading` as ingest writes it on the hot path (msgspec encodes one in ~0.5 µs;
+    a dict through orjson took ~2 µs). The same fields in the same order; every value has been
+    validated already. A test checks that what it encodes parses as the equal :class:`Reading`."""
+
+    event_id: str
+    produced_at: datetime
+    station_id: str
+    region_code: str
+    station_kind: str
+    metric: str
+    ts: datetime
+    value: float
+    unit: str
+    quality: str
+    quality_checks: tuple[str, ...]
+    source: str
+    kind: str = "observation"
+    issued_at: datetime | None = None
+
+
 class DeadLetter(BaseModel):
     """``readings.dlq.v1`` and ``<topic>.dlq``: a message that could not be processed."""
 

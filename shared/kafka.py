@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -60,8 +60,10 @@ LAG = Gauge(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
+    """One consumed record. A named tuple: one is made for every message consumed, where a
+    frozen dataclass's constructor cost ~1 µs."""
+
     topic: str
     partition: int
     offset: int
@@ -550,8 +552,9 @@ FETCH_MAX_WAIT_MS = 50
 
 
 def _messages(records: dict[TopicPartition, list[Any]]) -> list[Message]:
+    new = tuple.__new__
     return [
-        Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+        new(Message, (r.topic, r.partition, r.offset, r.key, r.value, r.timestamp))
         for tp in sorted(records, key=lambda t: (t.topic, t.partition))
         for r in records[tp]
     ]

@@ -121,47 +121,12 @@ def _range(station: StationInfo, key: str, metric: str) -> tuple[float, float] |
     return table.get(metric)
 
 
-def normalise_unit(metric: str, value: float, unit: str | None) -> tuple[float, str] | Rejection:
-    spec = UNITS.get(metric)
-    if spec is None:
-        # an unknown metric is kept as sent; its unit must be stated
-        if unit is None:
-            return Rejection("missing_unit", f"metric {metric!r} is not known; state its unit")
-        return value, unit
-    canonical, converters = spec
-    if unit is None:
-        return value, canonical
-    conv = converters.get(unit.strip().lower())
-    if conv is None:
-        return Rejection("bad_unit", f"unit {unit!r} is not accepted for {metric}; use {canonical}")
-    return conv(value), canonical
-
-
 def check_reading(
     raw: ReadingIn, station: StationInfo, now: datetime, *, future_tolerance_s: int = 300
 ) -> Normalised | Rejection:
     """Validate and normalise one reading; never raises for bad data."""
-    converted = normalise_unit(raw.metric, raw.value, raw.unit)
-    if isinstance(converted, Rejection):
-        return converted
-    value, unit = converted
-    checks: list[str] = []
-    quality: Quality = "good"
-    hard = _range(station, "hard_range", raw.metric)
-    if hard is not None and not hard[0] <= value <= hard[1]:
-        return Rejection(
-            "out_of_hard_range", f"{raw.metric}={value:g} {unit} outside [{hard[0]:g}, {hard[1]:g}]"
-        )
-    soft = _range(station, "soft_range", raw.metric)
-    if soft is not None and not soft[0] <= value <= soft[1]:
-        quality = "doubtful"
-        checks.append("soft_range")
-    if raw.kind == "observation" and raw.ts > now + timedelta(seconds=future_tolerance_s):
-        quality = "doubtful"
-        checks.append("future_timestamp")
-    if station.maintenance:
-        checks.append("maintenance")
-    return Normalised(value, unit, quality, tuple(checks))
+    latest = now + timedelta(seconds=future_tolerance_s)
+    return plan_for(station, raw.metric).check(raw, latest)
 
 
 # -- checks against the station's own recent series -----------------------------------------
@@ -195,12 +160,132 @@ def _per_metric(station: StationInfo, key: str, metric: str, default: float | No
     return default
 
 
+@dataclass(frozen=True, slots=True)
+class CheckPlan:
+    """Everything the checks of one metric at one station need, looked up once: the station's
+    attributes and the tables are read when the plan is made, not for every reading."""
+
+    metric: str
+    canonical: str | None  # None: a metric not known, kept in the unit it is sent in
+    converters: Mapping[str, Converter]
+    hard: tuple[float, float] | None
+    soft: tuple[float, float] | None
+    maintenance: bool
+    max_rate_per_h: float | None
+    stuck_count: int | None
+
+    @property
+    def judged_on_history(self) -> bool:
+        """Whether the metric has a spike or stuck check at this station."""
+        return self.max_rate_per_h is not None or self.stuck_count is not None
+
+    def check(self, raw: ReadingIn, latest: datetime) -> Normalised | Rejection:
+        """Validate and normalise one reading; an observation after ``latest`` is in the
+        future. Never raises for bad data."""
+        value = raw.value
+        unit = raw.unit
+        if self.canonical is None:
+            if unit is None:
+                return Rejection(
+                    "missing_unit", f"metric {self.metric!r} is not known; state its unit"
+                )
+        elif unit is None:
+            unit = self.canonical
+        else:
+            conv = self.converters.get(unit) or self.converters.get(unit.strip().lower())
+            if conv is None:
+                return Rejection(
+                    "bad_unit",
+                    f"unit {unit!r} is not accepted for {self.metric}; use {self.canonical}",
+                )
+            value, unit = conv(value), self.canonical
+        hard = self.hard
+        if hard is not None and not hard[0] <= value <= hard[1]:
+            return Rejection(
+                "out_of_hard_range",
+                f"{self.metric}={value:g} {unit} outside [{hard[0]:g}, {hard[1]:g}]",
+            )
+        soft = self.soft
+        soft_out = soft is not None and not soft[0] <= value <= soft[1]
+        future = raw.kind == "observation" and raw.ts > latest
+        if not (soft_out or future or self.maintenance):
+            return Normalised(value, unit, "good", ())
+        checks: list[str] = []
+        quality: Quality = "good"
+        if soft_out:
+            quality = "doubtful"
+            checks.append("soft_range")
+        if future:
+            quality = "doubtful"
+            checks.append("future_timestamp")
+        if self.maintenance:
+            checks.append("maintenance")
+        return Normalised(value, unit, quality, tuple(checks))
+
+    def history(
+        self, ts: datetime, value: float, recent: Sequence[tuple[datetime, float]]
+    ) -> tuple[str, ...]:
+        """``spike`` and ``stuck`` against the trusted readings before this one (oldest
+        first). A reading not newer than the last of them is not judged (it arrived late)."""
+        if not recent or ts <= recent[-1][0]:
+            return ()
+        out: list[str] = []
+        last_ts, last_value = recent[-1]
+        limit = self.max_rate_per_h
+        if limit is not None:
+            hours = (ts - last_ts).total_seconds() / 3600.0
+            if abs(value - last_value) > limit * hours:
+                out.append("spike")
+        count = self.stuck_count
+        if count is not None and count >= 2:
+            n = count - 1  # this reading and the n before it
+            if len(recent) >= n and all(v == value for _, v in islice(reversed(recent), n)):
+                out.append("stuck")
+        return tuple(out)
+
+
+def plan_for(station: StationInfo, metric: str) -> CheckPlan:
+    spec = UNITS.get(metric)
+    converters: dict[str, Converter] = {}
+    canonical: str | None = None
+    if spec is not None:
+        canonical, converters = spec[0], dict(spec[1])
+    stuck = _per_metric(station, "stuck_count", metric, STUCK_COUNT.get(metric))
+    return CheckPlan(
+        metric=metric,
+        canonical=canonical,
+        converters=converters,
+        hard=_range(station, "hard_range", metric),
+        soft=_range(station, "soft_range", metric),
+        maintenance=station.maintenance,
+        max_rate_per_h=_per_metric(station, "max_rate_per_h", metric, MAX_RATE_PER_H.get(metric)),
+        stuck_count=int(stuck) if stuck is not None else None,
+    )
+
+
+class PlanCache:
+    """Check plans by (station, metric), made again when the station cache hands out a new
+    :class:`StationInfo` for the station (its attributes may have changed)."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._plans: dict[tuple[str, str], tuple[StationInfo, CheckPlan]] = {}
+        self._limit = limit
+
+    def get(self, station: StationInfo, metric: str) -> CheckPlan:
+        key = (station.id, metric)
+        hit = self._plans.get(key)
+        if hit is not None and hit[0] is station:
+            return hit[1]
+        if len(self._plans) >= self._limit:
+            self._plans.clear()
+        plan = plan_for(station, metric)
+        self._plans[key] = (station, plan)
+        return plan
+
+
 def judged_on_history(station: StationInfo, metric: str) -> bool:
     """Whether the metric has a spike or stuck check at this station."""
-    return (
-        _per_metric(station, "max_rate_per_h", metric, MAX_RATE_PER_H.get(metric)) is not None
-        or _per_metric(station, "stuck_count", metric, STUCK_COUNT.get(metric)) is not None
-    )
+    return plan_for(station, metric).judged_on_history
 
 
 def history_checks(
@@ -212,17 +297,4 @@ def history_checks(
 ) -> tuple[str, ...]:
     """``spike`` and ``stuck`` against the trusted readings before this one (oldest first).
     A reading not newer than the last of them is not judged (it arrived late)."""
-    if not recent or ts <= recent[-1][0]:
-        return ()
-    out: list[str] = []
-    last_ts, last_value = recent[-1]
-    limit = _per_metric(station, "max_rate_per_h", metric, MAX_RATE_PER_H.get(metric))
-    hours = (ts - last_ts).total_seconds() / 3600.0
-    if limit is not None and abs(value - last_value) > limit * hours:
-        out.append("spike")
-    count = _per_metric(station, "stuck_count", metric, STUCK_COUNT.get(metric))
-    if count is not None and count >= 2:
-        n = int(count) - 1  # this reading and the n before it
-        if len(recent) >= n and all(v == value for _, v in islice(reversed(recent), n)):
-            out.append("stuck")
-    return tuple(out)
+    return plan_for(station, metric).history(ts, value, recent)
