@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from bench.chaos import THRESHOLDS
 from bench.scratch import scratch_database, start_service
@@ -31,8 +33,8 @@ from shared.kafka import ensure_topics
 
 REPLICAS = (1, 2, 4)
 PARTITIONS = 4
-READINGS = 60_000
-STATIONS = 400
+READINGS = 200_000
+STATIONS = 2_000
 
 
 async def _produce(bootstrap: str, topic: str) -> None:
@@ -125,7 +127,9 @@ async def _one(admin_dsn: str, bootstrap: str, replicas: int) -> tuple[float, fl
                         for i in range(STATIONS)
                     ],
                 )
-                await asyncio.sleep(3)  # the groups settle before the load arrives
+                # the load arrives once every replica holds its partitions: a rebalance in
+                # the middle of the run would stop the group for seconds and measure that
+                await _wait_stable(bootstrap, [f"{prefix}ingest", f"{prefix}risk"], replicas)
                 producing = asyncio.create_task(_produce(bootstrap, topics.obs_sensor))
                 stored = await _rate(conn, "SELECT count(*) FROM ingest.readings", READINGS)
                 applied = await _rate(
@@ -140,6 +144,24 @@ async def _one(admin_dsn: str, bootstrap: str, replicas: int) -> tuple[float, fl
         finally:
             for p in procs:
                 terminate(p)
+
+
+async def _wait_stable(bootstrap: str, groups: list[str], members: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            await admin.start()
+            # (error, group, state, protocol type, protocol, members) per group
+            described = [(await admin.describe_consumer_groups([g]))[0].groups[0] for g in groups]
+            if all(g[2] == "Stable" and len(g[5]) == members for g in described):
+                return
+        except KafkaError:
+            pass  # the broker drops the connection when asked about a group not formed yet
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"consumer groups {groups} did not settle with {members} members each")
 
 
 async def _wait_schema(dsn: str, schema: str) -> None:
