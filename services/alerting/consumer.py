@@ -1045,8 +1045,8 @@ class AlertingHandler:
         self, conn: Conn, w: asyncpg.Record, heard: datetime | None, now: datetime
     ) -> None:
         """The warning's time ran out and risk no longer backs it: ``expired`` (not an
-        all-clear: nothing said the danger is over), its 叫应 tasks closed, the duty officers
-        over its region told by SMS to check the ground."""
+        all-clear: nothing said the danger is over), its 叫应 tasks and any broadcast waiting for
+        approval closed, the duty officers over its region told by SMS to check the ground."""
         wid = w["id"]
         await conn.execute(
             """UPDATE alerting.warnings SET state = 'expired', closed_at = $2, updated_at = $2
@@ -1058,6 +1058,14 @@ class AlertingHandler:
             """UPDATE alerting.confirm_tasks SET closed = true
                 WHERE warning_id = $1 AND confirmed_at IS NULL AND NOT closed""",
             wid,
+        )
+        # a broadcast still waiting for its approver would tell residents of a lapsed warning
+        await conn.execute(
+            """UPDATE alerting.publications SET state = 'superseded', decided_at = $2,
+                      decided_by = 'system:expiry', reason = 'the warning expired'
+                WHERE warning_id = $1 AND state = 'pending_approval'""",
+            wid,
+            now,
         )
         evidence_at: datetime | None = w["evidence_at"]
         await conn.execute(

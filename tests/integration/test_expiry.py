@@ -12,6 +12,7 @@ import orjson
 
 from services.alerting.app import MIGRATIONS
 from services.alerting.consumer import AlertingHandler
+from services.alerting.publish import request_publication
 from services.alerting.settings import AlertingSettings
 from services.alerting.versions import load_versions
 from shared.clock import ManualClock
@@ -139,6 +140,17 @@ async def test_a_backed_warning_is_renewed_and_a_lapsed_one_expires(database, to
         )
         assert [(r["version"], r["purpose"]) for r in got] == [(1, "warning"), (2, "warning")]
 
+        # a broadcast of the renewal is waiting for its approver
+        async with pool.acquire() as conn:
+            pending = await request_publication(
+                conn,
+                warning_id=wid,
+                requested_by="duty",
+                now=risk.clock.now(),
+                approval_levels=("orange", "red"),
+            )
+        assert pending["state"] == "pending_approval"
+
         # the station's rule is dropped: risk goes on (county announcements), the station not
         for _ in range(12):
             risk.clock.advance(300)
@@ -163,6 +175,8 @@ async def test_a_backed_warning_is_renewed_and_a_lapsed_one_expires(database, to
         # the officers on duty over the village, not the one off duty, not the cadre
         assert sorted(r["target"] for r in told) == ["13300000002", "13300000003"]
         assert all("【预警过期】" in r["message"] and "并非解除" in r["message"] for r in told)
+        # the broadcast nobody approved in time will not tell residents of a lapsed warning
+        assert await pool.fetchval("SELECT state FROM alerting.publications") == "superseded"
         # a later risk event for the group opens a new warning; the expired one stays closed
         await risk.raise_("yellow")
         states = await pool.fetch("SELECT state FROM alerting.warnings ORDER BY created_at")
