@@ -15,7 +15,7 @@ import logging
 from collections import Counter as Tally
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 from typing import TypeVar
 
@@ -56,10 +56,17 @@ CONFLICTS = Counter(
 )
 
 
-def reading_event_id(station_id: str, metric: str, ts_iso: str) -> str:
-    """``stable_id("reading", station_id, metric, ts_iso)``, spelt out for the hot path."""
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def reading_event_id(station_id: str, metric: str, ts: datetime) -> str:
+    """``stable_id("reading", station_id, metric, <ts in µs since the epoch>)``, spelt out for
+    the hot path. The instant, not its notation: ``…T08:00:00+08:00`` and ``…T00:00:00Z`` are
+    one reading with one id (and the integer costs a fifth of ``isoformat``)."""
     return blake2b(
-        f"reading\x1f{station_id}\x1f{metric}\x1f{ts_iso}".encode(), digest_size=16
+        f"reading\x1f{station_id}\x1f{metric}\x1f{(ts - EPOCH) // MICROSECOND}".encode(),
+        digest_size=16,
     ).hexdigest()
 
 
@@ -190,7 +197,7 @@ class IngestHandler:
             REJECTED.labels(d.reason).inc()
         events = []
         for r in result.stored:
-            eid = reading_event_id(r.station_id, r.metric, r.ts.isoformat())
+            eid = reading_event_id(r.station_id, r.metric, r.ts)
             events.append((r.station_id, published(r, stations[r.station_id], eid, now)))
         for grade, n in Tally(r.quality for r in result.stored).items():
             READINGS.labels(grade).inc(n)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -115,8 +115,16 @@ def test_the_fast_decoder_refuses_what_is_not_json_or_not_finite():
 
 
 def test_reading_event_id_is_the_stable_id_of_its_parts():
-    ts = NOW.isoformat()
-    assert reading_event_id("A1", "rainfall", ts) == stable_id("reading", "A1", "rainfall", ts)
+    t = NOW + timedelta(microseconds=123_456)
+    micros = int(t.timestamp()) * 1_000_000 + t.microsecond
+    assert micros == 1_782_864_000_123_456
+    assert reading_event_id("A1", "rainfall", t) == stable_id("reading", "A1", "rainfall", micros)
+    # one instant, one id, whatever the offset it was written with
+    beijing = t.astimezone(timezone(timedelta(hours=8)))
+    assert reading_event_id("A1", "rainfall", beijing) == reading_event_id("A1", "rainfall", t)
+    assert reading_event_id("A1", "rainfall", t + timedelta(microseconds=1)) != (
+        reading_event_id("A1", "rainfall", t)
+    )
 
 
 def test_risk_event_needs_a_12_digit_region_and_known_levels():
