@@ -1,9 +1,11 @@
 """Scale-out: the same load consumed by 1, 2 and 4 replicas of ingest and of risk, one consumer
-group each, on topics with 4 partitions. Readings are produced to ``obs.sensor.v1`` beforehand,
-keyed by station. Two rates per replica count:
+group each, on topics with 4 partitions, keyed by station. Each service is measured alone, and
+its load arrives only once every replica holds its partitions (a rebalance during the run would
+measure the rebalance). Two rates per replica count:
 
-- ingest: readings stored per second;
-- risk: readings applied per second, counted from the offsets risk commits with its state.
+- ingest: raw readings produced to ``obs.sensor.v1``, stored per second;
+- risk (ingest stopped): the ``readings.v1`` ingest published, replayed to a fresh topic, applied
+  per second (counted from the offsets risk commits with its state).
 
 Each figure is a ratio to the one-replica run of the same service in the same run. Every replica
 is a process, and they share this machine's cores with PostgreSQL and the broker, so the ratio
@@ -21,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
@@ -70,12 +72,12 @@ async def _produce(bootstrap: str, topic: str) -> None:
         await producer.stop()
 
 
-async def _rate(conn: asyncpg.Connection, query: str, target: int) -> float:
+async def _rate(conn: asyncpg.Connection, query: str, target: int, *args: object) -> float:
     """Items per second, from the first progress seen to ``target`` reached."""
     first: tuple[float, int] | None = None
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        n = int(await conn.fetchval(query) or 0)
+        n = int(await conn.fetchval(query, *args) or 0)
         now = time.perf_counter()
         if n and first is None:
             first = (now, n)
@@ -86,82 +88,152 @@ async def _rate(conn: asyncpg.Connection, query: str, target: int) -> float:
 
 
 async def _one(admin_dsn: str, bootstrap: str, replicas: int) -> tuple[float, float]:
+    """Each service alone, its replicas holding their partitions before the load arrives:
+    ingest on raw readings, then (ingest stopped) risk on the readings ingest published."""
     prefix = f"bs{uuid.uuid4().hex[:6]}."
-    topics = Topics(prefix)
+    risk_prefix = f"br{uuid.uuid4().hex[:6]}."
+    topics, risk_topics = Topics(prefix), Topics(risk_prefix)
     await ensure_topics(bootstrap, topics.all(), partitions=PARTITIONS)
+    await ensure_topics(bootstrap, risk_topics.all(), partitions=PARTITIONS)
     async with scratch_database(admin_dsn) as dsn:
         procs: list[subprocess.Popen[bytes]] = []
+        conn = await asyncpg.connect(dsn)
         try:
-            env = {
-                "DATABASE_URL": dsn,
-                "KAFKA_BOOTSTRAP": bootstrap,
-                "TOPIC_PREFIX": prefix,
-                "LOG_LEVEL": "ERROR",
-            }
-            # one replica first, so the schemas exist before the rest start
-            for service, extra in (
-                ("ingest", {"STORAGE": "native", "HEALTH_SWEEP_S": "0"}),
-                ("risk", {"NODATA_SWEEP_S": "0"}),
-            ):
-                p = f"QIANSHAO_{service.upper()}_"
-                for r in range(replicas):
-                    procs.append(
-                        start_service(
-                            service,
-                            {p + k: v for k, v in {**env, **extra}.items()}
-                            | {
-                                p + "PORT": str(free_port()),
-                                p + "CONSUMER_GROUP": f"{prefix}{service}",
-                            },
-                        )
-                    )
-                    if r == 0:
-                        await _wait_schema(dsn, service)
-            conn = await asyncpg.connect(dsn)
-            try:
-                await conn.executemany(
-                    """INSERT INTO ingest.stations (id, name, kind, region_code, attributes)
-                       VALUES ($1, $1, 'water_level', '110101001001', $2::jsonb)""",
-                    [
-                        (f"S{i:04d}", orjson.dumps({"thresholds": THRESHOLDS}).decode())
-                        for i in range(STATIONS)
-                    ],
-                )
-                # the load arrives once every replica holds its partitions: a rebalance in
-                # the middle of the run would stop the group for seconds and measure that
-                await _wait_stable(bootstrap, [f"{prefix}ingest", f"{prefix}risk"], replicas)
-                producing = asyncio.create_task(_produce(bootstrap, topics.obs_sensor))
-                stored = await _rate(conn, "SELECT count(*) FROM ingest.readings", READINGS)
-                applied = await _rate(
-                    conn,
-                    'SELECT sum("offset" + 1) FROM risk.applied_offsets',
-                    READINGS,
-                )
-                await producing
-            finally:
-                await conn.close()
+            await _start(
+                procs,
+                "ingest",
+                dsn,
+                bootstrap,
+                prefix,
+                replicas,
+                STORAGE="native",
+                HEALTH_SWEEP_S="0",
+            )
+            await conn.executemany(
+                """INSERT INTO ingest.stations (id, name, kind, region_code, attributes)
+                   VALUES ($1, $1, 'water_level', '110101001001', $2::jsonb)""",
+                [
+                    (f"S{i:04d}", orjson.dumps({"thresholds": THRESHOLDS}).decode())
+                    for i in range(STATIONS)
+                ],
+            )
+            # the load arrives once every replica holds its partitions: a rebalance in the
+            # middle of the run would stop the group for seconds and measure that
+            await _wait_stable(bootstrap, f"{prefix}ingest", replicas)
+            producing = asyncio.create_task(_produce(bootstrap, topics.obs_sensor))
+            stored = await _rate(conn, "SELECT count(*) FROM ingest.readings", READINGS)
+            await producing
+            published = await _read_all(bootstrap, topics.readings, READINGS)
+            for p in procs:
+                terminate(p)
+            procs.clear()
+            await _start(procs, "risk", dsn, bootstrap, risk_prefix, replicas, NODATA_SWEEP_S="0")
+            await _wait_stable(bootstrap, f"{risk_prefix}risk", replicas)
+            replaying = asyncio.create_task(_replay(bootstrap, risk_topics.readings, published))
+            applied = await _rate(
+                conn,
+                """SELECT sum("offset" + 1) FROM risk.applied_offsets WHERE topic = $1""",
+                READINGS,
+                risk_topics.readings,
+            )
+            await replaying
             return stored, applied
         finally:
+            await conn.close()
             for p in procs:
                 terminate(p)
 
 
-async def _wait_stable(bootstrap: str, groups: list[str], members: int) -> None:
+async def _start(
+    procs: list[subprocess.Popen[bytes]],
+    service: str,
+    dsn: str,
+    bootstrap: str,
+    prefix: str,
+    replicas: int,
+    **extra: str,
+) -> None:
+    """``replicas`` processes of the service in one consumer group; the first alone until its
+    migrations have made the schema."""
+    env = {
+        "DATABASE_URL": dsn,
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "TOPIC_PREFIX": prefix,
+        "LOG_LEVEL": "ERROR",
+        "CONSUMER_GROUP": f"{prefix}{service}",
+        **extra,
+    }
+    p = f"QIANSHAO_{service.upper()}_"
+    for r in range(replicas):
+        procs.append(
+            start_service(
+                service, {p + k: v for k, v in env.items()} | {p + "PORT": str(free_port())}
+            )
+        )
+        if r == 0:
+            await _wait_schema(dsn, service)
+
+
+async def _read_all(bootstrap: str, topic: str, n: int) -> dict[int, list[tuple[bytes, bytes]]]:
+    """The first ``n`` messages of the topic, (key, value) by partition."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        out: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in range(PARTITIONS)}
+        got = 0
+        deadline = time.monotonic() + 120
+        while got < n and time.monotonic() < deadline:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                out[tp.partition] += [(r.key, r.value) for r in records]
+                got += len(records)
+        if got < n:
+            raise TimeoutError(f"{got} of {n} messages on {topic}")
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _replay(
+    bootstrap: str, topic: str, messages: dict[int, list[tuple[bytes, bytes]]]
+) -> None:
+    """The messages to the same partitions of another topic (so each station keeps its order)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        pending = []
+        for part, items in messages.items():
+            batch = producer.create_batch()
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    pending.append(await producer.send_batch(batch, topic, partition=part))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            pending.append(await producer.send_batch(batch, topic, partition=part))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def _wait_stable(bootstrap: str, group: str, members: int) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         try:
             await admin.start()
-            # (error, group, state, protocol type, protocol, members) per group
-            described = [(await admin.describe_consumer_groups([g]))[0].groups[0] for g in groups]
-            if all(g[2] == "Stable" and len(g[5]) == members for g in described):
+            # (error, group, state, protocol type, protocol, members)
+            described = (await admin.describe_consumer_groups([group]))[0].groups[0]
+            if described[2] == "Stable" and len(described[5]) == members:
                 return
         except KafkaError:
             pass  # the broker drops the connection when asked about a group not formed yet
         finally:
             await admin.close()
         await asyncio.sleep(0.5)
-    raise TimeoutError(f"consumer groups {groups} did not settle with {members} members each")
+    raise TimeoutError(f"consumer group {group} did not settle with {members} members")
 
 
 async def _wait_schema(dsn: str, schema: str) -> None:
