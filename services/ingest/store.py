@@ -60,9 +60,10 @@ class ReadingStore:
         first: dict[tuple[str, str, datetime], Row] = {}
         conflicts: list[tuple[Row, float]] = []
         for r in rows:
-            prev = first.get(r.key)
+            key = r[:3]  # (station_id, metric, ts), as Row.key, without a property call
+            prev = first.get(key)
             if prev is None:
-                first[r.key] = r
+                first[key] = r
             elif prev.value != r.value:
                 conflicts.append((r, prev.value))
         unique = list(first.values())
