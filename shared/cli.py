@@ -40,6 +40,8 @@ def _settings_and_factory(service: str) -> tuple[Any, Any]:
 def serve(service: str) -> None:
     import uvicorn
 
+    from shared.http import KEEP_ALIVE_S
+
     settings, factory = _settings_and_factory(service)
     app = factory(settings)
     uvicorn.run(
@@ -49,6 +51,7 @@ def serve(service: str) -> None:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=20,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
 
 

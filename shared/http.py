@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
 REQUEST_ID = "X-Request-ID"
+# How long a service keeps an idle HTTP connection open. Longer than any client of ours keeps
+# one in its pool (the gateway's: 30 s), so a client never sends on a connection the service is
+# closing at that moment: uvicorn's default of 5 s raced the gateway's pool, and a POST caught in
+# that race (not retried: it is not idempotent) came back 502.
+KEEP_ALIVE_S = 75
 
 HTTP_REQUESTS = Counter(
     "qianshao_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]

@@ -46,6 +46,10 @@ from shared.identity import Identity, sign
 from shared.logging import configure_logging
 from shared.periodic import Periodic
 
+# idle connections to the services are dropped from the pool after this; the services keep theirs
+# open longer (shared.http.KEEP_ALIVE_S), so the pool never reuses one being closed
+POOL_KEEPALIVE_S = 30.0
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 OPENAPI_TTL_S = 60.0
 
@@ -73,7 +77,9 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
         pool = await create_pool(settings.dsn, min_size=1, max_size=settings.db_pool_max)
         await migrate(pool, "gateway", MIGRATIONS)
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=settings.pool_size, keepalive_timeout=30),
+            connector=aiohttp.TCPConnector(
+                limit=settings.pool_size, keepalive_timeout=POOL_KEEPALIVE_S
+            ),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )

@@ -31,6 +31,7 @@ from shared.devstack.fakesms import (
     SmsState,
 )
 from shared.devstack.procs import free_port
+from shared.http import KEEP_ALIVE_S
 
 ADMIN_PASSWORD = "admin-pass-123"  # noqa: S105 - a throw-away stack's operator
 
@@ -39,7 +40,14 @@ ADMIN_PASSWORD = "admin-pass-123"  # noqa: S105 - a throw-away stack's operator
 async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
     """Run ``app`` with uvicorn on 127.0.0.1 (lifespan included); yield its base URL."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 60

@@ -12,11 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.gateway import signing
+from services.gateway.app import POOL_KEEPALIVE_S
 from services.gateway.breaker import Breaker
 from services.gateway.openapi import merge
 from services.gateway.proxy import Route
 from services.gateway.ratelimit import Leases, block_size
 from shared.errors import Unauthenticated
+from shared.http import KEEP_ALIVE_S
 
 KEY = "qs_example-key"
 T0 = 1_790_000_000
@@ -195,3 +197,9 @@ def test_openapi_merge_moves_paths_and_renames_clashing_schemas():
     assert warnings["security"]
     assert doc["paths"]["/api/v1/alerts/confirm/{token}"]["get"]["security"] == []
     assert doc["info"]["x-unavailable"] == ["risk"]
+
+
+def test_services_keep_idle_connections_longer_than_the_gateway_pools_them():
+    # otherwise the gateway may send on a connection the service is closing at that moment,
+    # and a POST (never retried) comes back 502
+    assert POOL_KEEPALIVE_S + 15 <= KEEP_ALIVE_S
