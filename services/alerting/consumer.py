@@ -21,6 +21,7 @@ from services.alerting.lifecycle import (
     BEIJING,
     ExpiryAction,
     apply_station_level,
+    by_station,
     description,
     expiry_action,
     group_region,
@@ -142,19 +143,64 @@ class AlertingHandler:
         return created
 
     async def _apply_events(self, events: list[RiskEvent]) -> int:
+        """Changes one by one, in order; then the standing announcements that confirm what a
+        warning holds, in one statement (risk announces every standing level each period, and
+        one by one they held the changes behind them for seconds). An announcement that does
+        not confirm (a station alerting does not hold at that level) takes the full path; one
+        older than a change of the same station and rule in the batch is dropped."""
         now = self._clock.now()
         created = 0
+        last_change: dict[tuple[str | None, str], int] = {}
+        standing: dict[tuple[str | None, str, str], tuple[int, RiskEvent]] = {}
+        for i, ev in enumerate(events):
+            if ev.change == "standing":
+                standing[(ev.station_id, ev.rule_id, ev.hazard)] = (i, ev)
+            else:
+                last_change[(ev.station_id, ev.rule_id)] = i
         async with self._pool.acquire() as conn, conn.transaction():
             for ev in events:
-                fresh = await conn.fetchval(
-                    """INSERT INTO alerting.processed_events (event_id) VALUES ($1)
-                       ON CONFLICT DO NOTHING RETURNING true""",
-                    ev.event_id,
-                )
-                if not fresh:
-                    continue
-                created += await self._apply_one(conn, ev, now)
+                if ev.change != "standing":
+                    created += await self._apply_fresh(conn, ev, now)
+            current = [
+                ev
+                for i, ev in standing.values()
+                if last_change.get((ev.station_id, ev.rule_id), -1) < i
+            ]
+            for ev in await self._confirm_standing(conn, current):
+                created += await self._apply_fresh(conn, ev, now)
         return created
+
+    async def _apply_fresh(self, conn: Conn, ev: RiskEvent, now: datetime) -> int:
+        fresh = await conn.fetchval(
+            """INSERT INTO alerting.processed_events (event_id) VALUES ($1)
+               ON CONFLICT DO NOTHING RETURNING true""",
+            ev.event_id,
+        )
+        return await self._apply_one(conn, ev, now) if fresh else 0
+
+    async def _confirm_standing(self, conn: Conn, events: list[RiskEvent]) -> list[RiskEvent]:
+        """Marks the (station, rule) rows the announcements confirm as seen; returns the
+        announcements that confirmed nothing."""
+        if not events:
+            return []
+        rows = await conn.fetch(
+            """UPDATE alerting.warning_stations ws
+                  SET seen_at = greatest(ws.seen_at, x.at)
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[],
+                             $5::timestamptz[]) AS x(s, r, hz, l, at),
+                      alerting.warnings w
+                WHERE ws.station_id = x.s AND ws.rule_id = x.r AND ws.level = x.l
+                  AND w.id = ws.warning_id AND w.hazard = x.hz
+                  AND w.state IN ('draft', 'pending_approval', 'issued', 'updated')
+            RETURNING ws.station_id, ws.rule_id, w.hazard""",
+            [e.station_id for e in events],
+            [e.rule_id for e in events],
+            [e.hazard for e in events],
+            [int(Level.parse(e.level)) for e in events],
+            [e.produced_at for e in events],
+        )
+        confirmed = {(r["station_id"], r["rule_id"], r["hazard"]) for r in rows}
+        return [e for e in events if (e.station_id, e.rule_id, e.hazard) not in confirmed]
 
     async def _apply_one(self, conn: Conn, ev: RiskEvent, now: datetime) -> int:
         assert ev.station_id is not None
@@ -170,13 +216,8 @@ class AlertingHandler:
             ev.hazard,
             region,
         )
-        stations: dict[str, Level] = {}
-        if w is not None:
-            for r in await conn.fetch(
-                "SELECT station_id, level FROM alerting.warning_stations WHERE warning_id = $1",
-                w["id"],
-            ):
-                stations[r["station_id"]] = Level(r["level"])
+        levels = await _rule_levels(conn, w["id"]) if w is not None else {}
+        stations = by_station(levels)
         in_maintenance = await conn.fetchval(
             """SELECT EXISTS (SELECT 1 FROM alerting.maintenance WHERE station_id = $1
                                  AND starts_at <= $2 AND ends_at > $2)""",
@@ -193,24 +234,36 @@ class AlertingHandler:
                 {"event_id": ev.event_id, "station_id": ev.station_id, "level": ev.level},
             )
             return 0
+        if w is not None and (ev.station_id, "") in levels:
+            # a row from before rules were told apart: this event, naming its rule, replaces it
+            del levels[(ev.station_id, "")]
+            await conn.execute(
+                """DELETE FROM alerting.warning_stations
+                    WHERE warning_id = $1 AND station_id = $2 AND rule_id = ''""",
+                w["id"],
+                ev.station_id,
+            )
         decision = apply_station_level(
             Level(w["level"]) if w is not None else None,
-            stations,
-            ev.station_id,
+            levels,
+            (ev.station_id, ev.rule_id),
             Level.parse(ev.level),
         )
         if w is not None:
             wid = w["id"]
             if ev.level == "none":
                 await conn.execute(
-                    "DELETE FROM alerting.warning_stations WHERE warning_id=$1 AND station_id=$2",
+                    """DELETE FROM alerting.warning_stations
+                        WHERE warning_id = $1 AND station_id = $2 AND rule_id = $3""",
                     wid,
                     ev.station_id,
+                    ev.rule_id,
                 )
             else:
                 await self._set_station(conn, wid, ev)
         if decision.action == "none":
             return 0
+        new_stations = by_station(decision.stations)
 
         if decision.action == "issue":
             serial = await conn.fetchval("SELECT nextval('alerting.warning_serial')")
@@ -238,7 +291,7 @@ class AlertingHandler:
                 version=1,
                 msg_type="Alert",
                 level=decision.level,
-                stations=decision.stations,
+                stations=new_stations,
                 previous_level=None,
                 cause=(ev.event_id, ev.event_time),
                 actor="system:risk",
@@ -254,7 +307,7 @@ class AlertingHandler:
             version=w["version"] + 1,
             msg_type=msg_type,
             level=decision.level,
-            stations=decision.stations or {ev.station_id: Level.parse(ev.level)},
+            stations=new_stations or {ev.station_id: Level.parse(ev.level)},
             previous_level=Level(w["level"]),
             cause=(ev.event_id, ev.event_time),
             actor="system:risk",
@@ -399,14 +452,15 @@ class AlertingHandler:
     async def _set_station(self, conn: Conn, wid: str, ev: RiskEvent) -> None:
         await conn.execute(
             """INSERT INTO alerting.warning_stations
-                   (warning_id, station_id, level, event_id, seen_at)
-               VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (warning_id, station_id)
+                   (warning_id, station_id, rule_id, level, event_id, seen_at)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (warning_id, station_id, rule_id)
                DO UPDATE SET level = EXCLUDED.level, event_id = EXCLUDED.event_id,
                              updated_at = now(),
                              seen_at = greatest(warning_stations.seen_at, EXCLUDED.seen_at)""",
             wid,
             ev.station_id,
+            ev.rule_id,
             int(Level.parse(ev.level)),
             ev.event_id,
             ev.produced_at,
@@ -1016,13 +1070,7 @@ class AlertingHandler:
             policy=self._expiry,
         )
         if action == "renew":
-            stations = {
-                r["station_id"]: Level(r["level"])
-                for r in await conn.fetch(
-                    "SELECT station_id, level FROM alerting.warning_stations WHERE warning_id = $1",
-                    wid,
-                )
-            }
+            stations = by_station(await _rule_levels(conn, wid))
             level = Level(w["level"])
             await self._write_version(
                 conn,
@@ -1115,6 +1163,15 @@ class AlertingHandler:
                 for p in officers
             ],
         )
+
+
+async def _rule_levels(conn: Conn, wid: str) -> dict[tuple[str, str], Level]:
+    """The levels that stand in a warning, by (station, rule)."""
+    rows = await conn.fetch(
+        "SELECT station_id, rule_id, level FROM alerting.warning_stations WHERE warning_id = $1",
+        wid,
+    )
+    return {(r["station_id"], r["rule_id"]): Level(r["level"]) for r in rows}
 
 
 PERSON_COLUMNS = """p.id, p.name, p.role, p.region_code, p.phone, p.wechat_openid, p.wecom_userid,

@@ -1,9 +1,10 @@
 """Pure warning lifecycle decisions: what a risk event does to the open warning of its group.
 
 A warning covers one (hazard, region) group. Its level is the most severe level among its stations.
-A station's event sets that station's level (``none`` removes it). The first station at a level
-opens the warning (CAP ``Alert``); a change of the warning's level is an ``Update``; when no station
-is left, the warning is cancelled (``Cancel``).
+A station's event sets the level of that station's rule (``none`` removes it); a station's
+level is the highest of its rules' (a rain gauge has an observed and a forecast rainstorm rule).
+The first station at a level opens the warning (CAP ``Alert``); a change of the warning's level
+is an ``Update``; when no station is left, the warning is cancelled (``Cancel``).
 
 Each version is valid until its CAP ``expires`` (sent + validity). Risk re-announces standing
 levels periodically; a warning that risk still backs is renewed shortly before it expires (an
@@ -13,10 +14,10 @@ runs out. See :func:`expiry_action`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from shared.contracts import Level
 
@@ -42,22 +43,28 @@ def group_region(region_code: str, admin_level: str) -> str:
     return region_code[:keep].ljust(12, "0")
 
 
+K = TypeVar("K", bound=Hashable)
+
+
 @dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(Generic[K]):
     action: Literal["none", "issue", "update", "cancel"]
     level: Level
-    stations: Mapping[str, Level]
+    stations: Mapping[K, Level]
 
 
 def apply_station_level(
-    current_level: Level | None, stations: Mapping[str, Level], station_id: str, level: Level
-) -> Decision:
-    """``current_level`` is the open warning's level, or None when the group has no open warning."""
+    current_level: Level | None, stations: Mapping[K, Level], key: K, level: Level
+) -> Decision[K]:
+    """``current_level`` is the open warning's level, or None when the group has no open warning.
+    ``stations`` holds the levels that stand, by key: a station, or (station, rule) where one
+    station has several rules of the hazard (each stands on its own; the station's level is the
+    highest of them, see :func:`by_station`)."""
     new = dict(stations)
     if level == Level.none:
-        new.pop(station_id, None)
+        new.pop(key, None)
     else:
-        new[station_id] = level
+        new[key] = level
     top = max(new.values(), default=Level.none)
     if current_level is None:
         return Decision("issue" if top > Level.none else "none", top, new)
@@ -66,6 +73,15 @@ def apply_station_level(
     if top != current_level:
         return Decision("update", top, new)
     return Decision("none", top, new)
+
+
+def by_station(levels: Mapping[tuple[str, str], Level]) -> dict[str, Level]:
+    """Each station's level: the highest of its rules'."""
+    out: dict[str, Level] = {}
+    for (station, _rule), level in levels.items():
+        if level > out.get(station, Level.none):
+            out[station] = level
+    return out
 
 
 @dataclass(frozen=True, slots=True)

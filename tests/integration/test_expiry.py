@@ -5,6 +5,7 @@ nothing is decided either way."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,16 +41,18 @@ class Risk:
             )
         await self.handler.process(msgs)
 
-    def doc(self, level: str, change: str, *, station: str | None = "RG1") -> dict[str, Any]:
+    def doc(
+        self, level: str, change: str, *, station: str | None = "RG1", rule: str = "threshold:rain"
+    ) -> dict[str, Any]:
         now = self.clock.now().isoformat()
         return {
-            "event_id": f"ev-{self.n}-{change}-{station}-{now}",
+            "event_id": uuid.uuid4().hex,
             "produced_at": now,
             "scope": "station" if station else "region",
             "station_id": station,
             "region_code": VILLAGE if station else "110101000000",
             "hazard": "rainstorm",
-            "rule_id": "threshold:rain" if station else "rollup:county",
+            "rule_id": rule if station else "rollup:county",
             "previous_level": level if change == "standing" else "none",
             "level": level,
             "change": change,
@@ -203,5 +206,54 @@ async def test_nothing_is_decided_while_risk_is_silent(database, topic_prefix):
         await risk.stands()
         assert await handler.expire_due() == {"renew": 1, "expire": 0, "hold": 0}
         assert (await state(pool))[:2] == ("updated", 2)
+    finally:
+        await pool.close()
+
+
+async def test_a_station_stands_at_the_highest_of_its_rules(database, topic_prefix):
+    """A rain gauge's observed and forecast rainstorm rules stand each on their own: announcing
+    both every period changes nothing, and the warning follows the highest of them."""
+    pool, _handler, risk = await make(database, topic_prefix)
+    observed, forecast = "cma.rainstorm", "cma.rainstorm_forecast"
+
+    async def send(*docs: tuple[str, str, str]) -> None:
+        await risk.send([risk.doc(level, change, rule=rule) for level, change, rule in docs])
+
+    async def versions() -> list[tuple[str, int]]:
+        rows = await pool.fetch(
+            "SELECT msg_type, level FROM alerting.warning_versions ORDER BY version"
+        )
+        return [(r["msg_type"], r["level"]) for r in rows]
+
+    try:
+        await send(("orange", "raised", observed))
+        risk.clock.advance(60)
+        await send(("yellow", "raised", forecast))  # lower than the observed: no change
+        assert await versions() == [("Alert", 3)]
+        for _ in range(4):  # both announced, in either order, period after period
+            risk.clock.advance(300)
+            await send(("yellow", "standing", forecast), ("orange", "standing", observed))
+            risk.clock.advance(300)
+            await send(("orange", "standing", observed), ("yellow", "standing", forecast))
+        assert await versions() == [("Alert", 3)]
+        # the announcements confirmed what the warning holds, set-based: only the two changes
+        # went the full path
+        assert await pool.fetchval("SELECT count(*) FROM alerting.processed_events") == 2
+        seen = await pool.fetch("SELECT rule_id, seen_at FROM alerting.warning_stations")
+        assert {r["rule_id"]: r["seen_at"] for r in seen} == {
+            observed: risk.clock.now(),
+            forecast: risk.clock.now(),
+        }
+        # a standing announcement older than a change in the same batch is old news
+        risk.clock.advance(300)
+        await send(("orange", "standing", observed), ("none", "cleared", observed))
+        assert await versions() == [("Alert", 3), ("Update", 2)]  # down to the forecast's
+        # an announcement of a level alerting does not hold is applied like a change
+        risk.clock.advance(300)
+        await send(("red", "standing", forecast))
+        assert await versions() == [("Alert", 3), ("Update", 2), ("Update", 4)]
+        risk.clock.advance(300)
+        await send(("none", "cleared", forecast))
+        assert [v[0] for v in await versions()][-1] == "Cancel"
     finally:
         await pool.close()

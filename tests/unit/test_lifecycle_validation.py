@@ -7,6 +7,7 @@ import pytest
 from services.alerting.lifecycle import (
     ExpiryPolicy,
     apply_station_level,
+    by_station,
     expiry_action,
     group_region,
     identifier,
@@ -74,6 +75,19 @@ def test_expiry_action(expires_in_min, evidence_ago_min, heard_ago_min, action):
         )
         == action
     )
+
+
+def test_a_station_stands_at_the_highest_of_its_rules():
+    levels = {("RG1", "observed"): Level.orange}
+    d = apply_station_level(Level.orange, levels, ("RG1", "forecast"), Level.yellow)
+    assert d.action == "none"
+    assert by_station(d.stations) == {"RG1": Level.orange}
+    d = apply_station_level(Level.orange, d.stations, ("RG1", "observed"), Level.none)
+    assert (d.action, d.level) == ("update", Level.yellow)
+    assert by_station(d.stations) == {"RG1": Level.yellow}
+    d = apply_station_level(Level.yellow, d.stations, ("RG1", "forecast"), Level.none)
+    assert d.action == "cancel"
+    assert by_station(d.stations) == {}
 
 
 def test_a_clear_without_an_open_warning_does_nothing():
