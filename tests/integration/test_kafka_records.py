@@ -1,0 +1,102 @@
+"""The consumer's records as the fetcher builds them (:func:`shared.kafka.use_message_records`),
+read from the real broker: every field that aiokafka's own ``ConsumerRecord`` carries comes
+through, under the same names, and a consumer with deserializers still gets aiokafka's records."""
+
+from __future__ import annotations
+
+import uuid
+
+import aiokafka
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from shared.devstack.broker import TansuBroker
+from shared.kafka import Message, _messages, ensure_topics, use_message_records
+
+HEADERS = [("trace", b"abc"), ("origin", b"\x00\x01")]
+
+
+async def _produce(bootstrap: str, topic: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic, b'{"n":1}', key=b"ST1", partition=0, timestamp_ms=1_700_000_000_123
+        )
+        await producer.send_and_wait(
+            topic,
+            b'{"n":2}',
+            key=None,
+            partition=0,
+            timestamp_ms=1_700_000_000_456,
+            headers=HEADERS,
+        )
+    finally:
+        await producer.stop()
+
+
+async def _consume(bootstrap: str, topic: str, **kwargs: object) -> list[object]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        out: list[object] = []
+        while len(out) < 2:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                out.extend(records)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def test_the_fetcher_makes_messages_with_every_field(broker: TansuBroker) -> None:
+    topic = f"rec{uuid.uuid4().hex[:8]}"
+    await ensure_topics(broker.bootstrap, [topic], partitions=1)
+    await _produce(broker.bootstrap, topic)
+    assert use_message_records()  # the release this project is tested with
+
+    first, second = await _consume(broker.bootstrap, topic)
+
+    assert type(first) is Message
+    assert type(second) is Message
+    assert first == Message(topic, 0, 0, b"ST1", b'{"n":1}', 1_700_000_000_123, 0, ())
+    assert second == Message(topic, 0, 1, None, b'{"n":2}', 1_700_000_000_456, 0, tuple(HEADERS))
+    # the names aiokafka's records answer to
+    assert (second.timestamp, second.serialized_key_size, second.serialized_value_size) == (
+        1_700_000_000_456,
+        -1,
+        7,
+    )
+    assert first.serialized_key_size == 3
+    assert first.checksum is None
+    # the runner takes them as they come
+    assert _messages({TopicPartition(topic, 0): [first, second]}) == [first, second]
+
+
+async def test_deserializers_still_get_aiokafkas_records(broker: TansuBroker) -> None:
+    topic = f"rec{uuid.uuid4().hex[:8]}"
+    await ensure_topics(broker.bootstrap, [topic], partitions=1)
+    await _produce(broker.bootstrap, topic)
+    use_message_records()
+
+    first, second = await _consume(broker.bootstrap, topic, value_deserializer=bytes.decode)
+
+    assert isinstance(first, ConsumerRecord)
+    assert isinstance(second, ConsumerRecord)
+    assert (first.value, second.value) == ('{"n":1}', '{"n":2}')
+    assert list(second.headers) == HEADERS
+    # and the runner converts such records into the same messages
+    assert _messages({TopicPartition(topic, 0): [second]}) == [
+        Message(topic, 0, 1, None, '{"n":2}', 1_700_000_000_456, 0, tuple(HEADERS))  # type: ignore[arg-type]
+    ]
+
+
+def test_not_installed_on_an_untested_release() -> None:
+    assert not use_message_records("0.99.0")
+    assert use_message_records(aiokafka.__version__)
