@@ -22,8 +22,10 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
@@ -461,9 +463,9 @@ class ConsumerRunner:
         return True
 
     async def _commit(self, batch: Sequence[Message]) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        for m in batch:
-            offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
+        # each partition's last offset: a batch holds a partition's messages in offset order
+        last = {m[:2]: m[2] for m in batch}  # (topic, partition) → offset, without attributes
+        offsets = {TopicPartition(t, p): offset + 1 for (t, p), offset in last.items()}
         assert self._consumer is not None
         for tp, next_offset in offsets.items():
             high = self._consumer.highwater(tp)
@@ -558,10 +560,7 @@ class ConsumerRunner:
         n_dead: dict[str, int] = {}
         for d in dead:
             n_dead[d.kafka_message.topic] = n_dead.get(d.kafka_message.topic, 0) + 1
-        n_all: dict[str, int] = {}
-        for m in batch:
-            n_all[m.topic] = n_all.get(m.topic, 0) + 1
-        for topic, n in n_all.items():
+        for topic, n in Tally(map(itemgetter(0), batch)).items():  # 0: Message.topic
             bad = n_dead.get(topic, 0)
             MESSAGES.labels(name, topic, "ok").inc(n - bad)
             if bad:

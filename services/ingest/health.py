@@ -15,8 +15,7 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -55,11 +54,11 @@ async def record_batch(
     conn: Conn,
     *,
     seen: dict[str, datetime],
-    messages: Iterable[tuple[str, str]],
+    messages: Mapping[tuple[str, str], int],
     now: datetime,
 ) -> None:
-    """``seen``: station → newest observation time in the batch; ``messages``: (source, topic)
-    of every message handled."""
+    """``seen``: station → newest observation time in the batch; ``messages``: how many
+    messages each (source, topic) sent in it."""
     if seen:
         await conn.execute(
             """INSERT INTO ingest.station_health (station_id, last_seen)
@@ -70,10 +69,9 @@ async def record_batch(
             list(seen.values()),
             now,
         )
-    counts = Counter(messages)
-    for source, topic in counts:
+    for source, topic in messages:
         SOURCE_LAST_SEEN.labels(source, topic).set(now.timestamp())
-    if counts:
+    if messages:
         minute = now.replace(second=0, microsecond=0)
         await conn.execute(
             """INSERT INTO ingest.source_minutes (source, topic, minute, messages, last_seen)
@@ -82,11 +80,11 @@ async def record_batch(
                ON CONFLICT (source, topic, minute) DO UPDATE
                    SET messages = source_minutes.messages + EXCLUDED.messages,
                        last_seen = greatest(source_minutes.last_seen, EXCLUDED.last_seen)""",
-            [k[0] for k in counts],
-            [k[1] for k in counts],
+            [k[0] for k in messages],
+            [k[1] for k in messages],
             minute,
             now,
-            list(counts.values()),
+            list(messages.values()),
         )
 
 

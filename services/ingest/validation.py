@@ -239,7 +239,11 @@ class CheckPlan:
         count = self.stuck_count
         if count is not None and count >= 2:
             n = count - 1  # this reading and the n before it
-            if len(recent) >= n and all(v == value for _, v in islice(reversed(recent), n)):
+            if (
+                len(recent) >= n
+                and last_value == value  # most readings differ from the last: no walk back
+                and all(v == value for _, v in islice(reversed(recent), n))
+            ):
                 out.append("stuck")
         return tuple(out)
 
