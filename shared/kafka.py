@@ -159,7 +159,8 @@ class EventProducer:
         self._partitioner = DefaultPartitioner()
         # key → partition for a topic's partition list: murmur2 in pure Python costs ~2 µs a key,
         # and the same station keys come again and again
-        self._placed: dict[tuple[int, ...], dict[bytes, int]] = {}
+        # partitions → key → (the key as bytes, its partition)
+        self._placed: dict[tuple[int, ...], dict[str | bytes, tuple[bytes, int]]] = {}
 
     @classmethod
     async def start(
@@ -207,8 +208,9 @@ class EventProducer:
         where ``send`` would put it) and handed over as whole batches: a message-at-a-time
         ``send`` costs ~30 µs of CPU each, a batch ~3 µs a message. Order per partition, and so
         per key, is the order given."""
-        encoded = [(k.encode() if isinstance(k, str) else k, v) for k, v in items]
-        if not encoded:
+        if not isinstance(items, list):
+            items = list(items)
+        if not items:
             return
         try:
             partitions = sorted(await self._producer.partitions_for(topic))
@@ -216,14 +218,16 @@ class EventProducer:
             if placed is None or len(placed) > 100_000:
                 placed = self._placed[tuple(partitions)] = {}
             by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
-            for key, value in encoded:
-                if key is None:
-                    part = self._partitioner(key, partitions, partitions)
-                else:
-                    part = placed.get(key, -1)
-                    if part < 0:
-                        part = placed[key] = self._partitioner(key, partitions, partitions)
-                by_partition.setdefault(part, []).append((key, value))
+            for key, value in items:
+                if key is None:  # a keyless message goes anywhere, each time anew
+                    part = self._partitioner(None, partitions, partitions)
+                    by_partition.setdefault(part, []).append((None, value))
+                    continue
+                hit = placed.get(key)
+                if hit is None:
+                    raw = key.encode() if isinstance(key, str) else key
+                    hit = placed[key] = (raw, self._partitioner(raw, partitions, partitions))
+                by_partition.setdefault(hit[1], []).append((hit[0], value))
             futures = []
             for part, messages in by_partition.items():
                 batch = self._producer.create_batch()

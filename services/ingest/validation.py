@@ -111,6 +111,9 @@ class Normalised(NamedTuple):
     checks: tuple[str, ...]
 
 
+_new = tuple.__new__
+
+
 def _range(station: StationInfo, key: str, metric: str) -> tuple[float, float] | None:
     override = station.attributes.get(key)
     if override is not None and isinstance(override, Mapping):
@@ -209,7 +212,8 @@ class CheckPlan:
         soft_out = soft is not None and not soft[0] <= value <= soft[1]
         future = raw.kind == "observation" and raw.ts > latest
         if not (soft_out or future or self.maintenance):
-            return Normalised(value, unit, "good", ())
+            # the usual outcome, built without the named tuple's Python-level constructor
+            return _new(Normalised, (value, unit, "good", ()))
         checks: list[str] = []
         quality: Quality = "good"
         if soft_out:

@@ -8,10 +8,11 @@ import uuid
 
 import aiokafka
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 
 from shared.devstack.broker import TansuBroker
-from shared.kafka import Message, _messages, ensure_topics, use_message_records
+from shared.kafka import EventProducer, Message, _messages, ensure_topics, use_message_records
 
 HEADERS = [("trace", b"abc"), ("origin", b"\x00\x01")]
 
@@ -100,3 +101,44 @@ async def test_deserializers_still_get_aiokafkas_records(broker: TansuBroker) ->
 def test_not_installed_on_an_untested_release() -> None:
     assert not use_message_records("0.99.0")
     assert use_message_records(aiokafka.__version__)
+
+
+async def test_send_many_places_each_key_where_the_partitioner_does(broker: TansuBroker) -> None:
+    topic = f"rec{uuid.uuid4().hex[:8]}"
+    await ensure_topics(broker.bootstrap, [topic], partitions=3)
+    producer = await EventProducer.start(broker.bootstrap)
+    try:
+        items: list[tuple[str | bytes | None, bytes]] = []
+        for i in range(60):
+            key = f"S{i % 12}"
+            items.append((key if i % 2 else key.encode(), f"{key}:{i}".encode()))
+        items += [(None, b"keyless:1"), (None, b"keyless:2")]
+        await producer.send_many(topic, items)
+        await producer.send_many(topic, [])  # nothing to send: no request at all
+    finally:
+        await producer.stop()
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(3)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        got: list[Message] = []
+        while len(got) < len(items):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                got.extend(records)
+    finally:
+        await consumer.stop()
+
+    partitioner = DefaultPartitioner()
+    by_key: dict[bytes, list[bytes]] = {}
+    for m in got:
+        if m.key is None:
+            continue
+        assert m.partition == partitioner(m.key, [0, 1, 2], [0, 1, 2])
+        by_key.setdefault(m.key, []).append(m.value)
+    assert len(by_key) == 12
+    for key, values in by_key.items():  # str and bytes keys alike, in the order given
+        assert values == [v for k, v in items if k in (key, key.decode())]
+    assert sorted(m.value for m in got if m.key is None) == [b"keyless:1", b"keyless:2"]
