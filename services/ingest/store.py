@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import NamedTuple
 
 import asyncpg
@@ -45,6 +46,8 @@ class WriteResult:
     conflicts: list[tuple[Row, float]]  # (rejected row, the value that was kept)
 
 
+_KEY = itemgetter(0, 1, 2)  # a Row's (station_id, metric, ts)
+
 COLUMNS = ("station_id", "metric", "ts", "value", "unit", "quality", "checks", "source")
 
 
@@ -57,16 +60,19 @@ class ReadingStore:
     async def write(self, rows: list[Row]) -> WriteResult:
         """Store a batch in one transaction. Repeats of a stored reading with the same value count
         as stored (so a re-delivered batch re-publishes them); another value is a conflict."""
-        first: dict[tuple[str, str, datetime], Row] = {}
         conflicts: list[tuple[Row, float]] = []
-        for r in rows:
-            key = r[:3]  # (station_id, metric, ts), as Row.key, without a property call
-            prev = first.get(key)
-            if prev is None:
-                first[key] = r
-            elif prev.value != r.value:
-                conflicts.append((r, prev.value))
-        unique = list(first.values())
+        if len(set(map(_KEY, rows))) == len(rows):  # the usual batch: no key twice
+            unique = rows
+        else:
+            first: dict[tuple[str, str, datetime], Row] = {}
+            for r in rows:
+                key = r[:3]  # (station_id, metric, ts), as Row.key, without a property call
+                prev = first.get(key)
+                if prev is None:
+                    first[key] = r
+                elif prev.value != r.value:
+                    conflicts.append((r, prev.value))
+            unique = list(first.values())
         if not unique:
             return WriteResult([], conflicts)
         try:
