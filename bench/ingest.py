@@ -14,18 +14,27 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
+import asyncpg
 import orjson
 import psycopg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.scratch import scratch_database
 from services.ingest.app import MIGRATIONS, create_app
 from services.ingest.consumer import READINGS
 from services.ingest.settings import IngestSettings
-from shared.contracts import Topics
+from services.ingest.store import COLUMNS
+from shared.contracts import RawReadingDecoder, Topics
 from shared.db import DailyPartitions, create_pool, migrate
 from shared.devstack.inprocess import serve
-from shared.kafka import ensure_topics
+from shared.kafka import (
+    FETCH_MAX_WAIT_MS,
+    EventProducer,
+    Message,
+    _messages,
+    ensure_topics,
+    use_message_records,
+)
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
 STATIONS = 2000
@@ -72,35 +81,45 @@ async def _copy_baseline(dsn: str, n: int) -> float:
         return time.perf_counter() - t
 
 
-async def _consumer_run(dsn: str, bootstrap: str, n: int) -> float:
-    prefix = f"bi{uuid.uuid4().hex[:6]}."
-    topics = Topics(prefix)
-    await ensure_topics(bootstrap, [topics.obs_sensor, topics.readings, topics.readings_dlq])
+def _raw(i: int) -> tuple[bytes, bytes]:
+    """The i-th raw reading on ``obs.sensor.v1``: (key, value), in cm (ingest converts to m)."""
+    station, ts, value = _point(i)
+    body = orjson.dumps(
+        {
+            "source": "bench",
+            "station_id": station,
+            "metric": "water_level",
+            "ts": ts.isoformat(),
+            "value": value * 100,
+            "unit": "cm",
+        }
+    )
+    return station.encode(), body
+
+
+async def _load(bootstrap: str, topic: str, n: int) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
         batch = producer.create_batch()
         pending = []
         for i in range(n):
-            station, ts, value = _point(i)
-            body = orjson.dumps(
-                {
-                    "source": "bench",
-                    "station_id": station,
-                    "metric": "water_level",
-                    "ts": ts.isoformat(),
-                    "value": value * 100,
-                    "unit": "cm",
-                }
-            )
-            if batch.append(key=station.encode(), value=body, timestamp=None) is None:
-                pending.append(await producer.send_batch(batch, topics.obs_sensor, partition=i % 3))
+            key, body = _raw(i)
+            if batch.append(key=key, value=body, timestamp=None) is None:
+                pending.append(await producer.send_batch(batch, topic, partition=i % 3))
                 batch = producer.create_batch()
-                batch.append(key=station.encode(), value=body, timestamp=None)
-        pending.append(await producer.send_batch(batch, topics.obs_sensor, partition=0))
+                batch.append(key=key, value=body, timestamp=None)
+        pending.append(await producer.send_batch(batch, topic, partition=0))
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
+
+
+async def _consumer_run(dsn: str, bootstrap: str, n: int) -> float:
+    prefix = f"bi{uuid.uuid4().hex[:6]}."
+    topics = Topics(prefix)
+    await ensure_topics(bootstrap, [topics.obs_sensor, topics.readings, topics.readings_dlq])
+    await _load(bootstrap, topics.obs_sensor, n)
     settings = IngestSettings(
         database_url=dsn,
         kafka_bootstrap=bootstrap,
@@ -136,6 +155,98 @@ async def _consumer_run(dsn: str, bootstrap: str, n: int) -> float:
         await pool.close()
 
 
+async def _floor(dsn: str, bootstrap: str, n: int) -> dict[str, float]:
+    """CPU µs a reading that the client libraries alone cost in this process, each step timed
+    by itself on the same n readings with the service's own settings and no project logic:
+    fetching (aiokafka, into the runner's messages), decoding (msgspec), the COPY's client
+    side (asyncpg) and producing ready readings.v1 events. Their sum bounds what one consumer
+    process can reach, whatever the project does between them."""
+    topic = f"bf{uuid.uuid4().hex[:6]}"
+    await ensure_topics(bootstrap, [topic, f"{topic}.out"])
+    await _load(bootstrap, topic, n)
+    use_message_records()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 << 20,
+        fetch_max_bytes=16 << 20,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(3)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        messages: list[Message] = []
+        t = time.process_time()
+        while len(messages) < n:
+            messages += _messages(await consumer.getmany(timeout_ms=1000, max_records=20_000))
+        fetch = time.process_time() - t
+    finally:
+        await consumer.stop()
+
+    decode = RawReadingDecoder().decode
+    t = time.process_time()
+    decoded = [decode(m.value) for m in messages]
+    decoding = time.process_time() - t
+
+    records = [(r.station_id, r.metric, r.ts, r.value / 100, "m", 0, (), r.source) for r in decoded]
+    conn = await asyncpg.connect(dsn)
+    try:
+        t = time.process_time()
+        for start in range(0, n, 20_000):
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    "readings",
+                    schema_name="ingest",
+                    columns=COLUMNS,
+                    records=records[start : start + 20_000],
+                )
+        copying = time.process_time() - t
+    finally:
+        await conn.close()
+
+    now = datetime.now(UTC).isoformat()
+    events = [
+        (
+            r.station_id,
+            orjson.dumps(
+                {
+                    "event_id": f"{i:032x}",
+                    "produced_at": now,
+                    "station_id": r.station_id,
+                    "region_code": "110101001001",
+                    "station_kind": "water_level",
+                    "metric": r.metric,
+                    "ts": r.ts,
+                    "value": r.value / 100,
+                    "unit": "m",
+                    "quality": "good",
+                    "quality_checks": [],
+                    "source": r.source,
+                    "kind": "observation",
+                    "issued_at": None,
+                }
+            ),
+        )
+        for i, r in enumerate(decoded)
+    ]
+    producer = await EventProducer.start(bootstrap)
+    try:
+        t = time.process_time()
+        for start in range(0, n, 20_000):
+            await producer.send_many(f"{topic}.out", events[start : start + 20_000])
+        producing = time.process_time() - t
+    finally:
+        await producer.stop()
+    return {
+        "fetch_us": fetch / n * 1e6,
+        "decode_us": decoding / n * 1e6,
+        "copy_us": copying / n * 1e6,
+        "produce_us": producing / n * 1e6,
+    }
+
+
 def _stored() -> float:
     """Readings the in-process ingest service has stored so far (its Prometheus counter)."""
     return sum(
@@ -154,11 +265,23 @@ async def run(admin_dsn: str, bootstrap: str, n: int = 200_000) -> dict[str, flo
     async with scratch_database(admin_dsn) as consume_db:
         await _prepare(consume_db, days)
         rate = await _consumer_run(consume_db, bootstrap, n)
+    async with scratch_database(admin_dsn) as floor_db:
+        await _prepare(floor_db, days)
+        floor = await _floor(floor_db, bootstrap, n)
     copy_rate = n / copy_s
+    floor_us = sum(floor.values())
     print(f"\n## ingest: Kafka → checked → stored, one consumer process ({n:,} readings)")
     print(f"- baseline (psycopg binary COPY, keyed table): {copy_rate:,.0f} rows/s")
     print(
         f"- ingest consumer (decode, unit conversion, checks, store, publish readings.v1): "
         f"{rate:,.0f} rows/s = {rate / copy_rate:.2f}× baseline; goal ≥ 0.5×"
     )
-    return {"copy_rows_s": copy_rate, "consumer_rows_s": rate}
+    print(
+        f"- the client libraries alone, no project logic (CPU µs a reading, each step timed by "
+        f"itself): fetch {floor['fetch_us']:.2f} + decode {floor['decode_us']:.2f} + COPY, "
+        f"client side {floor['copy_us']:.2f} + produce readings.v1 {floor['produce_us']:.2f} = "
+        f"{floor_us:.2f} µs: one process doing only these would reach "
+        f"{1e6 / floor_us:,.0f} rows/s = {1e6 / floor_us / copy_rate:.2f}× baseline; the "
+        f"consumer spends {1e6 / rate:.2f} µs a reading (wall)"
+    )
+    return {"copy_rows_s": copy_rate, "consumer_rows_s": rate, "floor_us": floor_us, **floor}
