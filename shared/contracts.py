@@ -297,6 +297,64 @@ class ReadingRecord(msgspec.Struct, gc=False):
     issued_at: datetime | None = None
 
 
+class ReadingEventRecord(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
+    """Risk's fast decoding of a :class:`Reading` (msgspec ~1 µs, pydantic ~2.6 µs).
+
+    At least as strict as the model, as :class:`RawReadingRecord` is for raw readings (``\\Z``
+    for ``$``, ``[0-9]`` for ``\\d``, strict types, unknown fields refused); whatever it
+    refuses is judged by the model in :meth:`ReadingDecoder.decode`."""
+
+    event_id: _Name
+    produced_at: _Aware
+    station_id: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+\Z")
+    ]
+    region_code: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{12}\Z")]
+    station_kind: str
+    metric: str
+    ts: _Aware
+    value: float
+    unit: str
+    source: str
+    quality: Literal["good", "doubtful", "bad"] = "good"
+    quality_checks: tuple[str, ...] = ()
+    kind: Literal["observation", "forecast"] = "observation"
+    issued_at: _Aware | None = None
+
+
+class ReadingDecoder:
+    """Bytes of a ``readings.v1`` message → :class:`ReadingEventRecord`, or the model's
+    ``ValidationError`` naming the fault."""
+
+    def __init__(self) -> None:
+        self._fast = msgspec.json.Decoder(ReadingEventRecord)
+
+    def decode(self, data: bytes) -> ReadingEventRecord:
+        try:
+            rec = self._fast.decode(data)
+            if math.isfinite(rec.value):
+                return rec
+        except msgspec.DecodeError:
+            pass
+        m = Reading.model_validate_json(data)
+        return ReadingEventRecord(
+            event_id=m.event_id,
+            produced_at=m.produced_at,
+            station_id=m.station_id,
+            region_code=m.region_code,
+            station_kind=m.station_kind,
+            metric=m.metric,
+            ts=m.ts,
+            value=m.value,
+            unit=m.unit,
+            source=m.source,
+            quality=m.quality,
+            quality_checks=tuple(m.quality_checks),
+            kind=m.kind,
+            issued_at=m.issued_at,
+        )
+
+
 class DeadLetter(BaseModel):
     """``readings.dlq.v1`` and ``<topic>.dlq``: a message that could not be processed."""
 

@@ -44,7 +44,7 @@ from shared.clock import Clock
 from shared.contracts import (
     Evidence,
     Level,
-    Reading,
+    ReadingDecoder,
     RiskEvent,
     Topics,
     UpstreamWarning,
@@ -143,18 +143,20 @@ class RiskHandler:
         self._relay = relay
         self._topics = topics
         self._clock = clock
+        self._decoder = ReadingDecoder()
 
     async def process(self, batch: Sequence[Message]) -> BatchResult:
         now = self._clock.now()
         dead: list[InvalidMessage] = []
         readings: list[tuple[Message, ReadingIn]] = []
         warnings: list[tuple[Message, UpstreamWarning]] = []
+        decode = self._decoder.decode
         for m in batch:
             try:
                 if m.topic == self._topics.warnings_upstream:
                     warnings.append((m, UpstreamWarning.model_validate_json(m.value)))
                     continue
-                ev = Reading.model_validate_json(m.value)
+                ev = decode(m.value)
             except ValidationError as exc:
                 dead.append(InvalidMessage(m, "invalid_event", str(exc)[:500]))
                 continue

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import httpx
+import orjson
 
 from services.ingest.app import MIGRATIONS as INGEST
 from services.risk.app import create_app
@@ -78,6 +79,9 @@ async def test_rain_raises_stations_and_regions_and_an_upstream_red_warning_esca
                 ts = T0 + timedelta(minutes=5 * (i + 1))
                 items.append(reading("RG1", VILLAGE_RG, "rain_gauge", "rainfall", ts, 3.0))
                 items.append(reading("GEO1", VILLAGE_GEO, "gnss_displacement", "rainfall", ts, 3.0))
+            # amid them, an event the contract refuses (an 11-digit region): dead-lettered alone
+            good_doc = reading("RG1", VILLAGE_RG, "rain_gauge", "rainfall", T0, 99.0)[1]
+            items.insert(10, ("RG1", {**good_doc, "region_code": "11010100100"}))
             await producer.send_json(topics.readings, items)
 
             async def station(sid: str) -> dict | None:
@@ -89,6 +93,11 @@ async def test_rain_raises_stations_and_regions_and_an_upstream_red_warning_esca
                 return s if s and s["hazards"].get("rainstorm") == "red" else None
 
             rg = await eventually(rg_red, what="RG1 red for rainstorm")
+            dead = await read_all(broker.bootstrap, f"{topics.readings}.dlq")
+            assert [(d["reason"], orjson.loads(d["payload"])["region_code"]) for d in dead] == [
+                ("invalid_event", "11010100100")
+            ]
+            assert "region_code" in dead[0]["detail"]
             rule = next(x for x in rg["rules"] if x["rule_id"] == "cma.rainstorm")
             assert rule["evidence"]["signal"] == "sum(rainfall,3h)"
             assert rule["evidence"]["value"] == 102.0  # red was reached at the 34th increment

@@ -17,6 +17,7 @@ from shared.contracts import (
     RawReading,
     RawReadingDecoder,
     Reading,
+    ReadingDecoder,
     RiskEvent,
     Topics,
     stable_id,
@@ -112,6 +113,71 @@ def test_the_fast_decoder_refuses_what_is_not_json_or_not_finite():
     huge = orjson.dumps(GOOD).replace(b"1.5", b"1e999")
     with pytest.raises(ValidationError):
         dec.decode(huge)
+
+
+EVENT = {
+    "event_id": "0123abcd",
+    "produced_at": "2026-07-01T00:00:01Z",
+    "station_id": "WL1",
+    "region_code": "110101001001",
+    "station_kind": "water_level",
+    "metric": "water_level",
+    "ts": "2026-07-01T08:00:00+08:00",
+    "value": 2.5,
+    "unit": "m",
+    "quality": "doubtful",
+    "quality_checks": ["spike"],
+    "source": "hydro",
+}
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        EVENT,
+        {**EVENT, "kind": "forecast", "issued_at": "2026-07-01T00:00:00Z"},
+        {k: v for k, v in EVENT.items() if k not in ("quality", "quality_checks")},
+        {**EVENT, "value": 3},
+        # what the fast decoder refuses and the model accepts (it coerces): the model decides
+        {**EVENT, "value": "2.5"},
+        {**EVENT, "ts": 1782864000},
+        {**EVENT, "region_code": "\u0661" * 12},  # Arabic-Indic digits: the model's \d takes them
+        # what both must refuse
+        {**EVENT, "unknown": 1},
+        {**EVENT, "region_code": "11010100100"},
+        {**EVENT, "region_code": "110101001001\n"},
+        {**EVENT, "station_id": "bad id"},
+        {**EVENT, "event_id": ""},
+        {**EVENT, "ts": "2026-07-01T08:00:00"},
+        {**EVENT, "produced_at": "2026-07-01T00:00:01"},
+        {**EVENT, "quality": "ok"},
+        {**EVENT, "kind": "nowcast"},
+        {k: v for k, v in EVENT.items() if k != "source"},
+        {**EVENT, "value": None},
+    ],
+)
+def test_risks_fast_reading_decoder_agrees_with_the_model(doc):
+    """Risk decodes readings.v1 with msgspec; the pydantic model is the contract. Same verdict,
+    same values."""
+    data = orjson.dumps(doc)
+    try:
+        want = Reading.model_validate_json(data).model_dump()
+        want["quality_checks"] = tuple(want["quality_checks"])
+    except ValidationError:
+        want = None
+    try:
+        rec = ReadingDecoder().decode(data)
+        got = {f: getattr(rec, f) for f in Reading.model_fields}
+    except ValidationError:
+        got = None
+    assert got == want
+
+
+def test_risks_fast_reading_decoder_leaves_a_non_finite_value_to_the_model():
+    huge = orjson.dumps(EVENT).replace(b"2.5", b"1e999")
+    assert ReadingDecoder().decode(huge).value == Reading.model_validate_json(huge).value
+    with pytest.raises(ValidationError, match=r"json_invalid|Invalid JSON"):
+        ReadingDecoder().decode(b'{"event_id": ')
 
 
 def test_reading_event_id_is_the_stable_id_of_its_parts():
