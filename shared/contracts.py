@@ -11,7 +11,7 @@ import enum
 import hashlib
 import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 import orjson
@@ -225,33 +225,44 @@ class RawReadingRecord(msgspec.Struct, frozen=True, gc=False):
     received_at: _Aware | None = None
 
 
-class RawReadingDecoder:
-    """Bytes of an ``obs.*.v1`` message → :class:`RawReadingRecord`, or a ``ValueError`` whose
-    text says what is wrong (``json_invalid`` first when the bytes are not JSON at all)."""
+class _Valued(Protocol):
+    @property
+    def value(self) -> float: ...
 
-    def __init__(self) -> None:
-        self._fast = msgspec.json.Decoder(RawReadingRecord)
 
-    def decode(self, data: bytes) -> RawReadingRecord:
+_S = TypeVar("_S", bound=_Valued)
+
+
+class CheckedDecoder(Generic[_S]):
+    """Bytes → a msgspec struct (``struct``), fast; what that refuses, or a value that is not
+    finite, is judged by the pydantic model (``model``, the contract), which names the fault in
+    its ``ValidationError`` (``json_invalid`` first when the bytes are not JSON at all) or
+    accepts it, and then the struct is made from the model's values. The struct must be at
+    least as strict as the model and carry the model's field names."""
+
+    def __init__(self, struct: type[_S], model: type[BaseModel]) -> None:
+        self._fast = msgspec.json.Decoder(struct)
+        self._struct = struct
+        self._model = model
+        self._fields: tuple[str, ...] = struct.__struct_fields__  # type: ignore[attr-defined]
+
+    def decode(self, data: bytes) -> _S:
         try:
             rec = self._fast.decode(data)
             if math.isfinite(rec.value):
                 return rec
         except msgspec.DecodeError:
             pass
-        # the model decides, and names the fault if there is one
-        m = RawReading.model_validate_json(data)
-        return RawReadingRecord(
-            source=m.source,
-            station_id=m.station_id,
-            metric=m.metric,
-            ts=m.ts,
-            value=m.value,
-            unit=m.unit,
-            kind=m.kind,
-            issued_at=m.issued_at,
-            received_at=m.received_at,
-        )
+        m = self._model.model_validate_json(data)
+        got = ((f, getattr(m, f)) for f in self._fields)
+        return self._struct(**{f: tuple(v) if isinstance(v, list) else v for f, v in got})
+
+
+class RawReadingDecoder(CheckedDecoder[RawReadingRecord]):
+    """Bytes of an ``obs.*.v1`` message → :class:`RawReadingRecord`."""
+
+    def __init__(self) -> None:
+        super().__init__(RawReadingRecord, RawReading)
 
 
 Quality = Literal["good", "doubtful", "bad"]
@@ -322,37 +333,11 @@ class ReadingEventRecord(msgspec.Struct, frozen=True, gc=False, forbid_unknown_f
     issued_at: _Aware | None = None
 
 
-class ReadingDecoder:
-    """Bytes of a ``readings.v1`` message → :class:`ReadingEventRecord`, or the model's
-    ``ValidationError`` naming the fault."""
+class ReadingDecoder(CheckedDecoder[ReadingEventRecord]):
+    """Bytes of a ``readings.v1`` message → :class:`ReadingEventRecord`."""
 
     def __init__(self) -> None:
-        self._fast = msgspec.json.Decoder(ReadingEventRecord)
-
-    def decode(self, data: bytes) -> ReadingEventRecord:
-        try:
-            rec = self._fast.decode(data)
-            if math.isfinite(rec.value):
-                return rec
-        except msgspec.DecodeError:
-            pass
-        m = Reading.model_validate_json(data)
-        return ReadingEventRecord(
-            event_id=m.event_id,
-            produced_at=m.produced_at,
-            station_id=m.station_id,
-            region_code=m.region_code,
-            station_kind=m.station_kind,
-            metric=m.metric,
-            ts=m.ts,
-            value=m.value,
-            unit=m.unit,
-            source=m.source,
-            quality=m.quality,
-            quality_checks=tuple(m.quality_checks),
-            kind=m.kind,
-            issued_at=m.issued_at,
-        )
+        super().__init__(ReadingEventRecord, Reading)
 
 
 class DeadLetter(BaseModel):
