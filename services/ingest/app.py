@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from services.ingest.api import ReadingsIngress, router
 from services.ingest.consumer import IngestHandler
 from services.ingest.health import HealthSweep
+from services.ingest.kernel import default as default_kernel
 from services.ingest.recent import RecentReadings
 from services.ingest.rollups import Housekeeping
 from services.ingest.settings import IngestSettings
@@ -23,6 +25,8 @@ from shared.contracts import Topics
 from shared.http import new_app
 from shared.logging import configure_logging
 from shared.runtime import start_runtime
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -87,8 +91,10 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
         if settings.health_sweep_s > 0:
             rt.run_task(health.run, "ingest-health", health.stop)
         if settings.run_consumer:
+            kernel = default_kernel(use_native=settings.native)
+            log.info("ingest kernel: %s", kernel.name)
             handler = IngestHandler(
-                store=ReadingStore(rt.pool, storage=rt.storage),
+                store=ReadingStore(rt.pool, storage=rt.storage, kernel=kernel),
                 stations=StationCache(rt.pool, settings.station_cache_ttl_s),
                 producer=rt.producer,
                 topics=topics,
@@ -97,6 +103,7 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
                 recent=RecentReadings(rt.pool, keep=HISTORY),
                 pool=rt.pool,
                 health=rt.pool,
+                kernel=kernel,
             )
             app.state.runner = rt.consume(
                 service="ingest",

@@ -15,17 +15,16 @@ import logging
 from collections import Counter as Tally
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from hashlib import blake2b
+from datetime import datetime, timedelta
 from operator import is_, itemgetter
 from typing import TypeVar
 
 import asyncpg
-import msgspec
 from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services.ingest.health import record_batch
+from services.ingest.kernel import Kernel, default, published
 from services.ingest.recent import RecentReadings, Undo
 from services.ingest.stations import StationCache, auto_register
 from services.ingest.store import ReadingStore, Row
@@ -39,7 +38,6 @@ from shared.clock import Clock
 from shared.contracts import (
     RawReadingDecoder,
     RawReadingRecord,
-    ReadingRecord,
     Topics,
     stable_id,
 )
@@ -57,23 +55,10 @@ CONFLICTS = Counter(
 )
 
 
-# Preparing a batch is CPU work of ~5 µs a message, while the previous batch's COPY and publishing
-# wait on their sockets: it gives the event loop a turn every SLICE + 1 messages, or a batch of
-# 20,000 would hold those writes up for ~100 ms at a time.
+# Preparing a batch is CPU work of a few µs a message, while the previous batch's COPY and
+# publishing wait on their sockets: it gives the event loop a turn every SLICE + 1 messages, or
+# a batch of 20,000 would hold those writes up for ~100 ms at a time.
 SLICE = 511
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
-
-
-def reading_event_id(station_id: str, metric: str, ts: datetime) -> str:
-    """``stable_id("reading", station_id, metric, <ts in µs since the epoch>)``, spelt out for
-    the hot path. The instant, not its notation: ``…T08:00:00+08:00`` and ``…T00:00:00Z`` are
-    one reading with one id (and the integer costs a fifth of ``isoformat``)."""
-    return blake2b(
-        f"reading\x1f{station_id}\x1f{metric}\x1f{(ts - EPOCH) // MICROSECOND}".encode(),
-        digest_size=16,
-    ).hexdigest()
 
 
 @dataclass(slots=True)
@@ -105,7 +90,9 @@ class IngestHandler:
         recent: RecentReadings,
         pool: asyncpg.Pool,
         health: asyncpg.Pool | None = None,
+        kernel: Kernel | None = None,
     ) -> None:
+        self._kernel = kernel if kernel is not None else default()
         self._pool = pool
         self._recent = recent
         self._health = health
@@ -150,7 +137,7 @@ class IngestHandler:
         if unknown:  # sources allowed to register their new stations do so here
             stations.update(await auto_register(self._pool, self._stations, unknown))
         # each (station, metric)'s checks, looked up once per batch
-        planned: list[tuple[Message, RawReadingRecord, CheckPlan, StationInfo]] = []
+        planned: list[tuple[Message, RawReadingRecord, CheckPlan]] = []
         judged: set[tuple[str, str]] = set()
         sources: dict[tuple[str, str], int] = {}
         plan_of = self._plans.get
@@ -166,17 +153,16 @@ class IngestHandler:
                 )
                 continue
             plan = plan_of(station, raw.metric)
-            planned.append((m, raw, plan, station))
+            planned.append((m, raw, plan))
             if plan.judged_on_history and raw.kind == "observation":
                 judged.add((raw.station_id, raw.metric))
         recent = await self._recent.working_copies(judged)
         latest = now + timedelta(seconds=self._future_tolerance_s)
         rows: list[Row] = []
-        events: list[tuple[str, bytes]] = []
         forecasts: list[tuple[Row, datetime]] = []
         seen: dict[str, datetime] = {}
         new_row = tuple.__new__  # a Row without the named tuple's Python-level constructor
-        for i, (m, raw, plan, station) in enumerate(planned):
+        for i, (m, raw, plan) in enumerate(planned):
             if not i & SLICE:
                 await asyncio.sleep(0)
             checked = plan.check(raw, latest)
@@ -198,10 +184,10 @@ class IngestHandler:
                 continue
             s, ts = raw.station_id, raw.ts
             rows.append(row)
-            events.append((s, published(row, station, reading_event_id(s, raw.metric, ts), now)))
             last = seen.get(s)
             if last is None or ts > last:
                 seen[s] = ts
+        events = self._kernel.reading_events(rows, stations, now)
         undo = self._recent.keep(recent)
         return Prepared(now, dead, rows, events, forecasts, stations, seen, sources, undo)
 
@@ -244,43 +230,6 @@ class IngestHandler:
             return
         async with self._health.acquire() as conn:
             await record_batch(conn, seen=seen, messages=sources, now=now)
-
-
-def published(
-    r: Row,
-    station: StationInfo,
-    event_id: str,
-    now: datetime,
-    *,
-    issued_at: datetime | None = None,
-) -> bytes:
-    """The ``readings.v1`` event of a stored row, serialised; with ``issued_at``, a forecast.
-
-    Encoded from a msgspec struct on the hot path (a pydantic ``Reading`` costs ~5 µs more a
-    reading); every value in it has been validated already, and a test checks that the bytes
-    parse as a :class:`shared.contracts.Reading` equal to the model built the slow way."""
-    s, metric, ts, value, unit, quality, checks, source = r
-    return _encode(
-        ReadingRecord(
-            event_id,
-            now,
-            s,
-            station.region_code,
-            station.kind,
-            metric,
-            ts,
-            value,
-            unit,
-            quality,
-            checks,
-            source,
-            "observation" if issued_at is None else "forecast",
-            issued_at,
-        )
-    )
-
-
-_encode = msgspec.json.Encoder().encode
 
 
 async def _all(a: Awaitable[A], b: Awaitable[B]) -> tuple[A, B]:

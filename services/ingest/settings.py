@@ -32,3 +32,6 @@ class IngestSettings(ServiceSettings):
     offline_factor: float = Field(default=3.0, gt=0)
     health_sweep_s: float = Field(default=30.0, ge=0)
     station_cache_ttl_s: float = 30.0
+    # the consumer's compiled per-batch kernel (COPY stream, readings.v1 events), where it was
+    # built at install; false: the Python implementation, which gives the same results
+    native: bool = True

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from operator import itemgetter
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import asyncpg
 from prometheus_client import Histogram
 
 from shared.db import Conn, DailyPartitions, day_start
 from shared.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from services.ingest.kernel import Kernel
 
 WRITE_SECONDS = Histogram(
     "qianshao_ingest_db_write_seconds",
@@ -46,22 +48,28 @@ class WriteResult:
     conflicts: list[tuple[Row, float]]  # (rejected row, the value that was kept)
 
 
-_KEY = itemgetter(0, 1, 2)  # a Row's (station_id, metric, ts)
-
 COLUMNS = ("station_id", "metric", "ts", "value", "unit", "quality", "checks", "source")
 
 
 class ReadingStore:
-    def __init__(self, pool: asyncpg.Pool, *, storage: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, storage: str, kernel: Kernel | None = None) -> None:
+        if kernel is None:
+            from services.ingest.kernel import default  # it builds on Row, defined here
+
+            kernel = default()
         self._pool = pool
         self._storage = storage
+        self._kernel = kernel
         self._partitions = DailyPartitions("ingest.readings")
 
     async def write(self, rows: list[Row]) -> WriteResult:
         """Store a batch in one transaction. Repeats of a stored reading with the same value count
         as stored (so a re-delivered batch re-publishes them); another value is a conflict."""
         conflicts: list[tuple[Row, float]] = []
-        if len(set(map(_KEY, rows))) == len(rows):  # the usual batch: no key twice
+        if not rows:
+            return WriteResult([], conflicts)
+        payload, no_repeats = self._kernel.copy_rows(rows)
+        if no_repeats:  # the usual batch
             unique = rows
         else:
             first: dict[tuple[str, str, datetime], Row] = {}
@@ -73,26 +81,27 @@ class ReadingStore:
                 elif prev.value != r.value:
                     conflicts.append((r, prev.value))
             unique = list(first.values())
-        if not unique:
-            return WriteResult([], conflicts)
+            payload = self._kernel.copy_rows(unique)[0]
         try:
             with WRITE_SECONDS.time():
-                return await self._write(unique, conflicts)
+                return await self._write(unique, payload, conflicts)
         except asyncpg.CheckViolationError as exc:
             if "no partition" not in str(exc):
                 raise DatabaseError(f"writing readings failed: {exc!r}") from exc
             # a partition this writer had seen was dropped (retention, elsewhere): look again
             self._partitions.forget()
-            return await self._write(unique, conflicts)
+            return await self._write(unique, payload, conflicts)
 
-    async def _write(self, unique: list[Row], conflicts: list[tuple[Row, float]]) -> WriteResult:
+    async def _write(
+        self, unique: list[Row], payload: bytes, conflicts: list[tuple[Row, float]]
+    ) -> WriteResult:
         conflicts = list(conflicts)
         try:
             async with self._pool.acquire() as conn:
                 if self._storage == "native":
                     await self._partitions.ensure(conn, {day_start(r.ts) for r in unique})
                 async with conn.transaction():
-                    stored = await _copy_new(conn, unique)
+                    stored = await _copy_new(conn, unique, payload)
                     if stored is None:  # some were stored before: row by row, first value wins
                         stored = await _insert_or_compare(conn, unique, conflicts)
                     if conflicts:
@@ -131,18 +140,20 @@ class ReadingStore:
             raise DatabaseError(f"writing forecasts failed: {exc!r}") from exc
 
 
-async def _copy_new(conn: Conn, rows: list[Row]) -> list[Row] | None:
-    """The fast path: a binary COPY of the batch, all or nothing (in a savepoint). ``None`` when a
-    key was stored already, which happens after a re-delivery and hardly otherwise."""
+async def _copy_new(conn: Conn, rows: list[Row], payload: bytes) -> list[Row] | None:
+    """The fast path: the batch's binary COPY stream (made by the kernel), all or nothing (in a
+    savepoint). ``None`` when a key was stored already, which happens after a re-delivery and
+    hardly otherwise."""
     try:
         async with conn.transaction():
-            await conn.copy_records_to_table(
+            await conn.copy_to_table(
                 "readings",
                 schema_name="ingest",
                 columns=COLUMNS,
-                records=[
-                    (s, m, ts, v, u, QUALITY_CODE[q], c, src) for s, m, ts, v, u, q, c, src in rows
-                ],
+                # any buffer but bytes (which asyncpg would take for a file name); its stubs
+                # know only files and iterables
+                source=memoryview(payload),  # type: ignore[arg-type]
+                format="binary",
             )
     except asyncpg.UniqueViolationError:
         return None

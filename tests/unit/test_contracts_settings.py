@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from services.alerting.settings import AlertingSettings
 from services.gateway.settings import GatewaySettings
-from services.ingest.consumer import published, reading_event_id
+from services.ingest.kernel import published, reading_event_id
 from services.ingest.settings import IngestSettings
 from services.ingest.store import Row
 from services.ingest.validation import StationInfo

@@ -1,0 +1,686 @@
+/* The ingest consumer's per-batch kernel: what it costs Python several objects a reading to do,
+ * done in one pass over the batch.
+ *
+ *   copy_rows(rows)                          -> (PostgreSQL binary COPY stream, keys unique?)
+ *   reading_events(rows, stations, produced) -> [(station_id, readings.v1 JSON bytes), ...]
+ *
+ * A row is services.ingest.store.Row: (station_id, metric, ts, value, unit, quality, checks,
+ * source). services/ingest/kernel.py holds the Python implementation of both functions; tests
+ * check that the two give the same bytes (COPY) and the same events (ids and parsed content).
+ * Anything this code is not written for (a naive timestamp, an offset with seconds, a value of
+ * the wrong type) raises, and the caller falls back to the Python implementation. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <datetime.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- a growable byte buffer ------------------------------------------------------------- */
+
+typedef struct {
+    char *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} Buf;
+
+static int buf_reserve(Buf *b, Py_ssize_t extra) {
+    if (b->len + extra <= b->cap) return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra) cap *= 2;
+    char *data = PyMem_Realloc(b->data, (size_t)cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int buf_put(Buf *b, const void *src, Py_ssize_t n) {
+    if (buf_reserve(b, n) < 0) return -1;
+    memcpy(b->data + b->len, src, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+static inline int buf_u16(Buf *b, uint16_t v) {
+    unsigned char s[2] = {(unsigned char)(v >> 8), (unsigned char)v};
+    return buf_put(b, s, 2);
+}
+
+static inline int buf_u32(Buf *b, uint32_t v) {
+    unsigned char s[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 8), (unsigned char)v};
+    return buf_put(b, s, 4);
+}
+
+static inline int buf_u64(Buf *b, uint64_t v) {
+    unsigned char s[8];
+    for (int i = 7; i >= 0; i--) {
+        s[i] = (unsigned char)v;
+        v >>= 8;
+    }
+    return buf_put(b, s, 8);
+}
+
+/* ---- timestamps ------------------------------------------------------------------------- */
+
+static PyTypeObject *TimezoneType; /* datetime.timezone: a fixed offset, whatever the instant */
+
+/* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil) */
+static int64_t days_from_civil(int y, int m, int d) {
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const int64_t yoe = y - era * 400;
+    const int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* The offsets of the last fixed-offset tzinfo seen: one batch has one or two. */
+typedef struct {
+    PyObject *tz; /* borrowed: compared by identity only, while the rows hold it alive */
+    int64_t offset_us;
+} TzCache;
+
+static int utc_offset_us(PyObject *dt, TzCache *cache, int64_t *out) {
+    PyObject *tz = PyDateTime_DATE_GET_TZINFO(dt);
+    if (tz == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "a naive timestamp has no instant");
+        return -1;
+    }
+    if (tz == cache->tz) {
+        *out = cache->offset_us;
+        return 0;
+    }
+    PyObject *delta = PyObject_CallMethod(tz, "utcoffset", "O", dt);
+    if (delta == NULL) return -1;
+    if (!PyDelta_Check(delta)) {
+        Py_DECREF(delta);
+        PyErr_SetString(PyExc_ValueError, "a timestamp whose tzinfo gives no offset");
+        return -1;
+    }
+    int64_t us = ((int64_t)PyDateTime_DELTA_GET_DAYS(delta) * 86400 +
+                  PyDateTime_DELTA_GET_SECONDS(delta)) * 1000000 +
+                 PyDateTime_DELTA_GET_MICROSECONDS(delta);
+    Py_DECREF(delta);
+    if (Py_TYPE(tz) == TimezoneType) { /* constant: remember it */
+        cache->tz = tz;
+        cache->offset_us = us;
+    }
+    *out = us;
+    return 0;
+}
+
+/* microseconds since 1970-01-01T00:00Z of an aware datetime; its offset in *offset_us */
+static int unix_us(PyObject *dt, TzCache *cache, int64_t *out, int64_t *offset_us) {
+    if (!PyDateTime_Check(dt)) {
+        PyErr_SetString(PyExc_TypeError, "a row's ts must be a datetime");
+        return -1;
+    }
+    if (utc_offset_us(dt, cache, offset_us) < 0) return -1;
+    int64_t days = days_from_civil(PyDateTime_GET_YEAR(dt), PyDateTime_GET_MONTH(dt),
+                                   PyDateTime_GET_DAY(dt));
+    int64_t secs = days * 86400 + PyDateTime_DATE_GET_HOUR(dt) * 3600 +
+                   PyDateTime_DATE_GET_MINUTE(dt) * 60 + PyDateTime_DATE_GET_SECOND(dt);
+    *out = secs * 1000000 + PyDateTime_DATE_GET_MICROSECOND(dt) - *offset_us;
+    return 0;
+}
+
+#define PG_EPOCH_US (INT64_C(946684800) * 1000000) /* 2000-01-01T00:00Z */
+
+/* ---- rows --------------------------------------------------------------------------------- */
+
+enum { F_STATION, F_METRIC, F_TS, F_VALUE, F_UNIT, F_QUALITY, F_CHECKS, F_SOURCE, N_FIELDS };
+
+static PyObject *row_at(PyObject *rows, Py_ssize_t i) {
+    PyObject *row = PyList_GET_ITEM(rows, i);
+    if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != N_FIELDS) {
+        PyErr_SetString(PyExc_TypeError, "a row must be a tuple of 8 fields");
+        return NULL;
+    }
+    return row;
+}
+
+static const char *utf8(PyObject *s, Py_ssize_t *n, const char *what) {
+    if (!PyUnicode_Check(s)) {
+        PyErr_Format(PyExc_TypeError, "a row's %s must be a str", what);
+        return NULL;
+    }
+    return PyUnicode_AsUTF8AndSize(s, n);
+}
+
+static int quality_code(PyObject *q) {
+    Py_ssize_t n;
+    const char *s = utf8(q, &n, "quality");
+    if (s == NULL) return -1;
+    if (n == 4 && memcmp(s, "good", 4) == 0) return 0;
+    if (n == 8 && memcmp(s, "doubtful", 8) == 0) return 1;
+    if (n == 3 && memcmp(s, "bad", 3) == 0) return 2;
+    PyErr_Format(PyExc_ValueError, "unknown quality %R", q);
+    return -1;
+}
+
+static int copy_text(Buf *b, PyObject *s, const char *what) {
+    Py_ssize_t n;
+    const char *p = utf8(s, &n, what);
+    if (p == NULL || buf_u32(b, (uint32_t)n) < 0) return -1;
+    return buf_put(b, p, n);
+}
+
+#define TEXT_OID 25
+
+static int copy_checks(Buf *b, PyObject *checks) {
+    PyObject *seq = PySequence_Fast(checks, "a row's checks must be a sequence");
+    if (seq == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t size = n ? 20 : 12;
+    Py_ssize_t at = b->len;
+    if (buf_u32(b, 0) < 0) goto fail; /* the length, filled in below */
+    if (buf_u32(b, n ? 1 : 0) < 0 || buf_u32(b, 0) < 0 || buf_u32(b, TEXT_OID) < 0) goto fail;
+    if (n && (buf_u32(b, (uint32_t)n) < 0 || buf_u32(b, 1) < 0)) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t before = b->len;
+        if (copy_text(b, items[i], "check") < 0) goto fail;
+        size += b->len - before;
+    }
+    Py_DECREF(seq);
+    unsigned char *len = (unsigned char *)b->data + at;
+    len[0] = (unsigned char)(size >> 24);
+    len[1] = (unsigned char)(size >> 16);
+    len[2] = (unsigned char)(size >> 8);
+    len[3] = (unsigned char)size;
+    return 0;
+fail:
+    Py_DECREF(seq);
+    return -1;
+}
+
+static int copy_row(Buf *b, PyObject *row, TzCache *tz, int64_t *us) {
+    int64_t offset;
+    double value;
+    int quality;
+    if (unix_us(PyTuple_GET_ITEM(row, F_TS), tz, us, &offset) < 0) return -1;
+    value = PyFloat_AsDouble(PyTuple_GET_ITEM(row, F_VALUE));
+    if (value == -1.0 && PyErr_Occurred()) return -1;
+    if ((quality = quality_code(PyTuple_GET_ITEM(row, F_QUALITY))) < 0) return -1;
+    uint64_t bits;
+    memcpy(&bits, &value, 8);
+    if (buf_u16(b, N_FIELDS) < 0 || copy_text(b, PyTuple_GET_ITEM(row, F_STATION), "station_id") < 0 ||
+        copy_text(b, PyTuple_GET_ITEM(row, F_METRIC), "metric") < 0 || buf_u32(b, 8) < 0 ||
+        buf_u64(b, (uint64_t)(*us - PG_EPOCH_US)) < 0 || buf_u32(b, 8) < 0 ||
+        buf_u64(b, bits) < 0 || copy_text(b, PyTuple_GET_ITEM(row, F_UNIT), "unit") < 0 ||
+        buf_u32(b, 2) < 0 || buf_u16(b, (uint16_t)quality) < 0 ||
+        copy_checks(b, PyTuple_GET_ITEM(row, F_CHECKS)) < 0 ||
+        copy_text(b, PyTuple_GET_ITEM(row, F_SOURCE), "source") < 0)
+        return -1;
+    return 0;
+}
+
+/* Whether no two rows share (station_id, metric, ts): open addressing over the row indices. */
+static int keys_unique(PyObject *rows, const int64_t *us, Py_ssize_t n) {
+    size_t cap = 16;
+    while (cap < (size_t)n * 2) cap <<= 1;
+    Py_ssize_t *slots = PyMem_Malloc(cap * sizeof(Py_ssize_t));
+    Py_hash_t *hashes = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_hash_t));
+    int unique = 1;
+    if (slots == NULL || hashes == NULL) {
+        PyErr_NoMemory();
+        unique = -1;
+        goto done;
+    }
+    memset(slots, 0xff, cap * sizeof(Py_ssize_t)); /* -1: empty */
+    for (Py_ssize_t i = 0; i < n && unique == 1; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        PyObject *s = PyTuple_GET_ITEM(row, F_STATION), *m = PyTuple_GET_ITEM(row, F_METRIC);
+        Py_hash_t hs = PyObject_Hash(s), hm = PyObject_Hash(m);
+        if (hs == -1 || hm == -1) {
+            unique = -1;
+            break;
+        }
+        uint64_t h = ((uint64_t)hs * UINT64_C(1000003)) ^ (uint64_t)hm ^
+                     ((uint64_t)us[i] * UINT64_C(0x9E3779B97F4A7C15));
+        h ^= h >> 29;
+        hashes[i] = (Py_hash_t)h;
+        for (size_t j = (size_t)h & (cap - 1);; j = (j + 1) & (cap - 1)) {
+            Py_ssize_t k = slots[j];
+            if (k < 0) {
+                slots[j] = i;
+                break;
+            }
+            if (hashes[k] != (Py_hash_t)h || us[k] != us[i]) continue;
+            PyObject *other = PyList_GET_ITEM(rows, k);
+            int same = PyUnicode_Compare(s, PyTuple_GET_ITEM(other, F_STATION)) == 0 &&
+                       PyUnicode_Compare(m, PyTuple_GET_ITEM(other, F_METRIC)) == 0;
+            if (PyErr_Occurred()) {
+                unique = -1;
+                break;
+            }
+            if (same) {
+                unique = 0;
+                break;
+            }
+        }
+    }
+done:
+    PyMem_Free(slots);
+    PyMem_Free(hashes);
+    return unique;
+}
+
+static PyObject *copy_rows(PyObject *self, PyObject *rows) {
+    if (!PyList_Check(rows)) {
+        PyErr_SetString(PyExc_TypeError, "rows must be a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    Buf b = {0};
+    int64_t *us = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+    PyObject *payload = NULL;
+    int unique;
+    if (us == NULL) return PyErr_NoMemory();
+    if (buf_reserve(&b, 21 + n * 96) < 0) goto done;
+    buf_put(&b, "PGCOPY\n\377\r\n\0", 11);
+    buf_u32(&b, 0); /* flags */
+    buf_u32(&b, 0); /* header extension */
+    TzCache tz = {NULL, 0};
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = row_at(rows, i);
+        if (row == NULL || copy_row(&b, row, &tz, &us[i]) < 0) goto done;
+    }
+    if (buf_u16(&b, 0xffff) < 0) goto done; /* the trailer */
+    if ((unique = keys_unique(rows, us, n)) < 0) goto done;
+    PyObject *bytes = PyBytes_FromStringAndSize(b.data, b.len);
+    if (bytes != NULL) payload = Py_BuildValue("(NO)", bytes, unique ? Py_True : Py_False);
+done:
+    PyMem_Free(us);
+    PyMem_Free(b.data);
+    return payload;
+}
+
+/* ---- BLAKE2b (RFC 7693), unkeyed ----------------------------------------------------------- */
+
+static const uint64_t B2_IV[8] = {
+    UINT64_C(0x6a09e667f3bcc908), UINT64_C(0xbb67ae8584caa73b), UINT64_C(0x3c6ef372fe94f82b),
+    UINT64_C(0xa54ff53a5f1d36f1), UINT64_C(0x510e527fade682d1), UINT64_C(0x9b05688c2b3e6c1f),
+    UINT64_C(0x1f83d9abfb41bd6b), UINT64_C(0x5be0cd19137e2179)};
+
+static const uint8_t B2_SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
+
+static inline uint64_t rotr64(uint64_t x, int n) { return (x >> n) | (x << (64 - n)); }
+
+static inline uint64_t load64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+#define B2_G(a, b, c, d, x, y)          \
+    do {                                \
+        a = a + b + (x);                \
+        d = rotr64(d ^ a, 32);          \
+        c = c + d;                      \
+        b = rotr64(b ^ c, 24);          \
+        a = a + b + (y);                \
+        d = rotr64(d ^ a, 16);          \
+        c = c + d;                      \
+        b = rotr64(b ^ c, 63);          \
+    } while (0)
+
+static void b2_compress(uint64_t h[8], const unsigned char block[128], uint64_t t, int last) {
+    uint64_t v[16], m[16];
+    for (int i = 0; i < 8; i++) {
+        v[i] = h[i];
+        v[i + 8] = B2_IV[i];
+    }
+    v[12] ^= t;
+    if (last) v[14] = ~v[14];
+    for (int i = 0; i < 16; i++) m[i] = load64(block + 8 * i);
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = B2_SIGMA[r];
+        B2_G(v[0], v[4], v[8], v[12], m[s[0]], m[s[1]]);
+        B2_G(v[1], v[5], v[9], v[13], m[s[2]], m[s[3]]);
+        B2_G(v[2], v[6], v[10], v[14], m[s[4]], m[s[5]]);
+        B2_G(v[3], v[7], v[11], v[15], m[s[6]], m[s[7]]);
+        B2_G(v[0], v[5], v[10], v[15], m[s[8]], m[s[9]]);
+        B2_G(v[1], v[6], v[11], v[12], m[s[10]], m[s[11]]);
+        B2_G(v[2], v[7], v[8], v[13], m[s[12]], m[s[13]]);
+        B2_G(v[3], v[4], v[9], v[14], m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+}
+
+/* BLAKE2b with a 16-byte digest, as hashlib.blake2b(data, digest_size=16); messages under
+ * 2**64 bytes, so the counter's high word stays 0. */
+static void blake2b_16(const unsigned char *data, size_t len, unsigned char out[16]) {
+    uint64_t h[8];
+    unsigned char block[128];
+    memcpy(h, B2_IV, sizeof h);
+    h[0] ^= UINT64_C(0x01010000) ^ 16;
+    size_t done = 0;
+    while (len - done > 128) {
+        b2_compress(h, data + done, (uint64_t)(done + 128), 0);
+        done += 128;
+    }
+    memset(block, 0, sizeof block);
+    memcpy(block, data + done, len - done);
+    b2_compress(h, block, (uint64_t)len, 1);
+    for (int i = 0; i < 16; i++) out[i] = (unsigned char)(h[i / 8] >> (8 * (i % 8)));
+}
+
+/* ---- readings.v1 events -------------------------------------------------------------------- */
+
+static int json_string(Buf *b, const char *s, Py_ssize_t n) {
+    static const char hex[] = "0123456789abcdef";
+    if (buf_reserve(b, n * 6 + 2) < 0) return -1;
+    char *o = b->data + b->len;
+    *o++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        } else if (c < 0x20) {
+            memcpy(o, "\\u00", 4);
+            o[4] = hex[c >> 4];
+            o[5] = hex[c & 15];
+            o += 6;
+        } else {
+            *o++ = (char)c;
+        }
+    }
+    *o++ = '"';
+    b->len = o - b->data;
+    return 0;
+}
+
+static int json_str(Buf *b, PyObject *s, const char *what) {
+    Py_ssize_t n;
+    const char *p = utf8(s, &n, what);
+    return p == NULL ? -1 : json_string(b, p, n);
+}
+
+static inline char *digits(char *o, int v, int width) {
+    for (int i = width - 1; i >= 0; i--) {
+        o[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return o + width;
+}
+
+/* RFC 3339 in the datetime's own offset, as msgspec writes it: Z for UTC, microseconds when
+ * there are any. */
+static int json_datetime(Buf *b, PyObject *dt, int64_t offset_us) {
+    if (offset_us % 60000000 != 0) {
+        PyErr_SetString(PyExc_ValueError, "an offset with seconds");
+        return -1;
+    }
+    char s[40], *o = s;
+    *o++ = '"';
+    o = digits(o, PyDateTime_GET_YEAR(dt), 4);
+    *o++ = '-';
+    o = digits(o, PyDateTime_GET_MONTH(dt), 2);
+    *o++ = '-';
+    o = digits(o, PyDateTime_GET_DAY(dt), 2);
+    *o++ = 'T';
+    o = digits(o, PyDateTime_DATE_GET_HOUR(dt), 2);
+    *o++ = ':';
+    o = digits(o, PyDateTime_DATE_GET_MINUTE(dt), 2);
+    *o++ = ':';
+    o = digits(o, PyDateTime_DATE_GET_SECOND(dt), 2);
+    int us = PyDateTime_DATE_GET_MICROSECOND(dt);
+    if (us) {
+        *o++ = '.';
+        o = digits(o, us, 6);
+    }
+    if (offset_us == 0) {
+        *o++ = 'Z';
+    } else {
+        int64_t minutes = offset_us / 60000000;
+        *o++ = minutes < 0 ? '-' : '+';
+        if (minutes < 0) minutes = -minutes;
+        o = digits(o, (int)(minutes / 60), 2);
+        *o++ = ':';
+        o = digits(o, (int)(minutes % 60), 2);
+    }
+    *o++ = '"';
+    return buf_put(b, s, o - s);
+}
+
+static int json_float(Buf *b, double v) {
+    if (!isfinite(v)) return buf_put(b, "null", 4); /* as msgspec encodes nan and inf */
+    char *s = PyOS_double_to_string(v, 'r', 0, 0, NULL);
+    if (s == NULL) return -1;
+    int rc = buf_put(b, s, (Py_ssize_t)strlen(s));
+    PyMem_Free(s);
+    return rc;
+}
+
+#define LIT(b, s) buf_put(b, s, (Py_ssize_t)(sizeof(s) - 1))
+
+/* stable_id("reading", station, metric, <µs since the epoch>) as hex, into out[32] */
+static int event_id(PyObject *station, PyObject *metric, int64_t us, char out[32]) {
+    static const char hex[] = "0123456789abcdef";
+    Py_ssize_t ns, nm;
+    const char *s = utf8(station, &ns, "station_id"), *m;
+    if (s == NULL || (m = utf8(metric, &nm, "metric")) == NULL) return -1;
+    unsigned char stack[256], digest[16];
+    size_t len = 8 + (size_t)ns + 1 + (size_t)nm + 1 + 21;
+    unsigned char *msg = len <= sizeof stack ? stack : PyMem_Malloc(len);
+    if (msg == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t at = 0;
+    memcpy(msg, "reading\x1f", 8);
+    at = 8;
+    memcpy(msg + at, s, (size_t)ns);
+    at += (size_t)ns;
+    msg[at++] = 0x1f;
+    memcpy(msg + at, m, (size_t)nm);
+    at += (size_t)nm;
+    msg[at++] = 0x1f;
+    at += (size_t)snprintf((char *)msg + at, 21, "%lld", (long long)us);
+    blake2b_16(msg, at, digest);
+    if (msg != stack) PyMem_Free(msg);
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hex[digest[i] >> 4];
+        out[2 * i + 1] = hex[digest[i] & 15];
+    }
+    return 0;
+}
+
+/* The station's region code and kind, looked up when the station changes from the row
+ * before (a batch comes grouped by station more often than not). */
+typedef struct {
+    PyObject *station_id; /* borrowed, from the row */
+    PyObject *region;     /* owned */
+    PyObject *kind;       /* owned */
+} StationCache;
+
+static int station_of(StationCache *c, PyObject *stations, PyObject *station_id) {
+    if (station_id == c->station_id) return 0;
+    PyObject *station = PyObject_GetItem(stations, station_id);
+    if (station == NULL) return -1;
+    PyObject *region = PyObject_GetAttrString(station, "region_code");
+    PyObject *kind = region ? PyObject_GetAttrString(station, "kind") : NULL;
+    Py_DECREF(station);
+    if (kind == NULL) {
+        Py_XDECREF(region);
+        return -1;
+    }
+    Py_XSETREF(c->region, region);
+    Py_XSETREF(c->kind, kind);
+    c->station_id = station_id;
+    return 0;
+}
+
+static int event_json(Buf *b, PyObject *row, StationCache *st, TzCache *tz,
+                      const char *produced, Py_ssize_t produced_len) {
+    PyObject *station = PyTuple_GET_ITEM(row, F_STATION), *metric = PyTuple_GET_ITEM(row, F_METRIC);
+    PyObject *ts = PyTuple_GET_ITEM(row, F_TS);
+    int64_t us, offset;
+    char id[32];
+    if (unix_us(ts, tz, &us, &offset) < 0 || event_id(station, metric, us, id) < 0) return -1;
+    double value = PyFloat_AsDouble(PyTuple_GET_ITEM(row, F_VALUE));
+    if (value == -1.0 && PyErr_Occurred()) return -1;
+    PyObject *checks = PySequence_Fast(PyTuple_GET_ITEM(row, F_CHECKS), "checks: a sequence");
+    if (checks == NULL) return -1;
+    int rc = -1;
+    if (LIT(b, "{\"event_id\":\"") < 0 || buf_put(b, id, 32) < 0 ||
+        LIT(b, "\",\"produced_at\":") < 0 || buf_put(b, produced, produced_len) < 0 ||
+        LIT(b, ",\"station_id\":") < 0 || json_str(b, station, "station_id") < 0 ||
+        LIT(b, ",\"region_code\":") < 0 || json_str(b, st->region, "region_code") < 0 ||
+        LIT(b, ",\"station_kind\":") < 0 || json_str(b, st->kind, "kind") < 0 ||
+        LIT(b, ",\"metric\":") < 0 || json_str(b, metric, "metric") < 0 ||
+        LIT(b, ",\"ts\":") < 0 || json_datetime(b, ts, offset) < 0 ||
+        LIT(b, ",\"value\":") < 0 || json_float(b, value) < 0 ||
+        LIT(b, ",\"unit\":") < 0 || json_str(b, PyTuple_GET_ITEM(row, F_UNIT), "unit") < 0 ||
+        LIT(b, ",\"quality\":") < 0 ||
+        json_str(b, PyTuple_GET_ITEM(row, F_QUALITY), "quality") < 0 ||
+        LIT(b, ",\"quality_checks\":[") < 0)
+        goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(checks);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if ((i && LIT(b, ",") < 0) ||
+            json_str(b, PySequence_Fast_GET_ITEM(checks, i), "check") < 0)
+            goto done;
+    }
+    if (LIT(b, "],\"source\":") < 0 ||
+        json_str(b, PyTuple_GET_ITEM(row, F_SOURCE), "source") < 0 ||
+        LIT(b, ",\"kind\":\"observation\",\"issued_at\":null}") < 0)
+        goto done;
+    rc = 0;
+done:
+    Py_DECREF(checks);
+    return rc;
+}
+
+static PyObject *reading_events(PyObject *self, PyObject *args) {
+    PyObject *rows, *stations, *produced_at;
+    if (!PyArg_ParseTuple(args, "O!OO:reading_events", &PyList_Type, &rows, &stations,
+                          &produced_at))
+        return NULL;
+    if (!PyDateTime_Check(produced_at)) {
+        PyErr_SetString(PyExc_TypeError, "produced_at must be a datetime");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    Buf b = {0}, produced = {0};
+    StationCache st = {NULL, NULL, NULL};
+    TzCache tz = {NULL, 0};
+    int64_t ignored, offset;
+    PyObject *out = NULL, *events = PyList_New(n);
+    if (events == NULL) return NULL;
+    if (unix_us(produced_at, &tz, &ignored, &offset) < 0 ||
+        json_datetime(&produced, produced_at, offset) < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = row_at(rows, i);
+        if (row == NULL) goto done;
+        PyObject *station = PyTuple_GET_ITEM(row, F_STATION);
+        b.len = 0;
+        if (station_of(&st, stations, station) < 0 ||
+            event_json(&b, row, &st, &tz, produced.data, produced.len) < 0)
+            goto done;
+        PyObject *bytes = PyBytes_FromStringAndSize(b.data, b.len);
+        if (bytes == NULL) goto done;
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(bytes);
+            goto done;
+        }
+        Py_INCREF(station);
+        PyTuple_SET_ITEM(pair, 0, station);
+        PyTuple_SET_ITEM(pair, 1, bytes);
+        PyList_SET_ITEM(events, i, pair);
+    }
+    out = events;
+    events = NULL;
+done:
+    Py_XDECREF(events);
+    Py_XDECREF(st.region);
+    Py_XDECREF(st.kind);
+    PyMem_Free(b.data);
+    PyMem_Free(produced.data);
+    return out;
+}
+
+static PyObject *event_ids(PyObject *self, PyObject *rows) {
+    /* each row's event id alone: for tests against hashlib and stable_id */
+    if (!PyList_Check(rows)) {
+        PyErr_SetString(PyExc_TypeError, "rows must be a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    PyObject *out = PyList_New(n);
+    TzCache tz = {NULL, 0};
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = row_at(rows, i);
+        int64_t us, offset;
+        char id[32];
+        if (row == NULL || unix_us(PyTuple_GET_ITEM(row, F_TS), &tz, &us, &offset) < 0 ||
+            event_id(PyTuple_GET_ITEM(row, F_STATION), PyTuple_GET_ITEM(row, F_METRIC), us, id) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyObject *s = PyUnicode_FromStringAndSize(id, 32);
+        if (s == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, s);
+    }
+    return out;
+}
+
+static PyObject *blake2b_digest(PyObject *self, PyObject *arg) {
+    /* blake2b(data, digest_size=16).digest(): for tests against hashlib */
+    Py_buffer view;
+    unsigned char digest[16];
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    blake2b_16(view.buf, (size_t)view.len, digest);
+    PyBuffer_Release(&view);
+    return PyBytes_FromStringAndSize((const char *)digest, 16);
+}
+
+static PyMethodDef methods[] = {
+    {"copy_rows", copy_rows, METH_O,
+     "copy_rows(rows) -> (binary COPY stream of the rows, whether no key repeats)"},
+    {"reading_events", reading_events, METH_VARARGS,
+     "reading_events(rows, stations, produced_at) -> [(station_id, readings.v1 JSON)]"},
+    {"event_ids", event_ids, METH_O, "event_ids(rows) -> each row's readings.v1 event id"},
+    {"blake2b_16", blake2b_digest, METH_O, "blake2b_16(data) -> 16-byte BLAKE2b digest"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_native",
+    .m_doc = "The ingest consumer's per-batch kernel.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL) return NULL;
+    TimezoneType = Py_TYPE(PyDateTime_TimeZone_UTC);
+    return PyModule_Create(&module);
+}

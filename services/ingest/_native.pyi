@@ -1,0 +1,13 @@
+# The compiled kernel (_native.c); services.ingest.kernel documents the contract.
+from collections.abc import Mapping
+from datetime import datetime
+
+from services.ingest.store import Row
+from services.ingest.validation import StationInfo
+
+def copy_rows(rows: list[Row], /) -> tuple[bytes, bool]: ...
+def reading_events(
+    rows: list[Row], stations: Mapping[str, StationInfo], produced_at: datetime, /
+) -> list[tuple[str, bytes]]: ...
+def event_ids(rows: list[Row], /) -> list[str]: ...
+def blake2b_16(data: bytes, /) -> bytes: ...

@@ -1,0 +1,17 @@
+"""The one compiled part: the ingest consumer's per-batch kernel (``services/ingest/_native.c``).
+
+Everything else is in ``pyproject.toml``. The extension is optional: where no C compiler is
+found the install goes on, and ``services.ingest.kernel`` uses its Python implementation."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "services.ingest._native",
+            ["services/ingest/_native.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        )
+    ]
+)
