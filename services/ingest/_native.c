@@ -69,6 +69,7 @@ static inline int buf_u64(Buf *b, uint64_t v) {
 /* ---- timestamps ------------------------------------------------------------------------- */
 
 static PyTypeObject *TimezoneType; /* datetime.timezone: a fixed offset, whatever the instant */
+static PyObject *STR_REGION_CODE, *STR_KIND;
 
 /* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil) */
 static int64_t days_from_civil(int y, int m, int d) {
@@ -326,9 +327,15 @@ static const uint8_t B2_SIGMA[12][16] = {
 static inline uint64_t rotr64(uint64_t x, int n) { return (x >> n) | (x << (64 - n)); }
 
 static inline uint64_t load64(const unsigned char *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+#else
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
     return v;
+#endif
 }
 
 #define B2_G(a, b, c, d, x, y)          \
@@ -343,27 +350,47 @@ static inline uint64_t load64(const unsigned char *p) {
         b = rotr64(b ^ c, 63);          \
     } while (0)
 
+/* one round, its message schedule a constant: the rounds are written out so that the compiler
+ * keeps the state in registers (a loop over SIGMA costs it twice as many instructions) */
+#define B2_ROUND(r)                                                           \
+    do {                                                                      \
+        B2_G(v0, v4, v8, v12, m[B2_SIGMA[r][0]], m[B2_SIGMA[r][1]]);          \
+        B2_G(v1, v5, v9, v13, m[B2_SIGMA[r][2]], m[B2_SIGMA[r][3]]);          \
+        B2_G(v2, v6, v10, v14, m[B2_SIGMA[r][4]], m[B2_SIGMA[r][5]]);         \
+        B2_G(v3, v7, v11, v15, m[B2_SIGMA[r][6]], m[B2_SIGMA[r][7]]);         \
+        B2_G(v0, v5, v10, v15, m[B2_SIGMA[r][8]], m[B2_SIGMA[r][9]]);         \
+        B2_G(v1, v6, v11, v12, m[B2_SIGMA[r][10]], m[B2_SIGMA[r][11]]);       \
+        B2_G(v2, v7, v8, v13, m[B2_SIGMA[r][12]], m[B2_SIGMA[r][13]]);        \
+        B2_G(v3, v4, v9, v14, m[B2_SIGMA[r][14]], m[B2_SIGMA[r][15]]);        \
+    } while (0)
+
 static void b2_compress(uint64_t h[8], const unsigned char block[128], uint64_t t, int last) {
-    uint64_t v[16], m[16];
-    for (int i = 0; i < 8; i++) {
-        v[i] = h[i];
-        v[i + 8] = B2_IV[i];
-    }
-    v[12] ^= t;
-    if (last) v[14] = ~v[14];
+    uint64_t m[16];
     for (int i = 0; i < 16; i++) m[i] = load64(block + 8 * i);
-    for (int r = 0; r < 12; r++) {
-        const uint8_t *s = B2_SIGMA[r];
-        B2_G(v[0], v[4], v[8], v[12], m[s[0]], m[s[1]]);
-        B2_G(v[1], v[5], v[9], v[13], m[s[2]], m[s[3]]);
-        B2_G(v[2], v[6], v[10], v[14], m[s[4]], m[s[5]]);
-        B2_G(v[3], v[7], v[11], v[15], m[s[6]], m[s[7]]);
-        B2_G(v[0], v[5], v[10], v[15], m[s[8]], m[s[9]]);
-        B2_G(v[1], v[6], v[11], v[12], m[s[10]], m[s[11]]);
-        B2_G(v[2], v[7], v[8], v[13], m[s[12]], m[s[13]]);
-        B2_G(v[3], v[4], v[9], v[14], m[s[14]], m[s[15]]);
-    }
-    for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+    uint64_t v0 = h[0], v1 = h[1], v2 = h[2], v3 = h[3], v4 = h[4], v5 = h[5], v6 = h[6],
+             v7 = h[7], v8 = B2_IV[0], v9 = B2_IV[1], v10 = B2_IV[2], v11 = B2_IV[3],
+             v12 = B2_IV[4] ^ t, v13 = B2_IV[5], v14 = last ? ~B2_IV[6] : B2_IV[6],
+             v15 = B2_IV[7];
+    B2_ROUND(0);
+    B2_ROUND(1);
+    B2_ROUND(2);
+    B2_ROUND(3);
+    B2_ROUND(4);
+    B2_ROUND(5);
+    B2_ROUND(6);
+    B2_ROUND(7);
+    B2_ROUND(8);
+    B2_ROUND(9);
+    B2_ROUND(10);
+    B2_ROUND(11);
+    h[0] ^= v0 ^ v8;
+    h[1] ^= v1 ^ v9;
+    h[2] ^= v2 ^ v10;
+    h[3] ^= v3 ^ v11;
+    h[4] ^= v4 ^ v12;
+    h[5] ^= v5 ^ v13;
+    h[6] ^= v6 ^ v14;
+    h[7] ^= v7 ^ v15;
 }
 
 /* BLAKE2b with a 16-byte digest, as hashlib.blake2b(data, digest_size=16); messages under
@@ -388,6 +415,21 @@ static void blake2b_16(const unsigned char *data, size_t len, unsigned char out[
 
 static int json_string(Buf *b, const char *s, Py_ssize_t n) {
     static const char hex[] = "0123456789abcdef";
+    Py_ssize_t plain = 0;
+    while (plain < n) {
+        unsigned char c = (unsigned char)s[plain];
+        if (c < 0x20 || c == '"' || c == '\\') break;
+        plain++;
+    }
+    if (plain == n) { /* nothing to escape: the usual case */
+        if (buf_reserve(b, n + 2) < 0) return -1;
+        char *o = b->data + b->len;
+        *o = '"';
+        memcpy(o + 1, s, (size_t)n);
+        o[n + 1] = '"';
+        b->len += n + 2;
+        return 0;
+    }
     if (buf_reserve(b, n * 6 + 2) < 0) return -1;
     char *o = b->data + b->len;
     *o++ = '"';
@@ -463,8 +505,57 @@ static int json_datetime(Buf *b, PyObject *dt, int64_t offset_us) {
     return buf_put(b, s, o - s);
 }
 
+/* the decimal digits of v, as "%lld" writes them; returns how many (at most 20) */
+static size_t format_int(char *out, int64_t v) {
+    char tmp[20];
+    size_t n = 0, at = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) out[at++] = '-';
+    while (n) out[at++] = tmp[--n];
+    return at;
+}
+
+static const double POW10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6};
+
 static int json_float(Buf *b, double v) {
     if (!isfinite(v)) return buf_put(b, "null", 4); /* as msgspec encodes nan and inf */
+    /* The usual reading has a few decimals: the fewest k for which round(v * 10^k) / 10^k
+     * gives v back is a shortest round-tripping notation, written without dtoa's bignums.
+     * Anything else (tiny, huge, -0.0, many digits) is written by Python's repr. */
+    double a = fabs(v);
+    if (a >= 1e-4 && a < 1e9) {
+        for (int k = 0; k <= 6; k++) {
+            double r = nearbyint(v * POW10[k]);
+            if (r / POW10[k] != v) continue;
+            char s[40], *o = s;
+            int64_t u = (int64_t)fabs(r);
+            char digs[24];
+            size_t n = format_int(digs, u);
+            if (v < 0) *o++ = '-';
+            if ((int)n <= k) { /* 0.00ddd */
+                *o++ = '0';
+                *o++ = '.';
+                for (int z = 0; z < k - (int)n; z++) *o++ = '0';
+                memcpy(o, digs, n);
+                o += n;
+            } else {
+                memcpy(o, digs, n - (size_t)k);
+                o += n - (size_t)k;
+                *o++ = '.';
+                if (k == 0) {
+                    *o++ = '0';
+                } else {
+                    memcpy(o, digs + n - k, (size_t)k);
+                    o += k;
+                }
+            }
+            return buf_put(b, s, o - s);
+        }
+    }
     char *s = PyOS_double_to_string(v, 'r', 0, 0, NULL);
     if (s == NULL) return -1;
     int rc = buf_put(b, s, (Py_ssize_t)strlen(s));
@@ -496,7 +587,7 @@ static int event_id(PyObject *station, PyObject *metric, int64_t us, char out[32
     memcpy(msg + at, m, (size_t)nm);
     at += (size_t)nm;
     msg[at++] = 0x1f;
-    at += (size_t)snprintf((char *)msg + at, 21, "%lld", (long long)us);
+    at += format_int((char *)msg + at, us);
     blake2b_16(msg, at, digest);
     if (msg != stack) PyMem_Free(msg);
     for (int i = 0; i < 16; i++) {
@@ -518,8 +609,8 @@ static int station_of(StationCache *c, PyObject *stations, PyObject *station_id)
     if (station_id == c->station_id) return 0;
     PyObject *station = PyObject_GetItem(stations, station_id);
     if (station == NULL) return -1;
-    PyObject *region = PyObject_GetAttrString(station, "region_code");
-    PyObject *kind = region ? PyObject_GetAttrString(station, "kind") : NULL;
+    PyObject *region = PyObject_GetAttr(station, STR_REGION_CODE);
+    PyObject *kind = region ? PyObject_GetAttr(station, STR_KIND) : NULL;
     Py_DECREF(station);
     if (kind == NULL) {
         Py_XDECREF(region);
@@ -682,5 +773,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL) return NULL;
     TimezoneType = Py_TYPE(PyDateTime_TimeZone_UTC);
+    STR_REGION_CODE = PyUnicode_InternFromString("region_code");
+    STR_KIND = PyUnicode_InternFromString("kind");
+    if (STR_REGION_CODE == NULL || STR_KIND == NULL) return NULL;
     return PyModule_Create(&module);
 }
