@@ -10,7 +10,9 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
+import re
 from datetime import datetime
+from operator import attrgetter
 from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar
 
 import msgspec
@@ -204,19 +206,23 @@ _Aware = Annotated[datetime, msgspec.Meta(tz=True)]
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class RawReadingRecord(msgspec.Struct, frozen=True, gc=False):
-    """The consumer's fast decoding of a :class:`RawReading` (msgspec: ~1 µs, pydantic ~5 µs).
+# The patterns of the fast decoders' fields, checked by CheckedDecoder (see there).
+_STATION_ID = r"[A-Za-z0-9_.:\-]+"
+_METRIC = r"[a-z0-9_]+"
 
-    At least as strict as the model: ``\\Z`` where the model's regex says ``$`` (Python's ``$``
-    also matches before a final newline), strict types where pydantic would coerce (a number in a
-    string, a timestamp as epoch seconds). Whatever it refuses is judged by the model itself in
-    :func:`decode_raw_reading`, so the model stays the one definition of what is valid."""
+
+class RawReadingRecord(msgspec.Struct, frozen=True, gc=False):
+    """The consumer's fast decoding of a :class:`RawReading` (msgspec: ~0.5 µs, pydantic ~5 µs).
+
+    With its decoder's patterns (:class:`RawReadingDecoder`), at least as strict as the model:
+    patterns matched whole where the model's regex says ``$`` (Python's ``$`` also matches
+    before a final newline), strict types where pydantic would coerce (a number in a string, a
+    timestamp as epoch seconds). Whatever it refuses is judged by the model itself, so the model
+    stays the one definition of what is valid."""
 
     source: _Name
-    station_id: Annotated[
-        str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+\Z")
-    ]
-    metric: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+\Z")]
+    station_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    metric: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     ts: _Aware
     value: float
     unit: Annotated[str, msgspec.Meta(max_length=16)] | None = None
@@ -237,19 +243,29 @@ class CheckedDecoder(Generic[_S]):
     """Bytes → a msgspec struct (``struct``), fast; what that refuses, or a value that is not
     finite, is judged by the pydantic model (``model``, the contract), which names the fault in
     its ``ValidationError`` (``json_invalid`` first when the bytes are not JSON at all) or
-    accepts it, and then the struct is made from the model's values. The struct must be at
-    least as strict as the model and carry the model's field names."""
+    accepts it, and then the struct is made from the model's values. The struct with the
+    ``patterns`` must be at least as strict as the model, and carry the model's field names.
 
-    def __init__(self, struct: type[_S], model: type[BaseModel]) -> None:
+    ``patterns`` (field → regex, matched whole) are checked here rather than by msgspec: a
+    station id or a metric comes again and again, so each value is matched once and then
+    remembered (msgspec matches every time; two patterns cost more than the rest of the
+    decoding)."""
+
+    def __init__(self, struct: type[_S], model: type[BaseModel], patterns: dict[str, str]) -> None:
         self._fast = msgspec.json.Decoder(struct)
         self._struct = struct
         self._model = model
         self._fields: tuple[str, ...] = struct.__struct_fields__  # type: ignore[attr-defined]
+        if len(patterns) < 2:
+            raise ValueError("patterns: two fields or more (their values are looked up as one)")
+        self._key = attrgetter(*patterns)  # the patterned fields' values, as one tuple
+        self._matchers = [re.compile(p).fullmatch for p in patterns.values()]
+        self._seen: set[Any] = set()
 
     def decode(self, data: bytes) -> _S:
         try:
             rec = self._fast.decode(data)
-            if math.isfinite(rec.value):
+            if math.isfinite(rec.value) and self._matches(rec):
                 return rec
         except msgspec.DecodeError:
             pass
@@ -257,12 +273,25 @@ class CheckedDecoder(Generic[_S]):
         got = ((f, getattr(m, f)) for f in self._fields)
         return self._struct(**{f: tuple(v) if isinstance(v, list) else v for f, v in got})
 
+    def _matches(self, rec: _S) -> bool:
+        key = self._key(rec)
+        if key in self._seen:
+            return True
+        if not all(m(v) is not None for m, v in zip(self._matchers, key, strict=True)):
+            return False
+        if len(self._seen) >= 200_000:  # bounded: a flood of new ids costs a match each again
+            self._seen.clear()
+        self._seen.add(key)
+        return True
+
 
 class RawReadingDecoder(CheckedDecoder[RawReadingRecord]):
     """Bytes of an ``obs.*.v1`` message → :class:`RawReadingRecord`."""
 
     def __init__(self) -> None:
-        super().__init__(RawReadingRecord, RawReading)
+        super().__init__(
+            RawReadingRecord, RawReading, {"station_id": _STATION_ID, "metric": _METRIC}
+        )
 
 
 Quality = Literal["good", "doubtful", "bad"]
@@ -311,16 +340,15 @@ class ReadingRecord(msgspec.Struct, gc=False):
 class ReadingEventRecord(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     """Risk's fast decoding of a :class:`Reading` (msgspec ~1 µs, pydantic ~2.6 µs).
 
-    At least as strict as the model, as :class:`RawReadingRecord` is for raw readings (``\\Z``
-    for ``$``, ``[0-9]`` for ``\\d``, strict types, unknown fields refused); whatever it
-    refuses is judged by the model in :meth:`ReadingDecoder.decode`."""
+    With its decoder's patterns, at least as strict as the model, as :class:`RawReadingRecord`
+    is for raw readings (whole matches for ``$``, ``[0-9]`` for ``\\d``, strict types, unknown
+    fields refused); whatever it refuses is judged by the model in :meth:`ReadingDecoder.decode`.
+    """
 
     event_id: _Name
     produced_at: _Aware
-    station_id: Annotated[
-        str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+\Z")
-    ]
-    region_code: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{12}\Z")]
+    station_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    region_code: str
     station_kind: str
     metric: str
     ts: _Aware
@@ -337,7 +365,9 @@ class ReadingDecoder(CheckedDecoder[ReadingEventRecord]):
     """Bytes of a ``readings.v1`` message → :class:`ReadingEventRecord`."""
 
     def __init__(self) -> None:
-        super().__init__(ReadingEventRecord, Reading)
+        super().__init__(
+            ReadingEventRecord, Reading, {"station_id": _STATION_ID, "region_code": r"[0-9]{12}"}
+        )
 
 
 class DeadLetter(BaseModel):

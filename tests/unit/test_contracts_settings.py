@@ -106,6 +106,29 @@ def test_the_fast_decoder_agrees_with_the_model(doc):
     assert got == want
 
 
+def test_the_fast_decoder_remembers_only_the_ids_it_has_matched():
+    """A pattern is matched once per station id and metric pair, then remembered: what comes
+    after a good pair is still judged on its own, however it resembles it."""
+    dec = RawReadingDecoder()
+    assert dec.decode(orjson.dumps(GOOD)).station_id == "A1"
+    assert dec.decode(orjson.dumps(GOOD)).metric == "rainfall"  # remembered
+    for doc in (
+        {**GOOD, "metric": "rain fall"},
+        {**GOOD, "station_id": "A1\n"},
+        {**GOOD, "station_id": "A 1", "metric": "rainfall"},
+    ):
+        with pytest.raises(ValidationError):
+            dec.decode(orjson.dumps(doc))
+    many = [orjson.dumps({**GOOD, "station_id": f"S{i}"}) for i in range(200_001)]
+    assert [dec.decode(d).station_id for d in many[-3:]] == ["S199998", "S199999", "S200000"]
+    assert len(dec._seen) <= 200_000  # bounded
+    for d in many:
+        dec.decode(d)
+    assert len(dec._seen) <= 200_000
+    with pytest.raises(ValidationError):
+        dec.decode(orjson.dumps({**GOOD, "station_id": "S1 "}))
+
+
 def test_the_fast_decoder_refuses_what_is_not_json_or_not_finite():
     dec = RawReadingDecoder()
     with pytest.raises(ValidationError, match=r"json_invalid|Invalid JSON"):
