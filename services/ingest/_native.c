@@ -713,6 +713,365 @@ done:
     return out;
 }
 
+/* ---- checks: plans and judging of a batch (services.ingest.validation, in one pass each) --- */
+
+static PyObject *S_VALUE, *S_UNIT, *S_KIND, *S_TS, *S_STATION_ID, *S_METRIC, *S_SOURCE,
+    *S_PACKED, *S_APPEND, *S_STRIP, *S_LOWER, *S_GOOD, *S_DOUBTFUL, *S_SOFT_RANGE,
+    *S_FUTURE, *S_MAINTENANCE, *S_SPIKE, *S_STUCK, *EMPTY_TUPLE;
+
+static int is_observation(PyObject *kind) {
+    return PyUnicode_Check(kind) && PyUnicode_CompareWithASCIIString(kind, "observation") == 0;
+}
+
+/* plan_batch(topics, recs, stations, entries, get_plan)
+ *   -> (plans: [CheckPlan | None], judged: {(station, metric)}, sources: {(source, topic): n})
+ * entries is PlanCache's dict (station_id, metric) -> (StationInfo, CheckPlan); a miss, or an
+ * entry made for another StationInfo, is asked of get_plan(station, metric). */
+static PyObject *plan_batch(PyObject *self, PyObject *args) {
+    PyObject *topics, *recs, *stations, *entries, *get_plan;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O:plan_batch", &PyList_Type, &topics, &PyList_Type,
+                          &recs, &PyDict_Type, &stations, &PyDict_Type, &entries, &get_plan))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(recs);
+    if (PyList_GET_SIZE(topics) != n) {
+        PyErr_SetString(PyExc_ValueError, "topics and recs differ in length");
+        return NULL;
+    }
+    PyObject *plans = PyList_New(n), *judged = PySet_New(NULL), *sources = PyDict_New();
+    PyObject *out = NULL;
+    if (plans == NULL || judged == NULL || sources == NULL) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *raw = PyList_GET_ITEM(recs, i);
+        PyObject *sid = NULL, *metric = NULL, *source = NULL, *kind = NULL, *origin = NULL,
+                 *key = NULL, *plan = NULL, *packed = NULL;
+        int ok = 0;
+        if ((sid = PyObject_GetAttr(raw, S_STATION_ID)) == NULL ||
+            (metric = PyObject_GetAttr(raw, S_METRIC)) == NULL ||
+            (source = PyObject_GetAttr(raw, S_SOURCE)) == NULL ||
+            (kind = PyObject_GetAttr(raw, S_KIND)) == NULL)
+            goto next;
+        /* the message count of (source, topic) */
+        if ((origin = PyTuple_Pack(2, source, PyList_GET_ITEM(topics, i))) == NULL) goto next;
+        PyObject *count = PyDict_GetItemWithError(sources, origin);
+        if (count == NULL && PyErr_Occurred()) goto next;
+        PyObject *more = PyLong_FromSsize_t(count ? PyLong_AsSsize_t(count) + 1 : 1);
+        if (more == NULL) goto next;
+        int set = PyDict_SetItem(sources, origin, more);
+        Py_DECREF(more);
+        if (set < 0) goto next;
+        PyObject *station = PyDict_GetItemWithError(stations, sid);
+        if (station == NULL) {
+            if (PyErr_Occurred()) goto next;
+            Py_INCREF(Py_None);
+            PyList_SET_ITEM(plans, i, Py_None); /* unknown station */
+            ok = 1;
+            goto next;
+        }
+        if ((key = PyTuple_Pack(2, sid, metric)) == NULL) goto next;
+        PyObject *hit = PyDict_GetItemWithError(entries, key);
+        if (hit == NULL && PyErr_Occurred()) goto next;
+        if (hit != NULL && PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2 &&
+            PyTuple_GET_ITEM(hit, 0) == station) {
+            plan = PyTuple_GET_ITEM(hit, 1);
+            Py_INCREF(plan);
+        } else if ((plan = PyObject_CallFunctionObjArgs(get_plan, station, metric, NULL)) == NULL) {
+            goto next;
+        }
+        if ((packed = PyObject_GetAttr(plan, S_PACKED)) == NULL) goto next;
+        if (!PyTuple_Check(packed) || PyTuple_GET_SIZE(packed) != 8) {
+            PyErr_SetString(PyExc_TypeError, "a plan's packed form is a tuple of 8");
+            goto next;
+        }
+        if (PyTuple_GET_ITEM(packed, 7) == Py_True && is_observation(kind) &&
+            PySet_Add(judged, key) < 0)
+            goto next;
+        PyList_SET_ITEM(plans, i, plan);
+        plan = NULL;
+        ok = 1;
+    next:
+        Py_XDECREF(sid);
+        Py_XDECREF(metric);
+        Py_XDECREF(source);
+        Py_XDECREF(kind);
+        Py_XDECREF(origin);
+        Py_XDECREF(key);
+        Py_XDECREF(plan);
+        Py_XDECREF(packed);
+        if (!ok) goto done;
+    }
+    out = PyTuple_Pack(3, plans, judged, sources);
+done:
+    Py_XDECREF(plans);
+    Py_XDECREF(judged);
+    Py_XDECREF(sources);
+    return out;
+}
+
+static int range_of(PyObject *r, double *lo, double *hi) {
+    /* 0: no range; 1: [lo, hi]; -1: error */
+    if (r == Py_None) return 0;
+    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2) {
+        PyErr_SetString(PyExc_TypeError, "a range is a pair");
+        return -1;
+    }
+    *lo = PyFloat_AsDouble(PyTuple_GET_ITEM(r, 0));
+    if (*lo == -1.0 && PyErr_Occurred()) return -1;
+    *hi = PyFloat_AsDouble(PyTuple_GET_ITEM(r, 1));
+    if (*hi == -1.0 && PyErr_Occurred()) return -1;
+    return 1;
+}
+
+/* The spike and stuck checks against a series of (ts, value), oldest first (CheckPlan.history);
+ * appends the flags' names to *extra (a list). Returns the series' last µs in *last_us, and
+ * whether it had any, in *has_last. */
+static int history(PyObject *series, int64_t ts_us, double value, PyObject *rate,
+                   PyObject *stuck, PyObject *extra, TzCache *tz, int64_t *last_us,
+                   int *has_last) {
+    Py_ssize_t len = PyObject_Length(series);
+    *has_last = 0;
+    if (len < 0) return -1;
+    if (len == 0) return 0;
+    PyObject *last = PySequence_GetItem(series, len - 1);
+    if (last == NULL) return -1;
+    int rc = -1;
+    int64_t offset;
+    double last_value;
+    if (!PyTuple_Check(last) || PyTuple_GET_SIZE(last) != 2) {
+        PyErr_SetString(PyExc_TypeError, "a history entry is (ts, value)");
+        goto done;
+    }
+    if (unix_us(PyTuple_GET_ITEM(last, 0), tz, last_us, &offset) < 0) goto done;
+    *has_last = 1;
+    last_value = PyFloat_AsDouble(PyTuple_GET_ITEM(last, 1));
+    if (last_value == -1.0 && PyErr_Occurred()) goto done;
+    if (ts_us <= *last_us) { /* late: not judged */
+        rc = 0;
+        goto done;
+    }
+    if (rate != Py_None) {
+        double limit = PyFloat_AsDouble(rate);
+        if (limit == -1.0 && PyErr_Occurred()) goto done;
+        double hours = ((double)(ts_us - *last_us) / 1e6) / 3600.0;
+        if (fabs(value - last_value) > limit * hours && PyList_Append(extra, S_SPIKE) < 0)
+            goto done;
+    }
+    if (stuck != Py_None) {
+        long count = PyLong_AsLong(stuck);
+        if (count == -1 && PyErr_Occurred()) goto done;
+        if (count >= 2 && len >= count - 1 && last_value == value) {
+            int all_same = 1;
+            for (Py_ssize_t k = len - 1; k >= len - (count - 1) && all_same; k--) {
+                PyObject *e = PySequence_GetItem(series, k);
+                if (e == NULL) goto done;
+                double v = PyFloat_AsDouble(PyTuple_Check(e) && PyTuple_GET_SIZE(e) == 2
+                                                ? PyTuple_GET_ITEM(e, 1)
+                                                : Py_None);
+                Py_DECREF(e);
+                if (v == -1.0 && PyErr_Occurred()) goto done;
+                all_same = v == value;
+            }
+            if (all_same && PyList_Append(extra, S_STUCK) < 0) goto done;
+        }
+    }
+    rc = 0;
+done:
+    Py_DECREF(last);
+    return rc;
+}
+
+/* check_batch(recs, plans, latest, recent, row_type)
+ *   -> (rows, forecasts: [(index, row)], rejected: [index], seen: {station: newest ts})
+ * CheckPlan.check and CheckPlan.history for each reading with a plan, as the Python kernel's
+ * check_batch does; a rejected reading's index is returned, for the caller to ask its plan why
+ * (rare, and the message is Python's own). */
+static PyObject *check_batch(PyObject *self, PyObject *args) {
+    PyObject *recs, *plans, *latest, *recent;
+    PyTypeObject *row_type;
+    if (!PyArg_ParseTuple(args, "O!O!OO!O!:check_batch", &PyList_Type, &recs, &PyList_Type,
+                          &plans, &latest, &PyDict_Type, &recent, &PyType_Type, &row_type))
+        return NULL;
+    if (!PyType_IsSubtype(row_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "row_type must be a tuple type");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(recs);
+    if (PyList_GET_SIZE(plans) != n) {
+        PyErr_SetString(PyExc_ValueError, "recs and plans differ in length");
+        return NULL;
+    }
+    TzCache tz = {NULL, 0};
+    int64_t latest_us, offset;
+    if (unix_us(latest, &tz, &latest_us, &offset) < 0) return NULL;
+    int judging = PyDict_GET_SIZE(recent) > 0;
+    PyObject *rows = PyList_New(0), *forecasts = PyList_New(0), *rejected = PyList_New(0);
+    PyObject *seen = PyDict_New(), *out = NULL;
+    if (rows == NULL || forecasts == NULL || rejected == NULL || seen == NULL) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *raw = PyList_GET_ITEM(recs, i), *plan = PyList_GET_ITEM(plans, i);
+        PyObject *packed = NULL, *value = NULL, *unit = NULL, *kind = NULL, *ts = NULL,
+                 *sid = NULL, *metric = NULL, *source = NULL, *converted = NULL,
+                 *checks = NULL, *extra = NULL, *key = NULL, *row = NULL, *index = NULL;
+        PyObject *quality = S_GOOD, *canonical_unit = NULL;
+        int ok = 0, reject = 0;
+        if (plan == Py_None) {
+            reject = 1;
+            ok = 1;
+            goto next;
+        }
+        if ((packed = PyObject_GetAttr(plan, S_PACKED)) == NULL) goto next;
+        if (!PyTuple_Check(packed) || PyTuple_GET_SIZE(packed) != 8) {
+            PyErr_SetString(PyExc_TypeError, "a plan's packed form is a tuple of 8");
+            goto next;
+        }
+        PyObject *canonical = PyTuple_GET_ITEM(packed, 0), *converters = PyTuple_GET_ITEM(packed, 1);
+        if ((value = PyObject_GetAttr(raw, S_VALUE)) == NULL ||
+            (unit = PyObject_GetAttr(raw, S_UNIT)) == NULL ||
+            (kind = PyObject_GetAttr(raw, S_KIND)) == NULL ||
+            (ts = PyObject_GetAttr(raw, S_TS)) == NULL)
+            goto next;
+        /* the unit */
+        if (canonical == Py_None) {
+            if (unit == Py_None) {
+                reject = ok = 1; /* missing_unit */
+                goto next;
+            }
+            converted = value;
+            Py_INCREF(converted);
+            canonical_unit = unit;
+        } else if (unit == Py_None) {
+            converted = value;
+            Py_INCREF(converted);
+            canonical_unit = canonical;
+        } else {
+            if (!PyDict_Check(converters)) {
+                PyErr_SetString(PyExc_TypeError, "a plan's converters are a dict");
+                goto next;
+            }
+            PyObject *conv = PyDict_GetItemWithError(converters, unit);
+            if (conv == NULL && PyErr_Occurred()) goto next;
+            if (conv == NULL) { /* as sent, then trimmed and lower-cased */
+                PyObject *stripped = PyObject_CallMethodNoArgs(unit, S_STRIP);
+                PyObject *lowered = stripped ? PyObject_CallMethodNoArgs(stripped, S_LOWER) : NULL;
+                Py_XDECREF(stripped);
+                if (lowered == NULL) goto next;
+                conv = PyDict_GetItemWithError(converters, lowered);
+                Py_DECREF(lowered);
+                if (conv == NULL && PyErr_Occurred()) goto next;
+            }
+            if (conv == NULL) {
+                reject = ok = 1; /* bad_unit */
+                goto next;
+            }
+            if ((converted = PyObject_CallOneArg(conv, value)) == NULL) goto next;
+            canonical_unit = canonical;
+        }
+        double v = PyFloat_AsDouble(converted), lo, hi;
+        if (v == -1.0 && PyErr_Occurred()) goto next;
+        int has = range_of(PyTuple_GET_ITEM(packed, 2), &lo, &hi);
+        if (has < 0) goto next;
+        if (has && !(lo <= v && v <= hi)) {
+            reject = ok = 1; /* out_of_hard_range */
+            goto next;
+        }
+        has = range_of(PyTuple_GET_ITEM(packed, 3), &lo, &hi);
+        if (has < 0) goto next;
+        int soft_out = has && !(lo <= v && v <= hi);
+        int observation = is_observation(kind);
+        int64_t ts_us;
+        if (unix_us(ts, &tz, &ts_us, &offset) < 0) goto next;
+        int future = observation && ts_us > latest_us;
+        int maintenance = PyTuple_GET_ITEM(packed, 4) == Py_True;
+        if ((extra = PyList_New(0)) == NULL) goto next;
+        if (soft_out && PyList_Append(extra, S_SOFT_RANGE) < 0) goto next;
+        if (future && PyList_Append(extra, S_FUTURE) < 0) goto next;
+        if (maintenance && PyList_Append(extra, S_MAINTENANCE) < 0) goto next;
+        if (soft_out || future) quality = S_DOUBTFUL;
+        if ((sid = PyObject_GetAttr(raw, S_STATION_ID)) == NULL ||
+            (metric = PyObject_GetAttr(raw, S_METRIC)) == NULL ||
+            (source = PyObject_GetAttr(raw, S_SOURCE)) == NULL)
+            goto next;
+        if (observation && judging) {
+            if ((key = PyTuple_Pack(2, sid, metric)) == NULL) goto next;
+            PyObject *series = PyDict_GetItemWithError(recent, key);
+            if (series == NULL && PyErr_Occurred()) goto next;
+            if (series != NULL) {
+                Py_ssize_t before = PyList_GET_SIZE(extra);
+                int64_t last_us = 0;
+                int has_last;
+                if (history(series, ts_us, v, PyTuple_GET_ITEM(packed, 5),
+                            PyTuple_GET_ITEM(packed, 6), extra, &tz, &last_us, &has_last) < 0)
+                    goto next;
+                if (PyList_GET_SIZE(extra) > before) quality = S_DOUBTFUL;
+                if (quality == S_GOOD && (!has_last || ts_us > last_us)) {
+                    PyObject *entry = PyTuple_Pack(2, ts, converted);
+                    if (entry == NULL) goto next;
+                    PyObject *r = PyObject_CallMethodOneArg(series, S_APPEND, entry);
+                    Py_DECREF(entry);
+                    if (r == NULL) goto next;
+                    Py_DECREF(r);
+                }
+            }
+        }
+        if (PyList_GET_SIZE(extra) == 0) {
+            checks = EMPTY_TUPLE;
+            Py_INCREF(checks);
+        } else if ((checks = PyList_AsTuple(extra)) == NULL) {
+            goto next;
+        }
+        if ((row = row_type->tp_alloc(row_type, 8)) == NULL) goto next;
+        PyObject *fields[8] = {sid, metric, ts, converted, canonical_unit, quality, checks, source};
+        for (int f = 0; f < 8; f++) {
+            Py_INCREF(fields[f]);
+            PyTuple_SET_ITEM(row, f, fields[f]);
+        }
+        if (!observation) {
+            if ((index = PyLong_FromSsize_t(i)) == NULL) goto next;
+            PyObject *pair = PyTuple_Pack(2, index, row);
+            if (pair == NULL || PyList_Append(forecasts, pair) < 0) {
+                Py_XDECREF(pair);
+                goto next;
+            }
+            Py_DECREF(pair);
+            ok = 1;
+            goto next;
+        }
+        if (PyList_Append(rows, row) < 0) goto next;
+        PyObject *newest = PyDict_GetItemWithError(seen, sid);
+        if (newest == NULL && PyErr_Occurred()) goto next;
+        int64_t newest_us = 0;
+        if (newest != NULL && unix_us(newest, &tz, &newest_us, &offset) < 0) goto next;
+        if ((newest == NULL || ts_us > newest_us) && PyDict_SetItem(seen, sid, ts) < 0) goto next;
+        ok = 1;
+    next:
+        if (ok && reject) {
+            index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(rejected, index) < 0) ok = 0;
+        }
+        Py_XDECREF(packed);
+        Py_XDECREF(value);
+        Py_XDECREF(unit);
+        Py_XDECREF(kind);
+        Py_XDECREF(ts);
+        Py_XDECREF(sid);
+        Py_XDECREF(metric);
+        Py_XDECREF(source);
+        Py_XDECREF(converted);
+        Py_XDECREF(checks);
+        Py_XDECREF(extra);
+        Py_XDECREF(key);
+        Py_XDECREF(row);
+        Py_XDECREF(index);
+        if (!ok) goto done;
+    }
+    out = PyTuple_Pack(4, rows, forecasts, rejected, seen);
+done:
+    Py_XDECREF(rows);
+    Py_XDECREF(forecasts);
+    Py_XDECREF(rejected);
+    Py_XDECREF(seen);
+    return out;
+}
+
 static PyObject *event_ids(PyObject *self, PyObject *rows) {
     /* each row's event id alone: for tests against hashlib and stable_id */
     if (!PyList_Check(rows)) {
@@ -757,6 +1116,10 @@ static PyMethodDef methods[] = {
      "copy_rows(rows) -> (binary COPY stream of the rows, whether no key repeats)"},
     {"reading_events", reading_events, METH_VARARGS,
      "reading_events(rows, stations, produced_at) -> [(station_id, readings.v1 JSON)]"},
+    {"plan_batch", plan_batch, METH_VARARGS,
+     "plan_batch(topics, recs, stations, entries, get_plan) -> (plans, judged, sources)"},
+    {"check_batch", check_batch, METH_VARARGS,
+     "check_batch(recs, plans, latest, recent, row_type) -> (rows, forecasts, rejected, seen)"},
     {"event_ids", event_ids, METH_O, "event_ids(rows) -> each row's readings.v1 event id"},
     {"blake2b_16", blake2b_digest, METH_O, "blake2b_16(data) -> 16-byte BLAKE2b digest"},
     {NULL, NULL, 0, NULL}};
@@ -776,5 +1139,18 @@ PyMODINIT_FUNC PyInit__native(void) {
     STR_REGION_CODE = PyUnicode_InternFromString("region_code");
     STR_KIND = PyUnicode_InternFromString("kind");
     if (STR_REGION_CODE == NULL || STR_KIND == NULL) return NULL;
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {{&S_VALUE, "value"}, {&S_UNIT, "unit"}, {&S_KIND, "kind"}, {&S_TS, "ts"},
+                 {&S_STATION_ID, "station_id"}, {&S_METRIC, "metric"}, {&S_SOURCE, "source"},
+                 {&S_PACKED, "packed"}, {&S_APPEND, "append"}, {&S_STRIP, "strip"},
+                 {&S_LOWER, "lower"}, {&S_GOOD, "good"}, {&S_DOUBTFUL, "doubtful"},
+                 {&S_SOFT_RANGE, "soft_range"}, {&S_FUTURE, "future_timestamp"},
+                 {&S_MAINTENANCE, "maintenance"}, {&S_SPIKE, "spike"}, {&S_STUCK, "stuck"}};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        if ((*names[k].slot = PyUnicode_InternFromString(names[k].text)) == NULL) return NULL;
+    }
+    if ((EMPTY_TUPLE = PyTuple_New(0)) == NULL) return NULL;
     return PyModule_Create(&module);
 }

@@ -16,7 +16,7 @@ from collections import Counter as Tally
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from operator import is_, itemgetter
+from operator import attrgetter, is_, itemgetter
 from typing import TypeVar
 
 import asyncpg
@@ -29,7 +29,6 @@ from services.ingest.recent import RecentReadings, Undo
 from services.ingest.stations import StationCache, auto_register
 from services.ingest.store import ReadingStore, Row
 from services.ingest.validation import (
-    CheckPlan,
     PlanCache,
     Rejection,
     StationInfo,
@@ -59,6 +58,9 @@ CONFLICTS = Counter(
 # publishing wait on their sockets: it gives the event loop a turn every SLICE + 1 messages, or
 # a batch of 20,000 would hold those writes up for ~100 ms at a time.
 SLICE = 511
+
+_STATION_ID = attrgetter("station_id")
+_TOPIC = itemgetter(0)  # a Message's topic
 
 
 @dataclass(slots=True)
@@ -117,77 +119,49 @@ class IngestHandler:
         """Decode, look up stations, check and normalise, in message order, and make each row's
         readings.v1 event: all of it CPU work that overlaps the previous batch's writes. The
         batch's trusted values join the recent history now, so that the next batch can be judged
-        on them while this one is stored; :meth:`discard` takes them out again."""
+        on them while this one is stored; :meth:`discard` takes them out again.
+
+        Planning, checking and the events are each one call of the kernel over the batch."""
         now = self._clock.now()
         dead: list[InvalidMessage] = []
-        decoded: list[tuple[Message, RawReadingRecord]] = []
+        msgs: list[Message] = []
+        recs: list[RawReadingRecord] = []
         decode = self._decoder.decode
         for i, m in enumerate(batch):
             if not i & SLICE:
                 await asyncio.sleep(0)  # let the previous batch's writes move on meanwhile
             try:
-                decoded.append((m, decode(m.value)))
+                recs.append(decode(m.value))
             except ValidationError as exc:
                 reason = "invalid_json" if _is_json_error(exc) else "invalid_reading"
                 dead.append(InvalidMessage(m, reason, _short(exc)))
-        stations = await self._stations.get_many(r.station_id for _, r in decoded)
-        unknown = [
-            (r.station_id, r.source, r.metric) for _, r in decoded if r.station_id not in stations
-        ]
+                continue
+            msgs.append(m)
+        stations = await self._stations.get_many(map(_STATION_ID, recs))
+        unknown = [(r.station_id, r.source, r.metric) for r in recs if r.station_id not in stations]
         if unknown:  # sources allowed to register their new stations do so here
             stations.update(await auto_register(self._pool, self._stations, unknown))
-        # each (station, metric)'s checks, looked up once per batch
-        planned: list[tuple[Message, RawReadingRecord, CheckPlan]] = []
-        judged: set[tuple[str, str]] = set()
-        sources: dict[tuple[str, str], int] = {}
-        plan_of = self._plans.get
-        for m, raw in decoded:
-            origin = (raw.source, m.topic)
-            sources[origin] = sources.get(origin, 0) + 1
-            station = stations.get(raw.station_id)
-            if station is None:
-                dead.append(
-                    InvalidMessage(
-                        m, "unknown_station", f"station {raw.station_id!r} is not registered"
-                    )
-                )
-                continue
-            plan = plan_of(station, raw.metric)
-            planned.append((m, raw, plan))
-            if plan.judged_on_history and raw.kind == "observation":
-                judged.add((raw.station_id, raw.metric))
+        kernel = self._kernel
+        plans, judged, sources = kernel.plan_batch(
+            list(map(_TOPIC, msgs)), recs, stations, self._plans
+        )
         recent = await self._recent.working_copies(judged)
         latest = now + timedelta(seconds=self._future_tolerance_s)
-        rows: list[Row] = []
-        forecasts: list[tuple[Row, datetime]] = []
-        seen: dict[str, datetime] = {}
-        new_row = tuple.__new__  # a Row without the named tuple's Python-level constructor
-        for i, (m, raw, plan) in enumerate(planned):
-            if not i & SLICE:
-                await asyncio.sleep(0)
-            checked = plan.check(raw, latest)
+        await asyncio.sleep(0)
+        rows, forecast_rows, rejected, seen = kernel.check_batch(recs, plans, latest, recent)
+        for i in rejected:
+            raw, plan = recs[i], plans[i]
+            checked = None if plan is None else plan.check(raw, latest)
             if isinstance(checked, Rejection):
-                dead.append(InvalidMessage(m, checked.reason, checked.detail))
-                continue
-            value, unit, quality, checks = checked
-            if judged and (series := recent.get((raw.station_id, raw.metric))) is not None:
-                extra = plan.history(raw.ts, value, series)
-                if extra:
-                    quality, checks = "doubtful", (*checks, *extra)
-                if quality == "good" and (not series or raw.ts > series[-1][0]):
-                    series.append((raw.ts, value))
-            row = new_row(
-                Row, (raw.station_id, raw.metric, raw.ts, value, unit, quality, checks, raw.source)
-            )
-            if raw.kind == "forecast":
-                forecasts.append((row, raw.issued_at or raw.received_at or now))
-                continue
-            s, ts = raw.station_id, raw.ts
-            rows.append(row)
-            last = seen.get(s)
-            if last is None or ts > last:
-                seen[s] = ts
-        events = self._kernel.reading_events(rows, stations, now)
+                dead.append(InvalidMessage(msgs[i], checked.reason, checked.detail))
+            else:
+                why = f"station {raw.station_id!r} is not registered"
+                dead.append(InvalidMessage(msgs[i], "unknown_station", why))
+        forecasts = [
+            (row, recs[i].issued_at or recs[i].received_at or now) for i, row in forecast_rows
+        ]
+        await asyncio.sleep(0)
+        events = kernel.reading_events(rows, stations, now)
         undo = self._recent.keep(recent)
         return Prepared(now, dead, rows, events, forecasts, stations, seen, sources, undo)
 

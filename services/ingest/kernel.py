@@ -19,13 +19,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 from types import ModuleType
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
+from services.ingest.recent import Key, Recent
 from services.ingest.store import QUALITY_CODE, Row
-from services.ingest.validation import StationInfo
-from shared.contracts import ReadingRecord
+from services.ingest.validation import CheckPlan, PlanCache, Rejection, StationInfo
+from shared.contracts import RawReadingRecord, ReadingRecord
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -34,8 +35,43 @@ MICROSECOND = timedelta(microseconds=1)
 Event = tuple[str, bytes]  # (key: the station id, readings.v1 JSON)
 
 
+class Planned(NamedTuple):
+    plans: list[CheckPlan | None]  # each reading's, None: its station is not known
+    judged: set[Key]  # the (station, metric) whose observations are judged on their history
+    sources: dict[tuple[str, str], int]  # (source, topic) → readings
+
+
+class Checked(NamedTuple):
+    rows: list[Row]  # the observations that passed, flagged, in order
+    forecasts: list[tuple[int, Row]]  # (index, row) of the forecasts that passed
+    rejected: list[int]  # indices of the readings refused (no plan, or their plan says why)
+    seen: dict[str, datetime]  # station → its newest observation among the rows
+
+
 class Kernel(Protocol):
     name: str
+
+    def plan_batch(
+        self,
+        topics: list[str],
+        recs: list[RawReadingRecord],
+        stations: dict[str, StationInfo],
+        plans: PlanCache,
+    ) -> Planned:
+        """Each reading's check plan (from ``plans``), the keys to judge on their history, and
+        how many readings came from each (source, topic)."""
+        ...
+
+    def check_batch(
+        self,
+        recs: list[RawReadingRecord],
+        plans: list[CheckPlan | None],
+        latest: datetime,
+        recent: dict[Key, Recent],
+    ) -> Checked:
+        """:meth:`CheckPlan.check` and, for observations, :meth:`CheckPlan.history` of each
+        reading, in order; a good observation newer than its series joins it in ``recent``."""
+        ...
 
     def copy_rows(self, rows: list[Row]) -> tuple[bytes, bool]:
         """The rows as one PostgreSQL binary COPY stream (header to trailer) for
@@ -118,6 +154,67 @@ def _text_array(items: Sequence[str]) -> bytes:
 class PythonKernel:
     name = "python"
 
+    def plan_batch(
+        self,
+        topics: list[str],
+        recs: list[RawReadingRecord],
+        stations: dict[str, StationInfo],
+        plans: PlanCache,
+    ) -> Planned:
+        out: list[CheckPlan | None] = []
+        judged: set[Key] = set()
+        sources: dict[tuple[str, str], int] = {}
+        plan_of = plans.get
+        for topic, raw in zip(topics, recs, strict=True):
+            origin = (raw.source, topic)
+            sources[origin] = sources.get(origin, 0) + 1
+            station = stations.get(raw.station_id)
+            if station is None:
+                out.append(None)
+                continue
+            plan = plan_of(station, raw.metric)
+            out.append(plan)
+            if plan.judged_on_history and raw.kind == "observation":
+                judged.add((raw.station_id, raw.metric))
+        return Planned(out, judged, sources)
+
+    def check_batch(
+        self,
+        recs: list[RawReadingRecord],
+        plans: list[CheckPlan | None],
+        latest: datetime,
+        recent: dict[Key, Recent],
+    ) -> Checked:
+        rows: list[Row] = []
+        forecasts: list[tuple[int, Row]] = []
+        rejected: list[int] = []
+        seen: dict[str, datetime] = {}
+        new_row = tuple.__new__  # a Row without the named tuple's Python-level constructor
+        for i, (raw, plan) in enumerate(zip(recs, plans, strict=True)):
+            checked = None if plan is None else plan.check(raw, latest)
+            if checked is None or isinstance(checked, Rejection):
+                rejected.append(i)
+                continue
+            assert plan is not None
+            value, unit, quality, checks = checked
+            observation = raw.kind == "observation"
+            s, ts = raw.station_id, raw.ts
+            if observation and recent and (series := recent.get((s, raw.metric))) is not None:
+                extra = plan.history(ts, value, series)
+                if extra:
+                    quality, checks = "doubtful", (*checks, *extra)
+                if quality == "good" and (not series or ts > series[-1][0]):
+                    series.append((ts, value))
+            row = new_row(Row, (s, raw.metric, ts, value, unit, quality, checks, raw.source))
+            if not observation:
+                forecasts.append((i, row))
+                continue
+            rows.append(row)
+            last = seen.get(s)
+            if last is None or ts > last:
+                seen[s] = ts
+        return Checked(rows, forecasts, rejected, seen)
+
     def copy_rows(self, rows: list[Row]) -> tuple[bytes, bool]:
         out = [_HEADER]
         for s, m, ts, v, u, q, c, src in rows:
@@ -162,6 +259,24 @@ class NativeKernel:
 
     def __init__(self, module: ModuleType) -> None:
         self._module = module
+
+    def plan_batch(
+        self,
+        topics: list[str],
+        recs: list[RawReadingRecord],
+        stations: dict[str, StationInfo],
+        plans: PlanCache,
+    ) -> Planned:
+        return Planned(*self._module.plan_batch(topics, recs, stations, plans.entries, plans.get))
+
+    def check_batch(
+        self,
+        recs: list[RawReadingRecord],
+        plans: list[CheckPlan | None],
+        latest: datetime,
+        recent: dict[Key, Recent],
+    ) -> Checked:
+        return Checked(*self._module.check_batch(recs, plans, latest, recent, Row))
 
     def copy_rows(self, rows: list[Row]) -> tuple[bytes, bool]:
         try:

@@ -176,6 +176,22 @@ class CheckPlan:
     maintenance: bool
     max_rate_per_h: float | None
     stuck_count: int | None
+    # the plan as one tuple, for the compiled kernel (services.ingest.kernel):
+    # (canonical, converters, hard, soft, maintenance, max_rate_per_h, stuck_count, judged)
+    packed: tuple[Any, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        packed = (
+            self.canonical,
+            self.converters,
+            self.hard,
+            self.soft,
+            self.maintenance,
+            self.max_rate_per_h,
+            self.stuck_count,
+            self.judged_on_history,
+        )
+        object.__setattr__(self, "packed", packed)
 
     @property
     def judged_on_history(self) -> bool:
@@ -278,6 +294,12 @@ class PlanCache:
     def __init__(self, limit: int = 200_000) -> None:
         self._plans: dict[tuple[str, str], tuple[StationInfo, CheckPlan]] = {}
         self._limit = limit
+
+    @property
+    def entries(self) -> dict[tuple[str, str], tuple[StationInfo, CheckPlan]]:
+        """(station id, metric) → (the StationInfo the plan was made for, the plan): read by the
+        compiled kernel, which asks :meth:`get` on a miss."""
+        return self._plans
 
     def get(self, station: StationInfo, metric: str) -> CheckPlan:
         key = (station.id, metric)

@@ -19,7 +19,7 @@ from services.ingest import kernel
 from services.ingest.kernel import PYTHON, NativeKernel, published, reading_event_id
 from services.ingest.store import Row
 from services.ingest.validation import StationInfo
-from shared.contracts import Reading, stable_id
+from shared.contracts import RawReadingRecord, Reading, stable_id
 
 NATIVE = kernel.native()
 NOW = datetime(2026, 7, 1, 8, 0, 0, 250_000, tzinfo=UTC)
@@ -184,3 +184,142 @@ def test_an_unknown_station_is_a_key_error_not_a_crash():
     row = Row("nowhere", "m", NOW, 1.0, "u", "good", (), "s")
     with pytest.raises(KeyError):
         native().reading_events([row], STATIONS, NOW)
+
+
+# -- planning and checking a batch ------------------------------------------------------------
+
+LATEST = datetime(2026, 7, 1, 8, 5, tzinfo=UTC)
+T = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+METRICS = ["water_level", "temperature", "rainfall", "fire_danger", "tank_pressure", "odd_metric"]
+CHECK_STATIONS = {
+    "P": StationInfo("P", "water_level", "110101001001"),
+    "M": StationInfo("M", "water_level", "110101001001", maintenance=True),
+    "Q": StationInfo(
+        "Q",
+        "weather",
+        "110101001001",
+        attributes={
+            "hard_range": {"water_level": [0, 10], "odd_metric": [-1, 1]},
+            "soft_range": {"water_level": [1, 5]},
+            "max_rate_per_h": {"temperature": 2},
+            "stuck_count": {"water_level": 3, "rainfall": 2},
+        },
+    ),
+}
+offsets_min = st.sampled_from([0, 480, -330])
+readings = st.builds(
+    lambda sid, metric, minutes, tz, value, unit, kind, src: RawReadingRecord(
+        source=src,
+        station_id=sid,
+        metric=metric,
+        ts=(T + timedelta(minutes=minutes)).astimezone(timezone(timedelta(minutes=tz))),
+        value=value,
+        unit=unit,
+        kind=kind,
+        issued_at=T if kind == "forecast" else None,
+    ),
+    st.sampled_from([*CHECK_STATIONS, "unknown"]),
+    st.sampled_from(METRICS),
+    st.integers(-30, 30),
+    offsets_min,
+    st.sampled_from([0.0, 1.0, 2.5, 3.0, 250.0, -1.0, 12.0, 1e6]) | st.floats(-100, 100),
+    st.sampled_from([None, "m", "cm", " CM ", "mm", "degF", "K", "kPa", "", "furlong", "%"]),
+    st.sampled_from(["observation", "observation", "forecast"]),
+    st.sampled_from(["a", "b"]),
+)
+
+
+def series_for(keys, data):
+    """Histories of the judged keys: empty, flat (stuck), rising, or newer than the batch."""
+    from collections import deque
+
+    out = {}
+    for k in sorted(keys):
+        shape = data.draw(st.sampled_from(["absent", "empty", "flat", "rising", "future"]))
+        if shape == "absent":
+            continue
+        d: deque = deque(maxlen=48)
+        for j in range({"empty": 0, "flat": 5, "rising": 5, "future": 2}[shape]):
+            ts = T - timedelta(minutes=5 * (5 - j)) if shape != "future" else T + timedelta(hours=j)
+            d.append((ts, 3.0 if shape == "flat" else float(j)))
+        out[k] = d
+    return out
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(readings, max_size=40), st.data())
+def test_both_kernels_plan_and_judge_a_batch_alike(recs, data):
+    from copy import deepcopy
+
+    from services.ingest.validation import PlanCache
+
+    topics = [data.draw(st.sampled_from(["obs.sensor.v1", "obs.hydro.v1"])) for _ in recs]
+    got_plan = native().plan_batch(topics, recs, CHECK_STATIONS, PlanCache())
+    want_plan = PYTHON.plan_batch(topics, recs, CHECK_STATIONS, PlanCache())
+    assert got_plan == want_plan
+    recent = series_for(want_plan.judged, data)
+    got_recent, want_recent = deepcopy(recent), deepcopy(recent)
+    got = native().check_batch(recs, got_plan.plans, LATEST, got_recent)
+    want = PYTHON.check_batch(recs, want_plan.plans, LATEST, want_recent)
+    assert got == want
+    assert [type(r) for r in got.rows] == [Row] * len(want.rows)
+    assert [type(r.value) for r in got.rows] == [type(r.value) for r in want.rows]
+    assert got_recent == want_recent  # the good observations joined their series alike
+
+
+def test_the_checks_flag_what_they_should():
+    """Not only alike: right. Stuck after a flat history, a spike, a soft range, a future
+    timestamp, maintenance, and the refusals, from the compiled kernel."""
+    from collections import deque
+
+    from services.ingest.validation import PlanCache
+
+    def rec(sid, metric, minutes, value, unit=None, kind="observation"):
+        return RawReadingRecord(
+            source="s",
+            station_id=sid,
+            metric=metric,
+            ts=T + timedelta(minutes=minutes),
+            value=value,
+            unit=unit,
+            kind=kind,
+        )
+
+    recs = [
+        rec("Q", "water_level", 0, 3.0),  # stuck: two 3.0 before it
+        rec("Q", "temperature", 0, 20.0),  # spike: +10 °C in 5 min, limit 2/h
+        rec("Q", "water_level", 1, 6.0),  # outside the soft range 1–5, and 3 m in 6 min
+        rec("P", "water_level", 10, 300.0, "cm"),  # future (latest is 08:05), 3 m
+        rec("M", "rainfall", 0, 1.0),  # maintenance
+        rec("Q", "water_level", 2, 11.0),  # outside the hard range 0–10
+        rec("P", "water_level", 0, 1.0, "furlong"),  # bad unit
+        rec("P", "odd_metric", 0, 1.0),  # unknown metric with no unit
+        rec("nowhere", "rainfall", 0, 1.0),
+        rec("P", "water_level", 3, 2.0, kind="forecast"),
+    ]
+    planned = native().plan_batch(["t"] * len(recs), recs, CHECK_STATIONS, PlanCache())
+    assert planned.judged == {("Q", "water_level"), ("Q", "temperature"), ("P", "water_level")}
+    assert planned.sources == {("s", "t"): 10}
+    recent = {
+        ("Q", "water_level"): deque(
+            [(T - timedelta(minutes=10), 3.0), (T - timedelta(minutes=5), 3.0)]
+        ),
+        ("Q", "temperature"): deque([(T - timedelta(minutes=5), 10.0)]),
+        ("P", "water_level"): deque([(T - timedelta(minutes=5), 2.5)]),
+    }
+    got = native().check_batch(recs, planned.plans, LATEST, recent)
+    flags = [(r.station_id, r.metric, r.value, r.unit, r.quality, r.checks) for r in got.rows]
+    assert flags == [
+        ("Q", "water_level", 3.0, "m", "doubtful", ("stuck",)),
+        ("Q", "temperature", 20.0, "degC", "doubtful", ("spike",)),
+        ("Q", "water_level", 6.0, "m", "doubtful", ("soft_range", "spike")),
+        ("P", "water_level", 3.0, "m", "doubtful", ("future_timestamp",)),
+        ("M", "rainfall", 1.0, "mm", "good", ("maintenance",)),
+    ]
+    assert got.rejected == [5, 6, 7, 8]
+    assert [(i, r.quality) for i, r in got.forecasts] == [(9, "good")]
+    assert got.seen == {"Q": T + timedelta(minutes=1), "P": T + timedelta(minutes=10), "M": T}
+    # doubtful readings do not join the history, and forecasts neither judge nor join it
+    assert [v for _, v in recent[("Q", "water_level")]] == [3.0, 3.0]
+    assert [v for _, v in recent[("P", "water_level")]] == [2.5]
+    assert got == PYTHON.check_batch(recs, planned.plans, LATEST, recent)
