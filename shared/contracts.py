@@ -11,6 +11,7 @@ import enum
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from operator import attrgetter
 from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar
@@ -237,6 +238,7 @@ class _Valued(Protocol):
 
 
 _S = TypeVar("_S", bound=_Valued)
+_VALUE = attrgetter("value")
 
 
 class CheckedDecoder(Generic[_S]):
@@ -253,6 +255,7 @@ class CheckedDecoder(Generic[_S]):
 
     def __init__(self, struct: type[_S], model: type[BaseModel], patterns: dict[str, str]) -> None:
         self._fast = msgspec.json.Decoder(struct)
+        self._lines = self._fast.decode_lines
         self._struct = struct
         self._model = model
         self._fields: tuple[str, ...] = struct.__struct_fields__  # type: ignore[attr-defined]
@@ -272,6 +275,31 @@ class CheckedDecoder(Generic[_S]):
         m = self._model.model_validate_json(data)
         got = ((f, getattr(m, f)) for f in self._fields)
         return self._struct(**{f: tuple(v) if isinstance(v, list) else v for f, v in got})
+
+    def decode_many(self, data: Sequence[bytes]) -> list[_S] | None:
+        """All of ``data`` at once, as :meth:`decode` would decode each, when every one is
+        good: one msgspec call over the batch as lines of JSON, and the patterns checked
+        against what is remembered in one set operation. None when any is not (a message with
+        a line break of its own, or one that :meth:`decode` would refuse or have to ask the
+        model about): then decode them one by one."""
+        if not data:
+            return []
+        try:
+            buf = b"\n".join(data)
+        except TypeError:  # a message with no value
+            return None
+        if buf.count(b"\n") != len(data) - 1:
+            return None  # a message spans lines: lines and messages would not match up
+        try:
+            recs = self._lines(buf)
+        except msgspec.DecodeError:
+            return None
+        if len(recs) != len(data) or not all(map(math.isfinite, map(_VALUE, recs))):
+            return None
+        known = self._seen.issuperset(map(self._key, recs))
+        if not known and not all(map(self._matches, recs)):
+            return None
+        return recs
 
     def _matches(self, rec: _S) -> bool:
         key = self._key(rec)

@@ -29,6 +29,7 @@ from services.ingest.recent import RecentReadings, Undo
 from services.ingest.stations import StationCache, auto_register
 from services.ingest.store import ReadingStore, Row
 from services.ingest.validation import (
+    CheckPlan,
     PlanCache,
     Rejection,
     StationInfo,
@@ -55,12 +56,14 @@ CONFLICTS = Counter(
 
 
 # Preparing a batch is CPU work of a few µs a message, while the previous batch's COPY and
-# publishing wait on their sockets: it gives the event loop a turn every SLICE + 1 messages, or
-# a batch of 20,000 would hold those writes up for ~100 ms at a time.
-SLICE = 511
+# publishing wait on their sockets (a COPY of 20,000 rows is ~1.5 MB, written as the socket
+# drains): decoding gives the event loop a turn every CHUNK messages (~1 ms), or those writes
+# would stall behind it.
+CHUNK = 2048
 
 _STATION_ID = attrgetter("station_id")
 _TOPIC = itemgetter(0)  # a Message's topic
+_VALUE = itemgetter(4)  # a Message's value
 
 
 @dataclass(slots=True)
@@ -121,49 +124,79 @@ class IngestHandler:
         batch's trusted values join the recent history now, so that the next batch can be judged
         on them while this one is stored; :meth:`discard` takes them out again.
 
-        Planning, checking and the events are each one call of the kernel over the batch."""
+        Planning, checking and the events are calls of the kernel, each over CHUNK readings."""
         now = self._clock.now()
         dead: list[InvalidMessage] = []
         msgs: list[Message] = []
         recs: list[RawReadingRecord] = []
-        decode = self._decoder.decode
-        for i, m in enumerate(batch):
-            if not i & SLICE:
-                await asyncio.sleep(0)  # let the previous batch's writes move on meanwhile
-            try:
-                recs.append(decode(m.value))
-            except ValidationError as exc:
-                reason = "invalid_json" if _is_json_error(exc) else "invalid_reading"
-                dead.append(InvalidMessage(m, reason, _short(exc)))
+        decode, decode_many = self._decoder.decode, self._decoder.decode_many
+        for start in range(0, len(batch), CHUNK):
+            await asyncio.sleep(0)  # let the previous batch's writes move on meanwhile
+            chunk = batch[start : start + CHUNK]
+            many = decode_many(list(map(_VALUE, chunk)))  # the usual chunk: all good
+            if many is not None:
+                msgs += chunk
+                recs += many
                 continue
-            msgs.append(m)
+            for m in chunk:  # one by one, to tell the bad from the good
+                try:
+                    recs.append(decode(m.value))
+                except ValidationError as exc:
+                    reason = "invalid_json" if _is_json_error(exc) else "invalid_reading"
+                    dead.append(InvalidMessage(m, reason, _short(exc)))
+                    continue
+                msgs.append(m)
         stations = await self._stations.get_many(map(_STATION_ID, recs))
         unknown = [(r.station_id, r.source, r.metric) for r in recs if r.station_id not in stations]
         if unknown:  # sources allowed to register their new stations do so here
             stations.update(await auto_register(self._pool, self._stations, unknown))
-        kernel = self._kernel
-        plans, judged, sources = kernel.plan_batch(
-            list(map(_TOPIC, msgs)), recs, stations, self._plans
-        )
+        kernel, topics = self._kernel, list(map(_TOPIC, msgs))
+        plans: list[CheckPlan | None] = []
+        judged: set[tuple[str, str]] = set()
+        sources: Tally[tuple[str, str]] = Tally()
+        for start in range(0, len(recs), CHUNK):  # in chunks, with turns for the event loop
+            await asyncio.sleep(0)
+            end = start + CHUNK
+            planned = kernel.plan_batch(topics[start:end], recs[start:end], stations, self._plans)
+            plans += planned.plans
+            judged |= planned.judged
+            sources.update(planned.sources)
         recent = await self._recent.working_copies(judged)
         latest = now + timedelta(seconds=self._future_tolerance_s)
-        await asyncio.sleep(0)
-        rows, forecast_rows, rejected, seen = kernel.check_batch(recs, plans, latest, recent)
-        for i in rejected:
-            raw, plan = recs[i], plans[i]
-            checked = None if plan is None else plan.check(raw, latest)
-            if isinstance(checked, Rejection):
-                dead.append(InvalidMessage(msgs[i], checked.reason, checked.detail))
-            else:
-                why = f"station {raw.station_id!r} is not registered"
-                dead.append(InvalidMessage(msgs[i], "unknown_station", why))
-        forecasts = [
-            (row, recs[i].issued_at or recs[i].received_at or now) for i, row in forecast_rows
-        ]
-        await asyncio.sleep(0)
-        events = kernel.reading_events(rows, stations, now)
+        rows: list[Row] = []
+        events: list[tuple[str, bytes]] = []
+        forecasts: list[tuple[Row, datetime]] = []
+        seen: dict[str, datetime] = {}
+        for start in range(0, len(recs), CHUNK):
+            await asyncio.sleep(0)
+            end = start + CHUNK
+            checked = kernel.check_batch(recs[start:end], plans[start:end], latest, recent)
+            for i in checked.rejected:
+                dead.append(
+                    self._rejection(msgs[start + i], recs[start + i], plans[start + i], latest)
+                )
+            for i, row in checked.forecasts:
+                raw = recs[start + i]
+                forecasts.append((row, raw.issued_at or raw.received_at or now))
+            for s, ts in checked.seen.items():
+                last = seen.get(s)
+                if last is None or ts > last:
+                    seen[s] = ts
+            rows += checked.rows
+            await asyncio.sleep(0)
+            events += kernel.reading_events(checked.rows, stations, now)
         undo = self._recent.keep(recent)
         return Prepared(now, dead, rows, events, forecasts, stations, seen, sources, undo)
+
+    @staticmethod
+    def _rejection(
+        m: Message, raw: RawReadingRecord, plan: CheckPlan | None, latest: datetime
+    ) -> InvalidMessage:
+        """Why the kernel refused a reading: its station is not known, or its plan says."""
+        checked = None if plan is None else plan.check(raw, latest)
+        if isinstance(checked, Rejection):
+            return InvalidMessage(m, checked.reason, checked.detail)
+        return InvalidMessage(m, "unknown_station", f"station {raw.station_id!r} is not registered")
 
     def discard(self, prepared: Prepared) -> None:
         self._recent.restore(prepared.undo)

@@ -387,3 +387,52 @@ async def test_a_staged_runner_judges_every_batch_as_a_sequential_one_would(
     assert await read_all(broker.bootstrap, topics.readings_dlq) == []
     published = await read_all(broker.bootstrap, topics.readings)
     assert len({p["event_id"] for p in published}) == len(values)
+
+
+@pytest.mark.parametrize("kernel_name", ["native", "python"])
+async def test_a_batch_of_many_chunks_puts_every_verdict_on_its_own_message(
+    ingest_db, broker, topic_prefix, kernel_name
+):
+    """A batch is prepared in chunks of CHUNK messages; refusals and forecasts just before and
+    after the chunks' seams are dead-lettered or stored against their own messages, and the
+    good readings around them are stored and published, once each, with either kernel."""
+    from services.ingest import kernel
+    from services.ingest.consumer import CHUNK
+
+    k = kernel.PYTHON if kernel_name == "python" else kernel.native()
+    assert k is not None
+    topics = Topics(topic_prefix)
+    await ensure_topics(broker.bootstrap, topics.all())
+    t0 = datetime(2026, 7, 1, tzinfo=UTC)
+    n = 2 * CHUNK + 10
+    values = [raw(i, t0) for i in range(n)]
+    doc = orjson.loads(values[0])
+    spoilers = {
+        CHUNK - 1: b"{not json",
+        CHUNK: orjson.dumps({**doc, "station_id": "NOPE"}),
+        2 * CHUNK - 1: orjson.dumps({**doc, "value": 5000.0}),
+        2 * CHUNK: orjson.dumps({**doc, "kind": "forecast", "issued_at": t0.isoformat()}),
+    }
+    values = [spoilers.get(i, v) for i, v in enumerate(values)]
+    batch = [Message(topics.obs_sensor, 0, i, b"RG1", v) for i, v in enumerate(values)]
+    producer = await EventProducer.start(broker.bootstrap)
+    try:
+        handler = new_handler(ingest_db, producer, topics)
+        handler._kernel = k
+        handler._store = ReadingStore(ingest_db, storage="native", kernel=k)
+        result = await handler.process(batch)
+    finally:
+        await producer.stop()
+    assert [(d.kafka_message.offset, d.reason) for d in result.dead_letters] == [
+        (CHUNK - 1, "invalid_json"),
+        (CHUNK, "unknown_station"),
+        (2 * CHUNK - 1, "out_of_hard_range"),
+    ]
+    stored = await ingest_db.fetch(
+        "SELECT extract(epoch FROM ts - $1)::int / 60 AS i FROM ingest.readings ORDER BY ts", t0
+    )
+    assert [r["i"] for r in stored] == [i for i in range(n) if i not in spoilers]
+    assert await ingest_db.fetchval("SELECT count(*) FROM ingest.forecasts") == 1
+    published = await read_all(broker.bootstrap, topics.readings)
+    assert len(published) == n - 3
+    assert sum(p["kind"] == "forecast" for p in published) == 1

@@ -129,6 +129,27 @@ def test_the_fast_decoder_remembers_only_the_ids_it_has_matched():
         dec.decode(orjson.dumps({**GOOD, "station_id": "S1 "}))
 
 
+def test_a_batch_decodes_at_once_only_when_every_message_would_alone():
+    dec = RawReadingDecoder()
+    good = [orjson.dumps({**GOOD, "station_id": f"S{i}", "value": i}) for i in range(50)]
+    many = dec.decode_many(good)
+    assert many == [RawReadingDecoder().decode(d) for d in good]
+    assert dec.decode_many(good) == many  # again, with every pair remembered
+    assert dec.decode_many([]) == []
+    spoilers = [
+        orjson.dumps({**GOOD, "station_id": "bad id"}),  # a pattern
+        orjson.dumps({**GOOD, "value": "2.5"}),  # only the model would take it
+        orjson.dumps(GOOD).replace(b"1.5", b"1e999"),  # not finite
+        b'{"source": ',  # not JSON
+        b"",  # nothing
+        orjson.dumps(GOOD, option=orjson.OPT_INDENT_2),  # good, but over several lines
+        orjson.dumps(GOOD) + b"\n" + orjson.dumps(GOOD),  # two in one message
+        None,  # no value
+    ]
+    for spoiler in spoilers:
+        assert dec.decode_many([*good[:3], spoiler, *good[3:6]]) is None, spoiler
+
+
 def test_the_fast_decoder_refuses_what_is_not_json_or_not_finite():
     dec = RawReadingDecoder()
     with pytest.raises(ValidationError, match=r"json_invalid|Invalid JSON"):
