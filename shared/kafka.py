@@ -26,7 +26,7 @@ from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -394,35 +394,53 @@ class ConsumerRunner:
                     except Exception:
                         log.exception("preparing a batch failed; handling it message by message")
                         prepared = None
+                settled: tuple[list[Message], BatchResult, float] | None = None
                 if inflight is not None:
-                    earlier, earlier_prepared = inflight[0], inflight[1]
-                    done, inflight = await self._complete_staged(handler, inflight), None
-                    if done is not True:
+                    earlier, earlier_prepared, earlier_started = (
+                        inflight[0],
+                        inflight[1],
+                        inflight[3],
+                    )
+                    outcome, inflight = await self._await_staged(handler, inflight), None
+                    if isinstance(outcome, BatchResult):
+                        settled = (earlier, outcome, earlier_started)
+                    else:
                         # undo newest first: this batch was judged on the failed one's values
                         if prepared is not None:
                             handler.discard(prepared)
                             prepared = None
                         handler.discard(earlier_prepared)
-                        if done is None:
+                        if outcome is None:
                             return
                         with BATCH_SECONDS.labels(cfg.name).time():
                             if not await self._process_until_done(earlier):
                                 return
                             await self._finish(earlier)
-                if not batch:
-                    continue
-                if prepared is None:
+                if batch and prepared is not None:
+                    # the next batch's writes start before the last one's commit: the commit's
+                    # round trip is then off the critical path
+                    inflight = (
+                        batch,
+                        prepared,
+                        asyncio.create_task(handler.complete(prepared)),
+                        started,
+                    )
+                if settled is not None:
+                    try:
+                        await self._settle(*settled)
+                    except BaseException:
+                        # not committed: nor may the batch after it be (its commit would
+                        # cover this one's offsets); both come again
+                        if inflight is not None:
+                            await asyncio.gather(inflight[2], return_exceptions=True)
+                            handler.discard(inflight[1])
+                            inflight = None
+                        raise
+                if batch and prepared is None:
                     with BATCH_SECONDS.labels(cfg.name).time():
                         if not await self._process_until_done(batch):
                             return
                         await self._finish(batch)
-                    continue
-                inflight = (
-                    batch,
-                    prepared,
-                    asyncio.create_task(handler.complete(prepared)),
-                    started,
-                )
         finally:
             if inflight is not None and await self._complete_staged(handler, inflight) is not True:
                 handler.discard(inflight[1])  # left uncommitted: it comes again
@@ -432,16 +450,27 @@ class ConsumerRunner:
         handler: StagedHandler,
         inflight: tuple[list[Message], Any, asyncio.Task[BatchResult], float],
     ) -> bool | None:
+        """Wait for an in-flight batch and commit it: True; or as :meth:`_await_staged`."""
+        outcome = await self._await_staged(handler, inflight)
+        if not isinstance(outcome, BatchResult):
+            return outcome
+        await self._settle(inflight[0], outcome, inflight[3])
+        return True
+
+    async def _await_staged(
+        self,
+        handler: StagedHandler,
+        inflight: tuple[list[Message], Any, asyncio.Task[BatchResult], float],
+    ) -> BatchResult | Literal[False] | None:
         """Wait for an in-flight batch, retrying its completion while the failure is one a
-        retry can cure, and commit it: True. False: it failed for good and must be discarded and
-        handled again on the sequential path; None: stopping with it unfinished (uncommitted).
-        Neither discards: the caller undoes a batch prepared after it first."""
-        batch, prepared, task, started = inflight
+        retry can cure: its result, for :meth:`_settle`. False: it failed for good and must be
+        discarded and handled again on the sequential path; None: stopping with it unfinished
+        (uncommitted). Neither discards: the caller undoes a batch prepared after it first."""
+        _batch, prepared, task, _started = inflight
         delay = self._config.retry_initial_s
         while True:
             try:
-                result = await task
-                break
+                return await task
             except Exception as exc:
                 retriable = exc.retriable if isinstance(exc, QianshaoError) else is_unavailable(exc)
                 if isinstance(exc, InvalidMessage) or not retriable:
@@ -460,11 +489,13 @@ class ConsumerRunner:
                 await self._clock.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self._config.retry_max_s)
                 task = asyncio.create_task(handler.complete(prepared))
+
+    async def _settle(self, batch: list[Message], result: BatchResult, started: float) -> None:
+        """A completed batch's dead letters, counts and commit, in that order."""
         await self._send_dead_letters(result.dead_letters)
         self._count(batch, result.dead_letters)
         await self._finish(batch)
         BATCH_SECONDS.labels(self._config.name).observe(time.perf_counter() - started)
-        return True
 
     async def _commit(self, batch: Sequence[Message]) -> None:
         # each partition's last offset: a batch holds a partition's messages in offset order

@@ -13,6 +13,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <datetime.h>
+#include <structmember.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -597,28 +598,42 @@ static int event_id(PyObject *station, PyObject *metric, int64_t us, char out[32
     return 0;
 }
 
-/* The station's region code and kind, looked up when the station changes from the row
- * before (a batch comes grouped by station more often than not). */
+/* Each station's part of the event, `,"region_code":"…","station_kind":"…"`, made once a
+ * call and kept by station id (the ids' hashes are cached in the strings). */
 typedef struct {
-    PyObject *station_id; /* borrowed, from the row */
-    PyObject *region;     /* owned */
-    PyObject *kind;       /* owned */
+    PyObject *parts;      /* dict: station id -> bytes */
+    PyObject *station_id; /* borrowed: the last row's, whose part is `part` */
+    PyObject *part;       /* borrowed from parts */
 } StationCache;
 
 static int station_of(StationCache *c, PyObject *stations, PyObject *station_id) {
     if (station_id == c->station_id) return 0;
-    PyObject *station = PyObject_GetItem(stations, station_id);
-    if (station == NULL) return -1;
-    PyObject *region = PyObject_GetAttr(station, STR_REGION_CODE);
-    PyObject *kind = region ? PyObject_GetAttr(station, STR_KIND) : NULL;
-    Py_DECREF(station);
-    if (kind == NULL) {
+    PyObject *part = PyDict_GetItemWithError(c->parts, station_id);
+    if (part == NULL) {
+        if (PyErr_Occurred()) return -1;
+        PyObject *station = PyObject_GetItem(stations, station_id);
+        if (station == NULL) return -1;
+        PyObject *region = PyObject_GetAttr(station, STR_REGION_CODE);
+        PyObject *kind = region ? PyObject_GetAttr(station, STR_KIND) : NULL;
+        Py_DECREF(station);
+        Buf b = {0};
+        int rc = kind == NULL || LIT(&b, ",\"region_code\":") < 0 ||
+                         json_str(&b, region, "region_code") < 0 ||
+                         LIT(&b, ",\"station_kind\":") < 0 || json_str(&b, kind, "kind") < 0
+                     ? -1
+                     : 0;
         Py_XDECREF(region);
-        return -1;
+        Py_XDECREF(kind);
+        if (rc == 0) {
+            part = PyBytes_FromStringAndSize(b.data, b.len);
+            rc = part == NULL || PyDict_SetItem(c->parts, station_id, part) < 0 ? -1 : 0;
+            Py_XDECREF(part); /* the dict holds it */
+        }
+        PyMem_Free(b.data);
+        if (rc < 0) return -1;
     }
-    Py_XSETREF(c->region, region);
-    Py_XSETREF(c->kind, kind);
     c->station_id = station_id;
+    c->part = part;
     return 0;
 }
 
@@ -637,8 +652,7 @@ static int event_json(Buf *b, PyObject *row, StationCache *st, TzCache *tz,
     if (LIT(b, "{\"event_id\":\"") < 0 || buf_put(b, id, 32) < 0 ||
         LIT(b, "\",\"produced_at\":") < 0 || buf_put(b, produced, produced_len) < 0 ||
         LIT(b, ",\"station_id\":") < 0 || json_str(b, station, "station_id") < 0 ||
-        LIT(b, ",\"region_code\":") < 0 || json_str(b, st->region, "region_code") < 0 ||
-        LIT(b, ",\"station_kind\":") < 0 || json_str(b, st->kind, "kind") < 0 ||
+        buf_put(b, PyBytes_AS_STRING(st->part), PyBytes_GET_SIZE(st->part)) < 0 ||
         LIT(b, ",\"metric\":") < 0 || json_str(b, metric, "metric") < 0 ||
         LIT(b, ",\"ts\":") < 0 || json_datetime(b, ts, offset) < 0 ||
         LIT(b, ",\"value\":") < 0 || json_float(b, value) < 0 ||
@@ -674,7 +688,8 @@ static PyObject *reading_events(PyObject *self, PyObject *args) {
     }
     Py_ssize_t n = PyList_GET_SIZE(rows);
     Buf b = {0}, produced = {0};
-    StationCache st = {NULL, NULL, NULL};
+    StationCache st = {PyDict_New(), NULL, NULL};
+    if (st.parts == NULL) return NULL;
     TzCache tz = {NULL, 0};
     int64_t ignored, offset;
     PyObject *out = NULL, *events = PyList_New(n);
@@ -706,8 +721,7 @@ static PyObject *reading_events(PyObject *self, PyObject *args) {
     events = NULL;
 done:
     Py_XDECREF(events);
-    Py_XDECREF(st.region);
-    Py_XDECREF(st.kind);
+    Py_DECREF(st.parts);
     PyMem_Free(b.data);
     PyMem_Free(produced.data);
     return out;
@@ -718,6 +732,48 @@ done:
 static PyObject *S_VALUE, *S_UNIT, *S_KIND, *S_TS, *S_STATION_ID, *S_METRIC, *S_SOURCE,
     *S_PACKED, *S_APPEND, *S_STRIP, *S_LOWER, *S_GOOD, *S_DOUBTFUL, *S_SOFT_RANGE,
     *S_FUTURE, *S_MAINTENANCE, *S_SPIKE, *S_STUCK, *EMPTY_TUPLE;
+
+/* A reading's fields, read straight from the slots of its struct type (msgspec keeps them as
+ * member descriptors) instead of by attribute lookup; any other object, or an unset field, is
+ * asked by name. Each call returns a new reference. */
+enum { R_VALUE, R_UNIT, R_KIND, R_TS, R_STATION_ID, R_METRIC, R_SOURCE, N_RFIELDS };
+
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t offset[N_RFIELDS];
+} Fields;
+
+static PyObject **RFIELD_NAMES[N_RFIELDS] = {&S_VALUE, &S_UNIT, &S_KIND, &S_TS,
+                                              &S_STATION_ID, &S_METRIC, &S_SOURCE};
+
+static void fields_of(Fields *f, PyObject *recs) {
+    f->type = NULL;
+    if (PyList_GET_SIZE(recs) == 0) return;
+    f->type = Py_TYPE(PyList_GET_ITEM(recs, 0));
+    for (int k = 0; k < N_RFIELDS; k++) {
+        f->offset[k] = -1;
+        PyObject *d = PyObject_GetAttr((PyObject *)f->type, *RFIELD_NAMES[k]);
+        if (d == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        if (Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+            ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX)
+            f->offset[k] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+    }
+}
+
+static inline PyObject *field(const Fields *f, PyObject *rec, int k) {
+    if (Py_TYPE(rec) == f->type && f->offset[k] >= 0) {
+        PyObject *v = *(PyObject **)((char *)rec + f->offset[k]);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+    }
+    return PyObject_GetAttr(rec, *RFIELD_NAMES[k]);
+}
 
 static int is_observation(PyObject *kind) {
     return PyUnicode_Check(kind) && PyUnicode_CompareWithASCIIString(kind, "observation") == 0;
@@ -739,16 +795,18 @@ static PyObject *plan_batch(PyObject *self, PyObject *args) {
     }
     PyObject *plans = PyList_New(n), *judged = PySet_New(NULL), *sources = PyDict_New();
     PyObject *out = NULL;
+    Fields fields;
+    fields_of(&fields, recs);
     if (plans == NULL || judged == NULL || sources == NULL) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *raw = PyList_GET_ITEM(recs, i);
         PyObject *sid = NULL, *metric = NULL, *source = NULL, *kind = NULL, *origin = NULL,
                  *key = NULL, *plan = NULL, *packed = NULL;
         int ok = 0;
-        if ((sid = PyObject_GetAttr(raw, S_STATION_ID)) == NULL ||
-            (metric = PyObject_GetAttr(raw, S_METRIC)) == NULL ||
-            (source = PyObject_GetAttr(raw, S_SOURCE)) == NULL ||
-            (kind = PyObject_GetAttr(raw, S_KIND)) == NULL)
+        if ((sid = field(&fields, raw, R_STATION_ID)) == NULL ||
+            (metric = field(&fields, raw, R_METRIC)) == NULL ||
+            (source = field(&fields, raw, R_SOURCE)) == NULL ||
+            (kind = field(&fields, raw, R_KIND)) == NULL)
             goto next;
         /* the message count of (source, topic) */
         if ((origin = PyTuple_Pack(2, source, PyList_GET_ITEM(topics, i))) == NULL) goto next;
@@ -903,6 +961,8 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
     int64_t latest_us, offset;
     if (unix_us(latest, &tz, &latest_us, &offset) < 0) return NULL;
     int judging = PyDict_GET_SIZE(recent) > 0;
+    Fields fields;
+    fields_of(&fields, recs);
     PyObject *rows = PyList_New(0), *forecasts = PyList_New(0), *rejected = PyList_New(0);
     PyObject *seen = PyDict_New(), *out = NULL;
     if (rows == NULL || forecasts == NULL || rejected == NULL || seen == NULL) goto done;
@@ -924,10 +984,10 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
             goto next;
         }
         PyObject *canonical = PyTuple_GET_ITEM(packed, 0), *converters = PyTuple_GET_ITEM(packed, 1);
-        if ((value = PyObject_GetAttr(raw, S_VALUE)) == NULL ||
-            (unit = PyObject_GetAttr(raw, S_UNIT)) == NULL ||
-            (kind = PyObject_GetAttr(raw, S_KIND)) == NULL ||
-            (ts = PyObject_GetAttr(raw, S_TS)) == NULL)
+        if ((value = field(&fields, raw, R_VALUE)) == NULL ||
+            (unit = field(&fields, raw, R_UNIT)) == NULL ||
+            (kind = field(&fields, raw, R_KIND)) == NULL ||
+            (ts = field(&fields, raw, R_TS)) == NULL)
             goto next;
         /* the unit */
         if (canonical == Py_None) {
@@ -986,9 +1046,9 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
         if (future && PyList_Append(extra, S_FUTURE) < 0) goto next;
         if (maintenance && PyList_Append(extra, S_MAINTENANCE) < 0) goto next;
         if (soft_out || future) quality = S_DOUBTFUL;
-        if ((sid = PyObject_GetAttr(raw, S_STATION_ID)) == NULL ||
-            (metric = PyObject_GetAttr(raw, S_METRIC)) == NULL ||
-            (source = PyObject_GetAttr(raw, S_SOURCE)) == NULL)
+        if ((sid = field(&fields, raw, R_STATION_ID)) == NULL ||
+            (metric = field(&fields, raw, R_METRIC)) == NULL ||
+            (source = field(&fields, raw, R_SOURCE)) == NULL)
             goto next;
         if (observation && judging) {
             if ((key = PyTuple_Pack(2, sid, metric)) == NULL) goto next;
