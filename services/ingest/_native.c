@@ -715,6 +715,7 @@ static PyObject *reading_events(PyObject *self, PyObject *args) {
         Py_INCREF(station);
         PyTuple_SET_ITEM(pair, 0, station);
         PyTuple_SET_ITEM(pair, 1, bytes);
+        if (PyUnicode_CheckExact(station)) PyObject_GC_UnTrack(pair); /* str and bytes */
         PyList_SET_ITEM(events, i, pair);
     }
     out = events;
@@ -1084,6 +1085,10 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
             Py_INCREF(fields[f]);
             PyTuple_SET_ITEM(row, f, fields[f]);
         }
+        /* strings, a datetime, a float and a tuple of strings: no cycle can pass through a
+         * row, so the collector need not walk the batch's rows (as it would untrack them
+         * itself, but only after walking them once) */
+        PyObject_GC_UnTrack(row);
         if (!observation) {
             if ((index = PyLong_FromSsize_t(i)) == NULL) goto next;
             PyObject *pair = PyTuple_Pack(2, index, row);

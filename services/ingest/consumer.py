@@ -146,9 +146,12 @@ class IngestHandler:
                     dead.append(InvalidMessage(m, reason, _short(exc)))
                     continue
                 msgs.append(m)
-        stations = await self._stations.get_many(map(_STATION_ID, recs))
-        unknown = [(r.station_id, r.source, r.metric) for r in recs if r.station_id not in stations]
-        if unknown:  # sources allowed to register their new stations do so here
+        ids = set(map(_STATION_ID, recs))
+        stations = await self._stations.get_many(ids)
+        if not ids.issubset(stations):  # sources allowed to register new stations do so here
+            unknown = [
+                (r.station_id, r.source, r.metric) for r in recs if r.station_id not in stations
+            ]
             stations.update(await auto_register(self._pool, self._stations, unknown))
         kernel, topics = self._kernel, list(map(_TOPIC, msgs))
         plans: list[CheckPlan | None] = []

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import os
@@ -317,6 +318,10 @@ def test_the_checks_flag_what_they_should():
         ("M", "rainfall", 1.0, "mm", "good", ("maintenance",)),
     ]
     assert got.rejected == [5, 6, 7, 8]
+    # rows hold no containers but their checks: the collector is spared walking them
+    assert not any(map(gc.is_tracked, got.rows))
+    events = native().reading_events(got.rows, CHECK_STATIONS, NOW)
+    assert not any(map(gc.is_tracked, events))
     assert [(i, r.quality) for i, r in got.forecasts] == [(9, "good")]
     assert got.seen == {"Q": T + timedelta(minutes=1), "P": T + timedelta(minutes=10), "M": T}
     # doubtful readings do not join the history, and forecasts neither judge nor join it
