@@ -1,7 +1,9 @@
-"""The one compiled part: the ingest consumer's per-batch kernel (``services/ingest/_native.c``).
+"""The compiled parts: the ingest consumer's per-batch kernel (``services/ingest/_native.c``) and
+whole Kafka record batches (``shared/_records.c``).
 
-Everything else is in ``pyproject.toml``. The extension is optional: where no C compiler is
-found the install goes on, and ``services.ingest.kernel`` uses its Python implementation."""
+Everything else is in ``pyproject.toml``. The extensions are optional: where no C compiler is
+found the install goes on, and ``services.ingest.kernel`` and ``shared.kafka`` use their Python
+paths."""
 
 from setuptools import Extension, setup
 
@@ -12,6 +14,12 @@ setup(
             ["services/ingest/_native.c"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
-        )
+        ),
+        Extension(
+            "shared._records",
+            ["shared/_records.c"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        ),
     ]
 )

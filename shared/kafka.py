@@ -153,10 +153,15 @@ class EventProducer:
     event id.
     """
 
-    def __init__(self, producer: AIOKafkaProducer, *, idempotent: bool) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, *, idempotent: bool, ready_batches: bool = True
+    ) -> None:
         self._producer = producer
         self.idempotent = idempotent
         self._partitioner = DefaultPartitioner()
+        # whole record batches built in one call (shared._records), where it is built and
+        # checked against this aiokafka release; else aiokafka's builder a message at a time
+        self._records = ready_batch_builder() if ready_batches else None
         # key → partition for a topic's partition list: murmur2 in pure Python costs ~2 µs a key,
         # and the same station keys come again and again
         # partitions → key → (the key as bytes, its partition)
@@ -164,7 +169,12 @@ class EventProducer:
 
     @classmethod
     async def start(
-        cls, bootstrap: str, *, client_id: str = "qianshao", idempotence: str = "auto"
+        cls,
+        bootstrap: str,
+        *,
+        client_id: str = "qianshao",
+        idempotence: str = "auto",
+        ready_batches: bool = True,
     ) -> EventProducer:
         common: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
@@ -172,14 +182,14 @@ class EventProducer:
             "acks": "all",
             "linger_ms": 2,
             "request_timeout_ms": 15000,
-            "max_batch_size": 1 << 20,
+            "max_batch_size": BATCH_BYTES,
             "max_request_size": 8 << 20,
         }
         if idempotence in ("auto", "on"):
             producer = AIOKafkaProducer(enable_idempotence=True, **common)
             try:
                 await producer.start()
-                return cls(producer, idempotent=True)
+                return cls(producer, idempotent=True, ready_batches=ready_batches)
             except KafkaError as exc:
                 await producer.stop()
                 if idempotence == "on":
@@ -191,7 +201,7 @@ class EventProducer:
         except KafkaError as exc:
             await producer.stop()
             raise BrokerError(f"cannot connect producer to {bootstrap}: {exc!r}") from exc
-        return cls(producer, idempotent=False)
+        return cls(producer, idempotent=False, ready_batches=ready_batches)
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -230,6 +240,9 @@ class EventProducer:
                 by_partition.setdefault(hit[1], []).append((hit[0], value))
             futures = []
             for part, messages in by_partition.items():
+                if self._records is not None:
+                    futures += await self._send_ready(topic, part, messages)
+                    continue
                 batch = self._producer.create_batch()
                 for key, value in messages:
                     if batch.append(key=key, value=value, timestamp=None) is None:
@@ -243,6 +256,22 @@ class EventProducer:
             await asyncio.gather(*futures)
         except KafkaError as exc:
             raise BrokerError(f"send to {topic} failed: {exc!r}") from exc
+
+    async def _send_ready(
+        self, topic: str, partition: int, messages: list[tuple[bytes | None, bytes]]
+    ) -> list[asyncio.Future[Any]]:
+        """One partition's messages as whole record batches, each handed to the producer as
+        a BatchBuilder would be (:class:`_ReadyBatch`): aiokafka's sender, retries and producer
+        state apply to them as to its own."""
+        assert self._records is not None
+        txn = self._producer._txn_manager
+        transactional = txn is not None and txn.transactional_id is not None
+        now_ms = int(time.time() * 1000)
+        futures = []
+        for buffer, count in self._records.batches(messages, now_ms, BATCH_BYTES, transactional):
+            ready = _ReadyBatch(buffer, count, self._records.seal)
+            futures.append(await self._producer.send_batch(ready, topic, partition=partition))
+        return futures
 
     async def send_json(self, topic: str, items: Iterable[tuple[str | None, Any]]) -> None:
         await self.send_many(topic, ((k, orjson.dumps(v)) for k, v in items))
@@ -635,6 +664,56 @@ def _messages(records: dict[TopicPartition, list[Any]]) -> list[Message]:
 # aiokafka releases whose fetcher's private ``PartitionRecords._consumer_record(tp, record)`` the
 # fast path below has been checked against (tests/integration/test_kafka_records.py)
 MESSAGE_RECORDS_TESTED = ("0.14.",)
+BATCH_BYTES = 1 << 20  # a record batch's largest size (the producer's max_batch_size)
+
+
+class _ReadyBatch:
+    """A record batch built whole by shared._records, as aiokafka's producer uses a
+    ``BatchBuilder`` (``MessageBatch`` and the sender call these, and only these): closed to
+    further messages; the producer state (idempotence) is sealed into it, CRC and all, when the
+    sender sets it."""
+
+    def __init__(self, buffer: bytearray, count: int, seal: Callable[..., None]) -> None:
+        self._buffer = buffer
+        self._count = count
+        self._seal = seal
+
+    def append(self, **_message: Any) -> None:
+        return None  # full: the accumulator starts another batch for any message after it
+
+    def close(self) -> None:
+        pass
+
+    def closed(self) -> bool:
+        return True
+
+    def size(self) -> int:
+        return len(self._buffer)
+
+    def record_count(self) -> int:
+        return self._count
+
+    def _set_producer_state(
+        self, producer_id: int, producer_epoch: int, base_sequence: int
+    ) -> None:
+        self._seal(self._buffer, producer_id, producer_epoch, base_sequence)
+
+    def _build(self) -> bytearray:
+        return self._buffer
+
+
+def ready_batch_builder(version: str | None = None) -> Any:
+    """``shared._records`` where it was built (a C compiler at install) and this aiokafka
+    release is one its batches were checked against; else None (aiokafka's builder)."""
+    import aiokafka
+
+    if not (version or aiokafka.__version__).startswith(MESSAGE_RECORDS_TESTED):
+        return None
+    try:
+        from shared import _records
+    except ImportError:
+        return None
+    return _records
 
 
 def use_message_records(version: str | None = None) -> bool:

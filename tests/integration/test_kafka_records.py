@@ -4,9 +4,11 @@ through, under the same names, and a consumer with deserializers still gets aiok
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import aiokafka
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
@@ -103,10 +105,17 @@ def test_not_installed_on_an_untested_release() -> None:
     assert use_message_records(aiokafka.__version__)
 
 
-async def test_send_many_places_each_key_where_the_partitioner_does(broker: TansuBroker) -> None:
+@pytest.mark.parametrize("ready", [True, False], ids=["ready-batches", "aiokafka-builder"])
+async def test_send_many_places_each_key_where_the_partitioner_does(
+    broker: TansuBroker, ready: bool
+) -> None:
+    """Whole record batches (shared._records) or aiokafka's builder: the same messages land
+    in the same partitions in the same order, keyed or not, with a timestamp of now."""
     topic = f"rec{uuid.uuid4().hex[:8]}"
     await ensure_topics(broker.bootstrap, [topic], partitions=3)
-    producer = await EventProducer.start(broker.bootstrap)
+    producer = await EventProducer.start(broker.bootstrap, ready_batches=ready)
+    assert (producer._records is not None) is ready
+    before = int(time.time() * 1000)
     try:
         items: list[tuple[str | bytes | None, bytes]] = []
         for i in range(60):
@@ -142,3 +151,5 @@ async def test_send_many_places_each_key_where_the_partitioner_does(broker: Tans
     for key, values in by_key.items():  # str and bytes keys alike, in the order given
         assert values == [v for k, v in items if k in (key, key.decode())]
     assert sorted(m.value for m in got if m.key is None) == [b"keyless:1", b"keyless:2"]
+    assert all(before - 1000 <= m.timestamp <= time.time() * 1000 + 1000 for m in got)
+    assert len(got) == len(items)

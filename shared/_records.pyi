@@ -1,0 +1,12 @@
+# Kafka record batches (v2) built in one call (_records.c); shared.kafka uses them.
+def batches(
+    items: list[tuple[bytes | None, bytes | None]],
+    timestamp_ms: int,
+    batch_size: int,
+    transactional: bool,
+    /,
+) -> list[tuple[bytearray, int]]: ...
+def seal(
+    batch: bytearray, producer_id: int, producer_epoch: int, base_sequence: int, /
+) -> None: ...
+def crc32c(data: bytes | bytearray, /) -> int: ...
