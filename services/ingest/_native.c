@@ -731,7 +731,7 @@ done:
 /* ---- checks: plans and judging of a batch (services.ingest.validation, in one pass each) --- */
 
 static PyObject *S_VALUE, *S_UNIT, *S_KIND, *S_TS, *S_STATION_ID, *S_METRIC, *S_SOURCE,
-    *S_PACKED, *S_APPEND, *S_STRIP, *S_LOWER, *S_GOOD, *S_DOUBTFUL, *S_SOFT_RANGE,
+    *S_PACKED, *S_STRIP, *S_LOWER, *S_GOOD, *S_DOUBTFUL, *S_SOFT_RANGE,
     *S_FUTURE, *S_MAINTENANCE, *S_SPIKE, *S_STUCK, *EMPTY_TUPLE;
 
 /* A reading's fields, read straight from the slots of its struct type (msgspec keeps them as
@@ -938,17 +938,23 @@ done:
     return rc;
 }
 
-/* check_batch(recs, plans, latest, recent, row_type)
+/* check_batch(recs, plans, latest, recent, keep, row_type)
  *   -> (rows, forecasts: [(index, row)], rejected: [index], seen: {station: newest ts})
  * CheckPlan.check and CheckPlan.history for each reading with a plan, as the Python kernel's
  * check_batch does; a rejected reading's index is returned, for the caller to ask its plan why
  * (rare, and the message is Python's own). */
 static PyObject *check_batch(PyObject *self, PyObject *args) {
     PyObject *recs, *plans, *latest, *recent;
+    Py_ssize_t keep;
     PyTypeObject *row_type;
-    if (!PyArg_ParseTuple(args, "O!O!OO!O!:check_batch", &PyList_Type, &recs, &PyList_Type,
-                          &plans, &latest, &PyDict_Type, &recent, &PyType_Type, &row_type))
+    if (!PyArg_ParseTuple(args, "O!O!OO!nO!:check_batch", &PyList_Type, &recs, &PyList_Type,
+                          &plans, &latest, &PyDict_Type, &recent, &keep, &PyType_Type,
+                          &row_type))
         return NULL;
+    if (keep < 1) {
+        PyErr_SetString(PyExc_ValueError, "keep must be at least 1");
+        return NULL;
+    }
     if (!PyType_IsSubtype(row_type, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError, "row_type must be a tuple type");
         return NULL;
@@ -1064,12 +1070,28 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
                     goto next;
                 if (PyList_GET_SIZE(extra) > before) quality = S_DOUBTFUL;
                 if (quality == S_GOOD && (!has_last || ts_us > last_us)) {
+                    /* a new series: the last keep - 1 of the old one, and this reading */
+                    if (!PyTuple_Check(series)) {
+                        PyErr_SetString(PyExc_TypeError, "a series is a tuple");
+                        goto next;
+                    }
+                    Py_ssize_t len = PyTuple_GET_SIZE(series);
+                    Py_ssize_t n = len + 1 < keep ? len + 1 : keep;
                     PyObject *entry = PyTuple_Pack(2, ts, converted);
-                    if (entry == NULL) goto next;
-                    PyObject *r = PyObject_CallMethodOneArg(series, S_APPEND, entry);
-                    Py_DECREF(entry);
-                    if (r == NULL) goto next;
-                    Py_DECREF(r);
+                    PyObject *grown = entry ? PyTuple_New(n) : NULL;
+                    if (grown == NULL) {
+                        Py_XDECREF(entry);
+                        goto next;
+                    }
+                    for (Py_ssize_t k = 0; k < n - 1; k++) {
+                        PyObject *e = PyTuple_GET_ITEM(series, len - (n - 1) + k);
+                        Py_INCREF(e);
+                        PyTuple_SET_ITEM(grown, k, e);
+                    }
+                    PyTuple_SET_ITEM(grown, n - 1, entry);
+                    int set = PyDict_SetItem(recent, key, grown); /* `series` is not read after */
+                    Py_DECREF(grown);
+                    if (set < 0) goto next;
                 }
             }
         }
@@ -1209,7 +1231,7 @@ PyMODINIT_FUNC PyInit__native(void) {
         const char *text;
     } names[] = {{&S_VALUE, "value"}, {&S_UNIT, "unit"}, {&S_KIND, "kind"}, {&S_TS, "ts"},
                  {&S_STATION_ID, "station_id"}, {&S_METRIC, "metric"}, {&S_SOURCE, "source"},
-                 {&S_PACKED, "packed"}, {&S_APPEND, "append"}, {&S_STRIP, "strip"},
+                 {&S_PACKED, "packed"}, {&S_STRIP, "strip"},
                  {&S_LOWER, "lower"}, {&S_GOOD, "good"}, {&S_DOUBTFUL, "doubtful"},
                  {&S_SOFT_RANGE, "soft_range"}, {&S_FUTURE, "future_timestamp"},
                  {&S_MAINTENANCE, "maintenance"}, {&S_SPIKE, "spike"}, {&S_STUCK, "stuck"}};

@@ -25,6 +25,7 @@ def check_batch(
     plans: list[CheckPlan | None],
     latest: datetime,
     recent: dict[tuple[str, str], Any],
+    keep: int,
     row_type: type[Row],
     /,
 ) -> tuple[list[Row], list[tuple[int, Row]], list[int], dict[str, datetime]]: ...

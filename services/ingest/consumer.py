@@ -173,7 +173,9 @@ class IngestHandler:
         for start in range(0, len(recs), CHUNK):
             await asyncio.sleep(0)
             end = start + CHUNK
-            checked = kernel.check_batch(recs[start:end], plans[start:end], latest, recent)
+            checked = kernel.check_batch(
+                recs[start:end], plans[start:end], latest, recent, self._recent.keep_last
+            )
             for i in checked.rejected:
                 dead.append(
                     self._rejection(msgs[start + i], recs[start + i], plans[start + i], latest)

@@ -68,9 +68,11 @@ class Kernel(Protocol):
         plans: list[CheckPlan | None],
         latest: datetime,
         recent: dict[Key, Recent],
+        keep: int,
     ) -> Checked:
         """:meth:`CheckPlan.check` and, for observations, :meth:`CheckPlan.history` of each
-        reading, in order; a good observation newer than its series joins it in ``recent``."""
+        reading, in order; a good observation newer than its series joins it: ``recent`` then
+        holds a new series with it, of the last ``keep`` readings."""
         ...
 
     def copy_rows(self, rows: list[Row]) -> tuple[bytes, bool]:
@@ -184,6 +186,7 @@ class PythonKernel:
         plans: list[CheckPlan | None],
         latest: datetime,
         recent: dict[Key, Recent],
+        keep: int,
     ) -> Checked:
         rows: list[Row] = []
         forecasts: list[tuple[int, Row]] = []
@@ -199,12 +202,13 @@ class PythonKernel:
             value, unit, quality, checks = checked
             observation = raw.kind == "observation"
             s, ts = raw.station_id, raw.ts
-            if observation and recent and (series := recent.get((s, raw.metric))) is not None:
+            key = (s, raw.metric)
+            if observation and recent and (series := recent.get(key)) is not None:
                 extra = plan.history(ts, value, series)
                 if extra:
                     quality, checks = "doubtful", (*checks, *extra)
                 if quality == "good" and (not series or ts > series[-1][0]):
-                    series.append((ts, value))
+                    recent[key] = (*series, (ts, value))[-keep:]
             row = new_row(Row, (s, raw.metric, ts, value, unit, quality, checks, raw.source))
             if not observation:
                 forecasts.append((i, row))
@@ -275,8 +279,9 @@ class NativeKernel:
         plans: list[CheckPlan | None],
         latest: datetime,
         recent: dict[Key, Recent],
+        keep: int,
     ) -> Checked:
-        return Checked(*self._module.check_batch(recs, plans, latest, recent, Row))
+        return Checked(*self._module.check_batch(recs, plans, latest, recent, keep, Row))
 
     def copy_rows(self, rows: list[Row]) -> tuple[bytes, bool]:
         try:

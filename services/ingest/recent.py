@@ -2,21 +2,23 @@
 
 Readings are keyed by station on Kafka, so each replica sees all of its stations' readings and
 keeps their recent values in memory; a key it has not seen since it started is loaded from
-``ingest.readings`` once. A batch works on copies, which become the history once the batch is
-judged (the next batch is judged on them while this one is stored); a batch that fails is undone
-with :meth:`RecentReadings.restore`, so that when it comes again it is judged exactly as the first
+``ingest.readings`` once. A series is an immutable tuple, oldest first, at most ``keep`` long: a
+batch works on a dict of them and replaces a series with a longer one as it judges (nothing is
+copied to be read), the dict becomes the history once the batch is judged (the next batch is
+judged on it while this one is stored), and a batch that fails is undone with
+:meth:`RecentReadings.restore`, so that when it comes again it is judged exactly as the first
 time."""
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime
 
 import asyncpg
 
 Key = tuple[str, str]  # station, metric
-Recent = deque[tuple[datetime, float]]
+Recent = tuple[tuple[datetime, float], ...]  # oldest first
 Undo = dict[Key, Recent | None]  # what ``keep`` replaced (None: nothing was there)
 
 
@@ -27,7 +29,13 @@ class RecentReadings:
         self._max_keys = max_keys
         self._data: OrderedDict[Key, Recent] = OrderedDict()
 
+    @property
+    def keep_last(self) -> int:
+        """How many of a series' readings are kept."""
+        return self._keep
+
     async def working_copies(self, keys: Iterable[Key]) -> dict[Key, Recent]:
+        """The series of ``keys``, for a batch to judge on and extend (by replacing them)."""
         wanted = set(keys)
         missing = [k for k in wanted if k not in self._data]
         if missing:
@@ -43,19 +51,25 @@ class RecentReadings:
                 [k[1] for k in missing],
                 self._keep,
             )
-            loaded: dict[Key, Recent] = {k: deque(maxlen=self._keep) for k in missing}
+            found: dict[Key, list[tuple[datetime, float]]] = {k: [] for k in missing}
             for r in rows:
-                loaded[(r["s"], r["m"])].append((r["ts"], r["value"]))
-            self.keep(loaded)
-        return {k: deque(self._data[k], maxlen=self._keep) for k in wanted}
+                found[(r["s"], r["m"])].append((r["ts"], r["value"]))
+            self.keep({k: tuple(v) for k, v in found.items()})
+        data = self._data
+        return {k: data[k] for k in wanted}
 
     def keep(self, copies: dict[Key, Recent]) -> Undo:
-        """Make the copies the history; return what they replaced, for :meth:`restore`."""
+        """Make the series the history; return what they replaced, for :meth:`restore`. A
+        series the batch did not extend is the one already kept: nothing to do."""
         undo: Undo = {}
+        data = self._data
         for k, d in copies.items():
-            undo[k] = self._data.get(k)
-            self._data[k] = d
-            self._data.move_to_end(k)
+            old = data.get(k)
+            if old is d:
+                continue
+            undo[k] = old
+            data[k] = d
+            data.move_to_end(k)
         while len(self._data) > self._max_keys:
             self._data.popitem(last=False)
         return undo

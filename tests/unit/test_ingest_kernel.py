@@ -232,26 +232,22 @@ readings = st.builds(
 
 def series_for(keys, data):
     """Histories of the judged keys: empty, flat (stuck), rising, or newer than the batch."""
-    from collections import deque
-
     out = {}
     for k in sorted(keys):
         shape = data.draw(st.sampled_from(["absent", "empty", "flat", "rising", "future"]))
         if shape == "absent":
             continue
-        d: deque = deque(maxlen=48)
+        d = []
         for j in range({"empty": 0, "flat": 5, "rising": 5, "future": 2}[shape]):
             ts = T - timedelta(minutes=5 * (5 - j)) if shape != "future" else T + timedelta(hours=j)
             d.append((ts, 3.0 if shape == "flat" else float(j)))
-        out[k] = d
+        out[k] = tuple(d)
     return out
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(readings, max_size=40), st.data())
 def test_both_kernels_plan_and_judge_a_batch_alike(recs, data):
-    from copy import deepcopy
-
     from services.ingest.validation import PlanCache
 
     topics = [data.draw(st.sampled_from(["obs.sensor.v1", "obs.hydro.v1"])) for _ in recs]
@@ -259,20 +255,20 @@ def test_both_kernels_plan_and_judge_a_batch_alike(recs, data):
     want_plan = PYTHON.plan_batch(topics, recs, CHECK_STATIONS, PlanCache())
     assert got_plan == want_plan
     recent = series_for(want_plan.judged, data)
-    got_recent, want_recent = deepcopy(recent), deepcopy(recent)
-    got = native().check_batch(recs, got_plan.plans, LATEST, got_recent)
-    want = PYTHON.check_batch(recs, want_plan.plans, LATEST, want_recent)
+    got_recent, want_recent = dict(recent), dict(recent)
+    keep = data.draw(st.sampled_from([1, 2, 3, 6, 48]))
+    got = native().check_batch(recs, got_plan.plans, LATEST, got_recent, keep)
+    want = PYTHON.check_batch(recs, want_plan.plans, LATEST, want_recent, keep)
     assert got == want
     assert [type(r) for r in got.rows] == [Row] * len(want.rows)
     assert [type(r.value) for r in got.rows] == [type(r.value) for r in want.rows]
     assert got_recent == want_recent  # the good observations joined their series alike
+    assert all(len(v) <= max(keep, len(recent.get(k, ()))) for k, v in got_recent.items())
 
 
 def test_the_checks_flag_what_they_should():
     """Not only alike: right. Stuck after a flat history, a spike, a soft range, a future
     timestamp, maintenance, and the refusals, from the compiled kernel."""
-    from collections import deque
-
     from services.ingest.validation import PlanCache
 
     def rec(sid, metric, minutes, value, unit=None, kind="observation"):
@@ -302,13 +298,12 @@ def test_the_checks_flag_what_they_should():
     assert planned.judged == {("Q", "water_level"), ("Q", "temperature"), ("P", "water_level")}
     assert planned.sources == {("s", "t"): 10}
     recent = {
-        ("Q", "water_level"): deque(
-            [(T - timedelta(minutes=10), 3.0), (T - timedelta(minutes=5), 3.0)]
-        ),
-        ("Q", "temperature"): deque([(T - timedelta(minutes=5), 10.0)]),
-        ("P", "water_level"): deque([(T - timedelta(minutes=5), 2.5)]),
+        ("Q", "water_level"): ((T - timedelta(minutes=10), 3.0), (T - timedelta(minutes=5), 3.0)),
+        ("Q", "temperature"): ((T - timedelta(minutes=5), 10.0),),
+        ("P", "water_level"): ((T - timedelta(minutes=5), 2.5),),
     }
-    got = native().check_batch(recs, planned.plans, LATEST, recent)
+    before = dict(recent)
+    got = native().check_batch(recs, planned.plans, LATEST, recent, 24)
     flags = [(r.station_id, r.metric, r.value, r.unit, r.quality, r.checks) for r in got.rows]
     assert flags == [
         ("Q", "water_level", 3.0, "m", "doubtful", ("stuck",)),
@@ -327,4 +322,18 @@ def test_the_checks_flag_what_they_should():
     # doubtful readings do not join the history, and forecasts neither judge nor join it
     assert [v for _, v in recent[("Q", "water_level")]] == [3.0, 3.0]
     assert [v for _, v in recent[("P", "water_level")]] == [2.5]
-    assert got == PYTHON.check_batch(recs, planned.plans, LATEST, recent)
+    assert got == PYTHON.check_batch(recs, planned.plans, LATEST, before, 24)
+
+
+def test_a_good_observation_replaces_its_series_with_one_ending_in_it():
+    from services.ingest.validation import PlanCache
+
+    old = ((T - timedelta(minutes=10), 2.0), (T - timedelta(minutes=5), 2.1))
+    rec = RawReadingRecord(source="s", station_id="P", metric="water_level", ts=T, value=2.2)
+    for k in (native(), PYTHON):
+        planned = k.plan_batch(["t"], [rec], CHECK_STATIONS, PlanCache())
+        recent = {("P", "water_level"): old}
+        got = k.check_batch([rec], planned.plans, LATEST, recent, 2)
+        assert [r.quality for r in got.rows] == ["good"]
+        assert recent[("P", "water_level")] == (old[1], (T, 2.2))  # the last two
+        assert old == ((T - timedelta(minutes=10), 2.0), (T - timedelta(minutes=5), 2.1))
