@@ -528,7 +528,9 @@ class ConsumerRunner:
 
     async def _commit(self, batch: Sequence[Message]) -> None:
         # each partition's last offset: a batch holds a partition's messages in offset order
-        last = {m[:2]: m[2] for m in batch}  # (topic, partition) → offset, without attributes
+        last = dict(
+            zip(map(_PLACE, batch), map(_OFFSET, batch), strict=True)
+        )  # (topic, partition) → offset
         offsets = {TopicPartition(t, p): offset + 1 for (t, p), offset in last.items()}
         assert self._consumer is not None
         for tp, next_offset in offsets.items():
@@ -664,6 +666,8 @@ def _messages(records: dict[TopicPartition, list[Any]]) -> list[Message]:
 # aiokafka releases whose fetcher's private ``PartitionRecords._consumer_record(tp, record)`` the
 # fast path below has been checked against (tests/integration/test_kafka_records.py)
 MESSAGE_RECORDS_TESTED = ("0.14.",)
+_PLACE = itemgetter(0, 1)  # a Message's (topic, partition)
+_OFFSET = itemgetter(2)
 BATCH_BYTES = 1 << 20  # a record batch's largest size (the producer's max_batch_size)
 
 

@@ -780,6 +780,19 @@ static int is_observation(PyObject *kind) {
     return PyUnicode_Check(kind) && PyUnicode_CompareWithASCIIString(kind, "observation") == 0;
 }
 
+static int add_count(PyObject *sources, PyObject *source, PyObject *topic, Py_ssize_t n) {
+    PyObject *origin = PyTuple_Pack(2, source, topic);
+    if (origin == NULL) return -1;
+    PyObject *count = PyDict_GetItemWithError(sources, origin);
+    PyObject *more = count == NULL && PyErr_Occurred()
+                         ? NULL
+                         : PyLong_FromSsize_t(count ? PyLong_AsSsize_t(count) + n : n);
+    int rc = more == NULL ? -1 : PyDict_SetItem(sources, origin, more);
+    Py_XDECREF(more);
+    Py_DECREF(origin);
+    return rc;
+}
+
 /* plan_batch(topics, recs, stations, entries, get_plan)
  *   -> (plans: [CheckPlan | None], judged: {(station, metric)}, sources: {(source, topic): n})
  * entries is PlanCache's dict (station_id, metric) -> (StationInfo, CheckPlan); a miss, or an
@@ -795,29 +808,37 @@ static PyObject *plan_batch(PyObject *self, PyObject *args) {
         return NULL;
     }
     PyObject *plans = PyList_New(n), *judged = PySet_New(NULL), *sources = PyDict_New();
-    PyObject *out = NULL;
+    PyObject *out = NULL, *run_source = NULL, *run_topic = NULL;
+    Py_ssize_t run = 0;
     Fields fields;
     fields_of(&fields, recs);
     if (plans == NULL || judged == NULL || sources == NULL) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *raw = PyList_GET_ITEM(recs, i);
-        PyObject *sid = NULL, *metric = NULL, *source = NULL, *kind = NULL, *origin = NULL,
-                 *key = NULL, *plan = NULL, *packed = NULL;
+        PyObject *sid = NULL, *metric = NULL, *source = NULL, *kind = NULL, *key = NULL,
+                 *plan = NULL, *packed = NULL;
         int ok = 0;
         if ((sid = field(&fields, raw, R_STATION_ID)) == NULL ||
             (metric = field(&fields, raw, R_METRIC)) == NULL ||
             (source = field(&fields, raw, R_SOURCE)) == NULL ||
             (kind = field(&fields, raw, R_KIND)) == NULL)
             goto next;
-        /* the message count of (source, topic) */
-        if ((origin = PyTuple_Pack(2, source, PyList_GET_ITEM(topics, i))) == NULL) goto next;
-        PyObject *count = PyDict_GetItemWithError(sources, origin);
-        if (count == NULL && PyErr_Occurred()) goto next;
-        PyObject *more = PyLong_FromSsize_t(count ? PyLong_AsSsize_t(count) + 1 : 1);
-        if (more == NULL) goto next;
-        int set = PyDict_SetItem(sources, origin, more);
-        Py_DECREF(more);
-        if (set < 0) goto next;
+        /* the message count of (source, topic): counted in runs, a batch coming from one
+         * source on one topic more often than not */
+        PyObject *topic = PyList_GET_ITEM(topics, i);
+        int same = run > 0 && (source == run_source || PyUnicode_Compare(source, run_source) == 0) &&
+                   (topic == run_topic || PyUnicode_Compare(topic, run_topic) == 0);
+        if (PyErr_Occurred()) goto next;
+        if (same) {
+            run++;
+        } else {
+            if (run > 0 && add_count(sources, run_source, run_topic, run) < 0) goto next;
+            Py_INCREF(source);
+            Py_XSETREF(run_source, source);
+            Py_INCREF(topic);
+            Py_XSETREF(run_topic, topic);
+            run = 1;
+        }
         PyObject *station = PyDict_GetItemWithError(stations, sid);
         if (station == NULL) {
             if (PyErr_Occurred()) goto next;
@@ -852,14 +873,16 @@ static PyObject *plan_batch(PyObject *self, PyObject *args) {
         Py_XDECREF(metric);
         Py_XDECREF(source);
         Py_XDECREF(kind);
-        Py_XDECREF(origin);
         Py_XDECREF(key);
         Py_XDECREF(plan);
         Py_XDECREF(packed);
         if (!ok) goto done;
     }
+    if (run > 0 && add_count(sources, run_source, run_topic, run) < 0) goto done;
     out = PyTuple_Pack(3, plans, judged, sources);
 done:
+    Py_XDECREF(run_source);
+    Py_XDECREF(run_topic);
     Py_XDECREF(plans);
     Py_XDECREF(judged);
     Py_XDECREF(sources);
@@ -938,18 +961,19 @@ done:
     return rc;
 }
 
-/* check_batch(recs, plans, latest, recent, keep, row_type)
- *   -> (rows, forecasts: [(index, row)], rejected: [index], seen: {station: newest ts})
+/* check_batch(recs, plans, latest, recent, keep, seen, row_type)
+ *   -> (rows, forecasts: [(index, row)], rejected: [index], seen)
+ * seen ({station: newest ts}) is updated in place with the rows.
  * CheckPlan.check and CheckPlan.history for each reading with a plan, as the Python kernel's
  * check_batch does; a rejected reading's index is returned, for the caller to ask its plan why
  * (rare, and the message is Python's own). */
 static PyObject *check_batch(PyObject *self, PyObject *args) {
-    PyObject *recs, *plans, *latest, *recent;
+    PyObject *recs, *plans, *latest, *recent, *seen;
     Py_ssize_t keep;
     PyTypeObject *row_type;
-    if (!PyArg_ParseTuple(args, "O!O!OO!nO!:check_batch", &PyList_Type, &recs, &PyList_Type,
-                          &plans, &latest, &PyDict_Type, &recent, &keep, &PyType_Type,
-                          &row_type))
+    if (!PyArg_ParseTuple(args, "O!O!OO!nO!O!:check_batch", &PyList_Type, &recs, &PyList_Type,
+                          &plans, &latest, &PyDict_Type, &recent, &keep, &PyDict_Type, &seen,
+                          &PyType_Type, &row_type))
         return NULL;
     if (keep < 1) {
         PyErr_SetString(PyExc_ValueError, "keep must be at least 1");
@@ -971,8 +995,8 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
     Fields fields;
     fields_of(&fields, recs);
     PyObject *rows = PyList_New(0), *forecasts = PyList_New(0), *rejected = PyList_New(0);
-    PyObject *seen = PyDict_New(), *out = NULL;
-    if (rows == NULL || forecasts == NULL || rejected == NULL || seen == NULL) goto done;
+    PyObject *out = NULL;
+    if (rows == NULL || forecasts == NULL || rejected == NULL) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *raw = PyList_GET_ITEM(recs, i), *plan = PyList_GET_ITEM(plans, i);
         PyObject *packed = NULL, *value = NULL, *unit = NULL, *kind = NULL, *ts = NULL,
@@ -1155,7 +1179,6 @@ done:
     Py_XDECREF(rows);
     Py_XDECREF(forecasts);
     Py_XDECREF(rejected);
-    Py_XDECREF(seen);
     return out;
 }
 

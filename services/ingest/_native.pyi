@@ -26,6 +26,7 @@ def check_batch(
     latest: datetime,
     recent: dict[tuple[str, str], Any],
     keep: int,
+    seen: dict[str, datetime],
     row_type: type[Row],
     /,
 ) -> tuple[list[Row], list[tuple[int, Row]], list[int], dict[str, datetime]]: ...

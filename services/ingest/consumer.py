@@ -174,7 +174,7 @@ class IngestHandler:
             await asyncio.sleep(0)
             end = start + CHUNK
             checked = kernel.check_batch(
-                recs[start:end], plans[start:end], latest, recent, self._recent.keep_last
+                recs[start:end], plans[start:end], latest, recent, self._recent.keep_last, seen
             )
             for i in checked.rejected:
                 dead.append(
@@ -183,10 +183,6 @@ class IngestHandler:
             for i, row in checked.forecasts:
                 raw = recs[start + i]
                 forecasts.append((row, raw.issued_at or raw.received_at or now))
-            for s, ts in checked.seen.items():
-                last = seen.get(s)
-                if last is None or ts > last:
-                    seen[s] = ts
             rows += checked.rows
             await asyncio.sleep(0)
             events += kernel.reading_events(checked.rows, stations, now)

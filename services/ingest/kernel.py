@@ -45,7 +45,7 @@ class Checked(NamedTuple):
     rows: list[Row]  # the observations that passed, flagged, in order
     forecasts: list[tuple[int, Row]]  # (index, row) of the forecasts that passed
     rejected: list[int]  # indices of the readings refused (no plan, or their plan says why)
-    seen: dict[str, datetime]  # station → its newest observation among the rows
+    seen: dict[str, datetime]  # station → its newest observation (the dict given, updated)
 
 
 class Kernel(Protocol):
@@ -69,10 +69,12 @@ class Kernel(Protocol):
         latest: datetime,
         recent: dict[Key, Recent],
         keep: int,
+        seen: dict[str, datetime],
     ) -> Checked:
         """:meth:`CheckPlan.check` and, for observations, :meth:`CheckPlan.history` of each
         reading, in order; a good observation newer than its series joins it: ``recent`` then
-        holds a new series with it, of the last ``keep`` readings."""
+        holds a new series with it, of the last ``keep`` readings. ``seen`` (station → its
+        newest observation) is brought up to date with the rows, and is the result's."""
         ...
 
     def copy_rows(self, rows: list[Row]) -> tuple[bytes, bool]:
@@ -187,11 +189,11 @@ class PythonKernel:
         latest: datetime,
         recent: dict[Key, Recent],
         keep: int,
+        seen: dict[str, datetime],
     ) -> Checked:
         rows: list[Row] = []
         forecasts: list[tuple[int, Row]] = []
         rejected: list[int] = []
-        seen: dict[str, datetime] = {}
         new_row = tuple.__new__  # a Row without the named tuple's Python-level constructor
         for i, (raw, plan) in enumerate(zip(recs, plans, strict=True)):
             checked = None if plan is None else plan.check(raw, latest)
@@ -280,8 +282,9 @@ class NativeKernel:
         latest: datetime,
         recent: dict[Key, Recent],
         keep: int,
+        seen: dict[str, datetime],
     ) -> Checked:
-        return Checked(*self._module.check_batch(recs, plans, latest, recent, keep, Row))
+        return Checked(*self._module.check_batch(recs, plans, latest, recent, keep, seen, Row))
 
     def copy_rows(self, rows: list[Row]) -> tuple[bytes, bool]:
         try:

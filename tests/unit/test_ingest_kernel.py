@@ -257,8 +257,8 @@ def test_both_kernels_plan_and_judge_a_batch_alike(recs, data):
     recent = series_for(want_plan.judged, data)
     got_recent, want_recent = dict(recent), dict(recent)
     keep = data.draw(st.sampled_from([1, 2, 3, 6, 48]))
-    got = native().check_batch(recs, got_plan.plans, LATEST, got_recent, keep)
-    want = PYTHON.check_batch(recs, want_plan.plans, LATEST, want_recent, keep)
+    got = native().check_batch(recs, got_plan.plans, LATEST, got_recent, keep, {})
+    want = PYTHON.check_batch(recs, want_plan.plans, LATEST, want_recent, keep, {})
     assert got == want
     assert [type(r) for r in got.rows] == [Row] * len(want.rows)
     assert [type(r.value) for r in got.rows] == [type(r.value) for r in want.rows]
@@ -303,7 +303,9 @@ def test_the_checks_flag_what_they_should():
         ("P", "water_level"): ((T - timedelta(minutes=5), 2.5),),
     }
     before = dict(recent)
-    got = native().check_batch(recs, planned.plans, LATEST, recent, 24)
+    earlier = T - timedelta(days=1)
+    seen = {"Q": T + timedelta(hours=1), "Z": earlier}  # from an earlier chunk
+    got = native().check_batch(recs, planned.plans, LATEST, recent, 24, seen)
     flags = [(r.station_id, r.metric, r.value, r.unit, r.quality, r.checks) for r in got.rows]
     assert flags == [
         ("Q", "water_level", 3.0, "m", "doubtful", ("stuck",)),
@@ -318,11 +320,18 @@ def test_the_checks_flag_what_they_should():
     events = native().reading_events(got.rows, CHECK_STATIONS, NOW)
     assert not any(map(gc.is_tracked, events))
     assert [(i, r.quality) for i, r in got.forecasts] == [(9, "good")]
-    assert got.seen == {"Q": T + timedelta(minutes=1), "P": T + timedelta(minutes=10), "M": T}
+    assert got.seen is seen
+    assert seen == {
+        "Q": T + timedelta(hours=1),
+        "Z": earlier,
+        "P": T + timedelta(minutes=10),
+        "M": T,
+    }
     # doubtful readings do not join the history, and forecasts neither judge nor join it
     assert [v for _, v in recent[("Q", "water_level")]] == [3.0, 3.0]
     assert [v for _, v in recent[("P", "water_level")]] == [2.5]
-    assert got == PYTHON.check_batch(recs, planned.plans, LATEST, before, 24)
+    again = {"Q": T + timedelta(hours=1), "Z": earlier}
+    assert got == PYTHON.check_batch(recs, planned.plans, LATEST, before, 24, again)
 
 
 def test_a_good_observation_replaces_its_series_with_one_ending_in_it():
@@ -333,7 +342,7 @@ def test_a_good_observation_replaces_its_series_with_one_ending_in_it():
     for k in (native(), PYTHON):
         planned = k.plan_batch(["t"], [rec], CHECK_STATIONS, PlanCache())
         recent = {("P", "water_level"): old}
-        got = k.check_batch([rec], planned.plans, LATEST, recent, 2)
+        got = k.check_batch([rec], planned.plans, LATEST, recent, 2, {})
         assert [r.quality for r in got.rows] == ["good"]
         assert recent[("P", "water_level")] == (old[1], (T, 2.2))  # the last two
         assert old == ((T - timedelta(minutes=10), 2.0), (T - timedelta(minutes=5), 2.1))
