@@ -251,7 +251,8 @@ class CheckedDecoder(Generic[_S]):
     ``patterns`` (field → regex, matched whole) are checked here rather than by msgspec: a
     station id or a metric comes again and again, so each value is matched once and then
     remembered (msgspec matches every time; two patterns cost more than the rest of the
-    decoding)."""
+    decoding). Looking a value up hashes it, and a string keeps its hash for the lookups by
+    station id that follow."""
 
     def __init__(self, struct: type[_S], model: type[BaseModel], patterns: dict[str, str]) -> None:
         self._fast = msgspec.json.Decoder(struct)
@@ -259,11 +260,10 @@ class CheckedDecoder(Generic[_S]):
         self._struct = struct
         self._model = model
         self._fields: tuple[str, ...] = struct.__struct_fields__  # type: ignore[attr-defined]
-        if len(patterns) < 2:
-            raise ValueError("patterns: two fields or more (their values are looked up as one)")
-        self._key = attrgetter(*patterns)  # the patterned fields' values, as one tuple
-        self._matchers = [re.compile(p).fullmatch for p in patterns.values()]
-        self._seen: set[Any] = set()
+        # per field: how to read it, its pattern, and the values that matched it already
+        self._checks = [
+            (attrgetter(f), re.compile(p).fullmatch, set[str]()) for f, p in patterns.items()
+        ]
 
     def decode(self, data: bytes) -> _S:
         try:
@@ -296,20 +296,21 @@ class CheckedDecoder(Generic[_S]):
             return None
         if len(recs) != len(data) or not all(map(math.isfinite, map(_VALUE, recs))):
             return None
-        known = self._seen.issuperset(map(self._key, recs))
+        known = all(seen.issuperset(map(get, recs)) for get, _match, seen in self._checks)
         if not known and not all(map(self._matches, recs)):
             return None
         return recs
 
     def _matches(self, rec: _S) -> bool:
-        key = self._key(rec)
-        if key in self._seen:
-            return True
-        if not all(m(v) is not None for m, v in zip(self._matchers, key, strict=True)):
-            return False
-        if len(self._seen) >= 200_000:  # bounded: a flood of new ids costs a match each again
-            self._seen.clear()
-        self._seen.add(key)
+        for get, match, seen in self._checks:
+            value = get(rec)
+            if value in seen:
+                continue
+            if match(value) is None:
+                return False
+            if len(seen) >= 100_000:  # bounded: a flood of new ids costs a match each again
+                seen.clear()
+            seen.add(value)
         return True
 
 

@@ -82,10 +82,13 @@ static int64_t days_from_civil(int y, int m, int d) {
     return era * 146097 + doe - 719468;
 }
 
-/* The offsets of the last fixed-offset tzinfo seen: one batch has one or two. */
+/* The offsets of the fixed-offset tzinfos seen lately: a batch has one or two (its readings'
+ * own, and UTC from the database's history). */
+#define TZ_SLOTS 4
 typedef struct {
-    PyObject *tz; /* borrowed: compared by identity only, while the rows hold it alive */
-    int64_t offset_us;
+    PyObject *tz[TZ_SLOTS]; /* owned (tz_release), compared by identity */
+    int64_t offset_us[TZ_SLOTS];
+    int next; /* the slot to fill next, round robin */
 } TzCache;
 
 static int utc_offset_us(PyObject *dt, TzCache *cache, int64_t *out) {
@@ -94,9 +97,11 @@ static int utc_offset_us(PyObject *dt, TzCache *cache, int64_t *out) {
         PyErr_SetString(PyExc_ValueError, "a naive timestamp has no instant");
         return -1;
     }
-    if (tz == cache->tz) {
-        *out = cache->offset_us;
-        return 0;
+    for (int k = 0; k < TZ_SLOTS; k++) {
+        if (cache->tz[k] == tz) {
+            *out = cache->offset_us[k];
+            return 0;
+        }
     }
     PyObject *delta = PyObject_CallMethod(tz, "utcoffset", "O", dt);
     if (delta == NULL) return -1;
@@ -110,11 +115,17 @@ static int utc_offset_us(PyObject *dt, TzCache *cache, int64_t *out) {
                  PyDateTime_DELTA_GET_MICROSECONDS(delta);
     Py_DECREF(delta);
     if (Py_TYPE(tz) == TimezoneType) { /* constant: remember it */
-        cache->tz = tz;
-        cache->offset_us = us;
+        Py_INCREF(tz);
+        Py_XSETREF(cache->tz[cache->next], tz);
+        cache->offset_us[cache->next] = us;
+        cache->next = (cache->next + 1) % TZ_SLOTS;
     }
     *out = us;
     return 0;
+}
+
+static void tz_release(TzCache *cache) {
+    for (int k = 0; k < TZ_SLOTS; k++) Py_CLEAR(cache->tz[k]);
 }
 
 /* microseconds since 1970-01-01T00:00Z of an aware datetime; its offset in *offset_us */
@@ -283,13 +294,13 @@ static PyObject *copy_rows(PyObject *self, PyObject *rows) {
     Buf b = {0};
     int64_t *us = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
     PyObject *payload = NULL;
+    TzCache tz = {{NULL}, {0}, 0};
     int unique;
     if (us == NULL) return PyErr_NoMemory();
     if (buf_reserve(&b, 21 + n * 96) < 0) goto done;
     buf_put(&b, "PGCOPY\n\377\r\n\0", 11);
     buf_u32(&b, 0); /* flags */
     buf_u32(&b, 0); /* header extension */
-    TzCache tz = {NULL, 0};
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *row = row_at(rows, i);
         if (row == NULL || copy_row(&b, row, &tz, &us[i]) < 0) goto done;
@@ -299,6 +310,7 @@ static PyObject *copy_rows(PyObject *self, PyObject *rows) {
     PyObject *bytes = PyBytes_FromStringAndSize(b.data, b.len);
     if (bytes != NULL) payload = Py_BuildValue("(NO)", bytes, unique ? Py_True : Py_False);
 done:
+    tz_release(&tz);
     PyMem_Free(us);
     PyMem_Free(b.data);
     return payload;
@@ -690,10 +702,13 @@ static PyObject *reading_events(PyObject *self, PyObject *args) {
     Buf b = {0}, produced = {0};
     StationCache st = {PyDict_New(), NULL, NULL};
     if (st.parts == NULL) return NULL;
-    TzCache tz = {NULL, 0};
+    TzCache tz = {{NULL}, {0}, 0};
     int64_t ignored, offset;
     PyObject *out = NULL, *events = PyList_New(n);
-    if (events == NULL) return NULL;
+    if (events == NULL) {
+        Py_DECREF(st.parts);
+        return NULL;
+    }
     if (unix_us(produced_at, &tz, &ignored, &offset) < 0 ||
         json_datetime(&produced, produced_at, offset) < 0)
         goto done;
@@ -721,6 +736,7 @@ static PyObject *reading_events(PyObject *self, PyObject *args) {
     out = events;
     events = NULL;
 done:
+    tz_release(&tz);
     Py_XDECREF(events);
     Py_DECREF(st.parts);
     PyMem_Free(b.data);
@@ -988,9 +1004,12 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "recs and plans differ in length");
         return NULL;
     }
-    TzCache tz = {NULL, 0};
+    TzCache tz = {{NULL}, {0}, 0};
     int64_t latest_us, offset;
-    if (unix_us(latest, &tz, &latest_us, &offset) < 0) return NULL;
+    if (unix_us(latest, &tz, &latest_us, &offset) < 0) {
+        tz_release(&tz);
+        return NULL;
+    }
     int judging = PyDict_GET_SIZE(recent) > 0;
     Fields fields;
     fields_of(&fields, recs);
@@ -1176,6 +1195,7 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
     }
     out = PyTuple_Pack(4, rows, forecasts, rejected, seen);
 done:
+    tz_release(&tz);
     Py_XDECREF(rows);
     Py_XDECREF(forecasts);
     Py_XDECREF(rejected);
@@ -1190,24 +1210,24 @@ static PyObject *event_ids(PyObject *self, PyObject *rows) {
     }
     Py_ssize_t n = PyList_GET_SIZE(rows);
     PyObject *out = PyList_New(n);
-    TzCache tz = {NULL, 0};
+    TzCache tz = {{NULL}, {0}, 0};
     if (out == NULL) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *row = row_at(rows, i);
         int64_t us, offset;
         char id[32];
+        PyObject *s = NULL;
         if (row == NULL || unix_us(PyTuple_GET_ITEM(row, F_TS), &tz, &us, &offset) < 0 ||
-            event_id(PyTuple_GET_ITEM(row, F_STATION), PyTuple_GET_ITEM(row, F_METRIC), us, id) < 0) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyObject *s = PyUnicode_FromStringAndSize(id, 32);
-        if (s == NULL) {
+            event_id(PyTuple_GET_ITEM(row, F_STATION), PyTuple_GET_ITEM(row, F_METRIC), us,
+                     id) < 0 ||
+            (s = PyUnicode_FromStringAndSize(id, 32)) == NULL) {
+            tz_release(&tz);
             Py_DECREF(out);
             return NULL;
         }
         PyList_SET_ITEM(out, i, s);
     }
+    tz_release(&tz);
     return out;
 }
 
