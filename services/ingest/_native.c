@@ -919,6 +919,18 @@ static int range_of(PyObject *r, double *lo, double *hi) {
     return 1;
 }
 
+/* How many readings a series needs for the plan's checks, at most keep: the stuck check looks
+ * at the last stuck_count - 1, the spike check at the last one (CheckPlan.series_needed). */
+static Py_ssize_t plan_keep(PyObject *stuck, Py_ssize_t keep) {
+    Py_ssize_t need = 1;
+    if (stuck != Py_None) {
+        Py_ssize_t count = PyLong_AsSsize_t(stuck);
+        if (count == -1 && PyErr_Occurred()) return -1;
+        if (count - 1 > need) need = count - 1;
+    }
+    return need < keep ? need : keep;
+}
+
 /* The spike and stuck checks against a series of (ts, value), oldest first (CheckPlan.history);
  * appends the flags' names to *extra (a list). Returns the series' last µs in *last_us, and
  * whether it had any, in *has_last. */
@@ -1119,7 +1131,9 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
                         goto next;
                     }
                     Py_ssize_t len = PyTuple_GET_SIZE(series);
-                    Py_ssize_t n = len + 1 < keep ? len + 1 : keep;
+                    Py_ssize_t most = plan_keep(PyTuple_GET_ITEM(packed, 6), keep);
+                    if (most < 0) goto next;
+                    Py_ssize_t n = len + 1 < most ? len + 1 : most;
                     PyObject *entry = PyTuple_Pack(2, ts, converted);
                     PyObject *grown = entry ? PyTuple_New(n) : NULL;
                     if (grown == NULL) {

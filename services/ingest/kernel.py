@@ -73,8 +73,9 @@ class Kernel(Protocol):
     ) -> Checked:
         """:meth:`CheckPlan.check` and, for observations, :meth:`CheckPlan.history` of each
         reading, in order; a good observation newer than its series joins it: ``recent`` then
-        holds a new series with it, of the last ``keep`` readings. ``seen`` (station → its
-        newest observation) is brought up to date with the rows, and is the result's."""
+        holds a new series with it, of the last readings its checks need (at most ``keep``).
+        ``seen`` (station → its newest observation) is brought up to date with the rows, and is
+        the result's."""
         ...
 
     def copy_rows(self, rows: list[Row]) -> tuple[bytes, bool]:
@@ -210,7 +211,7 @@ class PythonKernel:
                 if extra:
                     quality, checks = "doubtful", (*checks, *extra)
                 if quality == "good" and (not series or ts > series[-1][0]):
-                    recent[key] = (*series, (ts, value))[-keep:]
+                    recent[key] = (*series, (ts, value))[-min(keep, plan.series_needed) :]
             row = new_row(Row, (s, raw.metric, ts, value, unit, quality, checks, raw.source))
             if not observation:
                 forecasts.append((i, row))

@@ -194,6 +194,13 @@ class CheckPlan:
         object.__setattr__(self, "packed", packed)
 
     @property
+    def series_needed(self) -> int:
+        """How many of the last trusted readings the checks read: the stuck check the last
+        ``stuck_count - 1``, the spike check the last one."""
+        count = self.stuck_count
+        return max(1, count - 1) if count is not None else 1
+
+    @property
     def judged_on_history(self) -> bool:
         """Whether the metric has a spike or stuck check at this station."""
         return self.max_rate_per_h is not None or self.stuck_count is not None
