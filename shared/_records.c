@@ -258,7 +258,58 @@ static PyObject *crc(PyObject *self, PyObject *arg) {
     return PyLong_FromUnsignedLong(c);
 }
 
+/* ---- consumed records as Messages -------------------------------------------------------- */
+
+static PyObject *S_TOPIC, *S_PARTITION, *S_OFFSET, *S_KEY, *S_VALUE, *S_TIMESTAMP,
+    *S_TIMESTAMP_TYPE, *S_HEADERS;
+
+/* message_record(tp, record) -> Message, its type the function's self (message_maker) */
+static PyObject *make_message(PyObject *message_type, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "message_record(tp, record)");
+        return NULL;
+    }
+    PyObject *tp = args[0], *record = args[1];
+    PyObject *fields[8] = {NULL};
+    PyObject *names[8] = {S_TOPIC,     S_PARTITION,      S_OFFSET, S_KEY,
+                          S_VALUE,     S_TIMESTAMP,      S_TIMESTAMP_TYPE, S_HEADERS};
+    PyObject *msg = NULL;
+    for (int k = 0; k < 8; k++) {
+        PyObject *src = k < 2 ? tp : record;
+        if ((fields[k] = PyObject_GetAttr(src, names[k])) == NULL) goto done;
+    }
+    if (!PyTuple_CheckExact(fields[7])) { /* the headers, as a tuple */
+        PyObject *t = PySequence_Tuple(fields[7]);
+        if (t == NULL) goto done;
+        Py_SETREF(fields[7], t);
+    }
+    PyTypeObject *type = (PyTypeObject *)message_type;
+    if ((msg = type->tp_alloc(type, 8)) == NULL) goto done;
+    for (int k = 0; k < 8; k++) {
+        PyTuple_SET_ITEM(msg, k, fields[k]);
+        fields[k] = NULL;
+    }
+done:
+    for (int k = 0; k < 8; k++) Py_XDECREF(fields[k]);
+    return msg;
+}
+
+static PyMethodDef MESSAGE_DEF = {"message_record", (PyCFunction)(void (*)(void))make_message,
+                                  METH_FASTCALL,
+                                  "message_record(tp, record) -> a Message of the record"};
+
+static PyObject *message_maker(PyObject *self, PyObject *message_type) {
+    if (!PyType_Check(message_type) ||
+        !PyType_IsSubtype((PyTypeObject *)message_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "a tuple type of 8 fields");
+        return NULL;
+    }
+    return PyCFunction_NewEx(&MESSAGE_DEF, message_type, NULL);
+}
+
 static PyMethodDef methods[] = {
+    {"message_maker", message_maker, METH_O,
+     "message_maker(Message) -> message_record(tp, record), in C"},
     {"batches", batches, METH_VARARGS,
      "batches(items, timestamp_ms, batch_size, transactional) -> [(bytearray, count)]"},
     {"seal", seal, METH_VARARGS,
@@ -276,6 +327,16 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__records(void) {
     crc_init();
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {{&S_TOPIC, "topic"},         {&S_PARTITION, "partition"},
+                 {&S_OFFSET, "offset"},       {&S_KEY, "key"},
+                 {&S_VALUE, "value"},         {&S_TIMESTAMP, "timestamp"},
+                 {&S_TIMESTAMP_TYPE, "timestamp_type"}, {&S_HEADERS, "headers"}};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        if ((*names[k].slot = PyUnicode_InternFromString(names[k].text)) == NULL) return NULL;
+    }
 #ifdef HAVE_HW_CRC
     __builtin_cpu_init();
     use_hw = __builtin_cpu_supports("sse4.2");

@@ -1,4 +1,8 @@
 # Kafka record batches (v2) built in one call (_records.c); shared.kafka uses them.
+from collections.abc import Callable
+from typing import Any
+
+def message_maker(message_type: type[tuple[Any, ...]], /) -> Callable[[Any, Any], Any]: ...
 def batches(
     items: list[tuple[bytes | None, bytes | None]],
     timestamp_ms: int,

@@ -762,6 +762,19 @@ def use_message_records(version: str | None = None) -> bool:
 
     message_record.makes_messages = True  # type: ignore[attr-defined]
     records._consumer_record = message_record
+    compiled = ready_batch_builder(version)
+    if compiled is not None:
+        # the same Message, made in C: set on each PartitionRecords without deserializers, in
+        # place of the method above (a Python frame a message)
+        make = compiled.message_maker(Message)
+        init = records.__init__
+
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            if self._key_deserializer is None and self._value_deserializer is None:
+                self._consumer_record = make
+
+        records.__init__ = __init__
     return True
 
 

@@ -88,3 +88,24 @@ def test_refuses_what_is_not_bytes():
 def test_only_on_the_aiokafka_release_it_was_checked_against():
     assert ready_batch_builder("0.14.0") is records
     assert ready_batch_builder("0.15.0") is None
+
+
+def test_the_compiled_message_maker_makes_the_runners_messages():
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    from shared.kafka import Message
+
+    make = built().message_maker(Message)
+    record = SimpleNamespace(
+        offset=7, key=None, value=b"v", timestamp=123, timestamp_type=1, headers=[("h", b"x")]
+    )
+    got = make(TopicPartition("t", 2), record)
+    assert type(got) is Message
+    assert got == Message("t", 2, 7, None, b"v", 123, 1, (("h", b"x"),))
+    assert got.timestamp == 123
+    with pytest.raises(AttributeError):
+        make(TopicPartition("t", 2), SimpleNamespace(offset=1))
+    with pytest.raises(TypeError):
+        built().message_maker(dict)
