@@ -48,3 +48,18 @@ async def read_all(bootstrap: str, topic: str) -> list[Any]:
         return out
     finally:
         await c.stop()
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> int:
+    """How many of ``topic``'s messages ``group`` has committed (the sum of its committed
+    offsets; the local broker's end offsets are not to be trusted for this)."""
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await c.start()
+    try:
+        parts = c.partitions_for_topic(topic)
+        if not parts:
+            await c._client.force_metadata_update()
+            parts = c.partitions_for_topic(topic) or set()
+        return sum([(await c.committed(TopicPartition(topic, p))) or 0 for p in parts])
+    finally:
+        await c.stop()

@@ -30,7 +30,7 @@ from shared.kafka import (
     ensure_topics,
     make_consumer,
 )
-from tests.kafka_util import produce, read_all
+from tests.kafka_util import committed, produce, read_all
 
 
 class Crash(Exception):
@@ -62,11 +62,16 @@ def new_handler(pool, producer: EventProducer, topics: Topics) -> IngestHandler:
     )
 
 
-async def run_until_stored(runner: ConsumerRunner, pool, n: int) -> None:
-    """Run the runner until ``n`` readings are stored, let it commit, and stop it."""
+async def run_until_stored(
+    runner: ConsumerRunner, pool, n: int, commits: tuple[str, str, str, int] | None = None
+) -> None:
+    """Run the runner until ``n`` readings are stored and, with ``commits`` (bootstrap, group,
+    topic, messages), that many messages are committed; let it commit, and stop it."""
     task = asyncio.create_task(runner.run())
     deadline = asyncio.get_running_loop().time() + 60
-    while await pool.fetchval("SELECT count(*) FROM ingest.readings") < n:
+    while await pool.fetchval("SELECT count(*) FROM ingest.readings") < n or (
+        commits is not None and await committed(*commits[:3]) < commits[3]
+    ):
         assert asyncio.get_running_loop().time() < deadline, "readings not all stored"
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.0)  # let it finish committing
@@ -156,7 +161,11 @@ async def test_crash_after_write_before_commit_loses_and_doubles_nothing(
         stored_before_restart = await ingest_db.fetchval("SELECT count(*) FROM ingest.readings")
         assert stored_before_restart > 0  # the first batch was written, then the process died
 
-        await run_until_stored(runner(), ingest_db, n)
+        # the batches prepared after the crashed one may all be stored by now: what tells that
+        # the restarted runner is done is its commits
+        await run_until_stored(
+            runner(), ingest_db, n, commits=(broker.bootstrap, group, topics.obs_sensor, n + 3)
+        )
     finally:
         await producer.stop()
 
@@ -301,13 +310,13 @@ class FailsWhileStaged:
     async def prepare(self, batch):
         return await self.inner.prepare(batch)
 
-    async def complete(self, prepared):
+    async def complete(self, prepared, after=None):
         self.completions += 1
         if self.completions == 2:
             raise Broken("a fault no retry cures")
         if self.completions == 4:
             raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
-        return await self.inner.complete(prepared)
+        return await self.inner.complete(prepared, after)
 
     def discard(self, prepared):
         self.discards += 1
