@@ -919,74 +919,43 @@ static int range_of(PyObject *r, double *lo, double *hi) {
     return 1;
 }
 
-/* How many readings a series needs for the plan's checks, at most keep: the stuck check looks
- * at the last stuck_count - 1, the spike check at the last one (CheckPlan.series_needed). */
-static Py_ssize_t plan_keep(PyObject *stuck, Py_ssize_t keep) {
-    Py_ssize_t need = 1;
-    if (stuck != Py_None) {
-        Py_ssize_t count = PyLong_AsSsize_t(stuck);
-        if (count == -1 && PyErr_Occurred()) return -1;
-        if (count - 1 > need) need = count - 1;
-    }
-    return need < keep ? need : keep;
-}
-
-/* The spike and stuck checks against a series of (ts, value), oldest first (CheckPlan.history);
- * appends the flags' names to *extra (a list). Returns the series' last µs in *last_us, and
- * whether it had any, in *has_last. */
-static int history(PyObject *series, int64_t ts_us, double value, PyObject *rate,
+/* The spike and stuck checks against a key's summary of its trusted readings, () or
+ * (ts, value, run) (validation.Recent; CheckPlan.history); appends the flags' names to *extra
+ * (a list). Returns the summary's ts in *last_us, value in *last_value and run in *run, and
+ * whether it has any, in *has_last. */
+static int history(PyObject *last, int64_t ts_us, double value, PyObject *rate,
                    PyObject *stuck, PyObject *extra, TzCache *tz, int64_t *last_us,
-                   int *has_last) {
-    Py_ssize_t len = PyObject_Length(series);
+                   double *last_value, Py_ssize_t *run, int *has_last) {
     *has_last = 0;
-    if (len < 0) return -1;
-    if (len == 0) return 0;
-    PyObject *last = PySequence_GetItem(series, len - 1);
-    if (last == NULL) return -1;
-    int rc = -1;
+    if (!PyTuple_Check(last) || (PyTuple_GET_SIZE(last) != 0 && PyTuple_GET_SIZE(last) != 3)) {
+        PyErr_SetString(PyExc_TypeError, "a history summary is () or (ts, value, run)");
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(last) == 0) return 0;
     int64_t offset;
-    double last_value;
-    if (!PyTuple_Check(last) || PyTuple_GET_SIZE(last) != 2) {
-        PyErr_SetString(PyExc_TypeError, "a history entry is (ts, value)");
-        goto done;
-    }
-    if (unix_us(PyTuple_GET_ITEM(last, 0), tz, last_us, &offset) < 0) goto done;
+    if (unix_us(PyTuple_GET_ITEM(last, 0), tz, last_us, &offset) < 0) return -1;
+    *last_value = PyFloat_AsDouble(PyTuple_GET_ITEM(last, 1));
+    if (*last_value == -1.0 && PyErr_Occurred()) return -1;
+    *run = PyLong_AsSsize_t(PyTuple_GET_ITEM(last, 2));
+    if (*run == -1 && PyErr_Occurred()) return -1;
     *has_last = 1;
-    last_value = PyFloat_AsDouble(PyTuple_GET_ITEM(last, 1));
-    if (last_value == -1.0 && PyErr_Occurred()) goto done;
-    if (ts_us <= *last_us) { /* late: not judged */
-        rc = 0;
-        goto done;
-    }
+    if (ts_us <= *last_us) return 0; /* late: not judged */
     if (rate != Py_None) {
         double limit = PyFloat_AsDouble(rate);
-        if (limit == -1.0 && PyErr_Occurred()) goto done;
+        if (limit == -1.0 && PyErr_Occurred()) return -1;
         double hours = ((double)(ts_us - *last_us) / 1e6) / 3600.0;
-        if (fabs(value - last_value) > limit * hours && PyList_Append(extra, S_SPIKE) < 0)
-            goto done;
+        if (fabs(value - *last_value) > limit * hours && PyList_Append(extra, S_SPIKE) < 0)
+            return -1;
     }
     if (stuck != Py_None) {
         long count = PyLong_AsLong(stuck);
-        if (count == -1 && PyErr_Occurred()) goto done;
-        if (count >= 2 && len >= count - 1 && last_value == value) {
-            int all_same = 1;
-            for (Py_ssize_t k = len - 1; k >= len - (count - 1) && all_same; k--) {
-                PyObject *e = PySequence_GetItem(series, k);
-                if (e == NULL) goto done;
-                double v = PyFloat_AsDouble(PyTuple_Check(e) && PyTuple_GET_SIZE(e) == 2
-                                                ? PyTuple_GET_ITEM(e, 1)
-                                                : Py_None);
-                Py_DECREF(e);
-                if (v == -1.0 && PyErr_Occurred()) goto done;
-                all_same = v == value;
-            }
-            if (all_same && PyList_Append(extra, S_STUCK) < 0) goto done;
-        }
+        if (count == -1 && PyErr_Occurred()) return -1;
+        /* this reading and the count - 1 before it, all one value */
+        if (count >= 2 && *last_value == value && *run >= count - 1 &&
+            PyList_Append(extra, S_STUCK) < 0)
+            return -1;
     }
-    rc = 0;
-done:
-    Py_DECREF(last);
-    return rc;
+    return 0;
 }
 
 /* check_batch(recs, plans, latest, recent, keep, seen, row_type)
@@ -1084,7 +1053,14 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
                 reject = ok = 1; /* bad_unit */
                 goto next;
             }
-            if ((converted = PyObject_CallOneArg(conv, value)) == NULL) goto next;
+            if (PyFloat_CheckExact(conv)) { /* validation.Scale: value * factor */
+                double raw_value = PyFloat_AsDouble(value);
+                if (raw_value == -1.0 && PyErr_Occurred()) goto next;
+                converted = PyFloat_FromDouble(raw_value * PyFloat_AS_DOUBLE(conv));
+            } else {
+                converted = PyObject_CallOneArg(conv, value);
+            }
+            if (converted == NULL) goto next;
             canonical_unit = canonical;
         }
         double v = PyFloat_AsDouble(converted), lo, hi;
@@ -1114,40 +1090,27 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
             goto next;
         if (observation && judging) {
             if ((key = PyTuple_Pack(2, sid, metric)) == NULL) goto next;
-            PyObject *series = PyDict_GetItemWithError(recent, key);
-            if (series == NULL && PyErr_Occurred()) goto next;
-            if (series != NULL) {
-                Py_ssize_t before = PyList_GET_SIZE(extra);
+            PyObject *last = PyDict_GetItemWithError(recent, key);
+            if (last == NULL && PyErr_Occurred()) goto next;
+            if (last != NULL) {
+                Py_ssize_t before = PyList_GET_SIZE(extra), run = 0;
                 int64_t last_us = 0;
+                double last_value = 0.0;
                 int has_last;
-                if (history(series, ts_us, v, PyTuple_GET_ITEM(packed, 5),
-                            PyTuple_GET_ITEM(packed, 6), extra, &tz, &last_us, &has_last) < 0)
+                if (history(last, ts_us, v, PyTuple_GET_ITEM(packed, 5),
+                            PyTuple_GET_ITEM(packed, 6), extra, &tz, &last_us, &last_value, &run,
+                            &has_last) < 0)
                     goto next;
                 if (PyList_GET_SIZE(extra) > before) quality = S_DOUBTFUL;
                 if (quality == S_GOOD && (!has_last || ts_us > last_us)) {
-                    /* a new series: the last keep - 1 of the old one, and this reading */
-                    if (!PyTuple_Check(series)) {
-                        PyErr_SetString(PyExc_TypeError, "a series is a tuple");
-                        goto next;
-                    }
-                    Py_ssize_t len = PyTuple_GET_SIZE(series);
-                    Py_ssize_t most = plan_keep(PyTuple_GET_ITEM(packed, 6), keep);
-                    if (most < 0) goto next;
-                    Py_ssize_t n = len + 1 < most ? len + 1 : most;
-                    PyObject *entry = PyTuple_Pack(2, ts, converted);
-                    PyObject *grown = entry ? PyTuple_New(n) : NULL;
-                    if (grown == NULL) {
-                        Py_XDECREF(entry);
-                        goto next;
-                    }
-                    for (Py_ssize_t k = 0; k < n - 1; k++) {
-                        PyObject *e = PyTuple_GET_ITEM(series, len - (n - 1) + k);
-                        Py_INCREF(e);
-                        PyTuple_SET_ITEM(grown, k, e);
-                    }
-                    PyTuple_SET_ITEM(grown, n - 1, entry);
-                    int set = PyDict_SetItem(recent, key, grown); /* `series` is not read after */
-                    Py_DECREF(grown);
+                    /* validation.joined: the run goes on with the same value, or starts anew */
+                    run = has_last && last_value == v ? (run + 1 < keep ? run + 1 : keep) : 1;
+                    PyObject *count = PyLong_FromSsize_t(run);
+                    PyObject *joined = count ? PyTuple_Pack(3, ts, converted, count) : NULL;
+                    Py_XDECREF(count);
+                    if (joined == NULL) goto next;
+                    int set = PyDict_SetItem(recent, key, joined); /* `last` is not read after */
+                    Py_DECREF(joined);
                     if (set < 0) goto next;
                 }
             }

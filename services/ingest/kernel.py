@@ -23,9 +23,16 @@ from typing import NamedTuple, Protocol
 
 import msgspec
 
-from services.ingest.recent import Key, Recent
+from services.ingest.recent import Key
 from services.ingest.store import QUALITY_CODE, Row
-from services.ingest.validation import CheckPlan, PlanCache, Rejection, StationInfo
+from services.ingest.validation import (
+    CheckPlan,
+    PlanCache,
+    Recent,
+    Rejection,
+    StationInfo,
+    joined,
+)
 from shared.contracts import RawReadingRecord, ReadingRecord
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -72,8 +79,9 @@ class Kernel(Protocol):
         seen: dict[str, datetime],
     ) -> Checked:
         """:meth:`CheckPlan.check` and, for observations, :meth:`CheckPlan.history` of each
-        reading, in order; a good observation newer than its series joins it: ``recent`` then
-        holds a new series with it, of the last readings its checks need (at most ``keep``).
+        reading, in order; a good observation newer than the last of its key's trusted readings
+        joins them: ``recent`` then holds the key's new summary (:func:`validation.joined`,
+        runs counted up to ``keep``).
         ``seen`` (station → its newest observation) is brought up to date with the rows, and is
         the result's."""
         ...
@@ -206,12 +214,12 @@ class PythonKernel:
             observation = raw.kind == "observation"
             s, ts = raw.station_id, raw.ts
             key = (s, raw.metric)
-            if observation and recent and (series := recent.get(key)) is not None:
-                extra = plan.history(ts, value, series)
+            if observation and recent and (prior := recent.get(key)) is not None:
+                extra = plan.history(ts, value, prior)
                 if extra:
                     quality, checks = "doubtful", (*checks, *extra)
-                if quality == "good" and (not series or ts > series[-1][0]):
-                    recent[key] = (*series, (ts, value))[-min(keep, plan.series_needed) :]
+                if quality == "good" and (not prior or ts > prior[0]):
+                    recent[key] = joined(prior, ts, value, keep)
             row = new_row(Row, (s, raw.metric, ts, value, unit, quality, checks, raw.source))
             if not observation:
                 forecasts.append((i, row))

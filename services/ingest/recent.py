@@ -1,13 +1,13 @@
-"""The last trusted readings of each (station, metric), for the spike and stuck checks.
+"""What the spike and stuck checks need of each (station, metric)'s trusted readings: the last
+one's time and value, and how many in a row had that value (:data:`validation.Recent`).
 
 Readings are keyed by station on Kafka, so each replica sees all of its stations' readings and
-keeps their recent values in memory; a key it has not seen since it started is loaded from
-``ingest.readings`` once. A series is an immutable tuple, oldest first, at most ``keep`` long: a
-batch works on a dict of them and replaces a series with a longer one as it judges (nothing is
-copied to be read), the dict becomes the history once the batch is judged (the next batch is
-judged on it while this one is stored), and a batch that fails is undone with
-:meth:`RecentReadings.restore`, so that when it comes again it is judged exactly as the first
-time."""
+keeps this in memory; a key it has not seen since it started is loaded from ``ingest.readings``
+once (its last ``keep`` trusted readings, summarised). A batch works on a dict of the summaries
+and replaces a key's as it judges (nothing is copied to be read), the dict becomes the history
+once the batch is judged (the next batch is judged on it while this one is stored), and a batch
+that fails is undone with :meth:`RecentReadings.restore`, so that when it comes again it is
+judged exactly as the first time."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from datetime import datetime
 
 import asyncpg
 
+from services.ingest.validation import Recent, summary
+
 Key = tuple[str, str]  # station, metric
-Recent = tuple[tuple[datetime, float], ...]  # oldest first
 Undo = dict[Key, Recent | None]  # what ``keep`` replaced (None: nothing was there)
 
 
@@ -31,11 +32,11 @@ class RecentReadings:
 
     @property
     def keep_last(self) -> int:
-        """How many of a series' readings are kept."""
+        """The longest run of one value that is counted (the longest stuck check)."""
         return self._keep
 
     async def working_copies(self, keys: Iterable[Key]) -> dict[Key, Recent]:
-        """The series of ``keys``, for a batch to judge on and extend (by replacing them)."""
+        """The summaries of ``keys``, for a batch to judge on and update (by replacing them)."""
         wanted = set(keys)
         missing = [k for k in wanted if k not in self._data]
         if missing:
@@ -54,13 +55,13 @@ class RecentReadings:
             found: dict[Key, list[tuple[datetime, float]]] = {k: [] for k in missing}
             for r in rows:
                 found[(r["s"], r["m"])].append((r["ts"], r["value"]))
-            self.keep({k: tuple(v) for k, v in found.items()})
+            self.keep({k: summary(v, self._keep) for k, v in found.items()})
         data = self._data
         return {k: data[k] for k in wanted}
 
     def keep(self, copies: dict[Key, Recent]) -> Undo:
-        """Make the series the history; return what they replaced, for :meth:`restore`. A
-        series the batch did not extend is the one already kept: nothing to do."""
+        """Make the summaries the history; return what they replaced, for :meth:`restore`. A
+        summary the batch did not replace is the one already kept: nothing to do."""
         undo: Undo = {}
         data = self._data
         for k, d in copies.items():

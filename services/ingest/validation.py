@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import islice
 from typing import Any, Literal, NamedTuple, Protocol
 
 from shared.contracts import Quality
@@ -17,8 +16,19 @@ from shared.contracts import Quality
 Converter = Callable[[float], float]
 
 
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """A conversion by a factor (most of them): the compiled kernel multiplies by ``factor``
+    itself instead of calling it."""
+
+    factor: float
+
+    def __call__(self, v: float) -> float:
+        return v * self.factor
+
+
 def _scale(k: float) -> Converter:
-    return lambda v: v * k
+    return Scale(k)
 
 
 _IDENTITY: Converter = _scale(1.0)
@@ -155,6 +165,32 @@ STUCK_COUNT: dict[str, int] = {
 }
 HISTORY = max(STUCK_COUNT.values())
 
+# What the spike and stuck checks need of a (station, metric)'s trusted readings: () while it
+# has none, else (ts, value, run): the last one's time and value, and how many of them in a row,
+# up to it, had that value (at most a bound, ``keep``). A constant size, where a series of the
+# last readings would hold up to a stuck_count of them for each of 200,000 keys.
+Recent = tuple[()] | tuple[datetime, float, int]
+
+
+def summary(series: Sequence[tuple[datetime, float]], keep: int) -> Recent:
+    """The :data:`Recent` of trusted readings (oldest first)."""
+    if not series:
+        return ()
+    ts, value = series[-1]
+    run = 0
+    for _, v in reversed(series):
+        if v != value or run == keep:
+            break
+        run += 1
+    return (ts, value, run)
+
+
+def joined(last: Recent, ts: datetime, value: float, keep: int) -> Recent:
+    """The :data:`Recent` after a trusted reading newer than ``last``."""
+    if last and last[1] == value:
+        return (ts, value, min(last[2] + 1, keep))
+    return (ts, value, 1)
+
 
 def _per_metric(station: StationInfo, key: str, metric: str, default: float | None) -> float | None:
     own = station.attributes.get(key)
@@ -177,13 +213,14 @@ class CheckPlan:
     max_rate_per_h: float | None
     stuck_count: int | None
     # the plan as one tuple, for the compiled kernel (services.ingest.kernel):
-    # (canonical, converters, hard, soft, maintenance, max_rate_per_h, stuck_count, judged)
+    # (canonical, converters (unit → a factor, or a function), hard, soft, maintenance,
+    #  max_rate_per_h, stuck_count, judged)
     packed: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         packed = (
             self.canonical,
-            self.converters,
+            {u: c.factor if isinstance(c, Scale) else c for u, c in self.converters.items()},
             self.hard,
             self.soft,
             self.maintenance,
@@ -192,13 +229,6 @@ class CheckPlan:
             self.judged_on_history,
         )
         object.__setattr__(self, "packed", packed)
-
-    @property
-    def series_needed(self) -> int:
-        """How many of the last trusted readings the checks read: the stuck check the last
-        ``stuck_count - 1``, the spike check the last one."""
-        count = self.stuck_count
-        return max(1, count - 1) if count is not None else 1
 
     @property
     def judged_on_history(self) -> bool:
@@ -249,30 +279,27 @@ class CheckPlan:
             checks.append("maintenance")
         return Normalised(value, unit, quality, tuple(checks))
 
-    def history(
-        self, ts: datetime, value: float, recent: Sequence[tuple[datetime, float]]
-    ) -> tuple[str, ...]:
-        """``spike`` and ``stuck`` against the trusted readings before this one (oldest
-        first). A reading not newer than the last of them is not judged (it arrived late)."""
-        if not recent or ts <= recent[-1][0]:
+    def history(self, ts: datetime, value: float, last: Recent) -> tuple[str, ...]:
+        """``spike`` and ``stuck`` against the summary of the trusted readings before this one
+        (:data:`Recent`). A reading not newer than the last of them is not judged (it arrived
+        late)."""
+        if not last or ts <= last[0]:
             return ()
-        out: list[str] = []
-        last_ts, last_value = recent[-1]
+        last_ts, last_value, run = last
         limit = self.max_rate_per_h
         if limit is not None:
             hours = (ts - last_ts).total_seconds() / 3600.0
             if abs(value - last_value) > limit * hours:
-                out.append("spike")
+                out: tuple[str, ...] = ("spike",)
+            else:
+                out = ()
+        else:
+            out = ()
         count = self.stuck_count
-        if count is not None and count >= 2:
-            n = count - 1  # this reading and the n before it
-            if (
-                len(recent) >= n
-                and last_value == value  # most readings differ from the last: no walk back
-                and all(v == value for _, v in islice(reversed(recent), n))
-            ):
-                out.append("stuck")
-        return tuple(out)
+        # this reading and the count - 1 before it, all one value
+        if count is not None and count >= 2 and last_value == value and run >= count - 1:
+            out = (*out, "stuck")
+        return out
 
 
 def plan_for(station: StationInfo, metric: str) -> CheckPlan:
@@ -334,4 +361,4 @@ def history_checks(
 ) -> tuple[str, ...]:
     """``spike`` and ``stuck`` against the trusted readings before this one (oldest first).
     A reading not newer than the last of them is not judged (it arrived late)."""
-    return plan_for(station, metric).history(ts, value, recent)
+    return plan_for(station, metric).history(ts, value, summary(recent, HISTORY))

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from services.ingest import kernel
 from services.ingest.kernel import PYTHON, NativeKernel, published, reading_event_id
 from services.ingest.store import Row
-from services.ingest.validation import StationInfo
+from services.ingest.validation import StationInfo, summary
 from shared.contracts import RawReadingRecord, Reading, stable_id
 
 NATIVE = kernel.native()
@@ -230,8 +230,9 @@ readings = st.builds(
 )
 
 
-def series_for(keys, data):
-    """Histories of the judged keys: empty, flat (stuck), rising, or newer than the batch."""
+def summaries_for(keys, data):
+    """Histories of the judged keys, summarised: empty, flat (stuck, or about to be), rising,
+    or newer than the batch."""
     out = {}
     for k in sorted(keys):
         shape = data.draw(st.sampled_from(["absent", "empty", "flat", "rising", "future"]))
@@ -241,7 +242,7 @@ def series_for(keys, data):
         for j in range({"empty": 0, "flat": 5, "rising": 5, "future": 2}[shape]):
             ts = T - timedelta(minutes=5 * (5 - j)) if shape != "future" else T + timedelta(hours=j)
             d.append((ts, 3.0 if shape == "flat" else float(j)))
-        out[k] = tuple(d)
+        out[k] = summary(d, data.draw(st.sampled_from([1, 2, 5, 48])))
     return out
 
 
@@ -254,7 +255,7 @@ def test_both_kernels_plan_and_judge_a_batch_alike(recs, data):
     got_plan = native().plan_batch(topics, recs, CHECK_STATIONS, PlanCache())
     want_plan = PYTHON.plan_batch(topics, recs, CHECK_STATIONS, PlanCache())
     assert got_plan == want_plan
-    recent = series_for(want_plan.judged, data)
+    recent = summaries_for(want_plan.judged, data)
     got_recent, want_recent = dict(recent), dict(recent)
     keep = data.draw(st.sampled_from([1, 2, 3, 6, 48]))
     got = native().check_batch(recs, got_plan.plans, LATEST, got_recent, keep, {})
@@ -262,8 +263,8 @@ def test_both_kernels_plan_and_judge_a_batch_alike(recs, data):
     assert got == want
     assert [type(r) for r in got.rows] == [Row] * len(want.rows)
     assert [type(r.value) for r in got.rows] == [type(r.value) for r in want.rows]
-    assert got_recent == want_recent  # the good observations joined their series alike
-    assert all(len(v) <= max(keep, len(recent.get(k, ()))) for k, v in got_recent.items())
+    assert got_recent == want_recent  # the good observations joined their history alike
+    assert all(v == recent[k] or 1 <= v[2] <= keep for k, v in got_recent.items())
 
 
 def test_the_checks_flag_what_they_should():
@@ -298,9 +299,9 @@ def test_the_checks_flag_what_they_should():
     assert planned.judged == {("Q", "water_level"), ("Q", "temperature"), ("P", "water_level")}
     assert planned.sources == {("s", "t"): 10}
     recent = {
-        ("Q", "water_level"): ((T - timedelta(minutes=10), 3.0), (T - timedelta(minutes=5), 3.0)),
-        ("Q", "temperature"): ((T - timedelta(minutes=5), 10.0),),
-        ("P", "water_level"): ((T - timedelta(minutes=5), 2.5),),
+        ("Q", "water_level"): (T - timedelta(minutes=5), 3.0, 2),  # two 3.0 in a row
+        ("Q", "temperature"): (T - timedelta(minutes=5), 10.0, 1),
+        ("P", "water_level"): (T - timedelta(minutes=5), 2.5, 1),
     }
     before = dict(recent)
     earlier = T - timedelta(days=1)
@@ -328,21 +329,55 @@ def test_the_checks_flag_what_they_should():
         "M": T,
     }
     # doubtful readings do not join the history, and forecasts neither judge nor join it
-    assert [v for _, v in recent[("Q", "water_level")]] == [3.0, 3.0]
-    assert [v for _, v in recent[("P", "water_level")]] == [2.5]
+    assert recent[("Q", "water_level")] == before[("Q", "water_level")]
+    assert recent[("P", "water_level")] == before[("P", "water_level")]
     again = {"Q": T + timedelta(hours=1), "Z": earlier}
     assert got == PYTHON.check_batch(recs, planned.plans, LATEST, before, 24, again)
 
 
-def test_a_good_observation_replaces_its_series_with_one_ending_in_it():
+def test_a_good_observation_becomes_the_last_and_counts_its_run_up_to_keep():
     from services.ingest.validation import PlanCache
 
-    old = ((T - timedelta(minutes=10), 2.0), (T - timedelta(minutes=5), 2.1))
-    rec = RawReadingRecord(source="s", station_id="P", metric="water_level", ts=T, value=2.2)
+    def rec(minutes, value):
+        return RawReadingRecord(
+            source="s",
+            station_id="P",
+            metric="water_level",
+            ts=T + timedelta(minutes=minutes),
+            value=value,
+        )
+
+    start = (T - timedelta(minutes=60), 2.1, 1)
     for k in (native(), PYTHON):
-        planned = k.plan_batch(["t"], [rec], CHECK_STATIONS, PlanCache())
-        recent = {("P", "water_level"): old}
-        got = k.check_batch([rec], planned.plans, LATEST, recent, 2, {})
-        assert [r.quality for r in got.rows] == ["good"]
-        assert recent[("P", "water_level")] == (old[1], (T, 2.2))  # the last two
-        assert old == ((T - timedelta(minutes=10), 2.0), (T - timedelta(minutes=5), 2.1))
+        recent = {("P", "water_level"): start}
+        states = []
+        for minutes, value in [
+            (-40, 2.2),
+            (-30, 2.2),
+            (-20, 2.2),
+            (-10, 2.2),
+            (0, 2.3),
+            (-50, 2.3),
+        ]:
+            planned = k.plan_batch(["t"], [rec(minutes, value)], CHECK_STATIONS, PlanCache())
+            got = k.check_batch([rec(minutes, value)], planned.plans, LATEST, recent, 3, {})
+            assert [r.quality for r in got.rows] == ["good"]
+            states.append(recent[("P", "water_level")])
+        assert [(s[1], s[2]) for s in states] == [
+            (2.2, 1),  # a new value starts a run
+            (2.2, 2),
+            (2.2, 3),
+            (2.2, 3),  # counted up to keep
+            (2.3, 1),
+            (2.3, 1),  # a late reading is not judged and does not join
+        ]
+        assert states[-1][0] == T
+        assert start == (T - timedelta(minutes=60), 2.1, 1)  # replaced, not changed
+
+
+def test_a_summary_is_the_last_reading_and_its_run():
+    assert summary([], 48) == ()
+    a, b, c = (T + timedelta(minutes=m) for m in (0, 5, 10))
+    assert summary([(a, 1.0), (b, 2.0), (c, 2.0)], 48) == (c, 2.0, 2)
+    assert summary([(a, 2.0), (b, 2.0), (c, 2.0)], 2) == (c, 2.0, 2)
+    assert summary([(a, 2.0), (b, 2.0), (c, 1.0)], 48) == (c, 1.0, 1)
