@@ -72,7 +72,7 @@ class Message(NamedTuple):
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
     timestamp_ms: int = 0
     timestamp_type: int = 0
     headers: tuple[tuple[str, bytes], ...] = ()
@@ -94,6 +94,8 @@ class Message(NamedTuple):
         return -1 if self.value is None else len(self.value)
 
     def json(self) -> Any:
+        if self.value is None:
+            raise no_value(self)
         return orjson.loads(self.value)
 
 
@@ -107,6 +109,11 @@ class InvalidMessage(QianshaoError):
         self.kafka_message = message
         self.reason = reason
         self.detail = detail
+
+
+def no_value(m: Message) -> InvalidMessage:
+    """A tombstone (a message with no value) on a topic of events: it carries none."""
+    return InvalidMessage(m, "no_value", "the message has no value")
 
 
 @dataclass(slots=True)
@@ -350,7 +357,7 @@ def dead_letter(exc: InvalidMessage, *, service: str, clock: Clock) -> DeadLette
         partition=m.partition,
         offset=m.offset,
         key=m.key.decode("utf-8", "backslashreplace") if m.key is not None else None,
-        payload=m.value.decode("utf-8", "backslashreplace"),
+        payload=m.value.decode("utf-8", "backslashreplace") if m.value is not None else "",
         reason=exc.reason,
         detail=exc.detail[:2000],
         service=service,

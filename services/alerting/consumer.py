@@ -46,7 +46,7 @@ from shared.clock import Clock
 from shared.contracts import AlertVersion, Level, RiskEvent, Topics, UpstreamWarning, stable_id
 from shared.db import Conn
 from shared.errors import DatabaseError
-from shared.kafka import BatchResult, InvalidMessage, Message
+from shared.kafka import BatchResult, InvalidMessage, Message, no_value
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,9 @@ class AlertingHandler:
         events: list[RiskEvent] = []
         upstream: list[UpstreamWarning] = []
         for m in batch:
+            if m.value is None:
+                dead.append(no_value(m))
+                continue
             try:
                 if m.topic == self._topics.warnings_upstream:
                     upstream.append(UpstreamWarning.model_validate_json(m.value))

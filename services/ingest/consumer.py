@@ -41,7 +41,14 @@ from shared.contracts import (
     Topics,
     stable_id,
 )
-from shared.kafka import BatchResult, EventProducer, InvalidMessage, Message, earlier
+from shared.kafka import (
+    BatchResult,
+    EventProducer,
+    InvalidMessage,
+    Message,
+    earlier,
+    no_value,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +148,9 @@ class IngestHandler:
                 recs += many
                 continue
             for m in chunk:  # one by one, to tell the bad from the good
+                if m.value is None:  # a tombstone: nothing to decode
+                    dead.append(no_value(m))
+                    continue
                 try:
                     recs.append(decode(m.value))
                 except ValidationError as exc:

@@ -51,7 +51,7 @@ from shared.contracts import (
     stable_id,
 )
 from shared.errors import DatabaseError, NotFound
-from shared.kafka import BatchResult, InvalidMessage, Message
+from shared.kafka import BatchResult, InvalidMessage, Message, no_value
 from shared.outbox import OutboxRelay, enqueue
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,9 @@ class RiskHandler:
         warnings: list[tuple[Message, UpstreamWarning]] = []
         decode = self._decoder.decode
         for m in batch:
+            if m.value is None:
+                dead.append(no_value(m))
+                continue
             try:
                 if m.topic == self._topics.warnings_upstream:
                     warnings.append((m, UpstreamWarning.model_validate_json(m.value)))

@@ -101,6 +101,7 @@ async def test_crash_after_write_before_commit_loses_and_doubles_nothing(
     n = 600
     poison = [
         (None, b"{not json"),
+        ("RG1", None),  # a tombstone
         (
             "X",
             orjson.dumps(
@@ -164,7 +165,7 @@ async def test_crash_after_write_before_commit_loses_and_doubles_nothing(
         # the batches prepared after the crashed one may all be stored by now: what tells that
         # the restarted runner is done is its commits
         await run_until_stored(
-            runner(), ingest_db, n, commits=(broker.bootstrap, group, topics.obs_sensor, n + 3)
+            runner(), ingest_db, n, commits=(broker.bootstrap, group, topics.obs_sensor, n + 4)
         )
     finally:
         await producer.stop()
@@ -175,8 +176,13 @@ async def test_crash_after_write_before_commit_loses_and_doubles_nothing(
     assert len({p["event_id"] for p in published}) == n
     dead = await read_all(broker.bootstrap, topics.readings_dlq)
     by_offset = {(d["partition"], d["offset"]): d["reason"] for d in dead}
-    assert sorted(by_offset.values()) == ["invalid_json", "out_of_hard_range", "unknown_station"]
-    assert all(d["payload"] for d in dead)
+    assert sorted(by_offset.values()) == [
+        "invalid_json",
+        "no_value",
+        "out_of_hard_range",
+        "unknown_station",
+    ]
+    assert [bool(d["payload"]) for d in dead] == [d["reason"] != "no_value" for d in dead]
 
 
 async def test_spikes_and_stuck_sensors_are_flagged_doubtful_across_a_restart(
@@ -419,6 +425,7 @@ async def test_a_batch_of_many_chunks_puts_every_verdict_on_its_own_message(
     spoilers = {
         CHUNK - 1: b"{not json",
         CHUNK: orjson.dumps({**doc, "station_id": "NOPE"}),
+        CHUNK + 1: None,  # a tombstone
         2 * CHUNK - 1: orjson.dumps({**doc, "value": 5000.0}),
         2 * CHUNK: orjson.dumps({**doc, "kind": "forecast", "issued_at": t0.isoformat()}),
     }
@@ -434,6 +441,7 @@ async def test_a_batch_of_many_chunks_puts_every_verdict_on_its_own_message(
         await producer.stop()
     assert [(d.kafka_message.offset, d.reason) for d in result.dead_letters] == [
         (CHUNK - 1, "invalid_json"),
+        (CHUNK + 1, "no_value"),
         (CHUNK, "unknown_station"),
         (2 * CHUNK - 1, "out_of_hard_range"),
     ]
@@ -443,5 +451,5 @@ async def test_a_batch_of_many_chunks_puts_every_verdict_on_its_own_message(
     assert [r["i"] for r in stored] == [i for i in range(n) if i not in spoilers]
     assert await ingest_db.fetchval("SELECT count(*) FROM ingest.forecasts") == 1
     published = await read_all(broker.bootstrap, topics.readings)
-    assert len(published) == n - 3
+    assert len(published) == n - 4
     assert sum(p["kind"] == "forecast" for p in published) == 1

@@ -17,7 +17,7 @@ from services.risk.stations import StationPlans
 from shared.clock import SystemClock
 from shared.contracts import Reading, Topics
 from shared.db import create_pool, migrate
-from shared.kafka import EventProducer, Message
+from shared.kafka import EventProducer, Message, dead_letter
 from shared.outbox import OutboxRelay
 from tests.kafka_util import read_all
 
@@ -83,9 +83,20 @@ async def test_risk_applies_a_redelivered_batch_once(database, broker, topic_pre
         assert [p["level"] for p in published if p["scope"] == "station"] == ["red", "blue"]
         state = await pool.fetchrow("SELECT level, last_value FROM risk.rule_state")
         assert (state["level"], state["last_value"]) == (1, 3.2)
+        await no_value_is_dead_lettered(handler, "readings.v1")
     finally:
         await producer.stop()
         await pool.close()
+
+
+async def no_value_is_dead_lettered(handler: RiskHandler | AlertingHandler, topic: str) -> None:
+    """A tombstone (no value) beside a good message is dead-lettered with its reason, and its
+    dead letter can be written (an empty payload)."""
+    tombstone = Message(topic, 0, 99, b"WL1", None)
+    result = await handler.process([tombstone])
+    assert [(d.kafka_message.offset, d.reason) for d in result.dead_letters] == [(99, "no_value")]
+    letter = dead_letter(result.dead_letters[0], service="test", clock=SystemClock())
+    assert (letter.payload, letter.key, letter.reason) == ("", "WL1", "no_value")
 
 
 def risk_msg(offset: int, level: str, previous: str, minutes: int) -> Message:
@@ -145,5 +156,6 @@ async def test_alerting_applies_a_redelivered_event_once(database, topic_prefix)
         refs = await pool.fetchval("SELECT refs FROM alerting.warning_versions WHERE version = 2")
         assert len(refs) == 1
         assert refs[0].startswith("110101000000,110101000000_")
+        await no_value_is_dead_lettered(handler, "risk.events.v1")
     finally:
         await pool.close()
