@@ -497,12 +497,7 @@ class ConsumerRunner:
                 if not isinstance(outcome, BatchResult):
                     await self._abandon(handler, pending)  # left uncommitted: they come again
                     break
-                done = pending.pop(0)
-                try:
-                    await self._settle(done.batch, outcome, done.started)
-                except BaseException:
-                    await self._abandon(handler, pending)
-                    raise
+                await self._settle_first(handler, pending, outcome)
 
     @staticmethod
     def _start(
@@ -518,14 +513,7 @@ class ConsumerRunner:
         on the sequential path. False: stopping with batches left uncommitted."""
         outcome = await self._await_staged(handler, pending)
         if isinstance(outcome, BatchResult):
-            done = pending.pop(0)
-            try:
-                await self._settle(done.batch, outcome, done.started)
-            except BaseException:
-                # not committed: nor may the batches after it be (their commits would cover
-                # this one's offsets); they all come again
-                await self._abandon(handler, pending)
-                raise
+            await self._settle_first(handler, pending, outcome)
             return True
         batches = [s.batch for s in pending]
         await self._abandon(handler, pending)
@@ -537,6 +525,19 @@ class ConsumerRunner:
                     return False
                 await self._finish(batch)
         return True
+
+    async def _settle_first(
+        self, handler: StagedHandler, pending: list[_Staged], outcome: BatchResult
+    ) -> None:
+        """Commit the oldest batch in hand, completed with ``outcome``. If that fails, nor may
+        the batches after it be committed (their commits would cover its offsets): they are
+        undone, and all come again."""
+        done = pending.pop(0)
+        try:
+            await self._settle(done.batch, outcome, done.started)
+        except BaseException:
+            await self._abandon(handler, pending)
+            raise
 
     @staticmethod
     async def _abandon(handler: StagedHandler, pending: list[_Staged]) -> None:

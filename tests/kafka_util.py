@@ -24,11 +24,7 @@ async def read_all(bootstrap: str, topic: str) -> list[Any]:
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await c.start()
     try:
-        parts = c.partitions_for_topic(topic)
-        if not parts:
-            await c._client.force_metadata_update()
-            parts = c.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
+        tps = await _partitions(c, topic)
         if not tps:
             return []
         c.assign(tps)
@@ -56,10 +52,14 @@ async def committed(bootstrap: str, group: str, topic: str) -> int:
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await c.start()
     try:
-        parts = c.partitions_for_topic(topic)
-        if not parts:
-            await c._client.force_metadata_update()
-            parts = c.partitions_for_topic(topic) or set()
-        return sum([(await c.committed(TopicPartition(topic, p))) or 0 for p in parts])
+        return sum([(await c.committed(tp)) or 0 for tp in await _partitions(c, topic)])
     finally:
         await c.stop()
+
+
+async def _partitions(c: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    parts = c.partitions_for_topic(topic)
+    if not parts:
+        await c._client.force_metadata_update()
+        parts = c.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in parts]
