@@ -186,7 +186,7 @@ class IngestHandler:
             await asyncio.sleep(0)
             end = start + CHUNK
             checked = kernel.check_batch(
-                recs[start:end], plans[start:end], latest, recent, self._recent.keep_last, seen
+                recs[start:end], plans[start:end], latest, recent, self._recent.run_cap, seen
             )
             for i in checked.rejected:
                 dead.append(

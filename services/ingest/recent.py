@@ -20,6 +20,9 @@ import asyncpg
 from services.ingest.validation import Recent, summary
 
 Key = tuple[str, str]  # station, metric
+# A run of one value is counted this far at most: further than any stuck check, and costing no
+# memory (a key holds its count, not its readings).
+RUN_CAP = 1 << 20
 Undo = dict[Key, Recent | None]  # what ``keep`` replaced (None: nothing was there)
 
 
@@ -31,9 +34,10 @@ class RecentReadings:
         self._data: OrderedDict[Key, Recent] = OrderedDict()
 
     @property
-    def keep_last(self) -> int:
-        """The longest run of one value that is counted (the longest stuck check)."""
-        return self._keep
+    def run_cap(self) -> int:
+        """The longest run of one value that is counted. A key loaded from the database starts
+        from the run of its last ``keep`` readings, and counts on from there."""
+        return RUN_CAP
 
     async def working_copies(self, keys: Iterable[Key]) -> dict[Key, Recent]:
         """The summaries of ``keys``, for a batch to judge on and update (by replacing them)."""

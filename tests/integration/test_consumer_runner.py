@@ -245,6 +245,64 @@ async def test_spikes_and_stuck_sensors_are_flagged_doubtful_across_a_restart(
     assert all(flagged[s] == (1, ["stuck"]) for s in range(35, 42))
 
 
+async def test_a_station_may_ask_for_a_stuck_check_longer_than_the_history_loaded(
+    ingest_db, broker, topic_prefix
+):
+    """stuck_count 60 at one station: the 60th equal reading is stuck. After a restart the key
+    is loaded from its last HISTORY (48) readings and counts on from that run: cautious, it
+    flags 2 readings later than an unbroken count would."""
+    await ingest_db.execute(
+        """INSERT INTO ingest.stations (id, name, kind, region_code, attributes)
+           VALUES ('WL2', 'level', 'water_level', '110101001001', $1)""",
+        {"stuck_count": {"water_level": 60}},
+    )
+    topics = Topics(topic_prefix)
+    await ensure_topics(broker.bootstrap, [topics.readings])
+    producer = await EventProducer.start(broker.bootstrap)
+    t0 = datetime(2026, 7, 1, tzinfo=UTC)
+
+    def batch(n: int, start: int) -> list[Message]:
+        return [
+            Message(
+                topics.obs_hydro,
+                0,
+                start + i,
+                b"WL2",
+                orjson.dumps(
+                    {
+                        "source": "hydro",
+                        "station_id": "WL2",
+                        "metric": "water_level",
+                        "ts": (t0 + timedelta(minutes=5 * (start + i))).isoformat(),
+                        "value": 1.5,
+                        "unit": "m",
+                    }
+                ),
+            )
+            for i in range(n)
+        ]
+
+    async def flagged() -> list[int]:
+        rows = await ingest_db.fetch(
+            """SELECT extract(epoch FROM ts - $1)::int / 300 AS step FROM ingest.readings
+                WHERE station_id = 'WL2' AND 'stuck' = ANY(checks) ORDER BY ts""",
+            t0,
+        )
+        return [r["step"] for r in rows]
+
+    try:
+        await new_handler(ingest_db, producer, topics).process(batch(62, 0))
+        assert await flagged() == [59, 60, 61]  # the 60th equal reading and those after it
+        await ingest_db.execute("DELETE FROM ingest.readings WHERE station_id = 'WL2'")
+        await new_handler(ingest_db, producer, topics).process(batch(50, 0))
+        assert await flagged() == []
+        # restarted: the last 48 of the 50 give a run of 48, which counts on
+        await new_handler(ingest_db, producer, topics).process(batch(15, 50))
+        assert await flagged() == [61, 62, 63, 64]
+    finally:
+        await producer.stop()
+
+
 class DropsConnection:
     """A handler whose database connection drops on the first two batches (as when PostgreSQL
     restarts), raising the driver's own error rather than a wrapped one."""

@@ -381,3 +381,34 @@ def test_a_summary_is_the_last_reading_and_its_run():
     assert summary([(a, 1.0), (b, 2.0), (c, 2.0)], 48) == (c, 2.0, 2)
     assert summary([(a, 2.0), (b, 2.0), (c, 2.0)], 2) == (c, 2.0, 2)
     assert summary([(a, 2.0), (b, 2.0), (c, 1.0)], 48) == (c, 1.0, 1)
+
+
+def test_a_stuck_check_longer_than_the_loaded_history_counts_on_from_it():
+    """A station's own stuck_count may exceed the readings loaded per key on a cold start
+    (HISTORY): the run loaded from them is counted on, and the 60th equal reading is stuck."""
+    from services.ingest.recent import RUN_CAP
+    from services.ingest.validation import HISTORY, PlanCache
+
+    slow = StationInfo(
+        "S", "water_level", "110101001001", attributes={"stuck_count": {"water_level": 60}}
+    )
+    start = T - timedelta(hours=10)
+    loaded = [(start + timedelta(minutes=5 * j), 1.5) for j in range(HISTORY)]
+    recs = [
+        RawReadingRecord(
+            source="s",
+            station_id="S",
+            metric="water_level",
+            ts=T - timedelta(minutes=60 - 5 * i),
+            value=1.5,
+        )
+        for i in range(12)
+    ]
+    for k in (native(), PYTHON):
+        recent = {("S", "water_level"): summary(loaded, HISTORY)}
+        assert recent[("S", "water_level")][2] == HISTORY == 48
+        planned = k.plan_batch(["t"] * len(recs), recs, {"S": slow}, PlanCache())
+        got = k.check_batch(recs, planned.plans, LATEST, recent, RUN_CAP, {})
+        # 48 loaded + 11 good = 59 before the 12th: it is the 60th equal reading
+        assert [r.checks for r in got.rows] == [()] * 11 + [("stuck",)]
+        assert recent[("S", "water_level")][2] == 59
