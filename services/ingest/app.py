@@ -9,17 +9,17 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.ingest.api import ReadingsIngress, router
-from services.ingest.consumer import IngestHandler
-from services.ingest.health import HealthSweep
-from services.ingest.kernel import default as default_kernel
-from services.ingest.recent import RecentReadings
-from services.ingest.rollups import Housekeeping
+from services.ingest.adapters.recent import RecentReadings
+from services.ingest.adapters.stations import StationCache
+from services.ingest.adapters.store import ReadingStore
+from services.ingest.adapters.warnings import WarningsIngress
+from services.ingest.api.routes import ReadingsIngress, router
+from services.ingest.domain.kernel import default as default_kernel
+from services.ingest.domain.validation import HISTORY
 from services.ingest.settings import IngestSettings
-from services.ingest.stations import StationCache
-from services.ingest.store import ReadingStore
-from services.ingest.validation import HISTORY
-from services.ingest.warnings import WarningsIngress
+from services.ingest.workers.consumer import IngestHandler
+from services.ingest.workers.health import HealthSweep
+from services.ingest.workers.housekeeping import Housekeeping
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
 from shared.http import new_app

@@ -11,12 +11,12 @@ import asyncpg
 import orjson
 import pytest
 
+from services.ingest.adapters.recent import RecentReadings
+from services.ingest.adapters.stations import StationCache
+from services.ingest.adapters.store import ReadingStore
 from services.ingest.app import MIGRATIONS
-from services.ingest.consumer import IngestHandler
-from services.ingest.recent import RecentReadings
-from services.ingest.stations import StationCache
-from services.ingest.store import ReadingStore
-from services.ingest.validation import HISTORY
+from services.ingest.domain.validation import HISTORY
+from services.ingest.workers.consumer import IngestHandler
 from shared.clock import SystemClock
 from shared.contracts import Topics
 from shared.db import create_pool, migrate
@@ -469,8 +469,8 @@ async def test_a_batch_of_many_chunks_puts_every_verdict_on_its_own_message(
     """A batch is prepared in chunks of CHUNK messages; refusals and forecasts just before and
     after the chunks' seams are dead-lettered or stored against their own messages, and the
     good readings around them are stored and published, once each, with either kernel."""
-    from services.ingest import kernel
-    from services.ingest.consumer import CHUNK
+    from services.ingest.domain import kernel
+    from services.ingest.workers.consumer import CHUNK
 
     k = kernel.PYTHON if kernel_name == "python" else kernel.native()
     assert k is not None

@@ -10,13 +10,14 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from services.ingest.adapters.health import online_rates, source_health
+from services.ingest.adapters.recent import RecentReadings
+from services.ingest.adapters.stations import StationCache
+from services.ingest.adapters.store import ReadingStore
 from services.ingest.app import MIGRATIONS
-from services.ingest.consumer import IngestHandler
-from services.ingest.health import HealthSweep, online_rates, source_health
-from services.ingest.recent import RecentReadings
-from services.ingest.stations import StationCache
-from services.ingest.store import ReadingStore
-from services.ingest.validation import HISTORY
+from services.ingest.domain.validation import HISTORY
+from services.ingest.workers.consumer import IngestHandler
+from services.ingest.workers.health import HealthSweep
 from shared.clock import ManualClock
 from shared.contracts import Topics
 from shared.db import create_pool, migrate

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from services.ingest.adapters.store import ReadingStore
 from services.ingest.app import MIGRATIONS
-from services.ingest.store import ReadingStore, Row
+from services.ingest.domain.rows import Row
 from shared.db import (
     DailyPartitions,
     create_pool,

@@ -16,11 +16,12 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
+from services.ingest.adapters.series import latest as latest_values
+from services.ingest.adapters.series import parse_bucket, series
+from services.ingest.adapters.store import ReadingStore
 from services.ingest.app import MIGRATIONS
-from services.ingest.rollups import Housekeeping
-from services.ingest.series import latest as latest_values
-from services.ingest.series import parse_bucket, series
-from services.ingest.store import ReadingStore, Row
+from services.ingest.domain.rows import Row
+from services.ingest.workers.housekeeping import Housekeeping
 from shared.clock import ManualClock
 from shared.db import StorageMode, create_pool, migrate
 from shared.devstack.timescale import TimescaleLite
@@ -306,7 +307,7 @@ async def test_series_from_raw_and_from_rollups_agree(storage):
 async def test_every_shape_of_row_round_trips_through_the_copy(storage, kernel_name):
     """The COPY stream made by either kernel stores exactly the rows it was made from: text
     arrays empty and not, every quality code, offsets and microseconds, odd floats, non-ASCII."""
-    from services.ingest import kernel
+    from services.ingest.domain import kernel
 
     k = kernel.PYTHON if kernel_name == "python" else kernel.native()
     assert k is not None, "the compiled kernel is not built"

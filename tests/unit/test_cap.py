@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.ingest.cap import CapRejected, parse_cap
+from services.ingest.domain.cap import CapRejected, parse_cap
 
 SAMPLE = (Path(__file__).parent.parent / "data" / "cap_rainstorm_red.xml").read_bytes()
 

@@ -10,7 +10,7 @@ import pytest
 from lxml import etree
 
 from services.alerting.capout import CATEGORY, CapVersion, atom_feed, cap_document, cap_xml
-from services.ingest.cap import parse_cap
+from services.ingest.domain.cap import parse_cap
 from shared.capxml import schema_errors
 from shared.contracts import Level
 

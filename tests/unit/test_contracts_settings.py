@@ -8,10 +8,10 @@ from pydantic import ValidationError
 
 from services.alerting.settings import AlertingSettings
 from services.gateway.settings import GatewaySettings
-from services.ingest.kernel import published, reading_event_id
+from services.ingest.domain.kernel import published, reading_event_id
+from services.ingest.domain.rows import Row
+from services.ingest.domain.validation import StationInfo
 from services.ingest.settings import IngestSettings
-from services.ingest.store import Row
-from services.ingest.validation import StationInfo
 from shared.contracts import (
     Level,
     RawReading,

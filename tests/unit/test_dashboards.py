@@ -20,20 +20,13 @@ from shared.ops.dashboards import POSTGRES, PROMETHEUS, panel_queries, render_pr
 
 ROOT = Path(__file__).resolve().parents[2]
 BOARDS = dashboards.build_all()
-# every module that defines metrics, so the registry knows them all
+# each service's wiring imports every module of it, and so every metric it defines
 METRIC_MODULES = (
     "shared.http",
-    "shared.kafka",
-    "shared.outbox",
-    "services.ingest.consumer",
-    "services.ingest.health",
-    "services.ingest.store",
-    "services.risk.consumer",
-    "services.alerting.consumer",
-    "services.alerting.delivery",
-    "services.alerting.callconfirm",
-    "services.alerting.gauges",
-    "services.alerting.publish",
+    "services.ingest.app",
+    "services.risk.app",
+    "services.alerting.app",
+    "services.gateway.app",
 )
 
 

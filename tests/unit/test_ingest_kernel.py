@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ingest import kernel
-from services.ingest.kernel import PYTHON, NativeKernel, published, reading_event_id
-from services.ingest.store import Row
-from services.ingest.validation import StationInfo, summary
+from services.ingest.domain import kernel
+from services.ingest.domain.kernel import PYTHON, NativeKernel, published, reading_event_id
+from services.ingest.domain.rows import Row
+from services.ingest.domain.validation import StationInfo, summary
 from shared.contracts import RawReadingRecord, Reading, stable_id
 
 NATIVE = kernel.native()
@@ -249,7 +249,7 @@ def summaries_for(keys, data):
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(readings, max_size=40), st.data())
 def test_both_kernels_plan_and_judge_a_batch_alike(recs, data):
-    from services.ingest.validation import PlanCache
+    from services.ingest.domain.validation import PlanCache
 
     topics = [data.draw(st.sampled_from(["obs.sensor.v1", "obs.hydro.v1"])) for _ in recs]
     got_plan = native().plan_batch(topics, recs, CHECK_STATIONS, PlanCache())
@@ -270,7 +270,7 @@ def test_both_kernels_plan_and_judge_a_batch_alike(recs, data):
 def test_the_checks_flag_what_they_should():
     """Not only alike: right. Stuck after a flat history, a spike, a soft range, a future
     timestamp, maintenance, and the refusals, from the compiled kernel."""
-    from services.ingest.validation import PlanCache
+    from services.ingest.domain.validation import PlanCache
 
     def rec(sid, metric, minutes, value, unit=None, kind="observation"):
         return RawReadingRecord(
@@ -336,7 +336,7 @@ def test_the_checks_flag_what_they_should():
 
 
 def test_a_good_observation_becomes_the_last_and_counts_its_run_up_to_keep():
-    from services.ingest.validation import PlanCache
+    from services.ingest.domain.validation import PlanCache
 
     def rec(minutes, value):
         return RawReadingRecord(
@@ -386,8 +386,8 @@ def test_a_summary_is_the_last_reading_and_its_run():
 def test_a_stuck_check_longer_than_the_loaded_history_counts_on_from_it():
     """A station's own stuck_count may exceed the readings loaded per key on a cold start
     (HISTORY): the run loaded from them is counted on, and the 60th equal reading is stuck."""
-    from services.ingest.recent import RUN_CAP
-    from services.ingest.validation import HISTORY, PlanCache
+    from services.ingest.adapters.recent import RUN_CAP
+    from services.ingest.domain.validation import HISTORY, PlanCache
 
     slow = StationInfo(
         "S", "water_level", "110101001001", attributes={"stuck_count": {"water_level": 60}}

@@ -12,7 +12,7 @@ from services.alerting.lifecycle import (
     group_region,
     identifier,
 )
-from services.ingest.validation import (
+from services.ingest.domain.validation import (
     Normalised,
     Rejection,
     StationInfo,

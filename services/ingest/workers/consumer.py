@@ -23,12 +23,13 @@ import asyncpg
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from services.ingest.health import record_batch
-from services.ingest.kernel import Kernel, default, published
-from services.ingest.recent import RecentReadings, Undo
-from services.ingest.stations import StationCache, auto_register
-from services.ingest.store import ReadingStore, Row
-from services.ingest.validation import (
+from services.ingest.adapters.health import record_batch
+from services.ingest.adapters.recent import RecentReadings, Undo
+from services.ingest.adapters.stations import StationCache, auto_register
+from services.ingest.adapters.store import ReadingStore
+from services.ingest.domain.kernel import Kernel, default, published
+from services.ingest.domain.rows import Row
+from services.ingest.domain.validation import (
     CheckPlan,
     PlanCache,
     Rejection,

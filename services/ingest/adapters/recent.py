@@ -17,7 +17,7 @@ from datetime import datetime
 
 import asyncpg
 
-from services.ingest.validation import Recent, summary
+from services.ingest.domain.validation import Recent, summary
 
 Key = tuple[str, str]  # station, metric
 # A run of one value is counted this far at most: further than any stuck check, and costing no

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from services.ingest.cap import CapWarning, parse_cap
+from services.ingest.domain.cap import CapWarning, parse_cap
 from shared.clock import Clock
 from shared.contracts import LevelName, Topics, UpstreamWarning, stable_id
 from shared.errors import PermissionDenied

@@ -1,10 +1,10 @@
-# The compiled kernel (_native.c); services.ingest.kernel documents the contract.
+# The compiled kernel (_native.c); services.ingest.domain.kernel documents the contract.
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from services.ingest.store import Row
-from services.ingest.validation import CheckPlan, StationInfo
+from services.ingest.domain.rows import Row
+from services.ingest.domain.validation import CheckPlan, StationInfo
 
 def copy_rows(rows: list[Row], /) -> tuple[bytes, bool]: ...
 def reading_events(

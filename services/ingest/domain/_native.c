@@ -4,8 +4,8 @@
  *   copy_rows(rows)                          -> (PostgreSQL binary COPY stream, keys unique?)
  *   reading_events(rows, stations, produced) -> [(station_id, readings.v1 JSON bytes), ...]
  *
- * A row is services.ingest.store.Row: (station_id, metric, ts, value, unit, quality, checks,
- * source). services/ingest/kernel.py holds the Python implementation of both functions; tests
+ * A row is services.ingest.domain.rows.Row: (station_id, metric, ts, value, unit, quality, checks,
+ * source). services/ingest/domain/kernel.py holds the Python implementation of both functions; tests
  * check that the two give the same bytes (COPY) and the same events (ids and parsed content).
  * Anything this code is not written for (a naive timestamp, an offset with seconds, a value of
  * the wrong type) raises, and the caller falls back to the Python implementation. */
@@ -744,7 +744,7 @@ done:
     return out;
 }
 
-/* ---- checks: plans and judging of a batch (services.ingest.validation, in one pass each) --- */
+/* ---- checks: plans and judging of a batch (services.ingest.domain.validation, in one pass each) --- */
 
 static PyObject *S_VALUE, *S_UNIT, *S_KIND, *S_TS, *S_STATION_ID, *S_METRIC, *S_SOURCE,
     *S_PACKED, *S_STRIP, *S_LOWER, *S_GOOD, *S_DOUBTFUL, *S_SOFT_RANGE,

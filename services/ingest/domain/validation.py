@@ -212,7 +212,7 @@ class CheckPlan:
     maintenance: bool
     max_rate_per_h: float | None
     stuck_count: int | None
-    # the plan as one tuple, for the compiled kernel (services.ingest.kernel):
+    # the plan as one tuple, for the compiled kernel (services.ingest.domain.kernel):
     # (canonical, converters (unit → a factor, or a function), hard, soft, maintenance,
     #  max_rate_per_h, stuck_count, judged)
     packed: tuple[Any, ...] = field(init=False, repr=False, compare=False)

@@ -23,9 +23,9 @@ from typing import NamedTuple, Protocol
 
 import msgspec
 
-from services.ingest.recent import Key
-from services.ingest.store import QUALITY_CODE, Row
-from services.ingest.validation import (
+from services.ingest.adapters.recent import Key
+from services.ingest.domain.rows import QUALITY_CODE, Row
+from services.ingest.domain.validation import (
     CheckPlan,
     PlanCache,
     Recent,
@@ -88,7 +88,7 @@ class Kernel(Protocol):
 
     def copy_rows(self, rows: list[Row]) -> tuple[bytes, bool]:
         """The rows as one PostgreSQL binary COPY stream (header to trailer) for
-        ``store.COLUMNS``, and whether no (station, metric, ts) repeats among them."""
+        ``rows.COLUMNS``, and whether no (station, metric, ts) repeats among them."""
         ...
 
     def reading_events(
@@ -315,7 +315,7 @@ class NativeKernel:
 def native() -> NativeKernel | None:
     """The compiled kernel, or None where it was not built."""
     try:
-        from services.ingest import _native
+        from services.ingest.domain import _native
     except ImportError:
         return None
     return NativeKernel(_native)

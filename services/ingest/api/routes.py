@@ -13,15 +13,15 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
-from services.ingest import health as health_repo
-from services.ingest import series as series_repo
-from services.ingest import stations as station_repo
-from services.ingest.cap import MAX_BYTES as MAX_CAP_BYTES
-from services.ingest.cap import CapRejected
-from services.ingest.health import GroupBy, OnlineRate, SourceHealth
-from services.ingest.series import Agg
-from services.ingest.stations import Source, SourceIn, Station, StationCache, StationIn
-from services.ingest.warnings import StoredWarning, WarningReceipt
+from services.ingest.adapters import health as health_repo
+from services.ingest.adapters import series as series_repo
+from services.ingest.adapters import stations as station_repo
+from services.ingest.adapters.health import GroupBy, OnlineRate, SourceHealth
+from services.ingest.adapters.series import Agg
+from services.ingest.adapters.stations import Source, SourceIn, Station, StationCache, StationIn
+from services.ingest.adapters.warnings import StoredWarning, WarningReceipt
+from services.ingest.domain.cap import MAX_BYTES as MAX_CAP_BYTES
+from services.ingest.domain.cap import CapRejected
 from shared.clock import Clock
 from shared.contracts import RawReading, Topics
 from shared.errors import PermissionDenied, ValidationFailed

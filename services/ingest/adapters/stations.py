@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.ingest.validation import StationInfo
+from services.ingest.domain.validation import StationInfo
 from shared.contracts import JsonObject, RegionCode, StationId
 from shared.errors import Conflict, NotFound, ValidationFailed
 
