@@ -1,9 +1,9 @@
-"""The compiled parts: the ingest consumer's per-batch kernel (``services/ingest/domain/_native.c``) and
-whole Kafka record batches (``shared/_records.c``).
+"""The compiled parts: the ingest consumer's per-batch kernel
+(``services/ingest/domain/_native.c``) and whole Kafka record batches (``shared/_records.c``).
 
 Everything else is in ``pyproject.toml``. The extensions are optional: where no C compiler is
-found the install goes on, and ``services.ingest.domain.kernel`` and ``shared.kafka`` use their Python
-paths."""
+found the install goes on, and ``services.ingest.domain.kernel`` and ``shared.kafka`` use their
+Python paths."""
 
 from setuptools import Extension, setup
 

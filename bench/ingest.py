@@ -21,10 +21,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.scratch import scratch_database
 from services.ingest.app import MIGRATIONS, create_app
-from services.ingest.workers.consumer import CHUNK, READINGS
 from services.ingest.domain.kernel import default as default_kernel
-from services.ingest.settings import IngestSettings
 from services.ingest.domain.rows import COLUMNS, Row
+from services.ingest.settings import IngestSettings
+from services.ingest.workers.consumer import CHUNK, READINGS
 from shared.contracts import RawReadingDecoder, Topics
 from shared.db import DailyPartitions, create_pool, migrate
 from shared.devstack.inprocess import serve

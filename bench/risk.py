@@ -17,10 +17,11 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 from services.ingest.app import MIGRATIONS as INGEST
-from services.risk.backtest import BacktestRequest, run_backtest
-from services.risk.engine import NoUpstream, StationPlan, StationState, evaluate_point
-from services.risk.engine import threshold_rules_from_attributes as thresholds
-from services.risk.packs import rules_for_station, shipped_packs
+from services.risk.adapters.backtest import run_backtest
+from services.risk.domain.backtest import BacktestRequest
+from services.risk.domain.engine import NoUpstream, StationPlan, StationState, evaluate_point
+from services.risk.domain.packs import rules_for_station, shipped_packs
+from services.risk.domain.thresholds import threshold_rules_from_attributes as thresholds
 from shared.db import DailyPartitions, create_pool, migrate
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)

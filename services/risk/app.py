@@ -8,12 +8,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.risk.api import router
-from services.risk.consumer import RiskHandler
-from services.risk.nodata import NoDataSweep
+from services.risk.adapters.stations import StationPlans
+from services.risk.api.routes import router
 from services.risk.settings import RiskSettings
-from services.risk.standing import StandingAnnouncer
-from services.risk.stations import StationPlans
+from services.risk.workers.consumer import RiskHandler
+from services.risk.workers.nodata import NoDataSweep
+from services.risk.workers.standing import StandingAnnouncer
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
 from shared.http import new_app

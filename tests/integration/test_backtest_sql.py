@@ -15,8 +15,9 @@ import asyncpg
 import pytest
 
 from services.ingest.app import MIGRATIONS as INGEST
-from services.risk.backtest import BacktestRequest, run_backtest, sql_capable
-from services.risk.rules import parse_rules
+from services.risk.adapters.backtest import run_backtest
+from services.risk.domain.backtest import BacktestRequest, sql_capable
+from services.risk.domain.rules import parse_rules
 from shared.db import create_pool, migrate
 from tests.helpers import store_readings
 

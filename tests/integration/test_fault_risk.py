@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 
 from services.ingest.app import MIGRATIONS as INGEST
-from services.risk.engine import Level, ReadingIn, StationPlan, StationState, evaluate
-from services.risk.packs import rules_for_station, shipped_packs
-from shared.contracts import Reading, stable_id
+from services.risk.domain.engine import ReadingIn, StationPlan, StationState, evaluate
+from services.risk.domain.packs import rules_for_station, shipped_packs
+from shared.contracts import Level, Reading, stable_id
 from shared.db import create_pool, migrate
 from shared.devstack.procs import free_port
 from tests.helpers import eventually

@@ -11,9 +11,9 @@ from services.alerting.app import MIGRATIONS as ALERTING
 from services.alerting.consumer import AlertingHandler
 from services.alerting.settings import AlertingSettings
 from services.ingest.app import MIGRATIONS as INGEST
+from services.risk.adapters.stations import StationPlans
 from services.risk.app import MIGRATIONS as RISK
-from services.risk.consumer import RiskHandler
-from services.risk.stations import StationPlans
+from services.risk.workers.consumer import RiskHandler
 from shared.clock import SystemClock
 from shared.contracts import Reading, Topics
 from shared.db import create_pool, migrate

@@ -14,8 +14,8 @@ import orjson
 
 from services.ingest.app import MIGRATIONS as INGEST
 from services.risk.app import create_app
-from services.risk.nodata import NoDataSweep
-from services.risk.standing import StandingAnnouncer
+from services.risk.workers.nodata import NoDataSweep
+from services.risk.workers.standing import StandingAnnouncer
 from shared.clock import ManualClock, SystemClock
 from shared.contracts import Level, Reading, Topics, UpstreamWarning, stable_id
 from shared.db import DailyPartitions, create_pool, migrate

@@ -7,19 +7,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.risk.engine import (
+from services.risk.domain.engine import (
     NoUpstream,
     ReadingIn,
-    RuleConfigError,
     StationPlan,
     StationState,
     evaluate,
     history_horizon,
     level_diff,
     replay,
-    threshold_rules_from_attributes,
 )
-from services.risk.packs import rules_for_station, shipped_packs
+from services.risk.domain.packs import rules_for_station, shipped_packs
+from services.risk.domain.rules import RuleConfigError
+from services.risk.domain.thresholds import threshold_rules_from_attributes
 from shared.contracts import Level
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)

@@ -28,7 +28,7 @@ def test_the_wheel_carries_what_the_services_read(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     needed = [
         p.relative_to(ROOT).as_posix()
-        for pattern in ("services/*/migrations/*.sql", "services/risk/packs/*.json")
+        for pattern in ("services/*/migrations/*.sql", "services/risk/domain/packs/*.json")
         for p in ROOT.glob(pattern)
     ]
     needed.append("shared/schemas/CAP-v1.2.xsd")

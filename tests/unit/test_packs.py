@@ -7,15 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.risk.engine import ReadingIn, StationPlan, StationState, evaluate
-from services.risk.packs import (
+from services.risk.domain.engine import ReadingIn, StationPlan, StationState, evaluate
+from services.risk.domain.packs import (
     Placeholder,
     apply_overrides,
     resolve_rule,
     rules_for_station,
     shipped_packs,
 )
-from services.risk.rules import RuleConfigError, parse_rule
+from services.risk.domain.rules import RuleConfigError, parse_rule
 from shared.contracts import Level
 
 T0 = datetime(2026, 7, 1, 4, tzinfo=UTC)  # 12:00 Beijing time

@@ -7,17 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.risk.engine import (
-    ReadingIn,
-    StationPlan,
-    StationState,
-    assess_silence,
-    evaluate,
-    reassess,
-    region_of,
-    rollup,
-)
-from services.risk.rules import RuleConfigError, parse_rule
+from services.risk.domain.engine import ReadingIn, StationPlan, StationState, evaluate, reassess
+from services.risk.domain.regions import region_of, rollup
+from services.risk.domain.rules import RuleConfigError, parse_rule
+from services.risk.domain.silence import assess_silence
 from shared.contracts import Level
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)

@@ -7,7 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.risk.windows import Series
+from services.risk.domain.windows import Series
 
 WINDOWS = (600.0, 1800.0, 3600.0)
 TOL = 900.0

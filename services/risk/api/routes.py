@@ -9,10 +9,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from services.risk.backtest import BacktestRequest, BacktestResult, run_backtest
-from services.risk.consumer import RebuildResult
-from services.risk.packs import Pack, apply_overrides, resolve_rule, shipped_packs
-from services.risk.rules import RuleConfigError, parse_rule
+from services.risk.adapters.backtest import run_backtest
+from services.risk.domain.backtest import BacktestRequest, BacktestResult
+from services.risk.domain.events import RebuildResult
+from services.risk.domain.packs import Pack, apply_overrides, resolve_rule, shipped_packs
+from services.risk.domain.rules import RuleConfigError, parse_rule
 from shared.contracts import Level
 from shared.errors import NotFound, ValidationFailed
 from shared.http import IdentityDep

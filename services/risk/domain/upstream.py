@@ -9,9 +9,6 @@ the warning's regions.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
-
-import asyncpg
 
 from shared.contracts import Level
 
@@ -61,17 +58,6 @@ class UpstreamView:
         for hazard, level, codes in warnings:
             prefixes = [warning_prefix(c) for c in codes]
             self._by_hazard.setdefault(hazard, []).append((level, prefixes))
-
-    @classmethod
-    async def load(
-        cls, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, now: datetime
-    ) -> UpstreamView:
-        rows = await conn.fetch(
-            """SELECT hazard, level, region_codes FROM risk.upstream_warnings
-                WHERE active AND (expires IS NULL OR expires > $1)""",
-            now,
-        )
-        return cls((r["hazard"], Level(r["level"]), list(r["region_codes"])) for r in rows)
 
     def upstream_level(self, hazard: str, region_prefix: str) -> Level:
         best = Level.none

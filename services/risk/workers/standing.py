@@ -17,14 +17,13 @@ The event id is derived from the period, so replicas sweeping together write one
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 import asyncpg
 from prometheus_client import Counter
 
-from services.risk.consumer import evidence_of
+from services.risk.domain.events import county_standing, station_standing
 from shared.clock import Clock
-from shared.contracts import Evidence, Level, RiskEvent, Topics, stable_id
+from shared.contracts import Topics
 from shared.outbox import OutboxRelay, enqueue
 from shared.periodic import Periodic
 
@@ -33,53 +32,6 @@ log = logging.getLogger(__name__)
 ANNOUNCED = Counter(
     "qianshao_risk_standing_announced_total", "Standing levels re-announced", ["scope"]
 )
-
-
-def station_standing(row: asyncpg.Record, now: datetime, period: int) -> RiskEvent:
-    level = Level(row["level"])
-    evidence = row["evidence"] if isinstance(row["evidence"], dict) else {}
-    criteria = evidence.get("criteria") or []
-    below = bool(criteria) and isinstance(criteria[0], dict) and criteria[0].get("op") == "<="
-    return RiskEvent(
-        event_id=stable_id("standing", row["station_id"], row["rule_id"], level.name, period),
-        produced_at=now,
-        scope="station",
-        station_id=str(row["station_id"]),
-        region_code=str(row["region_code"]),
-        hazard=str(row["hazard"]),
-        rule_id=str(row["rule_id"]),
-        previous_level=level.name,
-        level=level.name,
-        change="standing",
-        urgency="Expected" if row["urgency"] == "Expected" else "Immediate",
-        event_time=now,
-        evidence=evidence_of(str(row["rule_id"]), evidence, below=below),
-    )
-
-
-def county_standing(row: asyncpg.Record, now: datetime, period: int) -> RiskEvent:
-    level = Level(row["level"])
-    counts = row["counts"] if isinstance(row["counts"], dict) else {}
-    return RiskEvent(
-        event_id=stable_id("standing", row["region_code"], row["hazard"], level.name, period),
-        produced_at=now,
-        scope="region",
-        region_code=str(row["region_code"]),
-        hazard=str(row["hazard"]),
-        rule_id="rollup:county",
-        previous_level=level.name,
-        level=level.name,
-        change="standing",
-        event_time=now,
-        evidence=Evidence(
-            rule_id="rollup:county",
-            metric="station_levels",
-            value=float(counts.get(level.name, 0)),
-            source_clause="most severe station level in the county",
-            signal=f"max(station level) over county {row['region_code']}",
-            criteria=[{"counts": counts}],
-        ),
-    )
 
 
 class StandingAnnouncer:
@@ -123,8 +75,8 @@ class StandingAnnouncer:
                 """SELECT region_code, hazard, level, counts FROM risk.region_level
                     WHERE admin_level = 'county' ORDER BY region_code, hazard FOR SHARE"""
             )
-            events = [station_standing(r, now, period) for r in stations]
-            events += [county_standing(r, now, period) for r in counties]
+            events = [station_standing(dict(r), now, period) for r in stations]
+            events += [county_standing(dict(r), now, period) for r in counties]
             fresh = await conn.fetchval(
                 """SELECT count(*) FROM unnest($1::text[]) AS e(id)
                     WHERE NOT EXISTS (SELECT 1 FROM risk.outbox o WHERE o.event_id = e.id)""",

@@ -15,7 +15,8 @@ No Kafka, no database, no clock: rules, state and time come in as data, decision
 - Late readings within the series' tolerance update the windows; the rules are then judged as of
   the newest time seen, so a late reading cannot roll an alarm back to the past.
 
-Also here: the no-data decision (:func:`assess_silence`) and the region roll-up (:func:`rollup`).
+Beside it: a station's own thresholds as rules (:mod:`.thresholds`), the no-data decision
+(:mod:`.silence`) and the region roll-up (:mod:`.regions`).
 """
 
 from __future__ import annotations
@@ -26,55 +27,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, cast
 
-from services.risk.rules import (
-    ACTIVE,
+from services.risk.domain.regions import admin_prefix
+from services.risk.domain.rules import (
     Cond,
     Criterion,
     LevelAtom,
     Rule,
-    RuleConfigError,
     Signal,
     Source,
     UpstreamAtom,
-    parse_rule,
 )
-from services.risk.windows import Series, WindowAgg
+from services.risk.domain.windows import Series, WindowAgg
 from shared.contracts import Level
-
-__all__ = [
-    "Context",
-    "LevelChange",
-    "NoUpstream",
-    "ReadingIn",
-    "RegionLevel",
-    "RuleConfigError",
-    "RuleState",
-    "StationPlan",
-    "StationState",
-    "admin_prefix",
-    "assess_silence",
-    "evaluate",
-    "evaluate_point",
-    "region_of",
-    "rollup",
-    "threshold_rules_from_attributes",
-]
-
-# the hazard a metric's threshold speaks to, when a station does not say
-HAZARD_OF_METRIC = {
-    "rainfall": "rainstorm",
-    "water_level": "flood",
-    "wind_speed": "gale",
-    "wind_gust": "gale",
-    "temperature": "heat",
-    "ch4": "coal_mine_gas",
-    "co": "coal_mine_gas",
-    "combustible_gas": "hazardous_chemicals",
-    "toxic_gas": "hazardous_chemicals",
-    "displacement": "geohazard",
-    "crack_width": "geohazard",
-    "fire_danger": "forest_fire",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,125 +545,3 @@ def _criterion_doc(c: Criterion, x: float | None, bound: float) -> dict[str, Any
         "bound": bound,
         "source": src.cite() if src is not None else "",
     }
-
-
-# -- station attributes → rules ----------------------------------------------------------------
-
-
-def threshold_rules_from_attributes(attributes: Mapping[str, Any]) -> list[Rule]:
-    """A station's own thresholds, one rule per metric::
-
-        {"thresholds": {"water_level": {"blue": 3.0, "yellow": 3.5, "orange": 4.0, "red": 4.5,
-                                         "direction": "above", "restore": {"blue": 2.9},
-                                         "hazard": "flood", "source": "…"}}}
-
-    Levels must be ordered (more severe = further in the direction); restore values must not be
-    past their trigger. Invalid specs raise :class:`RuleConfigError`.
-    """
-    specs = attributes.get("thresholds") or {}
-    if not isinstance(specs, Mapping):
-        raise RuleConfigError("attributes.thresholds must be an object keyed by metric")
-    rules: list[Rule] = []
-    for metric, spec in specs.items():
-        if not isinstance(spec, Mapping):
-            raise RuleConfigError(f"thresholds.{metric} must be an object")
-        direction = spec.get("direction", "above")
-        if direction not in ("above", "below"):
-            raise RuleConfigError(f"thresholds.{metric}.direction must be above or below")
-        restore = spec.get("restore") or {}
-        if not isinstance(restore, Mapping):
-            raise RuleConfigError(f"thresholds.{metric}.restore must be an object")
-        for name in restore:
-            if name not in spec:
-                raise RuleConfigError(f"thresholds.{metric}.restore.{name} has no trigger")
-        source = spec.get("source", "station attribute thresholds")
-        levels = {
-            lvl.name: {
-                "value": spec[lvl.name],
-                "restore": restore.get(lvl.name),
-                "source": source,
-            }
-            for lvl in ACTIVE
-            if spec.get(lvl.name) is not None
-        }
-        if not levels:
-            raise RuleConfigError(f"thresholds.{metric} names no level")
-        rules.append(
-            parse_rule(
-                {
-                    "id": f"threshold:{metric}",
-                    "hazard": str(spec.get("hazard") or HAZARD_OF_METRIC.get(metric, metric)),
-                    "signal": {"metric": metric},
-                    "op": ">=" if direction == "above" else "<=",
-                    "levels": {
-                        k: {**v, "op": ">=" if direction == "above" else "<="}
-                        for k, v in levels.items()
-                    },
-                },
-                pack="station",
-                path=f"thresholds.{metric}",
-            )
-        )
-    return rules
-
-
-# -- no-data -----------------------------------------------------------------------------------
-
-
-def assess_silence(
-    last_seen: float | None, interval_s: float, factor: float, silent: bool, now: float
-) -> bool | None:
-    """The station's new silent flag when it changes, else None.
-
-    Silent when nothing came for more than ``factor`` × the expected interval. A station never
-    seen is not judged (it has no baseline). Silence is its own event and leaves the station's
-    levels as they were: it is never an all-clear.
-    """
-    if last_seen is None:
-        return None
-    overdue = now - last_seen > factor * interval_s
-    if overdue and not silent:
-        return True
-    if not overdue and silent:
-        return False
-    return None
-
-
-# -- regions -----------------------------------------------------------------------------------
-
-AdminLevel = Literal["village", "township", "county"]
-
-
-def admin_prefix(code: str, level: AdminLevel) -> str:
-    """The prefix of a 12-digit code that names its region at ``level``."""
-    return code[: {"county": 6, "township": 9, "village": 12}[level]]
-
-
-def region_of(code: str, level: AdminLevel) -> str:
-    """The 12-digit code of the region at ``level`` that contains ``code``."""
-    return admin_prefix(code, level).ljust(12, "0")
-
-
-@dataclass(frozen=True, slots=True)
-class RegionLevel:
-    region_code: str
-    hazard: str
-    level: Level
-    counts: Mapping[str, int]  # stations per level name, "none" included
-
-
-def rollup(
-    stations: Iterable[tuple[str, str, Level]], admin_level: AdminLevel
-) -> dict[tuple[str, str], RegionLevel]:
-    """Station levels (region code, hazard, level) rolled up to ``admin_level``: the most severe
-    level of the region's stations, with the count of stations at each level."""
-    acc: dict[tuple[str, str], dict[str, int]] = {}
-    for code, hazard, level in stations:
-        key = (region_of(code, admin_level), hazard)
-        counts = acc.setdefault(key, {lv.name: 0 for lv in Level})
-        counts[level.name] += 1
-    out = {}
-    for (region, hazard), counts in acc.items():
-        top = max((lv for lv in Level if counts[lv.name]), default=Level.none)
-        out[(region, hazard)] = RegionLevel(region, hazard, top, counts)
-    return out

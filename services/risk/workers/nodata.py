@@ -12,8 +12,8 @@ import logging
 
 import asyncpg
 
-from services.risk.consumer import nodata_event
-from services.risk.engine import assess_silence
+from services.risk.domain.events import nodata_event
+from services.risk.domain.silence import assess_silence
 from shared.clock import Clock
 from shared.contracts import Topics
 from shared.outbox import OutboxRelay, enqueue

@@ -1,5 +1,5 @@
-"""Rule packs shipped with Qianshao (``services/risk/packs/*.json``) and how they become a station's
-rules.
+"""Rule packs shipped with Qianshao (``services/risk/domain/packs/*.json``) and how they become
+a station's rules.
 
 A pack is JSON: ``{id, title, documents, mapping, rules}``. ``documents`` names every source once;
 each criterion's ``source.document`` refers to them by key (``"cma16"`` or ``"cma16 + gbt28591"``)
@@ -29,8 +29,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from services.risk.engine import threshold_rules_from_attributes
-from services.risk.rules import Criterion, Rule, RuleConfigError, parse_rule
+from services.risk.domain.rules import Criterion, Rule, RuleConfigError, parse_rule
+from services.risk.domain.thresholds import threshold_rules_from_attributes
 
 PACKS_DIR = Path(__file__).parent / "packs"
 

@@ -16,15 +16,12 @@ A backtest gives exactly the events the live stream would have given, by two rou
   engine's windows do.
 - **Replay** for the rest (max/min/rate windows, sustained conditions, several metrics in one
   rule, compound and raise rules): one query per station returns each metric's times and values as
-  two ``float8[]`` arrays, merged by time and fed to :func:`services.risk.engine.evaluate_point`.
+  two ``float8[]`` arrays, merged by time and fed to the engine's ``evaluate_point``.
 
 Forecast rules give nothing here: the replay is of stored observations. ``mode="replay"`` sends
 every rule through the engine (the reference the SQL route is tested against).
 
-Scoring, per station: a reference event (station, ts, level, hazard) is a *hit* when the rules
-raised the station to at least that level (same hazard when given) within ``match_window`` before
-or after it; the lead time is reference ts − event ts (positive: the rules were early). A reference
-with no such event is a *miss*; a raise with no reference within the window is a *false alarm*.
+The scoring is in :mod:`services.risk.domain.backtest`.
 """
 
 from __future__ import annotations
@@ -33,16 +30,15 @@ import asyncio
 import heapq
 import math
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
+from datetime import timedelta
+from typing import Any
 
 import asyncpg
-from pydantic import BaseModel, Field, model_validator
 
-from services.risk.engine import (
+from services.risk.domain.backtest import BacktestRequest, BacktestResult, score, split_rules
+from services.risk.domain.engine import (
     Eval,
     LevelChange,
     NoUpstream,
@@ -51,87 +47,11 @@ from services.risk.engine import (
     evaluate_point,
     judge,
 )
-from services.risk.packs import rules_for_station, shipped_packs
-from services.risk.rules import Rule, RuleConfigError, Signal, parse_rules
-from services.risk.windows import MICRO
-from shared.contracts import AwareDatetime, Level, LevelName
+from services.risk.domain.packs import rules_for_station, shipped_packs
+from services.risk.domain.rules import Rule, RuleConfigError, Signal, parse_rules
+from services.risk.domain.windows import MICRO
 from shared.db import Conn
 from shared.errors import NotFound, ValidationFailed
-
-MAX_SPAN = timedelta(days=366)
-MAX_STATIONS = 5000
-
-
-class ReferenceEvent(BaseModel):
-    station_id: str
-    ts: AwareDatetime
-    level: LevelName = "blue"
-    hazard: str | None = None
-
-
-class BacktestRequest(BaseModel):
-    pack: str | None = Field(default=None, description="a shipped pack id; default: all packs")
-    rules: list[dict[str, Any]] | None = Field(
-        default=None, description="rules in the pack format, applied to every station given"
-    )
-    stations: list[str] | None = Field(default=None, max_length=MAX_STATIONS)
-    region: str | None = Field(default=None, pattern=r"^\d{2,12}$")
-    from_: AwareDatetime = Field(alias="from")
-    to: AwareDatetime
-    reference_events: list[ReferenceEvent] = Field(default_factory=list)
-    match_window_s: float = Field(default=6 * 3600, ge=0, le=7 * 86400)
-    include_events: bool = True
-    mode: Literal["auto", "replay"] = Field(
-        default="auto",
-        description="auto: windows in SQL where a rule allows it; replay: every rule in Python",
-    )
-
-    model_config = {"populate_by_name": True}
-
-    @model_validator(mode="after")
-    def _check(self) -> BacktestRequest:
-        if self.to <= self.from_:
-            raise ValueError("'to' must be after 'from'")
-        if self.to - self.from_ > MAX_SPAN:
-            raise ValueError("a backtest spans at most 366 days")
-        if not self.stations and not self.region:
-            raise ValueError("name stations or a region")
-        return self
-
-
-class BacktestEvent(BaseModel):
-    station_id: str
-    rule_id: str
-    hazard: str
-    previous_level: LevelName
-    level: LevelName
-    change: str
-    ts: str
-    value: float | None
-
-
-class Match(BaseModel):
-    station_id: str
-    reference_ts: str
-    level: LevelName
-    event_ts: str | None = None
-    lead_time_s: float | None = None
-
-
-class BacktestResult(BaseModel):
-    stations: int
-    readings: int
-    events: list[BacktestEvent]
-    counts: dict[str, int] = Field(description="raise events per level reached")
-    hits: list[Match]
-    misses: list[Match]
-    false_alarms: list[BacktestEvent]
-    hit_rate: float | None
-    false_alarm_ratio: float | None
-    mean_lead_time_s: float | None
-    rules_in_sql: int = Field(description="(station, rule) pairs judged from SQL windows")
-    rules_replayed: int = Field(description="(station, rule) pairs replayed through the engine")
-    runtime_s: float
 
 
 async def run_backtest(
@@ -163,7 +83,7 @@ async def run_backtest(
             custom_or_pack = custom
         rules = [r for r in custom_or_pack if not r.expected]
         if rules:
-            jobs.append(_Job(row["id"], row["region_code"], *_split(rules, req.mode)))
+            jobs.append(_Job(row["id"], row["region_code"], *split_rules(rules, req.mode)))
     results: list[_Done] = [_Done()] * len(jobs)
     nxt = iter(range(len(jobs)))
 
@@ -174,7 +94,7 @@ async def run_backtest(
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(jobs))))))
     changes = [c for d in results for c in d.changes]
-    return _score(
+    return score(
         req,
         len(rows),
         sum(d.readings for d in results),
@@ -197,25 +117,6 @@ class _Job:
 class _Done:
     readings: int = 0
     changes: list[LevelChange] = field(default_factory=list)
-
-
-SQL_AGGS = frozenset({"last", "sum", "avg", "count"})
-
-
-def sql_capable(rule: Rule) -> bool:
-    """The rule's level follows from its signals' bands alone, and SQL can compute them."""
-    return (
-        not rule.compound
-        and len(rule.metrics) == 1
-        and all(s.kind == "observation" and s.agg in SQL_AGGS for s in rule.signals)
-        and not any(spec.sustain_s for spec in rule.levels)
-    )
-
-
-def _split(rules: list[Rule], mode: str) -> tuple[list[Rule], list[Rule]]:
-    if mode == "replay" or any(r.compound for r in rules):
-        return [], rules  # rules that read other rules' levels need every rule in one engine
-    return [r for r in rules if sql_capable(r)], [r for r in rules if not sql_capable(r)]
 
 
 async def _station(conn: Conn, job: _Job, req: BacktestRequest) -> _Done:
@@ -369,89 +270,3 @@ def _points(metric: str, ts: list[float], vs: list[float]) -> Iterator[tuple[flo
     # a function, not a generator expression in a loop: each stream binds its own metric
     for t, v in zip(ts, vs, strict=True):
         yield t, metric, v
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat()
-
-
-def _event(c: LevelChange) -> BacktestEvent:
-    return BacktestEvent.model_construct(  # built from typed engine output: nothing to validate
-        station_id=c.station_id,
-        rule_id=c.rule.rule_id,
-        hazard=c.rule.hazard,
-        previous_level=cast(LevelName, c.previous.name),
-        level=cast(LevelName, c.level.name),
-        change=c.change,
-        ts=_iso(c.at),
-        value=c.evidence.get("value"),
-    )
-
-
-def _score(
-    req: BacktestRequest,
-    n_stations: int,
-    n_readings: int,
-    changes: list[LevelChange],
-    runtime: float,
-    *,
-    in_sql: int,
-    replayed: int,
-) -> BacktestResult:
-    raises = [c for c in changes if c.change == "raised"]
-    counts = Counter(c.level.name for c in raises)
-    window = req.match_window_s
-    used: set[int] = set()
-    hits: list[Match] = []
-    misses: list[Match] = []
-    for ref in sorted(req.reference_events, key=lambda r: r.ts):
-        rt = ref.ts.timestamp()
-        want = Level[ref.level]
-        found = None
-        for i, c in enumerate(raises):
-            if (
-                c.station_id == ref.station_id
-                and c.level >= want
-                and (ref.hazard is None or ref.hazard == c.rule.hazard)
-                and abs(c.at - rt) <= window
-            ):
-                found = (i, c)
-                break
-        m = Match(station_id=ref.station_id, reference_ts=ref.ts.isoformat(), level=ref.level)
-        if found is None:
-            misses.append(m)
-            continue
-        used.add(found[0])
-        m.event_ts = _iso(found[1].at)
-        m.lead_time_s = rt - found[1].at
-        hits.append(m)
-    refs_by_station: dict[str, list[float]] = {}
-    for ref in req.reference_events:
-        refs_by_station.setdefault(ref.station_id, []).append(ref.ts.timestamp())
-    # false alarms are judged against the reference events; without any there is nothing to judge
-    false_alarms = [
-        _event(c)
-        for i, c in enumerate(raises)
-        if req.reference_events
-        and i not in used
-        and not any(abs(c.at - rt) <= window for rt in refs_by_station.get(c.station_id, []))
-    ]
-    n_refs = len(req.reference_events)
-    leads = [h.lead_time_s for h in hits if h.lead_time_s is not None]
-    return BacktestResult(
-        stations=n_stations,
-        readings=n_readings,
-        events=[_event(c) for c in changes] if req.include_events else [],
-        counts={lv.name: counts.get(lv.name, 0) for lv in Level if lv != Level.none},
-        hits=hits,
-        misses=misses,
-        false_alarms=false_alarms,
-        hit_rate=len(hits) / n_refs if n_refs else None,
-        false_alarm_ratio=(
-            len(false_alarms) / len(raises) if raises and req.reference_events else None
-        ),
-        mean_lead_time_s=sum(leads) / len(leads) if leads else None,
-        rules_in_sql=in_sql,
-        rules_replayed=replayed,
-        runtime_s=runtime,
-    )

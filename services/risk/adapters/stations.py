@@ -3,60 +3,13 @@ published read model), with region overrides from ``risk.overrides``; cached for
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 
-from services.risk.engine import StationPlan
-from services.risk.packs import Pack, rules_for_station, shipped_packs
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class StationInfo:
-    station_id: str
-    region_code: str
-    kind: str
-    interval_s: int
-    maintenance: bool
-    plan: StationPlan
-    problems: tuple[str, ...] = ()
-
-
-def build_info(
-    row: Mapping[str, Any] | asyncpg.Record,
-    packs: Iterable[Pack],
-    overrides: Iterable[tuple[str, str, str, float]],
-    tolerance_s: float,
-) -> StationInfo:
-    """A station's plan from its row and the region overrides (prefix, rule, level, value) that
-    cover its region."""
-    region = str(row["region_code"])
-    by_prefix: dict[str, dict[str, dict[str, float]]] = {}
-    for prefix, rule_id, level, value in overrides:
-        if region.startswith(prefix):
-            by_prefix.setdefault(prefix, {}).setdefault(rule_id, {})[level] = value
-    attributes = row["attributes"] if isinstance(row["attributes"], Mapping) else {}
-    rules = rules_for_station(packs, str(row["kind"]), attributes, by_prefix.items())
-    if rules.problems:
-        log.warning(
-            "station rules left out", extra={"station_id": row["id"], "problems": rules.problems}
-        )
-    return StationInfo(
-        station_id=str(row["id"]),
-        region_code=region,
-        kind=str(row["kind"]),
-        interval_s=int(row["interval_s"]),
-        maintenance=bool(row["maintenance"]),
-        plan=StationPlan.build(rules.rules, tolerance_s=tolerance_s),
-        problems=rules.problems,
-    )
-
+from services.risk.domain.packs import Pack, shipped_packs
+from services.risk.domain.stations import StationInfo, build_info
 
 STATION_COLUMNS = "id, kind, region_code, interval_s, attributes, maintenance"
 _BY_ID = f"SELECT {STATION_COLUMNS} FROM ingest.stations WHERE id = ANY($1::text[])"  # noqa: S608
@@ -98,7 +51,7 @@ class StationPlans:
             seen = set()
             for r in rows:
                 seen.add(r["id"])
-                info = build_info(r, self._packs, overrides, self._tolerance)
+                info = build_info(dict(r), self._packs, overrides, self._tolerance)
                 out[info.station_id] = info
                 self._entries[info.station_id] = (now + self._ttl, info)
             for sid in missing:
@@ -109,7 +62,7 @@ class StationPlans:
     async def in_region(self, prefix: str) -> list[StationInfo]:
         rows = await self._pool.fetch(_IN_REGION, prefix)
         overrides = await self._overrides()
-        return [build_info(r, self._packs, overrides, self._tolerance) for r in rows]
+        return [build_info(dict(r), self._packs, overrides, self._tolerance) for r in rows]
 
     async def _overrides(self) -> list[tuple[str, str, str, float]]:
         rows = await self._pool.fetch(
