@@ -25,8 +25,8 @@ import asyncpg
 import orjson
 
 from bench.scratch import scratch_database, start_service
-from services.gateway.auth import create_api_client
-from services.gateway.signing import sign_request
+from services.gateway.adapters.auth import create_api_client
+from services.gateway.domain.signing import sign_request
 from shared.devstack.procs import free_port, terminate, wait_for_port
 from shared.identity import Identity, sign
 from shared.settings import DEV_INTERNAL_SECRET

@@ -1,5 +1,6 @@
-"""What every service's lifespan does: open the pool, migrate its schema, start a producer, run
-background tasks (consumers, timers), and stop all of it cleanly in reverse order."""
+"""What every service's lifespan does: open the pool, migrate its schema, start a producer (the
+services on the broker), run background tasks (consumers, timers), and stop all of it cleanly in
+reverse order."""
 
 from __future__ import annotations
 
@@ -32,12 +33,18 @@ log = logging.getLogger(__name__)
 @dataclass
 class Runtime:
     pool: asyncpg.Pool
-    producer: EventProducer
+    broker: EventProducer | None  # None: a service that does not use the broker (the gateway)
     storage: StorageMode
     runners: list[ConsumerRunner] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stoppers: list[Callable[[], None]] = field(default_factory=list)
     _runner_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    @property
+    def producer(self) -> EventProducer:
+        if self.broker is None:
+            raise RuntimeError("this runtime was started without the broker")
+        return self.broker
 
     def run_consumer(self, runner: ConsumerRunner, name: str) -> None:
         self.runners.append(runner)
@@ -78,7 +85,10 @@ class Runtime:
         self.tasks.append(asyncio.create_task(_supervise(factory, name), name=name))
 
     async def checks(self) -> dict[str, Callable[[], Awaitable[None]]]:
-        return {"database": lambda: ping(self.pool), "broker": self.producer.ping}
+        checks: dict[str, Callable[[], Awaitable[None]]] = {"database": lambda: ping(self.pool)}
+        if self.broker is not None:
+            checks["broker"] = self.broker.ping
+        return checks
 
     async def close(self, timeout_s: float = 20.0) -> None:
         """Stop consumers first (they finish their batch and commit), then the other loops (an
@@ -90,7 +100,8 @@ class Runtime:
         for stop in self._stoppers:
             stop()
         await _wait([t for t in self.tasks if t not in runner_tasks], timeout_s)
-        await self.producer.stop()
+        if self.broker is not None:
+            await self.broker.stop()
         await self.pool.close()
 
 
@@ -142,21 +153,24 @@ async def start_runtime(
     storage: str = "auto",
     topics: list[str] | None = None,
     partitions: int = 3,
+    broker: bool = True,
 ) -> Runtime:
     pool = await create_pool(
         settings.dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
     try:
         mode = await migrate(pool, schema, migrations, storage=storage)
-        if topics:
-            await ensure_topics(settings.kafka_bootstrap, topics, partitions=partitions)
-        producer = await EventProducer.start(
-            settings.kafka_bootstrap,
-            client_id=f"{settings.kafka_client_id}-{schema}",
-            idempotence=settings.kafka_idempotence,
-        )
+        producer = None
+        if broker:
+            if topics:
+                await ensure_topics(settings.kafka_bootstrap, topics, partitions=partitions)
+            producer = await EventProducer.start(
+                settings.kafka_bootstrap,
+                client_id=f"{settings.kafka_client_id}-{schema}",
+                idempotence=settings.kafka_idempotence,
+            )
     except BaseException:
         await pool.close()
         raise
     tune_gc(settings.gc_threshold)
-    return Runtime(pool=pool, producer=producer, storage=mode)
+    return Runtime(pool=pool, broker=producer, storage=mode)

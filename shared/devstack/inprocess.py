@@ -14,8 +14,8 @@ import uvicorn
 
 from services.alerting.app import create_app as alerting_app
 from services.alerting.settings import AlertingSettings
+from services.gateway.adapters.auth import create_api_client, create_operator
 from services.gateway.app import create_app as gateway_app
-from services.gateway.auth import create_api_client, create_operator
 from services.gateway.settings import GatewaySettings
 from services.ingest.app import create_app as ingest_app
 from services.ingest.settings import IngestSettings

@@ -88,8 +88,8 @@ def _service_env(name: str, ports: dict[str, int], dsn: str, bootstrap: str) -> 
 
 async def _prepare(dsn: str, bootstrap: str, run_dir: Path) -> dict[str, str]:
     from services.alerting.app import MIGRATIONS as ALERTING
+    from services.gateway.adapters.auth import create_api_client, create_operator
     from services.gateway.app import MIGRATIONS as GATEWAY
-    from services.gateway.auth import create_api_client, create_operator
     from services.ingest.app import MIGRATIONS as INGEST
     from services.risk.app import MIGRATIONS as RISK
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import jwt
 
-from services.gateway.auth import create_operator
+from services.gateway.adapters.auth import create_operator
 from services.gateway.settings import DEV_JWT_SECRET
 from shared.identity import Identity, sign
 

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 
 from services.gateway.app import create_app
+from services.gateway.domain.signing import sign_request
 from services.gateway.settings import GatewaySettings
-from services.gateway.signing import sign_request
 from shared.clock import ManualClock
 from shared.devstack.inprocess import serve
 from shared.devstack.procs import free_port

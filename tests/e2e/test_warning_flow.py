@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from lxml import etree
 
-from services.gateway.auth import create_operator
+from services.gateway.adapters.auth import create_operator
 from shared.devstack.inprocess import CALLBACK_TOKEN
 from tests.e2e.test_slice import STATION
 from tests.helpers import eventually

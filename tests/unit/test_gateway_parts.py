@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.gateway import signing
 from services.gateway.app import POOL_KEEPALIVE_S
-from services.gateway.breaker import Breaker
-from services.gateway.openapi import merge
-from services.gateway.proxy import Route
-from services.gateway.ratelimit import Leases, block_size
+from services.gateway.domain import signing
+from services.gateway.domain.breaker import Breaker
+from services.gateway.domain.openapi import merge
+from services.gateway.domain.ratelimit import Leases, block_size
+from services.gateway.domain.routes import Route
 from shared.errors import Unauthenticated
 from shared.http import KEEP_ALIVE_S
 

@@ -27,8 +27,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import asyncpg
-
 WINDOW_S = 60
 
 Reserve = Callable[[str, datetime, int, int], Awaitable[int]]
@@ -70,32 +68,3 @@ class Leases:
             return Decision(False, limit, max(1, math.ceil(window + WINDOW_S - ts)))
         self._left[key] = (window, granted - 1)
         return Decision(True, limit)
-
-
-def postgres_reserve(pool: asyncpg.Pool) -> Reserve:
-    async def reserve(key: str, window: datetime, block: int, limit: int) -> int:
-        granted: int = await pool.fetchval(
-            """INSERT INTO gateway.rate_windows AS w (key, window_start, used, last_grant)
-                 VALUES ($1, $2, least($3::int, $4::int), least($3::int, $4::int))
-               ON CONFLICT (key, window_start) DO UPDATE
-                 SET used = least(w.used + $3::int, $4::int),
-                     last_grant = least(w.used + $3::int, $4::int) - w.used
-               RETURNING last_grant""",
-            key,
-            window,
-            block,
-            limit,
-        )
-        return granted
-
-    return reserve
-
-
-async def purge(pool: asyncpg.Pool, now: datetime) -> None:
-    """Forget windows that ended."""
-    await pool.execute(
-        """DELETE FROM gateway.rate_windows
-            WHERE window_start < $1::timestamptz - make_interval(secs => $2::float8)""",
-        now,
-        2 * WINDOW_S,
-    )

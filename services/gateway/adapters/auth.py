@@ -1,9 +1,9 @@
 """Authentication at the gateway: API keys (plain or signed) for upstream platforms, JWTs with
-rotating refresh tokens for operators, and the role → scope table every service's checks rely on."""
+rotating refresh tokens for operators. The roles and their scopes are
+:mod:`services.gateway.domain.credentials`."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -15,73 +15,19 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 
-from services.gateway import signing
+from services.gateway.domain import signing
+from services.gateway.domain.credentials import (
+    ROLE_SCOPES,
+    key_digest,
+    new_api_key,
+    new_key_id,
+    scopes_for,
+)
 from shared.db import Conn
 from shared.errors import Conflict, NotFound, Unauthenticated
 from shared.identity import Identity
 
-READ_SCOPES = [
-    "stations:read",
-    "readings:read",
-    "risk:read",
-    "warnings:read",
-    "subscriptions:read",
-    "recipients:read",
-    "silences:read",
-]
-
-ROLE_SCOPES: dict[str, list[str]] = {
-    "admin": [
-        *READ_SCOPES,
-        "stations:write",
-        "readings:write",
-        "rules:write",
-        "warnings:write",
-        "warnings:approve",
-        "warnings:publish",
-        "subscriptions:write",
-        "recipients:write",
-        "silences:write",
-        "confirmations:write",
-        "audit:read",
-        "clients:write",
-    ],
-    # approving a publication also needs the approver role itself (checked by alerting)
-    "approver": [*READ_SCOPES, "warnings:approve", "warnings:write", "audit:read"],
-    "duty_officer": [
-        *READ_SCOPES,
-        "warnings:write",
-        "warnings:publish",
-        "confirmations:write",
-        "silences:write",
-        "recipients:write",
-    ],
-    "viewer": list(READ_SCOPES),
-    "upstream_platform": ["readings:write", "stations:read", "upstream_warnings:write"],
-}
-
 _hasher = PasswordHasher()
-
-
-def scopes_for(roles: list[str]) -> list[str]:
-    out: list[str] = []
-    for role in roles:
-        for s in ROLE_SCOPES.get(role, []):
-            if s not in out:
-                out.append(s)
-    return out
-
-
-def key_digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
-
-
-def new_api_key() -> str:
-    return "qs_" + secrets.token_urlsafe(32)
-
-
-def new_key_id() -> str:
-    return "k_" + secrets.token_urlsafe(12)
 
 
 async def add_key(

@@ -14,7 +14,8 @@ import yarl
 from fastapi import Request
 from fastapi.responses import Response
 
-from services.gateway.breaker import Breaker
+from services.gateway.domain.breaker import Breaker
+from services.gateway.domain.routes import Route
 from shared.http import REQUEST_ID, problem
 from shared.identity import HEADER
 from shared.logging import request_id_var
@@ -36,14 +37,6 @@ DROP_RESPONSE = {
     "server",
     "date",
 }
-
-
-@dataclass(frozen=True)
-class Route:
-    public_prefix: str  # e.g. "/api/v1/ingest/"
-    upstream: str  # base URL of the service
-    upstream_prefix: str  # e.g. "/v1/"
-    name: str
 
 
 @dataclass
@@ -114,22 +107,6 @@ async def _chunks(request: Request, limit: int, timeout_s: float) -> AsyncIterat
 
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     return b"".join([c async for c in body_chunks(request, limit, timeout_s)])
-
-
-# paths that carry their own credential and are reached without an identity: a 叫应 link (a
-# signed token) and the SMS providers' callbacks (a callback token in the path)
-PUBLIC_PREFIXES = ("/api/v1/alerts/confirm/", "/api/v1/alerts/callbacks/")
-
-
-def is_public(path: str) -> bool:
-    return path.startswith(PUBLIC_PREFIXES)
-
-
-def match(routes: list[Route], path: str) -> tuple[Route, str] | None:
-    for r in routes:
-        if path.startswith(r.public_prefix):
-            return r, r.upstream_prefix + path[len(r.public_prefix) :]
-    return None
 
 
 def too_large(request: Request, limit: int) -> bool:

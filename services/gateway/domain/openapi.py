@@ -8,7 +8,7 @@ import copy
 import json
 from typing import Any
 
-from services.gateway.proxy import PUBLIC_PREFIXES, Route
+from services.gateway.domain.routes import PUBLIC_PREFIXES, Route
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 SECURITY_SCHEMES: dict[str, Any] = {
@@ -18,7 +18,7 @@ SECURITY_SCHEMES: dict[str, Any] = {
         "in": "header",
         "name": "Authorization",
         "description": "QS1-HMAC-SHA256 KeyId=…,Timestamp=…,Nonce=…,Signature=… "
-        "(see services/gateway/signing.py)",
+        "(see services/gateway/domain/signing.py)",
     },
     "operator": {
         "type": "oauth2",
