@@ -34,9 +34,9 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 
 from bench.scratch import scratch_database
+from services.alerting.adapters.channels.sms import tc3_authorization
+from services.alerting.adapters.publications import broadcast
 from services.alerting.app import MIGRATIONS
-from services.alerting.channels.sms import tc3_authorization
-from services.alerting.publish import broadcast
 from shared.contracts import Topics
 from shared.db import create_pool, migrate
 from shared.devstack.fakesms import (

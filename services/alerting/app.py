@@ -12,30 +12,30 @@ import httpx
 from fastapi import FastAPI
 from httpx_aiohttp import AiohttpTransport
 
-from services.alerting.api import router
-from services.alerting.callconfirm import ConfirmSweep, policy_from
-from services.alerting.channels import BatchChannel, Channel
-from services.alerting.channels.cappush import CapPushChannel
-from services.alerting.channels.email import EmailChannel
-from services.alerting.channels.http import WebhookChannel, WeComRobotChannel
-from services.alerting.channels.kafka import KafkaChannel
-from services.alerting.channels.sms import (
+from services.alerting.adapters.channels import BatchChannel, Channel
+from services.alerting.adapters.channels.cappush import CapPushChannel
+from services.alerting.adapters.channels.email import EmailChannel
+from services.alerting.adapters.channels.http import WebhookChannel, WeComRobotChannel
+from services.alerting.adapters.channels.kafka import KafkaChannel
+from services.alerting.adapters.channels.sms import (
     AliyunRpc,
     AliyunSms,
     AliyunVoice,
     FailoverSms,
     TencentSms,
 )
-from services.alerting.channels.wechat import WeChatTemplateChannel, WeComAppChannel
-from services.alerting.consumer import AlertingHandler
-from services.alerting.delivery import DeliveryWorker, RetryPolicy
-from services.alerting.gauges import refresh as refresh_gauges
-from services.alerting.people_api import router as people_router
-from services.alerting.publish import ApprovalSweep
-from services.alerting.publish_api import router as publish_router
-from services.alerting.report_api import router as report_router
+from services.alerting.adapters.channels.wechat import WeChatTemplateChannel, WeComAppChannel
+from services.alerting.adapters.publications import ApprovalSweep
+from services.alerting.api.people import router as people_router
+from services.alerting.api.publications import router as publish_router
+from services.alerting.api.reports import router as report_router
+from services.alerting.api.silences import router as silences_router
+from services.alerting.api.warnings import router
 from services.alerting.settings import AlertingSettings
-from services.alerting.silences_api import router as silences_router
+from services.alerting.workers.callconfirm import ConfirmSweep, policy_from
+from services.alerting.workers.consumer import AlertingHandler
+from services.alerting.workers.delivery import DeliveryWorker, RetryPolicy
+from services.alerting.workers.gauges import refresh as refresh_gauges
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
 from shared.http import new_app

@@ -6,8 +6,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.alerting.grouping import GroupPolicy
-from services.alerting.lifecycle import ExpiryPolicy
+from services.alerting.domain.grouping import GroupPolicy
+from services.alerting.domain.lifecycle import ExpiryPolicy
 from shared.settings import ServiceSettings
 
 
@@ -105,7 +105,7 @@ class AlertingSettings(ServiceSettings):
     )
     approval_timeout_s: float = Field(default=600.0, gt=0)
 
-    # group timers (seconds; see services.alerting.grouping)
+    # group timers (seconds; see services.alerting.domain.grouping)
     group_wait_s: float = Field(default=0.0, ge=0)
     group_interval_s: float = Field(default=300.0, ge=0)
     repeat_interval_s: float = Field(default=14400.0, ge=0)
@@ -135,8 +135,8 @@ class AlertingSettings(ServiceSettings):
     storm_limit: int = Field(default=6, ge=0)
     storm_window_s: float = Field(default=3600.0, gt=0)
 
-    # expiry (services.alerting.lifecycle.expiry_action): each version's CAP expires is its sent
-    # time + validity; a warning risk still backs is renewed (an Update) renew_ahead before it
+    # expiry (services.alerting.domain.lifecycle.expiry_action): each version's CAP expires is
+    # its sent time + validity; a warning risk still backs is renewed (an Update) renew_ahead before it
     # runs out; one risk has not backed for evidence_timeout is expired when it runs out. Risk
     # re-announces standing levels every 900 s by default, so the timeout spans three of them.
     warning_validity_s: float = Field(default=86_400.0, gt=0)

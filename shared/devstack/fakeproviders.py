@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from lxml import etree
 
-from services.alerting.channels.http import sign_webhook
+from services.alerting.adapters.channels.http import sign_webhook
 from shared.capxml import NS, safe_parser, schema_errors
 from shared.devstack.fakesms import SmsState
 from shared.devstack.fakesms import router as sms_router

@@ -32,9 +32,9 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.alerting.channels.sms import aliyun_signature, tc3_authorization
-from services.alerting.lifecycle import BEIJING
-from services.alerting.messages import sms_segments
+from services.alerting.adapters.channels.sms import aliyun_signature, tc3_authorization
+from services.alerting.domain.lifecycle import BEIJING
+from services.alerting.domain.messages import sms_segments
 
 log = logging.getLogger("fakeproviders")
 

@@ -15,7 +15,7 @@ import orjson
 from lxml import etree
 
 from services.alerting.app import create_app as alerting_app
-from services.alerting.confirm import make_token
+from services.alerting.domain.confirm import make_token
 from services.alerting.settings import AlertingSettings
 from shared.capxml import schema_errors
 from shared.clock import ManualClock

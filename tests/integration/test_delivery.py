@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
+from services.alerting.adapters.channels.http import WebhookChannel
 from services.alerting.app import MIGRATIONS
-from services.alerting.channels.http import WebhookChannel
-from services.alerting.delivery import DeliveryWorker, RetryPolicy
+from services.alerting.workers.delivery import DeliveryWorker, RetryPolicy
 from shared.clock import ManualClock
 from shared.db import create_pool, migrate
 from shared.devstack.fakeproviders import Inbox, create_app

@@ -11,11 +11,11 @@ from typing import Any
 
 import orjson
 
+from services.alerting.adapters.publications import request_publication
+from services.alerting.adapters.versions import load_versions
 from services.alerting.app import MIGRATIONS
-from services.alerting.consumer import AlertingHandler
-from services.alerting.publish import request_publication
 from services.alerting.settings import AlertingSettings
-from services.alerting.versions import load_versions
+from services.alerting.workers.consumer import AlertingHandler
 from shared.clock import ManualClock
 from shared.contracts import Topics
 from shared.db import create_pool, migrate

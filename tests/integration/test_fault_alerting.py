@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from services.alerting.publish import BROADCAST_BATCH, broadcast
+from services.alerting.adapters.publications import BROADCAST_BATCH, broadcast
 from shared.contracts import Topics
 from shared.db import create_pool
 from shared.devstack.fakeproviders import create_app as fake_app

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 
 from services.alerting.app import MIGRATIONS
-from services.alerting.consumer import AlertingHandler
 from services.alerting.settings import AlertingSettings
+from services.alerting.workers.consumer import AlertingHandler
 from shared.clock import ManualClock
 from shared.contracts import Topics
 from shared.db import create_pool, migrate

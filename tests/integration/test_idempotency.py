@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from services.alerting.app import MIGRATIONS as ALERTING
-from services.alerting.consumer import AlertingHandler
 from services.alerting.settings import AlertingSettings
+from services.alerting.workers.consumer import AlertingHandler
 from services.ingest.app import MIGRATIONS as INGEST
 from services.risk.adapters.stations import StationPlans
 from services.risk.app import MIGRATIONS as RISK

@@ -11,7 +11,7 @@ import httpx
 import orjson
 
 from services.alerting.app import create_app as alerting_app
-from services.alerting.relay import hazard_of
+from services.alerting.domain.relay import hazard_of
 from shared.clock import ManualClock
 from shared.contracts import Topics
 from shared.devstack.fakeproviders import Inbox

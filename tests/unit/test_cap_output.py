@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from lxml import etree
 
-from services.alerting.capout import CATEGORY, CapVersion, atom_feed, cap_document, cap_xml
+from services.alerting.domain.capout import CATEGORY, CapVersion, atom_feed, cap_document, cap_xml
 from services.ingest.domain.cap import parse_cap
 from shared.capxml import schema_errors
 from shared.contracts import Level

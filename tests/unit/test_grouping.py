@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.alerting.grouping import (
+from services.alerting.domain.grouping import (
     GroupPolicy,
     OpenWarning,
     dispatch_time,
@@ -85,7 +85,7 @@ def test_inhibition_needs_a_rule_the_same_region_and_a_higher_level():
 
 
 def test_storm_holds_only_over_the_limit_never_red_or_confirmers():
-    from services.alerting.storm import StormPolicy, digest_text, to_hold
+    from services.alerting.domain.storm import StormPolicy, digest_text, to_hold
 
     p = StormPolicy(limit=2)
     rows = [("person:1", "sms"), ("person:2", "sms"), ("person:3", "sms"), ("sub:1", "webhook")]

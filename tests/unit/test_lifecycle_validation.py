@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.alerting.lifecycle import (
+from services.alerting.domain.lifecycle import (
     ExpiryPolicy,
     apply_station_level,
     by_station,

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.alerting.channels.sms import aliyun_signature, tc3_string_to_sign
-from services.alerting.confirm import make_token, read_token
-from services.alerting.messages import (
+from services.alerting.adapters.channels.sms import aliyun_signature, tc3_string_to_sign
+from services.alerting.domain.confirm import make_token, read_token
+from services.alerting.domain.messages import (
     DRILL_PREFIX,
     full_text,
     instruction,
@@ -19,7 +19,7 @@ from services.alerting.messages import (
     sms_text,
     sms_units,
 )
-from services.alerting.recipients import (
+from services.alerting.domain.recipients import (
     ConfirmPolicy,
     ConfirmTask,
     Person,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.alerting.silences import Silence, maintenance_ignores, silenced_by
+from services.alerting.domain.silences import Silence, maintenance_ignores, silenced_by
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
 H = timedelta(hours=1)

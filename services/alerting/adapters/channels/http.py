@@ -9,7 +9,7 @@ import time
 import httpx
 import orjson
 
-from services.alerting.channels import DeliveryJob
+from services.alerting.adapters.channels import DeliveryJob
 from shared.errors import ProviderError
 
 

@@ -2,7 +2,7 @@
 
 Everything a batch does is written in one transaction, keyed by the event id, before the offsets
 are committed: a re-delivered event finds its id in ``processed_events`` and does nothing.
-Delivery happens afterwards, from the ledger (:mod:`services.alerting.delivery`).
+Delivery happens afterwards, from the ledger (:mod:`services.alerting.workers.delivery`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from services.alerting.grouping import OpenWarning, dispatch_time, inhibited_by, repeat_due
-from services.alerting.lifecycle import (
+from services.alerting.adapters.publications import request_publication
+from services.alerting.adapters.versions import load_versions
+from services.alerting.domain.grouping import OpenWarning, dispatch_time, inhibited_by, repeat_due
+from services.alerting.domain.lifecycle import (
     BEIJING,
     ExpiryAction,
     apply_station_level,
@@ -28,20 +30,18 @@ from services.alerting.lifecycle import (
     headline,
     identifier,
 )
-from services.alerting.messages import drill_prefix_for, sms_text
-from services.alerting.publish import request_publication
-from services.alerting.recipients import (
+from services.alerting.domain.messages import drill_prefix_for, sms_text
+from services.alerting.domain.recipients import (
     Person,
     Subscription,
     ancestors,
     fan_out,
     jurisdiction,
 )
-from services.alerting.relay import relay_plan
+from services.alerting.domain.relay import relay_plan
+from services.alerting.domain.silences import Silence, maintenance_ignores, silenced_by
+from services.alerting.domain.storm import StormPolicy, digest_text, to_hold
 from services.alerting.settings import AlertingSettings
-from services.alerting.silences import Silence, maintenance_ignores, silenced_by
-from services.alerting.storm import StormPolicy, digest_text, to_hold
-from services.alerting.versions import load_versions
 from shared.clock import Clock
 from shared.contracts import AlertVersion, Level, RiskEvent, Topics, UpstreamWarning, stable_id
 from shared.db import Conn

@@ -1,8 +1,7 @@
 """叫应 (call-and-confirm) at the database edge: confirming, and the sweep that calls and escalates.
 
-The decisions are pure (:func:`services.alerting.recipients.due_actions` and
-:func:`~services.alerting.recipients.escalation_targets`); this module loads the tasks, writes the
-ledger rows the decisions call for, and marks the tasks, in one transaction per round. Tasks are
+The decisions are pure (``due_actions`` and ``escalation_targets`` of
+:mod:`services.alerting.domain.recipients`); this module loads the tasks, writes the ledger rows the decisions call for, and marks the tasks, in one transaction per round. Tasks are
 locked with ``SKIP LOCKED``, so replicas sweep side by side, and each action is recorded on its
 task in the same transaction as its ledger row: a voice call or an escalation happens once.
 """
@@ -17,9 +16,8 @@ from typing import Literal
 import asyncpg
 from prometheus_client import Counter, Histogram
 
-from services.alerting.consumer import PERSON_COLUMNS, person_from_row
-from services.alerting.messages import drill_prefix_for
-from services.alerting.recipients import (
+from services.alerting.domain.messages import drill_prefix_for
+from services.alerting.domain.recipients import (
     ConfirmPolicy,
     ConfirmTask,
     Person,
@@ -27,6 +25,7 @@ from services.alerting.recipients import (
     due_actions,
     escalation_targets,
 )
+from services.alerting.workers.consumer import PERSON_COLUMNS, person_from_row
 from shared.clock import Clock
 from shared.contracts import Level
 from shared.db import Conn

@@ -29,10 +29,10 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Histogram
 
-from services.alerting.channels import BatchChannel, Channel, DeliveryJob, Outcome
-from services.alerting.confirm import make_token
-from services.alerting.publish import BROADCAST_BATCH
-from services.alerting.versions import load_versions
+from services.alerting.adapters.channels import BatchChannel, Channel, DeliveryJob, Outcome
+from services.alerting.adapters.publications import BROADCAST_BATCH
+from services.alerting.adapters.versions import load_versions
+from services.alerting.domain.confirm import make_token
 from shared.clock import Clock
 from shared.contracts import AlertVersion
 from shared.errors import ProviderError

@@ -34,10 +34,10 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from services.alerting.channels import BatchChannel, DeliveryJob, Outcome, under
-from services.alerting.channels.http import retriable_status
-from services.alerting.lifecycle import BEIJING
-from services.alerting.messages import sms_text, voice_text
+from services.alerting.adapters.channels import BatchChannel, DeliveryJob, Outcome, under
+from services.alerting.adapters.channels.http import retriable_status
+from services.alerting.domain.lifecycle import BEIJING
+from services.alerting.domain.messages import sms_text, voice_text
 from shared.errors import ProviderError
 
 

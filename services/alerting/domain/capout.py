@@ -16,8 +16,8 @@ from datetime import datetime
 
 from lxml import etree
 
-from services.alerting.lifecycle import BEIJING, HAZARD_CN
-from services.alerting.messages import instruction
+from services.alerting.domain.lifecycle import BEIJING, HAZARD_CN
+from services.alerting.domain.messages import instruction
 from shared.capxml import NS
 from shared.contracts import Level
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import AnyHttpUrl, BaseModel, Field
 
-from services.alerting.capout import CapVersion, atom_feed, cap_xml
+from services.alerting.domain.capout import CapVersion, atom_feed, cap_xml
 from shared.contracts import ActiveLevelName, Level
 from shared.errors import NotFound, PermissionDenied
 from shared.http import IdentityDep

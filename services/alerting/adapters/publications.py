@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 import asyncpg
 from prometheus_client import Counter
 
-from services.alerting.messages import drill_prefix_for
-from services.alerting.recipients import jurisdiction
+from services.alerting.domain.messages import drill_prefix_for
+from services.alerting.domain.recipients import jurisdiction
 from shared.clock import Clock
 from shared.contracts import Level
 from shared.db import Conn

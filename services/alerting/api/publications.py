@@ -12,7 +12,7 @@ import asyncpg
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from services.alerting.publish import decide, request_publication
+from services.alerting.adapters.publications import decide, request_publication
 from shared.errors import NotFound, PermissionDenied, ValidationFailed
 from shared.http import IdentityDep
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.alerting.lifecycle import HAZARD_CN
-from services.alerting.messages import DRILL_PREFIX
+from services.alerting.domain.lifecycle import HAZARD_CN
+from services.alerting.domain.messages import DRILL_PREFIX
 from shared.contracts import Level, UpstreamWarning
 
 _BY_NAME = {cn: key for key, cn in HAZARD_CN.items()}

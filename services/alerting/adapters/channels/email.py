@@ -13,8 +13,8 @@ from email.utils import formatdate
 
 import aiosmtplib
 
-from services.alerting.channels import DeliveryJob
-from services.alerting.messages import drill_prefix, full_text
+from services.alerting.adapters.channels import DeliveryJob
+from services.alerting.domain.messages import drill_prefix, full_text
 from shared.errors import ProviderError
 
 

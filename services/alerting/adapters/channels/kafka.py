@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from services.alerting.channels import DeliveryJob
+from services.alerting.adapters.channels import DeliveryJob
 from shared.errors import BrokerError, ProviderError
 from shared.kafka import EventProducer
 

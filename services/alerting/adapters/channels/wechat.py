@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
-from services.alerting.channels import DeliveryJob
-from services.alerting.lifecycle import HAZARD_CN
-from services.alerting.messages import drill_prefix, full_text, instruction
+from services.alerting.adapters.channels import DeliveryJob
+from services.alerting.domain.lifecycle import HAZARD_CN
+from services.alerting.domain.messages import drill_prefix, full_text, instruction
 from shared.contracts import Level
 from shared.errors import ProviderError
 

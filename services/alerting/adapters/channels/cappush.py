@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 
-from services.alerting.capout import CapVersion, cap_xml
-from services.alerting.channels import DeliveryJob
-from services.alerting.channels.http import post_signed
+from services.alerting.adapters.channels import DeliveryJob
+from services.alerting.adapters.channels.http import post_signed
+from services.alerting.domain.capout import CapVersion, cap_xml
 from shared.contracts import Level
 
 
