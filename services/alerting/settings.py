@@ -136,9 +136,10 @@ class AlertingSettings(ServiceSettings):
     storm_window_s: float = Field(default=3600.0, gt=0)
 
     # expiry (services.alerting.domain.lifecycle.expiry_action): each version's CAP expires is
-    # its sent time + validity; a warning risk still backs is renewed (an Update) renew_ahead before it
-    # runs out; one risk has not backed for evidence_timeout is expired when it runs out. Risk
-    # re-announces standing levels every 900 s by default, so the timeout spans three of them.
+    # its sent time + validity; a warning risk still backs is renewed (an Update) renew_ahead
+    # before it runs out; one risk has not backed for evidence_timeout is expired when it runs
+    # out. Risk re-announces standing levels every 900 s by default, so the timeout spans three
+    # of them.
     warning_validity_s: float = Field(default=86_400.0, gt=0)
     renew_ahead_s: float = Field(default=1_800.0, ge=0)
     evidence_timeout_s: float = Field(default=2_700.0, gt=0)

@@ -1,8 +1,9 @@
 """叫应 (call-and-confirm) at the database edge: confirming, and the sweep that calls and escalates.
 
 The decisions are pure (``due_actions`` and ``escalation_targets`` of
-:mod:`services.alerting.domain.recipients`); this module loads the tasks, writes the ledger rows the decisions call for, and marks the tasks, in one transaction per round. Tasks are
-locked with ``SKIP LOCKED``, so replicas sweep side by side, and each action is recorded on its
+:mod:`services.alerting.domain.recipients`); this module loads the tasks, writes the ledger
+rows the decisions call for, and marks the tasks, in one transaction per round. Tasks are locked
+with ``SKIP LOCKED``, so replicas sweep side by side, and each action is recorded on its
 task in the same transaction as its ledger row: a voice call or an escalation happens once.
 """
 
