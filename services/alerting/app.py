@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
+import asyncpg
 import httpx
 from fastapi import FastAPI
 from httpx_aiohttp import AiohttpTransport
@@ -31,11 +32,13 @@ from services.alerting.api.publications import router as publish_router
 from services.alerting.api.reports import router as report_router
 from services.alerting.api.silences import router as silences_router
 from services.alerting.api.warnings import router
+from services.alerting.pipeline.builder import build as build_pipeline
 from services.alerting.settings import AlertingSettings
 from services.alerting.workers.callconfirm import ConfirmSweep, policy_from
 from services.alerting.workers.consumer import AlertingHandler
 from services.alerting.workers.delivery import DeliveryWorker, RetryPolicy
 from services.alerting.workers.gauges import refresh as refresh_gauges
+from services.alerting.workers.sweeps import Sweeps
 from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
 from shared.http import new_app
@@ -131,21 +134,15 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             rt.run_task(job2.run, "alerting-approval-sweep", job2.stop)
         if settings.run_delivery:
             rt.run_task(worker.run, "alerting-delivery", worker.stop)
-        handler = AlertingHandler(
-            pool=rt.pool,
-            settings=settings,
-            topics=topics,
-            clock=clock,
-            on_new_deliveries=worker.wake,
-        )
-        app.state.handler = handler
+        handler, sweeps = consumer_and_sweeps(rt.pool, settings, topics, clock, worker.wake)
+        app.state.handler, app.state.sweeps = handler, sweeps
         if settings.run_delivery:
             for name, every, tick in (
-                ("silence-release", settings.confirm_sweep_s, handler.release_silenced),
-                ("group-dispatch", settings.dispatch_sweep_s, handler.dispatch_due),
-                ("repeat", settings.confirm_sweep_s, handler.remind),
-                ("digest", settings.confirm_sweep_s, handler.send_digests),
-                ("expiry", settings.expiry_sweep_s, handler.expire_due),
+                ("silence-release", settings.confirm_sweep_s, sweeps.release_silenced),
+                ("group-dispatch", settings.dispatch_sweep_s, sweeps.dispatch_due),
+                ("repeat", settings.confirm_sweep_s, sweeps.remind),
+                ("digest", settings.confirm_sweep_s, sweeps.send_digests),
+                ("expiry", settings.expiry_sweep_s, sweeps.expire_due),
                 ("gauges", settings.confirm_sweep_s, partial(refresh_gauges, rt.pool, clock)),
             ):
                 job = Periodic(name, every, tick)
@@ -179,6 +176,34 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
     app.include_router(silences_router())
     app.include_router(report_router())
     return app
+
+
+def consumer_and_sweeps(
+    pool: asyncpg.Pool,
+    settings: AlertingSettings,
+    topics: Topics,
+    clock: Clock,
+    on_new_deliveries: Callable[[], None],
+) -> tuple[AlertingHandler, Sweeps]:
+    """The consumer and the timers of warnings, over one pipeline."""
+    pipeline = build_pipeline(settings, topics)
+    handler = AlertingHandler(
+        pool=pool,
+        pipeline=pipeline,
+        topics=topics,
+        clock=clock,
+        on_new_deliveries=on_new_deliveries,
+    )
+    sweeps = Sweeps(
+        pool=pool,
+        pipeline=pipeline,
+        clock=clock,
+        group=settings.group_policy(),
+        expiry=settings.expiry_policy(),
+        storm=settings.storm_policy(),
+        on_new_deliveries=on_new_deliveries,
+    )
+    return handler, sweeps
 
 
 def _aliyun(settings: AlertingSettings, http: httpx.AsyncClient, endpoint: str) -> AliyunRpc:

@@ -8,6 +8,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.alerting.domain.grouping import GroupPolicy
 from services.alerting.domain.lifecycle import ExpiryPolicy
+from services.alerting.domain.storm import StormPolicy
 from shared.settings import ServiceSettings
 
 
@@ -157,3 +158,6 @@ class AlertingSettings(ServiceSettings):
             renew_ahead=timedelta(seconds=self.renew_ahead_s),
             evidence_timeout=timedelta(seconds=self.evidence_timeout_s),
         )
+
+    def storm_policy(self) -> StormPolicy:
+        return StormPolicy(self.storm_limit, timedelta(seconds=self.storm_window_s))

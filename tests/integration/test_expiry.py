@@ -15,11 +15,11 @@ from services.alerting.adapters.publications import request_publication
 from services.alerting.adapters.versions import load_versions
 from services.alerting.app import MIGRATIONS
 from services.alerting.settings import AlertingSettings
-from services.alerting.workers.consumer import AlertingHandler
 from shared.clock import ManualClock
 from shared.contracts import Topics
 from shared.db import create_pool, migrate
 from shared.kafka import Message
+from tests.factories import COUNTY, TOWNSHIP, Alerting, add_person, alerting, duty
 
 T0 = datetime(2026, 7, 1, 8, tzinfo=UTC)
 VILLAGE = "110101001001"
@@ -28,7 +28,7 @@ VILLAGE = "110101001001"
 class Risk:
     """What risk would publish, at the manual clock's time."""
 
-    def __init__(self, handler: AlertingHandler, clock: ManualClock, prefix: str) -> None:
+    def __init__(self, handler: Alerting, clock: ManualClock, prefix: str) -> None:
         self.handler, self.clock, self.n = handler, clock, 0
         self.topic = Topics(prefix).risk_events
 
@@ -71,37 +71,34 @@ class Risk:
         await self.send(docs)
 
 
-async def make(database: str, prefix: str) -> tuple[Any, AlertingHandler, Risk]:
+async def make(database: str, prefix: str) -> tuple[Any, Alerting, Risk]:
     pool = await create_pool(database)
     await migrate(pool, "alerting", MIGRATIONS)
-    await pool.execute(
-        """INSERT INTO alerting.persons (name, role, region_code, jurisdiction, phone)
-           VALUES ('村干部', 'village_cadre', '110101001001', '110101001001', '13300000001'),
-                  ('镇值班员', 'township_duty_officer', '110101001000', '110101001', '13300000002'),
-                  ('县值班员', 'county_duty_officer', '110101000000', '110101', '13300000003'),
-                  ('休班员', 'county_duty_officer', '110101000000', '110101', '13300000004')"""
-    )
+    await add_person(pool, name="村干部", phone="13300000001")
     # the two officers on duty now; the fourth is off
-    await pool.execute(
-        """INSERT INTO alerting.duty_roster (person_id, starts_at, ends_at)
-           SELECT id, $1, $2 FROM alerting.persons WHERE phone IN ('13300000002', '13300000003')""",
-        T0,
-        T0 + timedelta(days=3),
-    )
+    for name, role, phone, on_duty in (
+        ("镇值班员", "township_duty_officer", "13300000002", True),
+        ("县值班员", "county_duty_officer", "13300000003", True),
+        ("休班员", "county_duty_officer", "13300000004", False),
+    ):
+        region = TOWNSHIP if role.startswith("township") else COUNTY
+        await add_person(
+            pool,
+            name=name,
+            role=role,
+            region_code=region,
+            phone=phone,
+            on_duty=duty(T0) if on_duty else None,
+        )
     clock = ManualClock(T0)
-    handler = AlertingHandler(
-        pool=pool,
-        settings=AlertingSettings(
-            warning_validity_s=3600,
-            renew_ahead_s=600,
-            evidence_timeout_s=900,
-            group_interval_s=0,
-            repeat_interval_s=0,
-        ),
-        topics=Topics(prefix),
-        clock=clock,
-        on_new_deliveries=lambda: None,
+    settings = AlertingSettings(
+        warning_validity_s=3600,
+        renew_ahead_s=600,
+        evidence_timeout_s=900,
+        group_interval_s=0,
+        repeat_interval_s=0,
     )
+    handler = alerting(pool, topics=Topics(prefix), clock=clock, settings=settings)
     return pool, handler, Risk(handler, clock, prefix)
 
 

@@ -10,17 +10,17 @@ import orjson
 
 from services.alerting.app import MIGRATIONS
 from services.alerting.settings import AlertingSettings
-from services.alerting.workers.consumer import AlertingHandler
 from shared.clock import ManualClock
 from shared.contracts import Topics
 from shared.db import create_pool, migrate
 from shared.kafka import Message
+from tests.factories import Alerting, add_person, alerting
 
 T0 = datetime(2026, 7, 1, 8, tzinfo=UTC)
 
 
 class Feed:
-    def __init__(self, handler: AlertingHandler, clock: ManualClock, prefix: str) -> None:
+    def __init__(self, handler: Alerting, clock: ManualClock, prefix: str) -> None:
         self.handler, self.clock, self.n = handler, clock, 0
         self.topic = Topics(prefix).risk_events
 
@@ -60,21 +60,12 @@ async def sent(pool: Any) -> list[tuple[str, int, str]]:
     ]
 
 
-async def make(database: str, prefix: str, **kw: Any) -> tuple[Any, AlertingHandler, Feed]:
+async def make(database: str, prefix: str, **kw: Any) -> tuple[Any, Alerting, Feed]:
     pool = await create_pool(database)
     await migrate(pool, "alerting", MIGRATIONS)
-    await pool.execute(
-        """INSERT INTO alerting.persons (name, role, region_code, jurisdiction, phone)
-           VALUES ('村干部', 'village_cadre', '110101001001', '110101001001', '13300000001')"""
-    )
+    await add_person(pool, name="村干部", phone="13300000001")
     clock = ManualClock(T0)
-    handler = AlertingHandler(
-        pool=pool,
-        settings=AlertingSettings(**kw),
-        topics=Topics(prefix),
-        clock=clock,
-        on_new_deliveries=lambda: None,
-    )
+    handler = alerting(pool, topics=Topics(prefix), clock=clock, settings=AlertingSettings(**kw))
     return pool, handler, Feed(handler, clock, prefix)
 
 

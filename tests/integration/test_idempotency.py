@@ -9,7 +9,6 @@ import orjson
 
 from services.alerting.app import MIGRATIONS as ALERTING
 from services.alerting.settings import AlertingSettings
-from services.alerting.workers.consumer import AlertingHandler
 from services.ingest.app import MIGRATIONS as INGEST
 from services.risk.adapters.stations import StationPlans
 from services.risk.app import MIGRATIONS as RISK
@@ -19,6 +18,7 @@ from shared.contracts import Reading, Topics
 from shared.db import create_pool, migrate
 from shared.kafka import EventProducer, Message, dead_letter
 from shared.outbox import OutboxRelay
+from tests.factories import Alerting, alerting
 from tests.kafka_util import read_all
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
@@ -89,7 +89,7 @@ async def test_risk_applies_a_redelivered_batch_once(database, broker, topic_pre
         await pool.close()
 
 
-async def no_value_is_dead_lettered(handler: RiskHandler | AlertingHandler, topic: str) -> None:
+async def no_value_is_dead_lettered(handler: RiskHandler | Alerting, topic: str) -> None:
     """A tombstone (no value) beside a good message is dead-lettered with its reason, and its
     dead letter can be written (an empty payload)."""
     tombstone = Message(topic, 0, 99, b"WL1", None)
@@ -126,11 +126,11 @@ async def test_alerting_applies_a_redelivered_event_once(database, topic_prefix)
                VALUES ('duty', 'webhook', 'http://127.0.0.1:9/hook', '110101')"""
         )
         woken = []
-        handler = AlertingHandler(
-            pool=pool,
-            settings=AlertingSettings(group_interval_s=0),
+        handler = alerting(
+            pool,
             topics=Topics(topic_prefix),
             clock=SystemClock(),
+            settings=AlertingSettings(group_interval_s=0),
             on_new_deliveries=lambda: woken.append(1),
         )
         raise_red = risk_msg(0, "red", "none", 0)

@@ -90,15 +90,15 @@ async def test_silence_holds_back_then_releases_and_never_hides_the_all_clear(
                 return len(await read_all(broker.bootstrap, topics.alerts)) == 1
 
             await eventually(on_topic, what="the version on alerts.v1")
-            assert await app.state.handler.release_silenced() == 0
+            assert await app.state.sweeps.release_silenced() == 0
             assert sms.per_number() == {}
 
             # the silence ends early: the version goes out, once
             r = await http.delete(f"/v1/silences/{silence['id']}", headers=officer)
             assert r.status_code == 204
             clock.advance(1)
-            assert await app.state.handler.release_silenced() == 1
-            assert await app.state.handler.release_silenced() == 0
+            assert await app.state.sweeps.release_silenced() == 1
+            assert await app.state.sweeps.release_silenced() == 0
 
             async def told() -> Any:
                 return sms.per_number() == {CADRE: 1}

@@ -19,9 +19,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
+from services.alerting.adapters.confirmations import confirm_by_phone, confirm_tasks
 from services.alerting.domain.confirm import read_token
 from services.alerting.domain.recipients import Role, jurisdiction
-from services.alerting.workers.callconfirm import confirm_by_phone, confirm_tasks
 from shared.contracts import ActiveLevelName, Level
 from shared.errors import NotFound, PermissionDenied, ValidationFailed
 from shared.http import IdentityDep, RowId

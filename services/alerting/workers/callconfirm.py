@@ -1,4 +1,5 @@
-"""叫应 (call-and-confirm) at the database edge: confirming, and the sweep that calls and escalates.
+"""叫应 (call-and-confirm): the sweep that calls and escalates (confirming itself is
+:mod:`services.alerting.adapters.confirmations`).
 
 The decisions are pure (``due_actions`` and ``escalation_targets`` of
 :mod:`services.alerting.domain.recipients`); this module loads the tasks, writes the ledger
@@ -10,13 +11,13 @@ task in the same transaction as its ledger row: a voice call or an escalation ha
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Literal
 
 import asyncpg
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
+from services.alerting.adapters.people import duty_officers
 from services.alerting.domain.messages import drill_prefix_for
 from services.alerting.domain.recipients import (
     ConfirmPolicy,
@@ -26,85 +27,16 @@ from services.alerting.domain.recipients import (
     due_actions,
     escalation_targets,
 )
-from services.alerting.workers.consumer import PERSON_COLUMNS, person_from_row
 from shared.clock import Clock
-from shared.contracts import Level
 from shared.db import Conn
 
 log = logging.getLogger(__name__)
 
-ConfirmVia = Literal["link", "sms", "api"]
-
-CONFIRMED = Counter(
-    "qianshao_confirmations_total", "叫应 confirmations received, by how", ["via", "level"]
-)
-TIME_TO_CONFIRM = Histogram(
-    "qianshao_confirm_seconds",
-    "From a warning version needing confirmation to the person confirming it",
-    ["level"],
-    buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200),
-)
 CONFIRM_ACTIONS = Counter(
     "qianshao_confirm_actions_total",
     "Voice calls and escalations for unconfirmed people",
     ["action"],
 )
-
-
-async def confirm_tasks(
-    conn: Conn, task_ids: Sequence[int], via: ConfirmVia, now: datetime, actor: str
-) -> list[int]:
-    """Marks open tasks confirmed; returns the ids that were open (a repeat confirms nothing)."""
-    rows = await conn.fetch(
-        """UPDATE alerting.confirm_tasks
-              SET confirmed_at = $2, confirmed_via = $3
-            WHERE id = ANY($1::bigint[]) AND confirmed_at IS NULL AND NOT closed
-        RETURNING id, warning_id, version, person_id, level, created_at""",
-        list(task_ids),
-        now,
-        via,
-    )
-    if not rows:
-        return []
-    await conn.execute(
-        """UPDATE alerting.deliveries d SET state = 'confirmed'
-             FROM unnest($1::text[], $2::int[], $3::text[]) AS k(wid, ver, rcpt)
-            WHERE d.warning_id = k.wid AND d.version = k.ver AND d.recipient = k.rcpt
-              AND d.purpose = 'warning' AND d.state IN ('sent', 'delivered')""",
-        [r["warning_id"] for r in rows],
-        [r["version"] for r in rows],
-        [f"person:{r['person_id']}" for r in rows],
-    )
-    await conn.executemany(
-        """INSERT INTO alerting.audit_log (actor, action, warning_id, detail)
-           VALUES ($1, 'confirm', $2, $3)""",
-        [
-            (
-                actor,
-                r["warning_id"],
-                {"version": r["version"], "person_id": r["person_id"], "via": via},
-            )
-            for r in rows
-        ],
-    )
-    for r in rows:
-        level = Level(r["level"]).name
-        CONFIRMED.labels(via, level).inc()
-        TIME_TO_CONFIRM.labels(level).observe(max(0.0, (now - r["created_at"]).total_seconds()))
-    return [r["id"] for r in rows]
-
-
-async def confirm_by_phone(conn: Conn, phone: str, now: datetime, actor: str) -> list[int]:
-    """An SMS reply confirms every open task of the people with that number."""
-    digits = phone.removeprefix("+").removeprefix("86") if len(phone) > 11 else phone
-    ids = await conn.fetch(
-        """SELECT t.id FROM alerting.confirm_tasks t
-             JOIN alerting.persons p ON p.id = t.person_id
-            WHERE p.active AND p.phone IN ($1, '+86' || $1, '86' || $1)
-              AND t.confirmed_at IS NULL AND NOT t.closed""",
-        digits,
-    )
-    return await confirm_tasks(conn, [r["id"] for r in ids], "sms", now, actor)
 
 
 class ConfirmSweep:
@@ -237,14 +169,7 @@ class ConfirmSweep:
 
     async def _on_duty(self, conn: Conn, prefixes: set[str], now: datetime) -> list[Person]:
         wanted = sorted({a for p in prefixes for a in ancestors(p)})
-        rows = await conn.fetch(
-            f"""SELECT {PERSON_COLUMNS} FROM alerting.persons p
-                 WHERE p.active AND p.jurisdiction = ANY($2::text[])
-                   AND p.role IN ('township_duty_officer', 'county_duty_officer')""",  # noqa: S608
-            now,
-            wanted,
-        )
-        return [p for p in map(person_from_row, rows) if p.on_duty]
+        return [p for p in await duty_officers(conn, wanted, now) if p.on_duty]
 
 
 def policy_from(voice_after_s: float, escalate_after_s: float) -> ConfirmPolicy:

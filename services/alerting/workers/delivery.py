@@ -29,6 +29,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Histogram
 
+from services.alerting.adapters import ledger
 from services.alerting.adapters.channels import BatchChannel, Channel, DeliveryJob, Outcome
 from services.alerting.adapters.publications import BROADCAST_BATCH
 from services.alerting.adapters.versions import load_versions
@@ -142,29 +143,14 @@ class DeliveryWorker:
     async def run_once(self) -> int:
         now = self._clock.now()
         claim = uuid.uuid4().hex[:20]
-        # every provider request of this round is named "<claim>.<channel>.<n>", and the rows
-        # carry the claim before any request goes out; "was" and "old_keys" tell a row whose
-        # lease ran out (its worker died mid-send, or the provider left it unknown) from a
-        # fresh one
-        rows = await self._pool.fetch(
-            """WITH due AS (SELECT id, state AS was, attempt_keys AS old_keys
-                              FROM alerting.deliveries
-                             WHERE state IN ('pending', 'sending') AND next_attempt_at <= $1
-                             ORDER BY priority, next_attempt_at, id
-                             LIMIT $3 FOR UPDATE SKIP LOCKED)
-               UPDATE alerting.deliveries d
-                  SET state = 'sending', attempts = d.attempts + 1, next_attempt_at = $2,
-                      attempt_keys = CASE WHEN due.was = 'sending'
-                                          THEN d.attempt_keys || $4::text
-                                          ELSE ARRAY[$4::text] END
-                 FROM due WHERE d.id = due.id
-            RETURNING d.id, d.warning_id, d.version, d.recipient, d.channel, d.target,
-                      d.idempotency_key, d.attempts, d.message, d.purpose, due.old_keys,
-                      due.was""",
-            now,
-            now + self._lease,
-            self._batch,
-            claim,
+        # every provider request of this round is named "<claim>.<channel>.<n>"
+        rows = await ledger.claim(
+            self._pool,
+            "deliveries",
+            now=now,
+            lease=self._lease,
+            limit=self._batch,
+            claim_id=claim,
         )
         room = self._batch - len(rows)
         batches = await self._claim_batches(now, claim, room) if room > 0 else []
@@ -238,22 +224,10 @@ class DeliveryWorker:
             until = self._clock.now() + self._lease
             try:
                 if row_ids:
-                    await self._pool.execute(
-                        """UPDATE alerting.deliveries SET next_attempt_at = $2
-                            WHERE id = ANY($1::bigint[]) AND state = 'sending'
-                              AND attempt_keys[cardinality(attempt_keys)] = $3""",
-                        row_ids,
-                        until,
-                        claim,
-                    )
+                    await ledger.renew_lease(self._pool, "deliveries", row_ids, until, claim)
                 if batch_ids:
-                    await self._pool.execute(
-                        """UPDATE alerting.delivery_batches SET next_attempt_at = $2
-                            WHERE id = ANY($1::bigint[]) AND state = 'sending'
-                              AND attempt_keys[cardinality(attempt_keys)] = $3""",
-                        batch_ids,
-                        until,
-                        claim,
+                    await ledger.renew_lease(
+                        self._pool, "delivery_batches", batch_ids, until, claim
                     )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("lease renewal failed", extra={"error": repr(exc)})
@@ -261,23 +235,13 @@ class DeliveryWorker:
     async def _claim_batches(self, now: datetime, claim: str, room: int) -> list[asyncpg.Record]:
         """Queued broadcast batches, claimed like ledger rows (lease, request names), as many as
         fill the round's room."""
-        return await self._pool.fetch(
-            """WITH due AS (SELECT id, state AS was, attempt_keys AS old_keys
-                              FROM alerting.delivery_batches
-                             WHERE state IN ('pending', 'sending') AND next_attempt_at <= $1
-                             ORDER BY priority, next_attempt_at, id
-                             LIMIT $3 FOR UPDATE SKIP LOCKED)
-               UPDATE alerting.delivery_batches b
-                  SET state = 'sending', attempts = b.attempts + 1, next_attempt_at = $2,
-                      attempt_keys = CASE WHEN due.was = 'sending'
-                                          THEN b.attempt_keys || $4::text
-                                          ELSE ARRAY[$4::text] END
-                 FROM due WHERE b.id = due.id
-            RETURNING b.id, b.channel, b.attempts, b.attempt_keys, due.old_keys, due.was""",
-            now,
-            now + self._lease,
-            max(1, room // BROADCAST_BATCH),
-            claim,
+        return await ledger.claim(
+            self._pool,
+            "delivery_batches",
+            now=now,
+            lease=self._lease,
+            limit=max(1, room // BROADCAST_BATCH),
+            claim_id=claim,
         )
 
     async def _batch_rows(self, batch_ids: list[int]) -> list[asyncpg.Record]:

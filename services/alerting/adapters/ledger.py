@@ -1,0 +1,194 @@
+"""The delivery ledger (``alerting.deliveries``): one row per (version, recipient, channel) and
+purpose, written in the transaction that decides it, and claimed by the delivery worker under a
+lease. A row's idempotency key makes a repeated write harmless (``ON CONFLICT DO NOTHING``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Literal
+
+import asyncpg
+
+from services.alerting.domain.states import COUNTED, Delivery, Purpose
+from shared.db import Conn
+
+Recipient = tuple[str, str, str]  # (recipient, channel, target): "person:7", "sms", "+86…"
+
+
+async def insert(
+    conn: Conn,
+    warning_id: str,
+    version: int,
+    rows: Sequence[Recipient],
+    *,
+    now: datetime,
+    purpose: Purpose = Purpose.warning,
+    message: str | None = None,
+    key_part: str = "",
+    state: Delivery = Delivery.pending,
+) -> None:
+    """Rows of a version for ``rows``; ``key_part`` tells apart the rows of one version and
+    recipient that are not the version itself (a reminder, a digest)."""
+    await conn.execute(
+        """INSERT INTO alerting.deliveries
+               (warning_id, version, recipient, channel, target, idempotency_key,
+                next_attempt_at, purpose, message, state, created_at)
+           SELECT $1::text, $2::int, u.recipient, u.channel, u.target,
+                  $2::int || ':' || $1::text || ':' || $7 || u.recipient || ':' || u.channel,
+                  $6, $8, $9, $10, $6
+             FROM unnest($3::text[], $4::text[], $5::text[]) AS u(recipient, channel, target)
+           ON CONFLICT DO NOTHING""",
+        warning_id,
+        version,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        now,
+        key_part,
+        purpose,
+        message,
+        state,
+    )
+
+
+async def insert_keyed(
+    conn: Conn,
+    warning_id: str,
+    version: int,
+    rows: Sequence[tuple[Recipient, str]],
+    *,
+    now: datetime,
+    purpose: Purpose,
+    message: str,
+) -> None:
+    """Rows with idempotency keys of their own (a relay's, an expiry notice's)."""
+    await conn.execute(
+        """INSERT INTO alerting.deliveries
+               (warning_id, version, recipient, channel, target, idempotency_key,
+                purpose, message, next_attempt_at)
+           SELECT $1::text, $2::int, u.recipient, u.channel, u.target, u.key, $7, $8, $9
+             FROM unnest($3::text[], $4::text[], $5::text[], $6::text[])
+                  AS u(recipient, channel, target, key)
+           ON CONFLICT DO NOTHING""",
+        warning_id,
+        version,
+        [r[0][0] for r in rows],
+        [r[0][1] for r in rows],
+        [r[0][2] for r in rows],
+        [r[1] for r in rows],
+        purpose,
+        message,
+        now,
+    )
+
+
+async def recent_counts(
+    conn: Conn, recipients: Sequence[str], since: datetime
+) -> dict[tuple[str, str], int]:
+    """Messages each recipient had on each channel since ``since`` that count against storm
+    mode's limit (held ones not yet)."""
+    rows = await conn.fetch(
+        """SELECT recipient, channel, count(*) AS n FROM alerting.deliveries
+            WHERE recipient = ANY($1::text[]) AND created_at > $2
+              AND purpose = ANY($3::text[]) AND state <> $4
+            GROUP BY 1, 2""",
+        sorted(set(recipients)),
+        since,
+        list(COUNTED),
+        Delivery.held,
+    )
+    return {(r["recipient"], r["channel"]): r["n"] for r in rows}
+
+
+# the two tables a worker claims from: single rows, and a broadcast's batches
+Claimable = Literal["deliveries", "delivery_batches"]
+_CLAIM = {
+    "deliveries": """d.id, d.warning_id, d.version, d.recipient, d.channel, d.target,
+                     d.idempotency_key, d.attempts, d.message, d.purpose, due.old_keys, due.was""",
+    "delivery_batches": "d.id, d.channel, d.attempts, d.attempt_keys, due.old_keys, due.was",
+}
+
+
+async def claim(
+    db: asyncpg.Pool | Conn,
+    table: Claimable,
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    claim_id: str,
+) -> list[asyncpg.Record]:
+    """Claim what is due (pending, or sending with a lease run out) under a new lease, in one
+    statement (``FOR UPDATE SKIP LOCKED``: replicas never claim the same row). Every provider
+    request of the round is named after ``claim_id``, and the rows carry it before any request
+    goes out; ``was`` and ``old_keys`` tell a row whose lease ran out (its worker died
+    mid-send, or the provider left it unknown) from a fresh one."""
+    return await db.fetch(
+        f"""WITH due AS (SELECT id, state AS was, attempt_keys AS old_keys
+                           FROM alerting.{table}
+                          WHERE state IN ('pending', 'sending') AND next_attempt_at <= $1
+                          ORDER BY priority, next_attempt_at, id
+                          LIMIT $3 FOR UPDATE SKIP LOCKED)
+            UPDATE alerting.{table} d
+               SET state = 'sending', attempts = d.attempts + 1, next_attempt_at = $2,
+                   attempt_keys = CASE WHEN due.was = 'sending'
+                                       THEN d.attempt_keys || $4::text
+                                       ELSE ARRAY[$4::text] END
+              FROM due WHERE d.id = due.id
+         RETURNING {_CLAIM[table]}""",  # noqa: S608 - the table is one of two constants
+        now,
+        now + lease,
+        limit,
+        claim_id,
+    )
+
+
+async def renew_lease(
+    db: asyncpg.Pool | Conn, table: Claimable, ids: list[int], until: datetime, claim_id: str
+) -> None:
+    """Push the lease out on what this claim still holds."""
+    await db.execute(
+        f"""UPDATE alerting.{table} SET next_attempt_at = $2
+             WHERE id = ANY($1::bigint[]) AND state = 'sending'
+               AND attempt_keys[cardinality(attempt_keys)] = $3""",  # noqa: S608 - a constant
+        ids,
+        until,
+        claim_id,
+    )
+
+
+async def close_confirm_tasks(conn: Conn, warning_id: str, before_version: int | None) -> None:
+    """Close the open 叫应 tasks of a warning's versions before ``before_version`` (all of them
+    with None): what is to be confirmed now is the new version, or nothing."""
+    await conn.execute(
+        """UPDATE alerting.confirm_tasks SET closed = true
+            WHERE warning_id = $1 AND ($2::int IS NULL OR version < $2)
+              AND confirmed_at IS NULL AND NOT closed""",
+        warning_id,
+        before_version,
+    )
+
+
+async def open_confirm_tasks(
+    conn: Conn,
+    warning_id: str,
+    version: int,
+    level: int,
+    people: Sequence[tuple[int, str]],
+    now: datetime,
+) -> None:
+    """叫应 tasks for (person id, region) who must confirm this version."""
+    await conn.execute(
+        """INSERT INTO alerting.confirm_tasks
+               (warning_id, version, person_id, region_code, level, created_at)
+           SELECT $1, $2, u.pid, u.region, $3, $4
+             FROM unnest($5::bigint[], $6::text[]) AS u(pid, region)
+           ON CONFLICT DO NOTHING""",
+        warning_id,
+        version,
+        level,
+        now,
+        [p[0] for p in people],
+        [p[1] for p in people],
+    )
