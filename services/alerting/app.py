@@ -26,7 +26,6 @@ from services.alerting.adapters.channels.sms import (
     TencentSms,
 )
 from services.alerting.adapters.channels.wechat import WeChatTemplateChannel, WeComAppChannel
-from services.alerting.adapters.publications import ApprovalSweep
 from services.alerting.api.people import router as people_router
 from services.alerting.api.publications import router as publish_router
 from services.alerting.api.reports import router as report_router
@@ -34,6 +33,7 @@ from services.alerting.api.silences import router as silences_router
 from services.alerting.api.warnings import router
 from services.alerting.pipeline.builder import build as build_pipeline
 from services.alerting.settings import AlertingSettings
+from services.alerting.workers.approvals import ApprovalSweep
 from services.alerting.workers.callconfirm import ConfirmSweep, policy_from
 from services.alerting.workers.consumer import AlertingHandler
 from services.alerting.workers.delivery import DeliveryWorker, RetryPolicy

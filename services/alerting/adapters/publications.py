@@ -15,16 +15,14 @@ queued in batches of one provider request each, which the delivery worker claims
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Iterable
+from datetime import datetime
 
-import asyncpg
 from prometheus_client import Counter
 
-from services.alerting.domain.messages import drill_prefix_for
+from services.alerting.adapters.audit import audit
+from services.alerting.domain.publication import needs_approval
 from services.alerting.domain.recipients import jurisdiction
-from shared.clock import Clock
 from shared.contracts import Level
 from shared.db import Conn
 from shared.errors import Conflict, NotFound, PermissionDenied
@@ -37,22 +35,6 @@ BROADCAST_BATCH = 200
 PUBLICATIONS = Counter(
     "qianshao_publications_total", "Publication requests and decisions", ["state"]
 )
-
-
-def needs_approval(level: Level, approval_levels: Iterable[str]) -> bool:
-    return level.name in set(approval_levels)
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    id: int
-    requested_at: datetime
-    escalated_at: datetime | None
-
-
-def overdue(pending: Iterable[Pending], now: datetime, timeout: timedelta) -> list[Pending]:
-    """Pending requests older than ``timeout`` that have not been escalated yet."""
-    return [p for p in pending if p.escalated_at is None and now - p.requested_at >= timeout]
 
 
 async def request_publication(
@@ -75,12 +57,7 @@ async def request_publication(
         raise NotFound(f"no warning {warning_id!r}")
     if w["state"] not in ("issued", "updated", "cancelled"):
         raise Conflict(f"a {w['state']} warning cannot be published")
-    await conn.execute(
-        """UPDATE alerting.publications SET state = 'superseded'
-            WHERE warning_id = $1 AND version < $2 AND state = 'pending_approval'""",
-        warning_id,
-        w["version"],
-    )
+    await supersede_pending(conn, warning_id, before_version=w["version"])
     pid = await conn.fetchval(
         """INSERT INTO alerting.publications
                (warning_id, version, state, requested_by, requested_at, note)
@@ -94,7 +71,7 @@ async def request_publication(
     )
     if pid is None:
         raise Conflict(f"version {w['version']} of {warning_id} is already requested")
-    await _audit(conn, requested_by, "publication.request", warning_id, pid, note)
+    await audit_publication(conn, requested_by, "publication.request", warning_id, pid, note)
     PUBLICATIONS.labels("pending_approval").inc()
     if not needs_approval(Level(w["level"]), approval_levels):
         await _approve(conn, pid, "system:no-approval-needed", now)
@@ -126,7 +103,7 @@ async def decide(
             reason,
         )
         wid = await conn.fetchval("SELECT warning_id FROM alerting.publications WHERE id=$1", pid)
-        await _audit(conn, by, "publication.reject", wid, pid, reason)
+        await audit_publication(conn, by, "publication.reject", wid, pid, reason)
         PUBLICATIONS.labels("rejected").inc()
     return await publication(conn, pid)
 
@@ -156,7 +133,7 @@ async def _approve(conn: Conn, pid: int, by: str, now: datetime) -> None:
         now=now,
     )
     await conn.execute("UPDATE alerting.publications SET recipients = $2 WHERE id = $1", pid, n)
-    await _audit(conn, by, "publication.approve", p["warning_id"], pid, f"{n} residents")
+    await audit_publication(conn, by, "publication.approve", p["warning_id"], pid, f"{n} residents")
     PUBLICATIONS.labels("approved").inc()
 
 
@@ -211,110 +188,32 @@ async def publication(conn: Conn, pid: int) -> dict[str, object]:
     return dict(row.items())
 
 
-async def _audit(
+async def audit_publication(
     conn: Conn, actor: str, action: str, warning_id: str, pid: int, note: str | None
 ) -> None:
+    await audit(conn, actor, action, {"publication_id": pid, "note": note}, warning_id=warning_id)
+
+
+async def supersede_pending(
+    conn: Conn,
+    warning_id: str,
+    *,
+    before_version: int | None = None,
+    now: datetime | None = None,
+    by: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Requests still waiting for an approver that no longer stand: those of earlier versions
+    (``before_version``), or all of the warning's (its time ran out)."""
     await conn.execute(
-        """INSERT INTO alerting.audit_log (actor, action, warning_id, detail)
-           VALUES ($1, $2, $3, $4)""",
-        actor,
-        action,
+        """UPDATE alerting.publications
+              SET state = 'superseded', decided_at = coalesce($3, decided_at),
+                  decided_by = coalesce($4, decided_by), reason = coalesce($5, reason)
+            WHERE warning_id = $1 AND ($2::int IS NULL OR version < $2)
+              AND state = 'pending_approval'""",
         warning_id,
-        {"publication_id": pid, "note": note},
+        before_version,
+        now,
+        by,
+        reason,
     )
-
-
-class ApprovalSweep:
-    """Escalates publication requests pending past the timeout: one SMS to each leader of the
-    warning's county and each of its duty officers on duty."""
-
-    def __init__(
-        self,
-        *,
-        pool: asyncpg.Pool,
-        clock: Clock,
-        timeout: timedelta,
-        on_new_deliveries: Callable[[], None],
-    ) -> None:
-        self._pool = pool
-        self._clock = clock
-        self._timeout = timeout
-        self._wake = on_new_deliveries
-
-    async def run_once(self) -> int:
-        now = self._clock.now()
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                """SELECT p.id, p.requested_at, p.escalated_at, p.warning_id, p.version,
-                          w.region_code, w.status, v.headline
-                     FROM alerting.publications p
-                     JOIN alerting.warnings w ON w.id = p.warning_id
-                     JOIN alerting.warning_versions v
-                       ON v.warning_id = p.warning_id AND v.version = p.version
-                    WHERE p.state = 'pending_approval' AND p.escalated_at IS NULL
-                      AND p.requested_at <= $1
-                    FOR UPDATE OF p SKIP LOCKED""",
-                now - self._timeout,
-            )
-            by_id = {r["id"]: r for r in rows}
-            due = overdue(
-                [Pending(r["id"], r["requested_at"], r["escalated_at"]) for r in rows],
-                now,
-                self._timeout,
-            )
-            sent = 0
-            for p in due:
-                r = by_id[p.id]
-                county = r["region_code"][:6]
-                people = await conn.fetch(
-                    """SELECT p.id, p.phone FROM alerting.persons p
-                        WHERE p.active AND p.phone IS NOT NULL AND p.jurisdiction = $1
-                          AND (p.role = 'leader'
-                               OR (p.role = 'county_duty_officer' AND EXISTS (
-                                     SELECT 1 FROM alerting.duty_roster d
-                                      WHERE d.person_id = p.id AND d.starts_at <= $2
-                                        AND d.ends_at > $2)))""",
-                    county,
-                    now,
-                )
-                minutes = int(self._timeout.total_seconds() // 60)
-                text = (
-                    f"{drill_prefix_for(r['status'])}【审批超时】公众预警发布申请已等待{minutes}分钟"
-                    f"未审批：{r['headline']}。请立即审批。"
-                )
-                await conn.executemany(
-                    """INSERT INTO alerting.deliveries
-                           (warning_id, version, recipient, channel, target, idempotency_key,
-                            purpose, message, next_attempt_at)
-                       VALUES ($1, $2, $3, 'sms', $4, $5, 'escalation', $6, $7)
-                       ON CONFLICT DO NOTHING""",
-                    [
-                        (
-                            r["warning_id"],
-                            r["version"],
-                            f"person:{x['id']}",
-                            x["phone"],
-                            f"approval:{p.id}:{x['id']}",
-                            text,
-                            now,
-                        )
-                        for x in people
-                    ],
-                )
-                await conn.execute(
-                    "UPDATE alerting.publications SET escalated_at = $2 WHERE id = $1", p.id, now
-                )
-                await _audit(
-                    conn,
-                    "system:approval-timeout",
-                    "publication.escalate",
-                    r["warning_id"],
-                    p.id,
-                    f"{len(people)} notified",
-                )
-                sent += len(people)
-                if not people:
-                    log.warning("no leader or duty officer to escalate to", extra={"pub": p.id})
-        if sent:
-            self._wake()
-        return len(due)

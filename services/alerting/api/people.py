@@ -19,9 +19,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
+from services.alerting.adapters.audit import audit
 from services.alerting.adapters.confirmations import confirm_by_phone, confirm_tasks
 from services.alerting.domain.confirm import read_token
 from services.alerting.domain.recipients import Role, jurisdiction
+from services.alerting.domain.states import STANDING
 from shared.contracts import ActiveLevelName, Level
 from shared.errors import NotFound, PermissionDenied, ValidationFailed
 from shared.http import IdentityDep, RowId
@@ -153,10 +155,10 @@ def router() -> APIRouter:
                     for s in body.subscriptions
                 ],
             )
-            await conn.execute(
-                """INSERT INTO alerting.audit_log (actor, action, detail)
-                   VALUES ($1, 'person.create', $2)""",
+            await audit(
+                conn,
                 identity.subject,
+                "person.create",
                 {"person_id": pid, "region_code": body.region_code, "role": body.role},
             )
         return await _person(pool, pid)
@@ -341,13 +343,14 @@ def router() -> APIRouter:
                       count(t.id) AS required, min(t.created_at) AS oldest
                  FROM alerting.warnings w
                  JOIN alerting.confirm_tasks t ON t.warning_id = w.id AND t.version = w.version
-                WHERE w.state IN ('issued', 'updated') AND w.level = 4
+                WHERE w.state = ANY($3::text[]) AND w.level = 4
                   AND w.region_code LIKE $1 || '%'
                 GROUP BY 1
                HAVING count(t.confirmed_at) = 0 AND min(t.created_at) <= $2
                 ORDER BY 1""",
             identity.region_prefix,
             now - timedelta(seconds=older_than_s),
+            list(STANDING),
         )
         return [{**dict(x.items()), "warnings": list(x["warnings"])} for x in rows]
 

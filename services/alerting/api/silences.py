@@ -9,6 +9,7 @@ import asyncpg
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, model_validator
 
+from services.alerting.adapters.audit import audit
 from shared.errors import NotFound, ValidationFailed
 from shared.http import IdentityDep, RowId
 
@@ -87,10 +88,10 @@ def router() -> APIRouter:
                 body.reason,
             )
             assert row is not None
-            await conn.execute(
-                """INSERT INTO alerting.audit_log (actor, action, detail)
-                   VALUES ($1, 'silence.create', $2)""",
+            await audit(
+                conn,
                 identity.subject,
+                "silence.create",
                 {"silence_id": row["id"], "reason": body.reason},
             )
         return dict(row.items())
@@ -128,12 +129,7 @@ def router() -> APIRouter:
                 silence_id,
                 now,
             )
-            await conn.execute(
-                """INSERT INTO alerting.audit_log (actor, action, detail)
-                   VALUES ($1, 'silence.expire', $2)""",
-                identity.subject,
-                {"silence_id": silence_id},
-            )
+            await audit(conn, identity.subject, "silence.expire", {"silence_id": silence_id})
 
     @r.put("/stations/{station_id}/maintenance", response_model=MaintenanceOut)
     async def start_maintenance(

@@ -24,6 +24,7 @@ from services.alerting.adapters import ledger
 from services.alerting.adapters import warnings as store
 from services.alerting.adapters.audit import audit
 from services.alerting.adapters.people import duty_officers, load_persons
+from services.alerting.adapters.publications import supersede_pending
 from services.alerting.adapters.versions import load_versions
 from services.alerting.domain.grouping import GroupPolicy, repeat_due
 from services.alerting.domain.lifecycle import (
@@ -348,12 +349,8 @@ class Sweeps:
         )
         await ledger.close_confirm_tasks(conn, wid, None)
         # a broadcast still waiting for its approver would tell residents of a lapsed warning
-        await conn.execute(
-            """UPDATE alerting.publications SET state = 'superseded', decided_at = $2,
-                      decided_by = 'system:expiry', reason = 'the warning expired'
-                WHERE warning_id = $1 AND state = 'pending_approval'""",
-            wid,
-            now,
+        await supersede_pending(
+            conn, wid, now=now, by="system:expiry", reason="the warning expired"
         )
         evidence_at: datetime | None = w["evidence_at"]
         await audit(

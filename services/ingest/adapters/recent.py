@@ -17,9 +17,8 @@ from datetime import datetime
 
 import asyncpg
 
-from services.ingest.domain.validation import Recent, summary
+from services.ingest.domain.validation import Key, Recent, summary
 
-Key = tuple[str, str]  # station, metric
 # A run of one value is counted this far at most: further than any stuck check, and costing no
 # memory (a key holds its count, not its readings).
 RUN_CAP = 1 << 20

@@ -23,10 +23,10 @@ from typing import NamedTuple, Protocol
 
 import msgspec
 
-from services.ingest.adapters.recent import Key
 from services.ingest.domain.rows import QUALITY_CODE, Row
 from services.ingest.domain.validation import (
     CheckPlan,
+    Key,
     PlanCache,
     Recent,
     Rejection,

@@ -170,6 +170,7 @@ HISTORY = max(STUCK_COUNT.values())
 # up to it, had that value (at most a bound, ``keep``). A constant size, where a series of the
 # last readings would hold up to a stuck_count of them for each of 200,000 keys.
 Recent = tuple[()] | tuple[datetime, float, int]
+Key = tuple[str, str]  # (station, metric): whose trusted readings a Recent sums up
 
 
 def summary(series: Sequence[tuple[datetime, float]], keep: int) -> Recent:
