@@ -1,9 +1,7 @@
-"""The compiled parts: the ingest consumer's per-batch kernel
-(``services/ingest/domain/_native.c``) and whole Kafka record batches (``shared/_records.c``).
+"""The compiled part: the ingest consumer's per-batch kernel (``services/ingest/domain/_native.c``).
 
-Everything else is in ``pyproject.toml``. The extensions are optional: where no C compiler is
-found the install goes on, and ``services.ingest.domain.kernel`` and ``shared.kafka`` use their
-Python paths."""
+Everything else is in ``pyproject.toml``. The extension is optional: where no C compiler is
+found the install goes on, and ``services.ingest.domain.kernel`` uses its Python twin."""
 
 from setuptools import Extension, setup
 
@@ -12,12 +10,6 @@ setup(
         Extension(
             "services.ingest.domain._native",
             ["services/ingest/domain/_native.c"],
-            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-            optional=True,
-        ),
-        Extension(
-            "shared._records",
-            ["shared/_records.c"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
         ),

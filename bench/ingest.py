@@ -28,14 +28,8 @@ from services.ingest.workers.consumer import CHUNK, READINGS
 from shared.contracts import RawReadingDecoder, Topics
 from shared.db import DailyPartitions, create_pool, migrate
 from shared.devstack.inprocess import serve
-from shared.kafka import (
-    FETCH_MAX_WAIT_MS,
-    EventProducer,
-    Message,
-    _messages,
-    ensure_topics,
-    use_message_records,
-)
+from shared.kafka import FETCH_MAX_WAIT_MS, EventProducer, Received, ensure_topics
+from shared.kafka.runner import batch_of
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
 STATIONS = 2000
@@ -159,14 +153,13 @@ async def _consumer_run(dsn: str, bootstrap: str, n: int) -> float:
 async def _floor(dsn: str, bootstrap: str, n: int) -> dict[str, float]:
     """CPU µs a reading that the client libraries alone cost in this process, each step timed
     by itself on the same n readings with the service's own settings and no checks: fetching
-    (aiokafka, into the runner's messages), decoding (msgspec, a chunk of messages a call, as
-    the service does), the COPY (the kernel's binary stream, sent by asyncpg) and producing
+    (aiokafka's records, as the runner takes them), decoding (msgspec, a chunk of messages a
+    call, as the service does), the COPY (the kernel's binary stream, sent by asyncpg) and producing
     ready readings.v1 events. Their sum bounds what one consumer process can reach, whatever
     the project does between them."""
     topic = f"bf{uuid.uuid4().hex[:6]}"
     await ensure_topics(bootstrap, [topic, f"{topic}.out"])
     await _load(bootstrap, topic, n)
-    use_message_records()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -179,10 +172,10 @@ async def _floor(dsn: str, bootstrap: str, n: int) -> dict[str, float]:
         tps = [TopicPartition(topic, p) for p in range(3)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        messages: list[Message] = []
+        messages: list[Received] = []
         t = time.process_time()
         while len(messages) < n:
-            messages += _messages(await consumer.getmany(timeout_ms=1000, max_records=20_000))
+            messages += batch_of(await consumer.getmany(timeout_ms=1000, max_records=20_000))
         fetch = time.process_time() - t
     finally:
         await consumer.stop()

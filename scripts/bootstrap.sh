@@ -41,10 +41,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV" || { apt_install python3-venv; "$PYTHON" -m venv "$VENV"; }
 fi
 stamp="$VENV/.installed"
-# the install compiles services/ingest/domain/_native.c and shared/_records.c: a change to either (or
-# to setup.py) reinstalls
+# the install compiles services/ingest/domain/_native.c: a change to it (or to setup.py)
+# reinstalls
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-   || [ services/ingest/domain/_native.c -nt "$stamp" ] || [ shared/_records.c -nt "$stamp" ]; then
+   || [ services/ingest/domain/_native.c -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e ".[dev]"
   touch "$stamp"

@@ -30,6 +30,16 @@ Pool = asyncpg.Pool
 # a connection, or one lent by a pool
 Conn = asyncpg.Connection | PoolConnectionProxy
 
+# the driver's errors that say the database is out of reach for now, not that a statement is
+# wrong: a consumer retries its batch after one (shared.errors.is_unavailable)
+TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 

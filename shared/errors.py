@@ -103,30 +103,19 @@ class ProviderError(DependencyError):
         self.ambiguous = ambiguous
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) says a dependency is out of reach: a refused or
-    dropped connection, a database shutting down or starting up, a timeout. Such a failure is
-    retried, never blamed on the message being processed."""
-    import asyncpg  # here, so that the error types stay importable without the driver
-
+def is_unavailable(exc: BaseException, transient: tuple[type[BaseException], ...] = ()) -> bool:
+    """Whether ``exc`` (or what caused it) says a dependency is out of reach: one of our
+    retriable errors, a refused or dropped connection, a timeout, or one of the ``transient``
+    errors of a driver (``shared.db.TRANSIENT``: a database shutting down or starting up). Such a
+    failure is retried, never blamed on the message being processed."""
+    kinds: tuple[type[BaseException], ...] = (OSError, TimeoutError, *transient)
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, DependencyError) or (isinstance(e, QianshaoError) and e.retriable):
             return True
-        if isinstance(
-            e,
-            (
-                OSError,
-                TimeoutError,
-                asyncpg.InterfaceError,
-                asyncpg.PostgresConnectionError,
-                asyncpg.CannotConnectNowError,
-                asyncpg.AdminShutdownError,
-                asyncpg.CrashShutdownError,
-            ),
-        ):
+        if isinstance(e, kinds):
             return True
         e = e.__cause__
     return False

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from shared.clock import Clock
-from shared.db import StorageMode, create_pool, migrate, ping
+from shared.db import TRANSIENT, StorageMode, create_pool, migrate, ping
 from shared.kafka import (
     BatchHandler,
     ConsumerRunner,
@@ -64,11 +64,11 @@ class Runtime:
         dlq_topic: Callable[[str], str] | None = None,
     ) -> ConsumerRunner:
         """Start a consumer runner for ``topics`` in group ``group_id``; return it."""
-        config = RunnerConfig(name=service, topics=topics)
+        config = RunnerConfig(name=service, topics=topics, transient=TRANSIENT)
         if dlq_topic is not None:
             config.dlq_topic = dlq_topic
         runner = ConsumerRunner(
-            lambda: make_consumer(settings.kafka_bootstrap, topics, group_id=group_id),
+            lambda: make_consumer(settings.kafka(), topics, group_id=group_id),
             handler,
             self.producer,
             config,
@@ -163,9 +163,9 @@ async def start_runtime(
         producer = None
         if broker:
             if topics:
-                await ensure_topics(settings.kafka_bootstrap, topics, partitions=partitions)
+                await ensure_topics(settings.kafka(), topics, partitions=partitions)
             producer = await EventProducer.start(
-                settings.kafka_bootstrap,
+                settings.kafka(),
                 client_id=f"{settings.kafka_client_id}-{schema}",
                 idempotence=settings.kafka_idempotence,
             )

@@ -6,10 +6,19 @@ Every service's settings class derives from :class:`ServiceSettings` and sets it
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PostgresDsn, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.kafka.client import (
+    Compression,
+    KafkaConfigError,
+    KafkaConnection,
+    SaslMechanism,
+    SecurityProtocol,
+)
 
 DEV_INTERNAL_SECRET = "dev-internal-secret-change-me-before-real-use"  # noqa: S105 - the refused default
 
@@ -37,6 +46,17 @@ class ServiceSettings(BaseSettings):
     # (the local Tansu broker, for one) refuses; "on" makes that refusal fatal, as in production.
     kafka_idempotence: Literal["auto", "on", "off"] = "auto"
     kafka_client_id: str = "qianshao"
+    # a secured cluster: TLS (the cluster's CA, a client certificate for mutual TLS) and SASL
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_check_hostname: bool = True
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    # what the producers compress record batches with (lz4 and zstd: the cramjam package)
+    kafka_compression: Compression = "none"
 
     # Allocations between young-generation collections of Python's cycle collector (0 keeps
     # Python's 700). A consumer batch (up to 20,000 messages) allocates ~10 objects a message, all
@@ -49,6 +69,29 @@ class ServiceSettings(BaseSettings):
 
     # HMAC key for the internal identity the gateway signs and every service checks.
     internal_secret: str = DEV_INTERNAL_SECRET
+
+    @model_validator(mode="after")
+    def _kafka_settings_work(self) -> ServiceSettings:
+        try:
+            self.kafka()
+        except KafkaConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
+    def kafka(self) -> KafkaConnection:
+        """How this service's Kafka clients connect."""
+        return KafkaConnection(
+            self.kafka_bootstrap,
+            security_protocol=self.kafka_security_protocol,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_check_hostname=self.kafka_ssl_check_hostname,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            compression=self.kafka_compression,
+        )
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> ServiceSettings:

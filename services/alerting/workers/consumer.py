@@ -20,7 +20,7 @@ from services.alerting.pipeline.relay import relay
 from shared.clock import Clock
 from shared.contracts import RiskEvent, Topics, UpstreamWarning
 from shared.errors import DatabaseError
-from shared.kafka import BatchResult, InvalidMessage, Message, no_value
+from shared.kafka import BatchResult, InvalidMessage, Received, no_value
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -41,7 +41,7 @@ class AlertingHandler:
         self._clock = clock
         self._wake = on_new_deliveries
 
-    async def process(self, batch: Sequence[Message]) -> BatchResult:
+    async def process(self, batch: Sequence[Received]) -> BatchResult:
         events, upstream, dead = self._decode(batch)
         if upstream:
             try:
@@ -65,7 +65,7 @@ class AlertingHandler:
         return BatchResult(dead_letters=dead)
 
     def _decode(
-        self, batch: Sequence[Message]
+        self, batch: Sequence[Received]
     ) -> tuple[list[RiskEvent], list[UpstreamWarning], list[InvalidMessage]]:
         events: list[RiskEvent] = []
         upstream: list[UpstreamWarning] = []

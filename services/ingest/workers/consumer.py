@@ -46,7 +46,7 @@ from shared.kafka import (
     BatchResult,
     EventProducer,
     InvalidMessage,
-    Message,
+    Received,
     earlier,
     no_value,
 )
@@ -71,8 +71,8 @@ CONFLICTS = Counter(
 CHUNK = 512
 
 _STATION_ID = attrgetter("station_id")
-_TOPIC = itemgetter(0)  # a Message's topic
-_VALUE = itemgetter(4)  # a Message's value
+_TOPIC = attrgetter("topic")
+_VALUE = attrgetter("value")
 
 
 @dataclass(slots=True)
@@ -120,7 +120,7 @@ class IngestHandler:
         self._plans = PlanCache()
         self._storing = asyncio.Lock()  # FIFO: stores in the order their completions began
 
-    async def process(self, batch: Sequence[Message]) -> BatchResult:
+    async def process(self, batch: Sequence[Received]) -> BatchResult:
         prepared = await self.prepare(batch)
         try:
             return await self.complete(prepared)
@@ -128,7 +128,7 @@ class IngestHandler:
             self.discard(prepared)  # a batch that comes again is judged as the first time
             raise
 
-    async def prepare(self, batch: Sequence[Message]) -> Prepared:
+    async def prepare(self, batch: Sequence[Received]) -> Prepared:
         """Decode, look up stations, check and normalise, in message order, and make each row's
         readings.v1 event: all of it CPU work that overlaps the previous batch's writes. The
         batch's trusted values join the recent history now, so that the next batch can be judged
@@ -137,7 +137,7 @@ class IngestHandler:
         Planning, checking and the events are calls of the kernel, each over CHUNK readings."""
         now = self._clock.now()
         dead: list[InvalidMessage] = []
-        msgs: list[Message] = []
+        msgs: list[Received] = []
         recs: list[RawReadingRecord] = []
         decode, decode_many = self._decoder.decode, self._decoder.decode_many
         for start in range(0, len(batch), CHUNK):
@@ -204,7 +204,7 @@ class IngestHandler:
 
     @staticmethod
     def _rejection(
-        m: Message, raw: RawReadingRecord, plan: CheckPlan | None, latest: datetime
+        m: Received, raw: RawReadingRecord, plan: CheckPlan | None, latest: datetime
     ) -> InvalidMessage:
         """Why the kernel refused a reading: its station is not known, or its plan says."""
         checked = None if plan is None else plan.check(raw, latest)

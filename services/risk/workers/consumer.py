@@ -32,7 +32,7 @@ from services.risk.domain.stations import StationInfo
 from shared.clock import Clock
 from shared.contracts import ReadingDecoder, RiskEvent, Topics, UpstreamWarning
 from shared.errors import DatabaseError, NotFound
-from shared.kafka import BatchResult, InvalidMessage, Message, no_value
+from shared.kafka import BatchResult, InvalidMessage, Received, no_value
 from shared.outbox import OutboxRelay, enqueue
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,11 @@ class RiskHandler:
         self._clock = clock
         self._decoder = ReadingDecoder()
 
-    async def process(self, batch: Sequence[Message]) -> BatchResult:
+    async def process(self, batch: Sequence[Received]) -> BatchResult:
         now = self._clock.now()
         dead: list[InvalidMessage] = []
-        readings: list[tuple[Message, ReadingIn]] = []
-        warnings: list[tuple[Message, UpstreamWarning]] = []
+        readings: list[tuple[Received, ReadingIn]] = []
+        warnings: list[tuple[Received, UpstreamWarning]] = []
         decode = self._decoder.decode
         for m in batch:
             if m.value is None:
@@ -107,9 +107,9 @@ class RiskHandler:
 
     async def _apply(
         self,
-        batch: Sequence[Message],
-        readings: list[tuple[Message, ReadingIn]],
-        warnings: list[tuple[Message, UpstreamWarning]],
+        batch: Sequence[Received],
+        readings: list[tuple[Received, ReadingIn]],
+        warnings: list[tuple[Received, UpstreamWarning]],
         infos: dict[str, StationInfo],
         now: datetime,
     ) -> int:
