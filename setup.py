@@ -1,7 +1,8 @@
-"""The compiled part: the ingest consumer's per-batch kernel (``services/ingest/domain/_native.c``).
+"""The compiled part: the ingest consumer's per-batch kernel (``services/ingest/domain/_native.c``),
+the one home of the quality checks. It needs a C compiler and the BLAKE2 reference library
+(Debian's ``gcc`` and ``libb2-dev``, which ``make setup`` installs).
 
-Everything else is in ``pyproject.toml``. The extension is optional: where no C compiler is
-found the install goes on, and ``services.ingest.domain.kernel`` uses its Python twin."""
+Everything else is in ``pyproject.toml``."""
 
 from setuptools import Extension, setup
 
@@ -10,8 +11,8 @@ setup(
         Extension(
             "services.ingest.domain._native",
             ["services/ingest/domain/_native.c"],
+            libraries=["b2"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-            optional=True,
         ),
     ]
 )

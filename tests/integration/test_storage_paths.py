@@ -309,7 +309,7 @@ async def test_every_shape_of_row_round_trips_through_the_copy(storage, kernel_n
     arrays empty and not, every quality code, offsets and microseconds, odd floats, non-ASCII."""
     from services.ingest.domain import kernel
 
-    k = kernel.PYTHON if kernel_name == "python" else kernel.native()
+    k = kernel.default(use_native=kernel_name == "native")
     assert k is not None, "the compiled kernel is not built"
     store = ReadingStore(storage.pool, storage=storage.mode, kernel=k)
     shanghai = datetime(2026, 7, 10, 8, 30, 0, 123_456, tzinfo=BEIJING)

@@ -1,6 +1,7 @@
-"""The ingest consumer's per-batch kernel: the compiled implementation is held to the Python one
+"""The ingest consumer's per-batch kernel: the compiled encoders are held to their Python twins
 (the same COPY bytes, the same events), and both to the contracts they serve (hashlib's BLAKE2b,
-``stable_id``, the ``Reading`` model)."""
+``stable_id``, the ``Reading`` model); the compiled checks, the only ones, to a plain model of
+them (``tests/checks_oracle.py``) and to examples."""
 
 from __future__ import annotations
 
@@ -17,27 +18,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.ingest.domain import kernel
-from services.ingest.domain.kernel import PYTHON, NativeKernel, published, reading_event_id
+from services.ingest.domain.kernel import PYTHON, Kernel, published, reading_event_id
 from services.ingest.domain.rows import Row
 from services.ingest.domain.validation import StationInfo, summary
 from shared.contracts import RawReadingRecord, Reading, stable_id
+from tests import checks_oracle as oracle
 
-NATIVE = kernel.native()
+NATIVE = kernel.default()
 NOW = datetime(2026, 7, 1, 8, 0, 0, 250_000, tzinfo=UTC)
 STATIONS = {
     s: StationInfo(s, "water_level", "110101001001") for s in ("A1", "B-2", "站点3", "C.4:x")
 }
 
 
-def native() -> NativeKernel:
-    assert NATIVE is not None, "the compiled kernel is not built (no C compiler at install?)"
+def native() -> Kernel:
     return NATIVE
 
 
 def test_the_compiled_kernel_is_built_and_chosen_by_default():
     assert native().name == "native"
     assert kernel.default().name == "native"
-    assert kernel.default(use_native=False) is PYTHON
+    assert kernel.default(use_native=False).name == "python"
+    assert kernel.default(use_native=False).copy_rows([]) == PYTHON.copy_rows([])
 
 
 @pytest.mark.parametrize("n", [*range(0, 260), 1000, 4096])
@@ -248,18 +250,18 @@ def summaries_for(keys, data):
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(readings, max_size=40), st.data())
-def test_both_kernels_plan_and_judge_a_batch_alike(recs, data):
+def test_the_kernel_plans_and_judges_a_batch_as_the_model_does(recs, data):
     from services.ingest.domain.validation import PlanCache
 
     topics = [data.draw(st.sampled_from(["obs.sensor.v1", "obs.hydro.v1"])) for _ in recs]
     got_plan = native().plan_batch(topics, recs, CHECK_STATIONS, PlanCache())
-    want_plan = PYTHON.plan_batch(topics, recs, CHECK_STATIONS, PlanCache())
+    want_plan = oracle.plan_batch(topics, recs, CHECK_STATIONS, PlanCache())
     assert got_plan == want_plan
     recent = summaries_for(want_plan.judged, data)
     got_recent, want_recent = dict(recent), dict(recent)
     keep = data.draw(st.sampled_from([1, 2, 3, 6, 48]))
     got = native().check_batch(recs, got_plan.plans, LATEST, got_recent, keep, {})
-    want = PYTHON.check_batch(recs, want_plan.plans, LATEST, want_recent, keep, {})
+    want = oracle.check_batch(recs, want_plan.plans, LATEST, want_recent, keep, {})
     assert got == want
     assert [type(r) for r in got.rows] == [Row] * len(want.rows)
     assert [type(r.value) for r in got.rows] == [type(r.value) for r in want.rows]
@@ -315,7 +317,12 @@ def test_the_checks_flag_what_they_should():
         ("P", "water_level", 3.0, "m", "doubtful", ("future_timestamp",)),
         ("M", "rainfall", 1.0, "mm", "good", ("maintenance",)),
     ]
-    assert got.rejected == [5, 6, 7, 8]
+    assert got.rejected == [
+        (5, "out_of_hard_range", 11.0),
+        (6, "bad_unit", None),
+        (7, "missing_unit", None),
+        (8, "unknown_station", None),
+    ]
     # rows hold no containers but their checks: the collector is spared walking them
     assert not any(map(gc.is_tracked, got.rows))
     events = native().reading_events(got.rows, CHECK_STATIONS, NOW)
@@ -332,7 +339,7 @@ def test_the_checks_flag_what_they_should():
     assert recent[("Q", "water_level")] == before[("Q", "water_level")]
     assert recent[("P", "water_level")] == before[("P", "water_level")]
     again = {"Q": T + timedelta(hours=1), "Z": earlier}
-    assert got == PYTHON.check_batch(recs, planned.plans, LATEST, before, 24, again)
+    assert got == oracle.check_batch(recs, planned.plans, LATEST, before, 24, again)
 
 
 def test_a_good_observation_becomes_the_last_and_counts_its_run_up_to_keep():
@@ -348,7 +355,7 @@ def test_a_good_observation_becomes_the_last_and_counts_its_run_up_to_keep():
         )
 
     start = (T - timedelta(minutes=60), 2.1, 1)
-    for k in (native(), PYTHON):
+    for k in (native(),):
         recent = {("P", "water_level"): start}
         states = []
         for minutes, value in [
@@ -404,7 +411,7 @@ def test_a_stuck_check_longer_than_the_loaded_history_counts_on_from_it():
         )
         for i in range(12)
     ]
-    for k in (native(), PYTHON):
+    for k in (native(),):
         recent = {("S", "water_level"): summary(loaded, HISTORY)}
         assert recent[("S", "water_level")][2] == HISTORY == 48
         planned = k.plan_batch(["t"] * len(recs), recs, {"S": slow}, PlanCache())

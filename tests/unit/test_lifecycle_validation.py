@@ -12,12 +12,11 @@ from services.alerting.domain.lifecycle import (
     group_region,
     identifier,
 )
+from services.ingest.domain.kernel import check_reading, history_checks
 from services.ingest.domain.validation import (
     Normalised,
     Rejection,
     StationInfo,
-    check_reading,
-    history_checks,
     judged_on_history,
 )
 from shared.contracts import Level, RawReading

@@ -1,17 +1,22 @@
 /* The ingest consumer's per-batch kernel: what it costs Python several objects a reading to do,
  * done in one pass over the batch.
  *
+ *   plan_batch(topics, recs, stations, entries, get_plan) -> each reading's check plan
+ *   check_batch(recs, plans, latest, recent, keep, seen, row_type) -> the checked rows
  *   copy_rows(rows)                          -> (PostgreSQL binary COPY stream, keys unique?)
  *   reading_events(rows, stations, produced) -> [(station_id, readings.v1 JSON bytes), ...]
  *
- * A row is services.ingest.domain.rows.Row: (station_id, metric, ts, value, unit, quality, checks,
- * source). services/ingest/domain/kernel.py holds the Python implementation of both functions; tests
- * check that the two give the same bytes (COPY) and the same events (ids and parsed content).
- * Anything this code is not written for (a naive timestamp, an offset with seconds, a value of
- * the wrong type) raises, and the caller falls back to the Python implementation. */
+ * The quality checks are written here only, driven by the plans that
+ * services/ingest/domain/validation.py computes from its rule tables and each station's
+ * attributes. A row is services.ingest.domain.rows.Row: (station_id, metric, ts, value, unit,
+ * quality, checks, source). services/ingest/domain/kernel.py also holds a Python writer of the
+ * COPY stream and of the events; tests check that the two give the same bytes (COPY) and the
+ * same events (ids and parsed content), and anything this code is not written for (a naive
+ * timestamp, an offset with seconds, a value of the wrong type) goes to it. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <blake2.h>
 #include <datetime.h>
 #include <structmember.h>
 #include <math.h>
@@ -316,112 +321,16 @@ done:
     return payload;
 }
 
-/* ---- BLAKE2b (RFC 7693), unkeyed ----------------------------------------------------------- */
+/* ---- BLAKE2b: libb2, the reference implementation (Debian's libb2) ------------------------- */
 
-static const uint64_t B2_IV[8] = {
-    UINT64_C(0x6a09e667f3bcc908), UINT64_C(0xbb67ae8584caa73b), UINT64_C(0x3c6ef372fe94f82b),
-    UINT64_C(0xa54ff53a5f1d36f1), UINT64_C(0x510e527fade682d1), UINT64_C(0x9b05688c2b3e6c1f),
-    UINT64_C(0x1f83d9abfb41bd6b), UINT64_C(0x5be0cd19137e2179)};
-
-static const uint8_t B2_SIGMA[12][16] = {
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
-    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
-    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
-    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
-    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
-    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
-    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
-    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
-    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
-
-static inline uint64_t rotr64(uint64_t x, int n) { return (x >> n) | (x << (64 - n)); }
-
-static inline uint64_t load64(const unsigned char *p) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-#else
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-#endif
-}
-
-#define B2_G(a, b, c, d, x, y)          \
-    do {                                \
-        a = a + b + (x);                \
-        d = rotr64(d ^ a, 32);          \
-        c = c + d;                      \
-        b = rotr64(b ^ c, 24);          \
-        a = a + b + (y);                \
-        d = rotr64(d ^ a, 16);          \
-        c = c + d;                      \
-        b = rotr64(b ^ c, 63);          \
-    } while (0)
-
-/* one round, its message schedule a constant: the rounds are written out so that the compiler
- * keeps the state in registers (a loop over SIGMA costs it twice as many instructions) */
-#define B2_ROUND(r)                                                           \
-    do {                                                                      \
-        B2_G(v0, v4, v8, v12, m[B2_SIGMA[r][0]], m[B2_SIGMA[r][1]]);          \
-        B2_G(v1, v5, v9, v13, m[B2_SIGMA[r][2]], m[B2_SIGMA[r][3]]);          \
-        B2_G(v2, v6, v10, v14, m[B2_SIGMA[r][4]], m[B2_SIGMA[r][5]]);         \
-        B2_G(v3, v7, v11, v15, m[B2_SIGMA[r][6]], m[B2_SIGMA[r][7]]);         \
-        B2_G(v0, v5, v10, v15, m[B2_SIGMA[r][8]], m[B2_SIGMA[r][9]]);         \
-        B2_G(v1, v6, v11, v12, m[B2_SIGMA[r][10]], m[B2_SIGMA[r][11]]);       \
-        B2_G(v2, v7, v8, v13, m[B2_SIGMA[r][12]], m[B2_SIGMA[r][13]]);        \
-        B2_G(v3, v4, v9, v14, m[B2_SIGMA[r][14]], m[B2_SIGMA[r][15]]);        \
-    } while (0)
-
-static void b2_compress(uint64_t h[8], const unsigned char block[128], uint64_t t, int last) {
-    uint64_t m[16];
-    for (int i = 0; i < 16; i++) m[i] = load64(block + 8 * i);
-    uint64_t v0 = h[0], v1 = h[1], v2 = h[2], v3 = h[3], v4 = h[4], v5 = h[5], v6 = h[6],
-             v7 = h[7], v8 = B2_IV[0], v9 = B2_IV[1], v10 = B2_IV[2], v11 = B2_IV[3],
-             v12 = B2_IV[4] ^ t, v13 = B2_IV[5], v14 = last ? ~B2_IV[6] : B2_IV[6],
-             v15 = B2_IV[7];
-    B2_ROUND(0);
-    B2_ROUND(1);
-    B2_ROUND(2);
-    B2_ROUND(3);
-    B2_ROUND(4);
-    B2_ROUND(5);
-    B2_ROUND(6);
-    B2_ROUND(7);
-    B2_ROUND(8);
-    B2_ROUND(9);
-    B2_ROUND(10);
-    B2_ROUND(11);
-    h[0] ^= v0 ^ v8;
-    h[1] ^= v1 ^ v9;
-    h[2] ^= v2 ^ v10;
-    h[3] ^= v3 ^ v11;
-    h[4] ^= v4 ^ v12;
-    h[5] ^= v5 ^ v13;
-    h[6] ^= v6 ^ v14;
-    h[7] ^= v7 ^ v15;
-}
-
-/* BLAKE2b with a 16-byte digest, as hashlib.blake2b(data, digest_size=16); messages under
- * 2**64 bytes, so the counter's high word stays 0. */
+/* BLAKE2b with a 16-byte digest, as hashlib.blake2b(data, digest_size=16) */
 static void blake2b_16(const unsigned char *data, size_t len, unsigned char out[16]) {
-    uint64_t h[8];
-    unsigned char block[128];
-    memcpy(h, B2_IV, sizeof h);
-    h[0] ^= UINT64_C(0x01010000) ^ 16;
-    size_t done = 0;
-    while (len - done > 128) {
-        b2_compress(h, data + done, (uint64_t)(done + 128), 0);
-        done += 128;
-    }
-    memset(block, 0, sizeof block);
-    memcpy(block, data + done, len - done);
-    b2_compress(h, block, (uint64_t)len, 1);
-    for (int i = 0; i < 16; i++) out[i] = (unsigned char)(h[i / 8] >> (8 * (i % 8)));
+    /* the streaming calls: their arguments are the same in every libb2 release (the one-shot
+     * blake2b() changed its argument order between releases) */
+    blake2b_state state;
+    blake2b_init(&state, 16);
+    blake2b_update(&state, data, len);
+    blake2b_final(&state, out, 16);
 }
 
 /* ---- readings.v1 events -------------------------------------------------------------------- */
@@ -748,7 +657,8 @@ done:
 
 static PyObject *S_VALUE, *S_UNIT, *S_KIND, *S_TS, *S_STATION_ID, *S_METRIC, *S_SOURCE,
     *S_PACKED, *S_STRIP, *S_LOWER, *S_GOOD, *S_DOUBTFUL, *S_SOFT_RANGE,
-    *S_FUTURE, *S_MAINTENANCE, *S_SPIKE, *S_STUCK, *EMPTY_TUPLE;
+    *S_FUTURE, *S_MAINTENANCE, *S_SPIKE, *S_STUCK, *S_UNKNOWN_STATION, *S_MISSING_UNIT,
+    *S_BAD_UNIT, *S_OUT_OF_HARD_RANGE, *EMPTY_TUPLE;
 
 /* A reading's fields, read straight from the slots of its struct type (msgspec keeps them as
  * member descriptors) instead of by attribute lookup; any other object, or an unset field, is
@@ -959,11 +869,12 @@ static int history(PyObject *last, int64_t ts_us, double value, PyObject *rate,
 }
 
 /* check_batch(recs, plans, latest, recent, keep, seen, row_type)
- *   -> (rows, forecasts: [(index, row)], rejected: [index], seen)
+ *   -> (rows, forecasts: [(index, row)], rejected: [(index, reason, value)], seen)
  * seen ({station: newest ts}) is updated in place with the rows.
- * CheckPlan.check and CheckPlan.history for each reading with a plan, as the Python kernel's
- * check_batch does; a rejected reading's index is returned, for the caller to ask its plan why
- * (rare, and the message is Python's own). */
+ * The one implementation of the quality checks (services.ingest.domain.validation holds the
+ * rules as data: each plan's converters, ranges, rate and stuck count). A refused reading comes
+ * back as (its index, the reason: unknown_station, missing_unit, bad_unit or out_of_hard_range,
+ * and for the last the value as converted), for the caller to say why in words. */
 static PyObject *check_batch(PyObject *self, PyObject *args) {
     PyObject *recs, *plans, *latest, *recent, *seen;
     Py_ssize_t keep;
@@ -1003,9 +914,10 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
                  *sid = NULL, *metric = NULL, *source = NULL, *converted = NULL,
                  *checks = NULL, *extra = NULL, *key = NULL, *row = NULL, *index = NULL;
         PyObject *quality = S_GOOD, *canonical_unit = NULL;
-        int ok = 0, reject = 0;
+        int ok = 0;
+        PyObject *reject = NULL; /* the reason a reading is refused (a borrowed constant) */
         if (plan == Py_None) {
-            reject = 1;
+            reject = S_UNKNOWN_STATION;
             ok = 1;
             goto next;
         }
@@ -1023,7 +935,8 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
         /* the unit */
         if (canonical == Py_None) {
             if (unit == Py_None) {
-                reject = ok = 1; /* missing_unit */
+                reject = S_MISSING_UNIT;
+                ok = 1;
                 goto next;
             }
             converted = value;
@@ -1050,7 +963,8 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
                 if (conv == NULL && PyErr_Occurred()) goto next;
             }
             if (conv == NULL) {
-                reject = ok = 1; /* bad_unit */
+                reject = S_BAD_UNIT;
+                ok = 1;
                 goto next;
             }
             if (PyFloat_CheckExact(conv)) { /* validation.Scale: value * factor */
@@ -1068,7 +982,8 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
         int has = range_of(PyTuple_GET_ITEM(packed, 2), &lo, &hi);
         if (has < 0) goto next;
         if (has && !(lo <= v && v <= hi)) {
-            reject = ok = 1; /* out_of_hard_range */
+            reject = S_OUT_OF_HARD_RANGE;
+            ok = 1;
             goto next;
         }
         has = range_of(PyTuple_GET_ITEM(packed, 3), &lo, &hi);
@@ -1150,9 +1065,15 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
         if ((newest == NULL || ts_us > newest_us) && PyDict_SetItem(seen, sid, ts) < 0) goto next;
         ok = 1;
     next:
-        if (ok && reject) {
+        if (ok && reject != NULL) {
+            PyObject *refused = NULL;
             index = PyLong_FromSsize_t(i);
-            if (index == NULL || PyList_Append(rejected, index) < 0) ok = 0;
+            if (index != NULL)
+                refused = PyTuple_Pack(3, index, reject,
+                                       reject == S_OUT_OF_HARD_RANGE && converted ? converted
+                                                                               : Py_None);
+            if (refused == NULL || PyList_Append(rejected, refused) < 0) ok = 0;
+            Py_XDECREF(refused);
         }
         Py_XDECREF(packed);
         Py_XDECREF(value);
@@ -1226,7 +1147,8 @@ static PyMethodDef methods[] = {
     {"plan_batch", plan_batch, METH_VARARGS,
      "plan_batch(topics, recs, stations, entries, get_plan) -> (plans, judged, sources)"},
     {"check_batch", check_batch, METH_VARARGS,
-     "check_batch(recs, plans, latest, recent, row_type) -> (rows, forecasts, rejected, seen)"},
+     "check_batch(recs, plans, latest, recent, keep, seen, row_type)"
+     " -> (rows, forecasts, rejected, seen)"},
     {"event_ids", event_ids, METH_O, "event_ids(rows) -> each row's readings.v1 event id"},
     {"blake2b_16", blake2b_digest, METH_O, "blake2b_16(data) -> 16-byte BLAKE2b digest"},
     {NULL, NULL, 0, NULL}};
@@ -1254,7 +1176,9 @@ PyMODINIT_FUNC PyInit__native(void) {
                  {&S_PACKED, "packed"}, {&S_STRIP, "strip"},
                  {&S_LOWER, "lower"}, {&S_GOOD, "good"}, {&S_DOUBTFUL, "doubtful"},
                  {&S_SOFT_RANGE, "soft_range"}, {&S_FUTURE, "future_timestamp"},
-                 {&S_MAINTENANCE, "maintenance"}, {&S_SPIKE, "spike"}, {&S_STUCK, "stuck"}};
+                 {&S_MAINTENANCE, "maintenance"}, {&S_SPIKE, "spike"}, {&S_STUCK, "stuck"},
+                 {&S_UNKNOWN_STATION, "unknown_station"}, {&S_MISSING_UNIT, "missing_unit"},
+                 {&S_BAD_UNIT, "bad_unit"}, {&S_OUT_OF_HARD_RANGE, "out_of_hard_range"}};
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         if ((*names[k].slot = PyUnicode_InternFromString(names[k].text)) == NULL) return NULL;
     }

@@ -1,16 +1,12 @@
-"""The ingest consumer's per-batch kernel: a batch of checked rows → its binary COPY stream and
-its readings.v1 events.
+"""The ingest consumer's per-batch kernel: a batch of raw readings → their check plans, the
+checked and normalised rows, their binary COPY stream and their readings.v1 events.
 
-Two implementations of one contract:
-
-- :data:`PYTHON`, always there, the reference;
-- the compiled one (``_native.c``, built at install when a C compiler is found), about ten
-  times cheaper a reading. What it is not written for (a naive timestamp, an offset with
-  seconds) it refuses, and the Python implementation takes that batch.
-
-Tests hold both to the same bytes (the COPY stream) and the same events (ids and content).
-:func:`default` picks the compiled one when it is built, unless it is switched off
-(``QIANSHAO_INGEST_NATIVE=false``)."""
+The checks are the compiled kernel's alone (``_native.c``'s ``check_batch``, driven by the plans
+of :mod:`services.ingest.domain.validation`): :class:`Kernel` is built on it, and the one-reading
+forms :func:`check_reading` and :func:`history_checks` call it too. The two encoders have a
+Python twin (:class:`PythonEncoders`) that tests hold the compiled ones to, byte for byte, and
+that writes what the compiled ones are not written for (a naive timestamp, an offset with
+seconds); ``QIANSHAO_INGEST_NATIVE=false`` has the twin write every batch."""
 
 from __future__ import annotations
 
@@ -19,19 +15,24 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 from types import ModuleType
-from typing import NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import msgspec
 
 from services.ingest.domain.rows import QUALITY_CODE, Row
 from services.ingest.domain.validation import (
+    HISTORY,
     CheckPlan,
     Key,
+    Normalised,
     PlanCache,
+    ReadingIn,
     Recent,
     Rejection,
     StationInfo,
-    joined,
+    plan_for,
+    rejection,
+    summary,
 )
 from shared.contracts import RawReadingRecord, ReadingRecord
 
@@ -51,40 +52,12 @@ class Planned(NamedTuple):
 class Checked(NamedTuple):
     rows: list[Row]  # the observations that passed, flagged, in order
     forecasts: list[tuple[int, Row]]  # (index, row) of the forecasts that passed
-    rejected: list[int]  # indices of the readings refused (no plan, or their plan says why)
+    rejected: list[tuple[int, str, float | None]]  # (index, reason, converted value) refused
     seen: dict[str, datetime]  # station → its newest observation (the dict given, updated)
 
 
-class Kernel(Protocol):
+class Encoders(Protocol):
     name: str
-
-    def plan_batch(
-        self,
-        topics: list[str],
-        recs: list[RawReadingRecord],
-        stations: dict[str, StationInfo],
-        plans: PlanCache,
-    ) -> Planned:
-        """Each reading's check plan (from ``plans``), the keys to judge on their history, and
-        how many readings came from each (source, topic)."""
-        ...
-
-    def check_batch(
-        self,
-        recs: list[RawReadingRecord],
-        plans: list[CheckPlan | None],
-        latest: datetime,
-        recent: dict[Key, Recent],
-        keep: int,
-        seen: dict[str, datetime],
-    ) -> Checked:
-        """:meth:`CheckPlan.check` and, for observations, :meth:`CheckPlan.history` of each
-        reading, in order; a good observation newer than the last of its key's trusted readings
-        joins them: ``recent`` then holds the key's new summary (:func:`validation.joined`,
-        runs counted up to ``keep``).
-        ``seen`` (station → its newest observation) is brought up to date with the rows, and is
-        the result's."""
-        ...
 
     def copy_rows(self, rows: list[Row]) -> tuple[bytes, bool]:
         """The rows as one PostgreSQL binary COPY stream (header to trailer) for
@@ -164,71 +137,8 @@ def _text_array(items: Sequence[str]) -> bytes:
     return struct.pack("!i", len(body)) + body
 
 
-class PythonKernel:
+class PythonEncoders:
     name = "python"
-
-    def plan_batch(
-        self,
-        topics: list[str],
-        recs: list[RawReadingRecord],
-        stations: dict[str, StationInfo],
-        plans: PlanCache,
-    ) -> Planned:
-        out: list[CheckPlan | None] = []
-        judged: set[Key] = set()
-        sources: dict[tuple[str, str], int] = {}
-        plan_of = plans.get
-        for topic, raw in zip(topics, recs, strict=True):
-            origin = (raw.source, topic)
-            sources[origin] = sources.get(origin, 0) + 1
-            station = stations.get(raw.station_id)
-            if station is None:
-                out.append(None)
-                continue
-            plan = plan_of(station, raw.metric)
-            out.append(plan)
-            if plan.judged_on_history and raw.kind == "observation":
-                judged.add((raw.station_id, raw.metric))
-        return Planned(out, judged, sources)
-
-    def check_batch(
-        self,
-        recs: list[RawReadingRecord],
-        plans: list[CheckPlan | None],
-        latest: datetime,
-        recent: dict[Key, Recent],
-        keep: int,
-        seen: dict[str, datetime],
-    ) -> Checked:
-        rows: list[Row] = []
-        forecasts: list[tuple[int, Row]] = []
-        rejected: list[int] = []
-        new_row = tuple.__new__  # a Row without the named tuple's Python-level constructor
-        for i, (raw, plan) in enumerate(zip(recs, plans, strict=True)):
-            checked = None if plan is None else plan.check(raw, latest)
-            if checked is None or isinstance(checked, Rejection):
-                rejected.append(i)
-                continue
-            assert plan is not None
-            value, unit, quality, checks = checked
-            observation = raw.kind == "observation"
-            s, ts = raw.station_id, raw.ts
-            key = (s, raw.metric)
-            if observation and recent and (prior := recent.get(key)) is not None:
-                extra = plan.history(ts, value, prior)
-                if extra:
-                    quality, checks = "doubtful", (*checks, *extra)
-                if quality == "good" and (not prior or ts > prior[0]):
-                    recent[key] = joined(prior, ts, value, keep)
-            row = new_row(Row, (s, raw.metric, ts, value, unit, quality, checks, raw.source))
-            if not observation:
-                forecasts.append((i, row))
-                continue
-            rows.append(row)
-            last = seen.get(s)
-            if last is None or ts > last:
-                seen[s] = ts
-        return Checked(rows, forecasts, rejected, seen)
 
     def copy_rows(self, rows: list[Row]) -> tuple[bytes, bool]:
         out = [_HEADER]
@@ -264,16 +174,17 @@ class PythonKernel:
         ]
 
 
-PYTHON = PythonKernel()
+PYTHON = PythonEncoders()
 
 
-class NativeKernel:
-    """The compiled kernel; a batch it refuses (ValueError) goes to the Python one."""
+class Kernel:
+    """Plans and checks (compiled), and the encoders: the compiled ones, with the Python twin for
+    a batch they refuse (ValueError), or the twin alone."""
 
-    name = "native"
-
-    def __init__(self, module: ModuleType) -> None:
+    def __init__(self, module: ModuleType, *, native_encoders: bool = True) -> None:
         self._module = module
+        self._native_encoders = native_encoders
+        self.name = "native" if native_encoders else "python"
 
     def plan_batch(
         self,
@@ -282,20 +193,33 @@ class NativeKernel:
         stations: dict[str, StationInfo],
         plans: PlanCache,
     ) -> Planned:
+        """Each reading's check plan (from ``plans``), the keys to judge on their history, and
+        how many readings came from each (source, topic)."""
         return Planned(*self._module.plan_batch(topics, recs, stations, plans.entries, plans.get))
 
     def check_batch(
         self,
-        recs: list[RawReadingRecord],
+        recs: Sequence[ReadingIn],
         plans: list[CheckPlan | None],
         latest: datetime,
         recent: dict[Key, Recent],
         keep: int,
         seen: dict[str, datetime],
     ) -> Checked:
-        return Checked(*self._module.check_batch(recs, plans, latest, recent, keep, seen, Row))
+        """Each reading's checks, in order: its unit converted to the canonical one, its value
+        against the hard range (refused) and the soft one, an observation after ``latest``
+        (in the future), and an observation against the summary of its key's trusted readings
+        (spike, stuck; only a reading newer than the last of them is judged). A good
+        observation newer than that last joins them: ``recent`` then holds the key's new
+        summary (runs counted up to ``keep``). ``seen`` (station → its newest observation) is
+        brought up to date with the rows, and is the result's."""
+        return Checked(
+            *self._module.check_batch(list(recs), plans, latest, recent, keep, seen, Row)
+        )
 
     def copy_rows(self, rows: list[Row]) -> tuple[bytes, bool]:
+        if not self._native_encoders:
+            return PYTHON.copy_rows(rows)
         try:
             payload, unique = self._module.copy_rows(rows)
         except ValueError:
@@ -305,6 +229,8 @@ class NativeKernel:
     def reading_events(
         self, rows: list[Row], stations: Mapping[str, StationInfo], produced_at: datetime
     ) -> list[Event]:
+        if not self._native_encoders:
+            return PYTHON.reading_events(rows, stations, produced_at)
         try:
             events: list[Event] = self._module.reading_events(rows, stations, produced_at)
         except ValueError:
@@ -312,15 +238,69 @@ class NativeKernel:
         return events
 
 
-def native() -> NativeKernel | None:
-    """The compiled kernel, or None where it was not built."""
+class KernelMissing(ImportError):
+    """The compiled kernel was not built (the install had no C compiler or no libb2)."""
+
+
+def compiled() -> ModuleType:
     try:
         from services.ingest.domain import _native
-    except ImportError:
-        return None
-    return NativeKernel(_native)
+    except ImportError as exc:
+        raise KernelMissing(
+            "services.ingest.domain._native is not built: install gcc and Debian's libb2-dev, "
+            "then reinstall the project (make setup)"
+        ) from exc
+    return _native
 
 
 def default(*, use_native: bool = True) -> Kernel:
-    compiled = native() if use_native else None
-    return compiled if compiled is not None else PYTHON
+    return Kernel(compiled(), native_encoders=use_native)
+
+
+def check_reading(
+    raw: ReadingIn, station: StationInfo, now: datetime, *, future_tolerance_s: int = 300
+) -> Normalised | Rejection:
+    """One reading's checks, as :meth:`Kernel.check_batch` makes them (no history)."""
+    latest = now + timedelta(seconds=future_tolerance_s)
+    plan = plan_for(station, raw.metric)
+    got = default().check_batch([_Raw.of(raw, station.id)], [plan], latest, {}, 1, {})
+    if got.rejected:
+        [(_, reason, value)] = got.rejected
+        return rejection(reason, plan, raw, station.id, value)
+    [row] = got.rows or [r for _, r in got.forecasts]
+    return Normalised(row.value, row.unit, row.quality, row.checks)  # type: ignore[arg-type]
+
+
+def history_checks(
+    station: StationInfo,
+    metric: str,
+    ts: datetime,
+    value: float,
+    recent: Sequence[tuple[datetime, float]],
+    keep: int = HISTORY,
+) -> tuple[str, ...]:
+    """``spike`` and ``stuck`` of an observation in the station's canonical unit, against its
+    trusted readings before it (oldest first): what :meth:`Kernel.check_batch` adds."""
+    plan = plan_for(station, metric)
+    raw = _Raw(station.id, metric, ts, value, plan.canonical, "observation", "")
+    history: dict[Key, Recent] = {(station.id, metric): summary(recent, keep)}
+    got = default().check_batch([raw], [plan], ts, history, keep, {})
+    if got.rejected:
+        return ()
+    return tuple(c for c in got.rows[0].checks if c in ("spike", "stuck"))
+
+
+class _Raw(NamedTuple):
+    """A reading as :meth:`Kernel.check_batch` reads one."""
+
+    station_id: str
+    metric: str
+    ts: datetime
+    value: float
+    unit: str | None
+    kind: Literal["observation", "forecast"]
+    source: str
+
+    @classmethod
+    def of(cls, raw: Any, station_id: str) -> _Raw:
+        return cls(station_id, raw.metric, raw.ts, raw.value, raw.unit, raw.kind, "")

@@ -1,13 +1,19 @@
-"""Pure validation, unit normalisation and quality flags for one reading.
+"""The quality rules, as data: each metric's canonical unit and how the accepted units convert to
+it, the hard and soft ranges, the largest plausible rate of change (spike) and how many equal
+readings make a stuck sensor, each of which a station may narrow in its attributes.
 
-No I/O: a function of the reading, the station it belongs to and ``now``.
+:func:`plan_for` turns the tables and a station's attributes into a :class:`CheckPlan`: every
+number the checks of one metric at one station need, looked up once. The checks themselves are
+written once, in the compiled kernel (``_native.c``'s ``check_batch``), which applies the plans
+to a batch; :mod:`services.ingest.domain.kernel` calls it, and says in words why it refused a
+reading (:func:`rejection`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
 from shared.contracts import Quality
@@ -121,9 +127,6 @@ class Normalised(NamedTuple):
     checks: tuple[str, ...]
 
 
-_new = tuple.__new__
-
-
 def _range(station: StationInfo, key: str, metric: str) -> tuple[float, float] | None:
     override = station.attributes.get(key)
     if override is not None and isinstance(override, Mapping):
@@ -132,14 +135,6 @@ def _range(station: StationInfo, key: str, metric: str) -> tuple[float, float] |
             return float(r[0]), float(r[1])
     table = HARD_RANGE if key == "hard_range" else SOFT_RANGE
     return table.get(metric)
-
-
-def check_reading(
-    raw: ReadingIn, station: StationInfo, now: datetime, *, future_tolerance_s: int = 300
-) -> Normalised | Rejection:
-    """Validate and normalise one reading; never raises for bad data."""
-    latest = now + timedelta(seconds=future_tolerance_s)
-    return plan_for(station, raw.metric).check(raw, latest)
 
 
 # -- checks against the station's own recent series -----------------------------------------
@@ -186,13 +181,6 @@ def summary(series: Sequence[tuple[datetime, float]], keep: int) -> Recent:
     return (ts, value, run)
 
 
-def joined(last: Recent, ts: datetime, value: float, keep: int) -> Recent:
-    """The :data:`Recent` after a trusted reading newer than ``last``."""
-    if last and last[1] == value:
-        return (ts, value, min(last[2] + 1, keep))
-    return (ts, value, 1)
-
-
 def _per_metric(station: StationInfo, key: str, metric: str, default: float | None) -> float | None:
     own = station.attributes.get(key)
     if own is not None and isinstance(own, Mapping) and isinstance(own.get(metric), int | float):
@@ -235,72 +223,6 @@ class CheckPlan:
     def judged_on_history(self) -> bool:
         """Whether the metric has a spike or stuck check at this station."""
         return self.max_rate_per_h is not None or self.stuck_count is not None
-
-    def check(self, raw: ReadingIn, latest: datetime) -> Normalised | Rejection:
-        """Validate and normalise one reading; an observation after ``latest`` is in the
-        future. Never raises for bad data."""
-        value = raw.value
-        unit = raw.unit
-        if self.canonical is None:
-            if unit is None:
-                return Rejection(
-                    "missing_unit", f"metric {self.metric!r} is not known; state its unit"
-                )
-        elif unit is None:
-            unit = self.canonical
-        else:
-            conv = self.converters.get(unit) or self.converters.get(unit.strip().lower())
-            if conv is None:
-                return Rejection(
-                    "bad_unit",
-                    f"unit {unit!r} is not accepted for {self.metric}; use {self.canonical}",
-                )
-            value, unit = conv(value), self.canonical
-        hard = self.hard
-        if hard is not None and not hard[0] <= value <= hard[1]:
-            return Rejection(
-                "out_of_hard_range",
-                f"{self.metric}={value:g} {unit} outside [{hard[0]:g}, {hard[1]:g}]",
-            )
-        soft = self.soft
-        soft_out = soft is not None and not soft[0] <= value <= soft[1]
-        future = raw.kind == "observation" and raw.ts > latest
-        if not (soft_out or future or self.maintenance):
-            # the usual outcome, built without the named tuple's Python-level constructor
-            return _new(Normalised, (value, unit, "good", ()))
-        checks: list[str] = []
-        quality: Quality = "good"
-        if soft_out:
-            quality = "doubtful"
-            checks.append("soft_range")
-        if future:
-            quality = "doubtful"
-            checks.append("future_timestamp")
-        if self.maintenance:
-            checks.append("maintenance")
-        return Normalised(value, unit, quality, tuple(checks))
-
-    def history(self, ts: datetime, value: float, last: Recent) -> tuple[str, ...]:
-        """``spike`` and ``stuck`` against the summary of the trusted readings before this one
-        (:data:`Recent`). A reading not newer than the last of them is not judged (it arrived
-        late)."""
-        if not last or ts <= last[0]:
-            return ()
-        last_ts, last_value, run = last
-        limit = self.max_rate_per_h
-        if limit is not None:
-            hours = (ts - last_ts).total_seconds() / 3600.0
-            if abs(value - last_value) > limit * hours:
-                out: tuple[str, ...] = ("spike",)
-            else:
-                out = ()
-        else:
-            out = ()
-        count = self.stuck_count
-        # this reading and the count - 1 before it, all one value
-        if count is not None and count >= 2 and last_value == value and run >= count - 1:
-            out = (*out, "stuck")
-        return out
 
 
 def plan_for(station: StationInfo, metric: str) -> CheckPlan:
@@ -353,13 +275,27 @@ def judged_on_history(station: StationInfo, metric: str) -> bool:
     return plan_for(station, metric).judged_on_history
 
 
-def history_checks(
-    station: StationInfo,
-    metric: str,
-    ts: datetime,
-    value: float,
-    recent: Sequence[tuple[datetime, float]],
-) -> tuple[str, ...]:
-    """``spike`` and ``stuck`` against the trusted readings before this one (oldest first).
-    A reading not newer than the last of them is not judged (it arrived late)."""
-    return plan_for(station, metric).history(ts, value, summary(recent, HISTORY))
+def rejection(
+    reason: str, plan: CheckPlan | None, raw: ReadingIn, station_id: str, value: float | None
+) -> Rejection:
+    """Why the kernel refused a reading, in words: its ``reason`` (``unknown_station``,
+    ``missing_unit``, ``bad_unit``, ``out_of_hard_range``), its plan, and for a value out of
+    range the value as converted."""
+    if reason == "unknown_station" or plan is None:
+        return Rejection("unknown_station", f"station {station_id!r} is not registered")
+    if reason == "missing_unit":
+        return Rejection("missing_unit", f"metric {plan.metric!r} is not known; state its unit")
+    if reason == "bad_unit":
+        return Rejection(
+            "bad_unit",
+            f"unit {raw.unit!r} is not accepted for {plan.metric}; use {plan.canonical}",
+        )
+    hard = plan.hard
+    assert reason == "out_of_hard_range", reason
+    assert hard is not None
+    assert value is not None
+    unit = plan.canonical or raw.unit
+    return Rejection(
+        "out_of_hard_range",
+        f"{plan.metric}={value:g} {unit} outside [{hard[0]:g}, {hard[1]:g}]",
+    )

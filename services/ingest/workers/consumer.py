@@ -29,12 +29,7 @@ from services.ingest.adapters.stations import StationCache, auto_register
 from services.ingest.adapters.store import ReadingStore
 from services.ingest.domain.kernel import Kernel, default, published
 from services.ingest.domain.rows import Row
-from services.ingest.domain.validation import (
-    CheckPlan,
-    PlanCache,
-    Rejection,
-    StationInfo,
-)
+from services.ingest.domain.validation import CheckPlan, PlanCache, StationInfo, rejection
 from shared.clock import Clock
 from shared.contracts import (
     RawReadingDecoder,
@@ -189,10 +184,10 @@ class IngestHandler:
             checked = kernel.check_batch(
                 recs[start:end], plans[start:end], latest, recent, self._recent.run_cap, seen
             )
-            for i in checked.rejected:
-                dead.append(
-                    self._rejection(msgs[start + i], recs[start + i], plans[start + i], latest)
-                )
+            for i, reason, value in checked.rejected:
+                raw = recs[start + i]
+                why = rejection(reason, plans[start + i], raw, raw.station_id, value)
+                dead.append(InvalidMessage(msgs[start + i], why.reason, why.detail))
             for i, row in checked.forecasts:
                 raw = recs[start + i]
                 forecasts.append((row, raw.issued_at or raw.received_at or now))
@@ -201,16 +196,6 @@ class IngestHandler:
             events += kernel.reading_events(checked.rows, stations, now)
         undo = self._recent.keep(recent)
         return Prepared(now, dead, rows, events, forecasts, stations, seen, sources, undo)
-
-    @staticmethod
-    def _rejection(
-        m: Received, raw: RawReadingRecord, plan: CheckPlan | None, latest: datetime
-    ) -> InvalidMessage:
-        """Why the kernel refused a reading: its station is not known, or its plan says."""
-        checked = None if plan is None else plan.check(raw, latest)
-        if isinstance(checked, Rejection):
-            return InvalidMessage(m, checked.reason, checked.detail)
-        return InvalidMessage(m, "unknown_station", f"station {raw.station_id!r} is not registered")
 
     def discard(self, prepared: Prepared) -> None:
         self._recent.restore(prepared.undo)
