@@ -655,6 +655,10 @@ done:
 
 /* ---- checks: plans and judging of a batch (services.ingest.domain.validation, in one pass each) --- */
 
+/* a plan's packed form (CheckPlan.packed): canonical, converters, hard, soft, maintenance,
+ * max_rate_per_h, stuck_count, judged, key */
+#define PACKED_SIZE 9
+
 static PyObject *S_VALUE, *S_UNIT, *S_KIND, *S_TS, *S_STATION_ID, *S_METRIC, *S_SOURCE,
     *S_PACKED, *S_STRIP, *S_LOWER, *S_GOOD, *S_DOUBTFUL, *S_SOFT_RANGE,
     *S_FUTURE, *S_MAINTENANCE, *S_SPIKE, *S_STUCK, *S_UNKNOWN_STATION, *S_MISSING_UNIT,
@@ -721,7 +725,7 @@ static int add_count(PyObject *sources, PyObject *source, PyObject *topic, Py_ss
 
 /* plan_batch(topics, recs, stations, entries, get_plan)
  *   -> (plans: [CheckPlan | None], judged: {(station, metric)}, sources: {(source, topic): n})
- * entries is PlanCache's dict (station_id, metric) -> (StationInfo, CheckPlan); a miss, or an
+ * entries is PlanCache's dict station_id -> metric -> (StationInfo, CheckPlan); a miss, or an
  * entry made for another StationInfo, is asked of get_plan(station, metric). */
 static PyObject *plan_batch(PyObject *self, PyObject *args) {
     PyObject *topics, *recs, *stations, *entries, *get_plan;
@@ -741,8 +745,8 @@ static PyObject *plan_batch(PyObject *self, PyObject *args) {
     if (plans == NULL || judged == NULL || sources == NULL) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *raw = PyList_GET_ITEM(recs, i);
-        PyObject *sid = NULL, *metric = NULL, *source = NULL, *kind = NULL, *key = NULL,
-                 *plan = NULL, *packed = NULL;
+        PyObject *sid = NULL, *metric = NULL, *source = NULL, *kind = NULL, *plan = NULL,
+                 *packed = NULL;
         int ok = 0;
         if ((sid = field(&fields, raw, R_STATION_ID)) == NULL ||
             (metric = field(&fields, raw, R_METRIC)) == NULL ||
@@ -773,9 +777,14 @@ static PyObject *plan_batch(PyObject *self, PyObject *args) {
             ok = 1;
             goto next;
         }
-        if ((key = PyTuple_Pack(2, sid, metric)) == NULL) goto next;
-        PyObject *hit = PyDict_GetItemWithError(entries, key);
-        if (hit == NULL && PyErr_Occurred()) goto next;
+        /* entries: station id -> metric -> (StationInfo, CheckPlan), looked up by the strings
+         * in hand, with no key to build */
+        PyObject *by_metric = PyDict_GetItemWithError(entries, sid), *hit = NULL;
+        if (by_metric == NULL && PyErr_Occurred()) goto next;
+        if (by_metric != NULL && PyDict_Check(by_metric)) {
+            hit = PyDict_GetItemWithError(by_metric, metric);
+            if (hit == NULL && PyErr_Occurred()) goto next;
+        }
         if (hit != NULL && PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2 &&
             PyTuple_GET_ITEM(hit, 0) == station) {
             plan = PyTuple_GET_ITEM(hit, 1);
@@ -784,12 +793,13 @@ static PyObject *plan_batch(PyObject *self, PyObject *args) {
             goto next;
         }
         if ((packed = PyObject_GetAttr(plan, S_PACKED)) == NULL) goto next;
-        if (!PyTuple_Check(packed) || PyTuple_GET_SIZE(packed) != 8) {
-            PyErr_SetString(PyExc_TypeError, "a plan's packed form is a tuple of 8");
+        if (!PyTuple_Check(packed) || PyTuple_GET_SIZE(packed) != PACKED_SIZE) {
+            PyErr_SetString(PyExc_TypeError, "a plan's packed form is a tuple of 9");
             goto next;
         }
+        /* the plan's own key, one object for all its readings */
         if (PyTuple_GET_ITEM(packed, 7) == Py_True && is_observation(kind) &&
-            PySet_Add(judged, key) < 0)
+            PySet_Add(judged, PyTuple_GET_ITEM(packed, 8)) < 0)
             goto next;
         PyList_SET_ITEM(plans, i, plan);
         plan = NULL;
@@ -799,7 +809,6 @@ static PyObject *plan_batch(PyObject *self, PyObject *args) {
         Py_XDECREF(metric);
         Py_XDECREF(source);
         Py_XDECREF(kind);
-        Py_XDECREF(key);
         Py_XDECREF(plan);
         Py_XDECREF(packed);
         if (!ok) goto done;
@@ -812,6 +821,32 @@ done:
     Py_XDECREF(plans);
     Py_XDECREF(judged);
     Py_XDECREF(sources);
+    return out;
+}
+
+/* a reading's quality flags, the interned names (borrowed): soft range, future, maintenance,
+ * spike, stuck at most */
+typedef struct {
+    PyObject *names[5];
+    Py_ssize_t n;
+} Flags;
+
+static inline void flag(Flags *f, PyObject *name) {
+    if (f->n < 5) f->names[f->n++] = name;
+}
+
+static PyObject *flags_tuple(const Flags *f) {
+    if (f->n == 0) {
+        Py_INCREF(EMPTY_TUPLE);
+        return EMPTY_TUPLE;
+    }
+    PyObject *out = PyTuple_New(f->n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < f->n; i++) {
+        Py_INCREF(f->names[i]);
+        PyTuple_SET_ITEM(out, i, f->names[i]);
+    }
+    PyObject_GC_UnTrack(out); /* strings only */
     return out;
 }
 
@@ -830,11 +865,11 @@ static int range_of(PyObject *r, double *lo, double *hi) {
 }
 
 /* The spike and stuck checks against a key's summary of its trusted readings, () or
- * (ts, value, run) (validation.Recent; CheckPlan.history); appends the flags' names to *extra
+ * (ts, value, run) (validation.Recent); adds the flags' names to *flags
  * (a list). Returns the summary's ts in *last_us, value in *last_value and run in *run, and
  * whether it has any, in *has_last. */
 static int history(PyObject *last, int64_t ts_us, double value, PyObject *rate,
-                   PyObject *stuck, PyObject *extra, TzCache *tz, int64_t *last_us,
+                   PyObject *stuck, Flags *flags, TzCache *tz, int64_t *last_us,
                    double *last_value, Py_ssize_t *run, int *has_last) {
     *has_last = 0;
     if (!PyTuple_Check(last) || (PyTuple_GET_SIZE(last) != 0 && PyTuple_GET_SIZE(last) != 3)) {
@@ -854,16 +889,13 @@ static int history(PyObject *last, int64_t ts_us, double value, PyObject *rate,
         double limit = PyFloat_AsDouble(rate);
         if (limit == -1.0 && PyErr_Occurred()) return -1;
         double hours = ((double)(ts_us - *last_us) / 1e6) / 3600.0;
-        if (fabs(value - *last_value) > limit * hours && PyList_Append(extra, S_SPIKE) < 0)
-            return -1;
+        if (fabs(value - *last_value) > limit * hours) flag(flags, S_SPIKE);
     }
     if (stuck != Py_None) {
         long count = PyLong_AsLong(stuck);
         if (count == -1 && PyErr_Occurred()) return -1;
         /* this reading and the count - 1 before it, all one value */
-        if (count >= 2 && *last_value == value && *run >= count - 1 &&
-            PyList_Append(extra, S_STUCK) < 0)
-            return -1;
+        if (count >= 2 && *last_value == value && *run >= count - 1) flag(flags, S_STUCK);
     }
     return 0;
 }
@@ -912,7 +944,8 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
         PyObject *raw = PyList_GET_ITEM(recs, i), *plan = PyList_GET_ITEM(plans, i);
         PyObject *packed = NULL, *value = NULL, *unit = NULL, *kind = NULL, *ts = NULL,
                  *sid = NULL, *metric = NULL, *source = NULL, *converted = NULL,
-                 *checks = NULL, *extra = NULL, *key = NULL, *row = NULL, *index = NULL;
+                 *checks = NULL, *key = NULL, *row = NULL, *index = NULL;
+        Flags flags = {{NULL}, 0};
         PyObject *quality = S_GOOD, *canonical_unit = NULL;
         int ok = 0;
         PyObject *reject = NULL; /* the reason a reading is refused (a borrowed constant) */
@@ -922,8 +955,8 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
             goto next;
         }
         if ((packed = PyObject_GetAttr(plan, S_PACKED)) == NULL) goto next;
-        if (!PyTuple_Check(packed) || PyTuple_GET_SIZE(packed) != 8) {
-            PyErr_SetString(PyExc_TypeError, "a plan's packed form is a tuple of 8");
+        if (!PyTuple_Check(packed) || PyTuple_GET_SIZE(packed) != PACKED_SIZE) {
+            PyErr_SetString(PyExc_TypeError, "a plan's packed form is a tuple of 9");
             goto next;
         }
         PyObject *canonical = PyTuple_GET_ITEM(packed, 0), *converters = PyTuple_GET_ITEM(packed, 1);
@@ -994,29 +1027,29 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
         if (unix_us(ts, &tz, &ts_us, &offset) < 0) goto next;
         int future = observation && ts_us > latest_us;
         int maintenance = PyTuple_GET_ITEM(packed, 4) == Py_True;
-        if ((extra = PyList_New(0)) == NULL) goto next;
-        if (soft_out && PyList_Append(extra, S_SOFT_RANGE) < 0) goto next;
-        if (future && PyList_Append(extra, S_FUTURE) < 0) goto next;
-        if (maintenance && PyList_Append(extra, S_MAINTENANCE) < 0) goto next;
+        if (soft_out) flag(&flags, S_SOFT_RANGE);
+        if (future) flag(&flags, S_FUTURE);
+        if (maintenance) flag(&flags, S_MAINTENANCE);
         if (soft_out || future) quality = S_DOUBTFUL;
         if ((sid = field(&fields, raw, R_STATION_ID)) == NULL ||
             (metric = field(&fields, raw, R_METRIC)) == NULL ||
             (source = field(&fields, raw, R_SOURCE)) == NULL)
             goto next;
         if (observation && judging) {
-            if ((key = PyTuple_Pack(2, sid, metric)) == NULL) goto next;
+            key = PyTuple_GET_ITEM(packed, 8); /* the plan's (station, metric) */
+            Py_INCREF(key);
             PyObject *last = PyDict_GetItemWithError(recent, key);
             if (last == NULL && PyErr_Occurred()) goto next;
             if (last != NULL) {
-                Py_ssize_t before = PyList_GET_SIZE(extra), run = 0;
+                Py_ssize_t before = flags.n, run = 0;
                 int64_t last_us = 0;
                 double last_value = 0.0;
                 int has_last;
                 if (history(last, ts_us, v, PyTuple_GET_ITEM(packed, 5),
-                            PyTuple_GET_ITEM(packed, 6), extra, &tz, &last_us, &last_value, &run,
+                            PyTuple_GET_ITEM(packed, 6), &flags, &tz, &last_us, &last_value, &run,
                             &has_last) < 0)
                     goto next;
-                if (PyList_GET_SIZE(extra) > before) quality = S_DOUBTFUL;
+                if (flags.n > before) quality = S_DOUBTFUL;
                 if (quality == S_GOOD && (!has_last || ts_us > last_us)) {
                     /* validation.joined: the run goes on with the same value, or starts anew */
                     run = has_last && last_value == v ? (run + 1 < keep ? run + 1 : keep) : 1;
@@ -1024,18 +1057,14 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
                     PyObject *joined = count ? PyTuple_Pack(3, ts, converted, count) : NULL;
                     Py_XDECREF(count);
                     if (joined == NULL) goto next;
+                    PyObject_GC_UnTrack(joined); /* a datetime, a float, an int: no cycle */
                     int set = PyDict_SetItem(recent, key, joined); /* `last` is not read after */
                     Py_DECREF(joined);
                     if (set < 0) goto next;
                 }
             }
         }
-        if (PyList_GET_SIZE(extra) == 0) {
-            checks = EMPTY_TUPLE;
-            Py_INCREF(checks);
-        } else if ((checks = PyList_AsTuple(extra)) == NULL) {
-            goto next;
-        }
+        if ((checks = flags_tuple(&flags)) == NULL) goto next;
         if ((row = row_type->tp_alloc(row_type, 8)) == NULL) goto next;
         PyObject *fields[8] = {sid, metric, ts, converted, canonical_unit, quality, checks, source};
         for (int f = 0; f < 8; f++) {
@@ -1085,7 +1114,6 @@ static PyObject *check_batch(PyObject *self, PyObject *args) {
         Py_XDECREF(source);
         Py_XDECREF(converted);
         Py_XDECREF(checks);
-        Py_XDECREF(extra);
         Py_XDECREF(key);
         Py_XDECREF(row);
         Py_XDECREF(index);

@@ -193,6 +193,7 @@ class CheckPlan:
     """Everything the checks of one metric at one station need, looked up once: the station's
     attributes and the tables are read when the plan is made, not for every reading."""
 
+    station_id: str
     metric: str
     canonical: str | None  # None: a metric not known, kept in the unit it is sent in
     converters: Mapping[str, Converter]
@@ -203,7 +204,8 @@ class CheckPlan:
     stuck_count: int | None
     # the plan as one tuple, for the compiled kernel (services.ingest.domain.kernel):
     # (canonical, converters (unit → a factor, or a function), hard, soft, maintenance,
-    #  max_rate_per_h, stuck_count, judged)
+    #  max_rate_per_h, stuck_count, judged, key); the key (station, metric) is one object for
+    # every reading of the plan, so that the kernel's lookups by it compare no strings
     packed: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -216,6 +218,7 @@ class CheckPlan:
             self.max_rate_per_h,
             self.stuck_count,
             self.judged_on_history,
+            (self.station_id, self.metric),
         )
         object.__setattr__(self, "packed", packed)
 
@@ -233,6 +236,65 @@ def plan_for(station: StationInfo, metric: str) -> CheckPlan:
         canonical, converters = spec[0], dict(spec[1])
     stuck = _per_metric(station, "stuck_count", metric, STUCK_COUNT.get(metric))
     return CheckPlan(
+        station_id=station.id,
+        metric=metric,
+        canonical=canonical,
+        converters=converters,
+        hard=_range(station, "hard_range", metric),
+        soft=_range(station, "soft_range", metric),
+        maintenance=station.maintenance,
+        max_rate_per_h=_per_metric(station, "max_rate_per_h", metric, MAX_RATE_PER_H.get(metric)),
+        stuck_count=int(stuck) if stuck is not None else None,
+    )
+
+
+class PlanCache:
+    """Check plans by station and metric, made again when the station cache hands out a new
+    :class:`StationInfo` for the station (its attributes may have changed)."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._plans: dict[str, dict[str, tuple[StationInfo, CheckPlan]]] = {}
+        self._size = 0
+        self._limit = limit
+
+    @property
+    def entries(self) -> dict[str, dict[str, tuple[StationInfo, CheckPlan]]]:
+        """station id → metric → (the StationInfo the plan was made for, the plan): read by
+        the compiled kernel (two lookups by strings it already has, no key to build), which
+        asks :meth:`get` on a miss."""
+        return self._plans
+
+    def get(self, station: StationInfo, metric: str) -> CheckPlan:
+        by_metric = self._plans.get(station.id)
+        hit = by_metric.get(metric) if by_metric is not None else None
+        if hit is not None and hit[0] is station:
+            return hit[1]
+        if self._size >= self._limit:
+            self._plans.clear()
+            self._size = 0
+            by_metric = None
+        plan = plan_for(station, metric)
+        if by_metric is None:
+            by_metric = self._plans[station.id] = {}
+        self._size += metric not in by_metric
+        by_metric[metric] = (station, plan)
+        return plan
+
+
+def judged_on_history(self) -> bool:
+        """Whether the metric has a spike or stuck check at this station."""
+        return self.max_rate_per_h is not None or self.stuck_count is not None
+
+
+def plan_for(station: StationInfo, metric: str) -> CheckPlan:
+    spec = UNITS.get(metric)
+    converters: dict[str, Converter] = {}
+    canonical: str | None = None
+    if spec is not None:
+        canonical, converters = spec[0], dict(spec[1])
+    stuck = _per_metric(station, "stuck_count", metric, STUCK_COUNT.get(metric))
+    return CheckPlan(
+        station_id=station.id,
         metric=metric,
         canonical=canonical,
         converters=converters,
