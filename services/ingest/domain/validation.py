@@ -281,57 +281,6 @@ class PlanCache:
         return plan
 
 
-def judged_on_history(self) -> bool:
-        """Whether the metric has a spike or stuck check at this station."""
-        return self.max_rate_per_h is not None or self.stuck_count is not None
-
-
-def plan_for(station: StationInfo, metric: str) -> CheckPlan:
-    spec = UNITS.get(metric)
-    converters: dict[str, Converter] = {}
-    canonical: str | None = None
-    if spec is not None:
-        canonical, converters = spec[0], dict(spec[1])
-    stuck = _per_metric(station, "stuck_count", metric, STUCK_COUNT.get(metric))
-    return CheckPlan(
-        station_id=station.id,
-        metric=metric,
-        canonical=canonical,
-        converters=converters,
-        hard=_range(station, "hard_range", metric),
-        soft=_range(station, "soft_range", metric),
-        maintenance=station.maintenance,
-        max_rate_per_h=_per_metric(station, "max_rate_per_h", metric, MAX_RATE_PER_H.get(metric)),
-        stuck_count=int(stuck) if stuck is not None else None,
-    )
-
-
-class PlanCache:
-    """Check plans by (station, metric), made again when the station cache hands out a new
-    :class:`StationInfo` for the station (its attributes may have changed)."""
-
-    def __init__(self, limit: int = 200_000) -> None:
-        self._plans: dict[tuple[str, str], tuple[StationInfo, CheckPlan]] = {}
-        self._limit = limit
-
-    @property
-    def entries(self) -> dict[tuple[str, str], tuple[StationInfo, CheckPlan]]:
-        """(station id, metric) → (the StationInfo the plan was made for, the plan): read by the
-        compiled kernel, which asks :meth:`get` on a miss."""
-        return self._plans
-
-    def get(self, station: StationInfo, metric: str) -> CheckPlan:
-        key = (station.id, metric)
-        hit = self._plans.get(key)
-        if hit is not None and hit[0] is station:
-            return hit[1]
-        if len(self._plans) >= self._limit:
-            self._plans.clear()
-        plan = plan_for(station, metric)
-        self._plans[key] = (station, plan)
-        return plan
-
-
 def judged_on_history(station: StationInfo, metric: str) -> bool:
     """Whether the metric has a spike or stuck check at this station."""
     return plan_for(station, metric).judged_on_history
