@@ -30,6 +30,7 @@ from shared.kafka import (
     ensure_topics,
     make_consumer,
 )
+from tests.factories import add_station
 from tests.kafka_util import committed, produce, read_all
 
 
@@ -41,10 +42,7 @@ class Crash(Exception):
 async def ingest_db(database):
     pool = await create_pool(database)
     await migrate(pool, "ingest", MIGRATIONS, storage="native")
-    await pool.execute(
-        """INSERT INTO ingest.stations (id, name, kind, region_code)
-           VALUES ('RG1', 'gauge', 'rain_gauge', '110101001001')"""
-    )
+    await add_station(pool, "RG1", name="gauge", kind="rain_gauge")
     yield pool
     await pool.close()
 
@@ -191,10 +189,7 @@ async def test_spikes_and_stuck_sensors_are_flagged_doubtful_across_a_restart(
     """Water level every 5 minutes: a jump of 1 m in 5 minutes is a spike (3 m/h at most), the
     same value 24 times running is a stuck sensor; the history survives a new handler (restart)
     because it is loaded from the stored readings."""
-    await ingest_db.execute(
-        """INSERT INTO ingest.stations (id, name, kind, region_code)
-           VALUES ('WL1', 'level', 'water_level', '110101001001')"""
-    )
+    await add_station(ingest_db, "WL1", name="level")
     topics = Topics(topic_prefix)
     await ensure_topics(broker.bootstrap, [topics.readings])
     producer = await EventProducer.start(broker.bootstrap)
@@ -251,10 +246,8 @@ async def test_a_station_may_ask_for_a_stuck_check_longer_than_the_history_loade
     """stuck_count 60 at one station: the 60th equal reading is stuck. After a restart the key
     is loaded from its last HISTORY (48) readings and counts on from that run: cautious, it
     flags 2 readings later than an unbroken count would."""
-    await ingest_db.execute(
-        """INSERT INTO ingest.stations (id, name, kind, region_code, attributes)
-           VALUES ('WL2', 'level', 'water_level', '110101001001', $1)""",
-        {"stuck_count": {"water_level": 60}},
+    await add_station(
+        ingest_db, "WL2", name="level", attributes={"stuck_count": {"water_level": 60}}
     )
     topics = Topics(topic_prefix)
     await ensure_topics(broker.bootstrap, [topics.readings])
@@ -394,10 +387,7 @@ async def test_a_staged_runner_judges_every_batch_as_a_sequential_one_would(
     is stored. Batches of 5 water levels through a failure that is undone and one that is
     retried: the spike and stuck flags, the rows and the published events are exactly those of
     the sequential run above, and nothing is dead-lettered."""
-    await ingest_db.execute(
-        """INSERT INTO ingest.stations (id, name, kind, region_code)
-           VALUES ('WL1', 'level', 'water_level', '110101001001')"""
-    )
+    await add_station(ingest_db, "WL1", name="level")
     topics = Topics(topic_prefix)
     await ensure_topics(broker.bootstrap, topics.all())
     t0 = datetime(2026, 7, 1, tzinfo=UTC)

@@ -13,21 +13,13 @@ from shared.clock import ManualClock
 from shared.db import create_pool, migrate
 from shared.devstack.fakeproviders import Inbox, create_app
 from shared.devstack.inprocess import serve
+from tests.factories import add_warning
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
 
 
 async def seed(pool, targets: list[str]) -> None:
-    await pool.execute(
-        """INSERT INTO alerting.warnings (id, hazard, region_code, level, state, identifier)
-           VALUES ('w1', 'flood', '110101001000', 4, 'issued', 'ID1')"""
-    )
-    await pool.execute(
-        """INSERT INTO alerting.warning_versions (warning_id, version, msg_type, level, identifier,
-               sent, headline, description, station_ids, cause_event)
-           VALUES ('w1', 1, 'Alert', 4, 'ID1', $1, 'h', 'd', '{WL1}', 'e1')""",
-        T0,
-    )
+    await add_warning(pool, "w1", identifier="ID1", sent=T0)
     for i, t in enumerate(targets):
         await pool.execute(
             """INSERT INTO alerting.deliveries (warning_id, version, recipient, channel, target,

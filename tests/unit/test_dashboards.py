@@ -1,4 +1,4 @@
-"""The Grafana dashboards built from shared/ops/dashboards.py: the committed JSON, provisioning and
+"""The Grafana dashboards built from shared/ops/dashboards/: the committed JSON, provisioning and
 ConfigMap are what the code generates; every board is well formed (ids, grid, data sources); every
 PromQL query names only metrics the services export; every SQL query renders to plain SQL."""
 
@@ -62,7 +62,7 @@ def test_board_is_well_formed(name: str):
     assert board["uid"] == f"qianshao-{name}"
     assert len(board["uid"]) <= 40
     assert board["templating"]["list"][0]["name"] == "region"
-    panels = list(dashboards._panels(board["panels"]))
+    panels = list(dashboards.all_panels(board["panels"]))
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
     cells: dict[tuple[int, int], str] = {}

@@ -1,148 +1,34 @@
-"""Grafana dashboards as code, built with grafana-foundation-sdk.
-
-``qianshao dashboards`` writes them to ``deploy/grafana/dashboards/`` with Grafana provisioning
-files, and as a ConfigMap for the Grafana sidecar of kube-prometheus into ``deploy/k8s/``, next to
-the alert rules of ``deploy/prometheus/alerts.yml`` as a PrometheusRule.
-
-Two data sources, provisioned under fixed uids: Prometheus (the services' metrics) and the
-PostgreSQL/TimescaleDB database the services share (the station registry, the risk picture, the
-warning ledger). SQL panels read the services' schemas through a read-only role.
-
-``panel_queries`` and ``render_sql``/``render_promql`` let the tests run every query of every
-dashboard against a real database and a real Prometheus, the way Grafana would send them.
-"""
+"""The four boards: pipeline health, the four-colour risk map, warnings and deliveries, 叫应."""
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import yaml
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders import geomap, stat, table, timeseries
-from grafana_foundation_sdk.builders import prometheus as prom
-from grafana_foundation_sdk.cog import builder as cogbuilder
-from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.builders import geomap, stat, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models import geomap as geomap_model
 
-PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid="qianshao-prometheus")
-POSTGRES = model.DataSourceRef(type_val="grafana-postgresql-datasource", uid="qianshao-postgres")
-
-# the region filter of every SQL panel: a 12-digit code or a prefix of one, empty for all
-REGION = "region_code LIKE ${region:sqlstring} || '%'"
-
-LEVELS = (
-    (0, "无", "green"),
-    (1, "蓝色 IV", "blue"),
-    (2, "黄色 III", "yellow"),
-    (3, "橙色 II", "orange"),
-    (4, "红色 I", "red"),
+from shared.ops.dashboards.panels import (
+    POSTGRES,
+    REGION,
+    Sql,
+    _base,
+    _fixed,
+    _Layer,
+    _level_names,
+    _level_thresholds,
+    _quantiles,
+    _series,
+    _sql_table,
+    _stat,
+    promql,
 )
-
-
-class SqlDataquery(cogvariants.Dataquery):
-    """A raw-SQL target of Grafana's PostgreSQL data source."""
-
-    def __init__(self, ref_id: str, raw_sql: str, fmt: str) -> None:
-        self.ref_id = ref_id
-        self.raw_sql = raw_sql
-        self.fmt = fmt
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "refId": self.ref_id,
-            "datasource": POSTGRES,
-            "editorMode": "code",
-            "rawQuery": True,
-            "format": self.fmt,
-            "rawSql": self.raw_sql,
-        }
-
-
-class Sql(cogbuilder.Builder[cogvariants.Dataquery]):
-    def __init__(self, raw_sql: str, *, fmt: str = "table", ref_id: str = "A") -> None:
-        self._query = SqlDataquery(ref_id, " ".join(raw_sql.split()), fmt)
-
-    def build(self) -> cogvariants.Dataquery:
-        return self._query
-
-
-def promql(expr: str, legend: str = "", ref_id: str = "A") -> prom.Dataquery:
-    q = prom.Dataquery().expr(" ".join(expr.split())).ref_id(ref_id).datasource(PROMETHEUS)
-    return q.legend_format(legend) if legend else q
-
-
-def _level_thresholds() -> dash.ThresholdsConfig:
-    return (
-        dash.ThresholdsConfig()
-        .mode(model.ThresholdsMode.ABSOLUTE)
-        .steps([model.Threshold(value=None if n == 0 else n, color=c) for n, _, c in LEVELS])
-    )
-
-
-def _level_names() -> list[model.ValueMapping]:
-    return [
-        model.ValueMap(
-            options={
-                str(n): model.ValueMappingResult(text=name, color=c, index=n)
-                for n, name, c in LEVELS
-            }
-        )
-    ]
-
-
-def _series(title: str, unit: str, *targets: prom.Dataquery, w: int = 12) -> timeseries.Panel:
-    panel = timeseries.Panel().title(title).unit(unit).height(8).span(w).datasource(PROMETHEUS)
-    return panel.targets(list(targets))
-
-
-def _quantiles(title: str, metric: str, by: str, qs: tuple[float, ...] = (0.5, 0.95)) -> Any:
-    targets = [
-        promql(
-            f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket[$__rate_interval])))",
-            f"p{round(q * 100)} {{{{{by}}}}}",
-            ref_id=chr(ord("A") + i),
-        )
-        for i, q in enumerate(qs)
-    ]
-    return _series(title, "s", *targets)
-
-
-def _sql_table(title: str, sql: str, w: int = 12, h: int = 8) -> table.Panel:
-    return table.Panel().title(title).height(h).span(w).datasource(POSTGRES).with_target(Sql(sql))
-
-
-def _stat(title: str, unit: str, target: cogbuilder.Builder[cogvariants.Dataquery]) -> stat.Panel:
-    ds = POSTGRES if isinstance(target, Sql) else PROMETHEUS
-    return stat.Panel().title(title).unit(unit).height(4).span(6).datasource(ds).with_target(target)
-
-
-def _base(uid: str, title: str, description: str) -> dash.Dashboard:
-    region = (
-        dash.TextBoxVariable("region")
-        .label("区划代码 region (prefix)")
-        .description("A 12-digit region code or a prefix of one; empty for every region")
-        .default_value("")
-    )
-    return (
-        dash.Dashboard(title)
-        .uid(uid)
-        .description(description)
-        .tags(["qianshao"])
-        .timezone("browser")
-        .refresh("30s")
-        .time("now-6h", "now")
-        .tooltip(model.DashboardCursorSync.CROSSHAIR)
-        .with_variable(region)
-    )
+from shared.ops.dashboards.queries import all_panels
 
 
 def pipeline() -> dash.Dashboard:
@@ -563,202 +449,13 @@ DASHBOARDS: dict[str, Callable[[], dash.Dashboard]] = {
 }
 
 
-class _Layer(cogbuilder.Builder[common.MapLayerOptions]):
-    def __init__(self, layer: common.MapLayerOptions) -> None:
-        self._layer = layer
-
-    def build(self) -> common.MapLayerOptions:
-        return self._layer
-
-
-def _fixed(colour: str) -> dict[str, str]:
-    return {"mode": "fixed", "fixedColor": colour}
-
-
 def to_json(board: dash.Dashboard) -> dict[str, Any]:
     """The dashboard's JSON model, its panels numbered in order."""
     encoded: dict[str, Any] = json.loads(json.dumps(board.build(), cls=JSONEncoder))
-    for n, panel in enumerate(_panels(encoded.get("panels", [])), start=1):
+    for n, panel in enumerate(all_panels(encoded.get("panels", [])), start=1):
         panel["id"] = n
     return encoded
 
 
 def build_all() -> dict[str, dict[str, Any]]:
     return {name: to_json(make()) for name, make in DASHBOARDS.items()}
-
-
-# --- provisioning ---------------------------------------------------------------------------
-
-
-def datasources() -> dict[str, Any]:
-    """Grafana data-source provisioning; the password comes from the environment."""
-    return {
-        "apiVersion": 1,
-        "datasources": [
-            {
-                "name": "Prometheus",
-                "uid": PROMETHEUS.uid,
-                "type": PROMETHEUS.type_val,
-                "access": "proxy",
-                "url": "${QIANSHAO_PROMETHEUS_URL}",
-                "isDefault": True,
-            },
-            {
-                "name": "Qianshao PostgreSQL",
-                "uid": POSTGRES.uid,
-                "type": POSTGRES.type_val,
-                "access": "proxy",
-                "url": "${QIANSHAO_PG_HOST}",
-                "user": "${QIANSHAO_PG_READER}",
-                "jsonData": {
-                    "database": "${QIANSHAO_PG_DATABASE}",
-                    "sslmode": "${QIANSHAO_PG_SSLMODE}",
-                    "timescaledb": True,
-                    "postgresVersion": 1500,
-                },
-                "secureJsonData": {"password": "${QIANSHAO_PG_READER_PASSWORD}"},
-            },
-        ],
-    }
-
-
-def dashboard_provider(path: str) -> dict[str, Any]:
-    return {
-        "apiVersion": 1,
-        "providers": [
-            {
-                "name": "qianshao",
-                "folder": "Qianshao",
-                "type": "file",
-                "disableDeletion": True,
-                "allowUiUpdates": False,
-                "options": {"path": path, "foldersFromFilesStructure": False},
-            }
-        ],
-    }
-
-
-def configmap(boards: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """One ConfigMap the kube-prometheus Grafana sidecar picks up by its label."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": "qianshao-grafana-dashboards",
-            "labels": {"grafana_dashboard": "1", "app.kubernetes.io/part-of": "qianshao"},
-            "annotations": {"grafana_folder": "Qianshao"},
-        },
-        "data": {f"qianshao-{name}.json": _dump_json(board) for name, board in boards.items()},
-    }
-
-
-def _dump_json(board: dict[str, Any]) -> str:
-    return json.dumps(board, ensure_ascii=False, indent=2) + "\n"
-
-
-def render(root: Path) -> dict[Path, str]:
-    """Every generated file under the repository root, with its text."""
-    boards = build_all()
-    header = "# Generated by `qianshao dashboards` from shared/ops/dashboards.py; do not edit.\n"
-    out: dict[Path, str] = {
-        root / "deploy/grafana/dashboards" / f"qianshao-{name}.json": _dump_json(board)
-        for name, board in boards.items()
-    }
-    out[root / "deploy/grafana/provisioning/datasources/qianshao.yaml"] = header + _yaml(
-        datasources()
-    )
-    out[root / "deploy/grafana/provisioning/dashboards/qianshao.yaml"] = header + _yaml(
-        dashboard_provider("/var/lib/grafana/dashboards/qianshao")
-    )
-    out[root / "deploy/k8s/base/monitoring/grafana-dashboards.yaml"] = header + _yaml(
-        configmap(boards)
-    )
-    rules = yaml.safe_load((root / "deploy/prometheus/alerts.yml").read_text(encoding="utf-8"))
-    out[root / "deploy/k8s/base/monitoring/prometheus-rules.yaml"] = header.replace(
-        "shared/ops/dashboards.py", "deploy/prometheus/alerts.yml"
-    ) + _yaml(prometheus_rule(rules))
-    return out
-
-
-def prometheus_rule(rules: dict[str, Any]) -> dict[str, Any]:
-    """The alert rules of deploy/prometheus as a Prometheus Operator PrometheusRule."""
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PrometheusRule",
-        "metadata": {"name": "qianshao", "labels": {"release": "kube-prometheus-stack"}},
-        "spec": {"groups": rules["groups"]},
-    }
-
-
-def write(root: Path) -> list[Path]:
-    written = []
-    for path, text in render(root).items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
-            written.append(path)
-    return written
-
-
-def _yaml(doc: dict[str, Any]) -> str:
-    return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=100)
-
-
-# --- reading the queries back ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PanelQuery:
-    dashboard: str
-    panel: str
-    datasource: str
-    query: str
-
-
-def panel_queries(board: dict[str, Any]) -> Iterator[PanelQuery]:
-    for panel in _panels(board.get("panels", [])):
-        for target in panel.get("targets", []):
-            uid = (target.get("datasource") or panel.get("datasource") or {}).get("uid", "")
-            text = target.get("rawSql") if uid == POSTGRES.uid else target.get("expr")
-            yield PanelQuery(board["uid"], panel.get("title", ""), uid, text or "")
-
-
-def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for p in panels:
-        yield p
-        yield from _panels(p.get("panels", []))
-
-
-_TIME_FILTER = re.compile(r"\$__timeFilter\(\s*([\w.]+)\s*\)")
-_TIME_GROUP = re.compile(r"\$__timeGroupAlias\(\s*([\w.]+)\s*,\s*'(\d+)([smhd])'\s*\)")
-_VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def render_sql(sql: str, start: datetime, end: datetime, variables: dict[str, str]) -> str:
-    """The SQL Grafana's PostgreSQL data source sends for ``sql`` (the macros used here)."""
-    frm, to = f"'{start.isoformat()}'", f"'{end.isoformat()}'"
-    sql = _TIME_FILTER.sub(lambda m: f"{m[1]} BETWEEN {frm} AND {to}", sql)
-    sql = _TIME_GROUP.sub(
-        lambda m: (
-            f"floor(extract(epoch from {m[1]})/{int(m[2]) * _SECONDS[m[3]]})"
-            f'*{int(m[2]) * _SECONDS[m[3]]} AS "time"'
-        ),
-        sql,
-    )
-    sql = sql.replace("$__timeFrom()", frm).replace("$__timeTo()", to)
-
-    def var(m: re.Match[str]) -> str:
-        value = variables[m[1]]
-        if m[2] == "sqlstring":
-            return "'" + value.replace("'", "''") + "'"
-        if m[2] is None:
-            return value
-        raise ValueError(f"format {m[2]} of ${m[1]} is not rendered here")
-
-    return _VARIABLE.sub(var, sql)
-
-
-def render_promql(expr: str, rate_interval: str = "1m", range_: str = "1h") -> str:
-    """The PromQL Grafana sends for ``expr`` (its interval variables filled in)."""
-    return expr.replace("$__rate_interval", rate_interval).replace("$__range", range_)
