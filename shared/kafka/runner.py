@@ -32,7 +32,6 @@ from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter, Gauge, Histogram
 
 from shared.clock import Clock
 from shared.errors import QianshaoError, is_unavailable
@@ -44,29 +43,11 @@ from shared.kafka.messages import (
     StagedHandler,
     dead_letter,
 )
+from shared.kafka.metrics import BATCH_SECONDS, LAG, MESSAGES, RETRIES
 from shared.kafka.producer import Publisher
+from shared.kafka.staged import StagedLoop
 
 log = logging.getLogger(__name__)
-
-MESSAGES = Counter(
-    "qianshao_consumer_messages_total",
-    "Messages handled by a consumer, by outcome",
-    ["consumer", "topic", "outcome"],
-)
-BATCH_SECONDS = Histogram(
-    "qianshao_consumer_batch_seconds",
-    "Time from poll to commit for one batch",
-    ["consumer"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-RETRIES = Counter(
-    "qianshao_consumer_retries_total", "Batches retried after a dependency failure", ["consumer"]
-)
-LAG = Gauge(
-    "qianshao_consumer_lag_messages",
-    "Messages on the partition not yet committed by the consumer, after its last batch",
-    ["consumer", "topic", "partition"],
-)
 
 
 class Consumer(Protocol):
@@ -157,9 +138,6 @@ class ConsumerRunner:
         self.started.set()
         try:
             if isinstance(self.handler, StagedHandler):
-                # the staged loop is built on this runner's steps, so it imports this module
-                from shared.kafka.staged import StagedLoop
-
                 await StagedLoop(self, self.handler).run()
                 return
             while not self._stopping.is_set():

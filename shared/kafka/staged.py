@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from shared.kafka.messages import BatchResult, InvalidMessage, Received, StagedHandler
-from shared.kafka.runner import BATCH_SECONDS, RETRIES, ConsumerRunner
+from shared.kafka.metrics import BATCH_SECONDS, RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,30 @@ log = logging.getLogger(__name__)
 # cores): ~150 k rows/s with two (a batch's writes waited for the last one's publishing), ~175 k
 # with three.
 IN_HAND = 3
+
+
+class Steps(Protocol):
+    """The runner's steps the staged loop is built on (``runner.ConsumerRunner``)."""
+
+    @property
+    def config(self) -> Any: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    async def poll(self, timeout_ms: int) -> list[Received]: ...
+
+    def transient(self, exc: BaseException) -> bool: ...
+
+    async def process_until_done(self, batch: Sequence[Received]) -> bool: ...
+
+    async def finish(self, batch: Sequence[Received]) -> None: ...
+
+    async def settle(
+        self, batch: Sequence[Received], result: BatchResult, started: float
+    ) -> None: ...
+
+    async def backoff(self, delay: float) -> float: ...
 
 
 @dataclass(slots=True)
@@ -39,7 +64,7 @@ class _Staged:
 
 
 class StagedLoop:
-    def __init__(self, runner: ConsumerRunner, handler: StagedHandler) -> None:
+    def __init__(self, runner: Steps, handler: StagedHandler) -> None:
         self._runner = runner
         self._handler = handler
 
