@@ -32,6 +32,6 @@ class IngestSettings(ServiceSettings):
     offline_factor: float = Field(default=3.0, gt=0)
     health_sweep_s: float = Field(default=30.0, ge=0)
     station_cache_ttl_s: float = 30.0
-    # the consumer's compiled per-batch kernel (COPY stream, readings.v1 events), where it was
-    # built at install; false: the Python implementation, which gives the same results
+    # the compiled encoders of the consumer's kernel (COPY stream, readings.v1 events); false:
+    # their Python twins, which give the same bytes (the checks are compiled either way)
     native: bool = True
