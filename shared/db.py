@@ -113,26 +113,55 @@ StorageMode = Literal["timescale", "native"]
 
 
 async def detect_storage(conn: Conn, prefer: str = "auto") -> StorageMode:
-    """``timescale`` when ``CREATE EXTENSION timescaledb`` works, otherwise ``native``.
+    """``timescale`` when TimescaleDB is preloaded with its community features (compression,
+    continuous aggregates and their policies: what the timescale migrations use); otherwise
+    ``native``, with a warning that says why and what to set.
 
-    ``prefer="native"`` forces the fallback (tests of that path); ``"timescale"`` makes the absence
-    of the extension an error.
+    ``prefer="native"`` forces the fallback (tests of that path); ``"timescale"`` makes the
+    absence of TimescaleDB an error that says the same.
     """
     if prefer == "native":
         return "native"
-    available = await conn.fetchval(
-        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
-    )
-    if available:
+    why = await timescale_unusable(conn)
+    if why is None:
         try:
             async with conn.transaction():
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             return "timescale"
         except asyncpg.PostgresError as exc:
-            log.warning("timescaledb is installed but cannot be loaded", extra={"error": str(exc)})
+            why = f"CREATE EXTENSION timescaledb failed: {exc}"
     if prefer == "timescale":
-        raise DatabaseError("TimescaleDB was required but CREATE EXTENSION timescaledb failed")
+        raise DatabaseError(f"TimescaleDB was required: {why}")
+    log.warning("readings are stored with native partitioning", extra={"reason": why})
     return "native"
+
+
+async def timescale_unusable(conn: Conn) -> str | None:
+    """Why TimescaleDB cannot serve here, or None when it can. Asked before ``CREATE EXTENSION``:
+    when the library is installed but not preloaded, that statement fails and the server drops
+    the connection with it."""
+    available = await conn.fetchval(
+        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
+    )
+    if not available:
+        return "TimescaleDB is not installed in this PostgreSQL"
+    preloaded = await conn.fetchval(
+        """SELECT 'timescaledb' = ANY(regexp_split_to_array(
+                      current_setting('shared_preload_libraries'), '\\s*,\\s*'))"""
+    )
+    if not preloaded:
+        return (
+            "TimescaleDB is installed but not loaded: add it to shared_preload_libraries "
+            "(shared_preload_libraries = 'timescaledb' in postgresql.conf) and restart PostgreSQL"
+        )
+    licence = await conn.fetchval("SELECT current_setting('timescaledb.license', true)")
+    if licence == "apache":
+        return (
+            "this TimescaleDB is the Apache-only build (timescaledb.license = 'apache'): it has "
+            "no compression, continuous aggregates or policies, which the timescale path uses; "
+            "set timescaledb.license = 'timescale' to use them"
+        )
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ gets its own database and its own topic prefix, so tests never see each other's 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -34,6 +35,16 @@ def pg_server(workdir: Path) -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
+def plain_pg_server(workdir: Path) -> Iterator[PostgresServer]:
+    """A second cluster without TimescaleDB loaded (installed or not): what the native
+    fallback is for."""
+    os.environ.setdefault("QIANSHAO_PG_FAST", "1")
+    server = PostgresServer(workdir / "pgdata-plain", timescaledb=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def broker(workdir: Path) -> Iterator[TansuBroker]:
     b = TansuBroker(workdir / "broker").start()
     yield b
@@ -43,6 +54,19 @@ def broker(workdir: Path) -> Iterator[TansuBroker]:
 @pytest.fixture
 async def database(pg_server: PostgresServer) -> AsyncIterator[str]:
     """A fresh, empty database for one test; its DSN."""
+    async with _fresh_database(pg_server) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def plain_database(plain_pg_server: PostgresServer) -> AsyncIterator[str]:
+    """A fresh, empty database on the cluster without TimescaleDB; its DSN."""
+    async with _fresh_database(plain_pg_server) as dsn:
+        yield dsn
+
+
+@contextlib.asynccontextmanager
+async def _fresh_database(pg_server: PostgresServer) -> AsyncIterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(pg_server.dsn)
     try:

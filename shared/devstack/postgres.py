@@ -1,4 +1,6 @@
-"""A throw-away PostgreSQL cluster from Debian's package, started with initdb on a free port.
+"""A throw-away PostgreSQL cluster from Debian's package, started with initdb on a free port, with
+TimescaleDB preloaded when it is installed (``scripts/timescaledb.sh`` builds it from
+``vendor/timescaledb``).
 
 As root, the cluster runs as the ``postgres`` system user (PostgreSQL refuses to run as root).
 """
@@ -23,6 +25,11 @@ def find_pg_bin() -> Path | None:
     return Path(initdb).resolve().parent if initdb else None
 
 
+def timescaledb_installed(bin_dir: Path) -> bool:
+    """Whether TimescaleDB's loader library is in this PostgreSQL's library directory."""
+    return (bin_dir.parent / "lib" / "timescaledb.so").exists()
+
+
 def ensure_postgres_installed() -> Path:
     bin_dir = find_pg_bin()
     if bin_dir is None:
@@ -40,6 +47,10 @@ class PostgresServer:
     user: str = "qianshao"
     database: str = "qianshao"
     proc: subprocess.Popen[bytes] | None = None
+    # None: preload TimescaleDB when it is installed; False: start without it (what a server
+    # looks like when the package is installed but not yet in shared_preload_libraries)
+    timescaledb: bool | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # more -c name=value
 
     @property
     def dsn(self) -> str:
@@ -104,6 +115,7 @@ class PostgresServer:
                     "max_connections=200",
                     "-c",
                     "shared_buffers=256MB",
+                    *self._server_settings(bin_dir),
                 ]
             ),
             stdout=log_file,
@@ -129,6 +141,19 @@ class PostgresServer:
                 stderr=subprocess.DEVNULL,
             )
         return self
+
+    def _server_settings(self, bin_dir: Path) -> list[str]:
+        settings = dict(self.settings)
+        preload = self.timescaledb
+        if preload is None:
+            preload = timescaledb_installed(bin_dir)
+        if preload:
+            settings.setdefault("shared_preload_libraries", "timescaledb")
+            settings.setdefault("timescaledb.telemetry_level", "off")
+            # the policies' jobs, and the launcher's, next to the parallel workers
+            settings.setdefault("timescaledb.max_background_workers", "8")
+            settings.setdefault("max_worker_processes", "16")
+        return [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
 
     def _wait_ready(self, bin_dir: Path) -> None:
         import time

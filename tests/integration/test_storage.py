@@ -18,8 +18,8 @@ from shared.db import (
 )
 
 
-async def test_migrations_apply_once_and_fall_back_to_native_partitions(database):
-    pool = await create_pool(database)
+async def test_migrations_apply_once_and_fall_back_to_native_partitions(plain_database):
+    pool = await create_pool(plain_database)
     try:
         async with pool.acquire() as conn:
             assert await detect_storage(conn, "auto") == "native"

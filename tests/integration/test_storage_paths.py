@@ -1,6 +1,7 @@
 """The storage suite, run twice: on plain PostgreSQL (native partitions, roll-up tables the project
-maintains) and on a real TimescaleDB build (hypertable, compression, continuous aggregates,
-retention policies — the PGlite WASM build served over the wire protocol).
+maintains) and on TimescaleDB (hypertable, compression, continuous aggregates, retention
+policies), the release in vendor/timescaledb built into Debian's PostgreSQL and preloaded, its
+background jobs running as they do in production.
 
 Each case checks the same behaviour on both paths: readings stored once per (station, metric, ts)
 with conflicts recorded, hourly and daily (Beijing) roll-ups equal to what the raw rows give,
@@ -8,6 +9,7 @@ late data re-aggregating the buckets it falls into, and retention."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +26,6 @@ from services.ingest.domain.rows import Row
 from services.ingest.workers.housekeeping import Housekeeping
 from shared.clock import ManualClock
 from shared.db import StorageMode, create_pool, migrate
-from shared.devstack.timescale import TimescaleLite
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 7, 20, 12, tzinfo=UTC)
@@ -39,8 +40,8 @@ class Storage:
 
     async def refresh(self) -> None:
         """Bring the roll-ups up to date: the project's refresh, or a refresh of the continuous
-        aggregates over all time (the policies refresh the last 30 days before the real now; the
-        test data are older, and the WASM build runs no background jobs anyway)."""
+        aggregates over all time (their policies refresh the last 30 days before the real now,
+        and the test data are older)."""
         if self.mode == "native":
             await self.housekeeping.refresh()
             return
@@ -56,14 +57,8 @@ class Storage:
 
 
 @pytest.fixture(params=["native", "timescale"])
-async def storage(request, database, workdir) -> AsyncIterator[Storage]:
-    server = None
-    if request.param == "timescale":
-        server = TimescaleLite(log_path=workdir / "timescale.log").start()
-        dsn, size = server.dsn, 1  # one connection at a time
-    else:
-        dsn, size = database, 4
-    pool = await create_pool(dsn, min_size=1, max_size=size)
+async def storage(request, database) -> AsyncIterator[Storage]:
+    pool = await create_pool(database, min_size=1, max_size=4)
     try:
         mode = await migrate(pool, "ingest", MIGRATIONS, storage=request.param)
         assert mode == request.param
@@ -75,11 +70,29 @@ async def storage(request, database, workdir) -> AsyncIterator[Storage]:
             rollup_retention_days=400,
         )
         await hk.configure()
+        if mode == "timescale":
+            await pause_jobs(pool)
         yield Storage(mode, pool, ReadingStore(pool, storage=mode), hk)
     finally:
         await pool.close()
-        if server is not None:
-            server.stop()
+
+
+async def pause_jobs(pool: asyncpg.Pool) -> None:
+    """The policies' background jobs judge by the real clock, and the tests' data are months
+    old: held until a test runs them, so that none drops or compresses what another test is
+    looking at. Returns once none is running (one may have started on the empty tables)."""
+    await pool.execute(
+        """SELECT (alter_job(job_id, scheduled => false)).job_id
+             FROM timescaledb_information.jobs WHERE proc_name LIKE 'policy_%'"""
+    )
+    for _ in range(100):
+        running = await pool.fetchval(
+            "SELECT count(*) FROM timescaledb_information.job_stats WHERE job_status = 'Running'"
+        )
+        if not running:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("a policy job did not finish")
 
 
 def rows(start: datetime, n: int, step: timedelta, value, metric="rainfall", station="S1"):
@@ -334,3 +347,65 @@ async def test_every_shape_of_row_round_trips_through_the_copy(storage, kernel_n
     again = await store.write([*made, made[2]._replace(value=3.0)])  # repeats and a conflict
     assert again.stored == made
     assert [(r.value, kept) for r, kept in again.conflicts] == [(3.0, -12.5)]
+
+
+async def test_the_policies_run_by_themselves_as_scheduled_jobs(storage):
+    """TimescaleDB's background workers run the policies on their schedule, as in production:
+    each job brought forward to now runs by itself — the compression of chunks older than
+    7 days, the retention of raw data (30 days here), the refresh of the continuous aggregates —
+    and each does what it is for."""
+    st = storage
+    if st.mode != "timescale":
+        pytest.skip("native storage has no background jobs: housekeeping does their work")
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    await st.store.write(rows(now - timedelta(days=40), 6, timedelta(hours=1), lambda i: 1.0))
+    await st.store.write(rows(now - timedelta(days=10), 6, timedelta(hours=1), lambda i: 2.0))
+    await st.store.write(rows(now - timedelta(hours=3), 6, timedelta(minutes=10), lambda i: 3.0))
+    jobs = {
+        proc: await st.jobs(proc)
+        for proc in (
+            "policy_compression",
+            "policy_retention",
+            "policy_refresh_continuous_aggregate",
+        )
+    }
+    assert all(jobs.values()), jobs
+    every = [j for ids in jobs.values() for j in ids]
+    for job in every:  # held by the fixture: now on their schedule, the first run due now
+        await st.pool.execute(
+            "SELECT (alter_job($1, scheduled => true, next_start => now())).job_id", job
+        )
+
+    async def ran() -> bool:
+        done = await st.pool.fetchval(
+            """SELECT count(*) FROM timescaledb_information.job_stats
+                WHERE job_id = ANY($1::int[]) AND total_successes > 0""",
+            every,
+        )
+        return bool(done == len(every))
+
+    deadline = asyncio.get_running_loop().time() + 90
+    while not await ran():
+        assert asyncio.get_running_loop().time() < deadline, await st.pool.fetch(
+            """SELECT job_id, last_run_status, total_failures FROM timescaledb_information.job_stats
+                WHERE job_id = ANY($1::int[])""",
+            every,
+        )
+        await asyncio.sleep(0.5)
+    compressed = await st.pool.fetchval(
+        """SELECT count(*) FROM timescaledb_information.chunks
+            WHERE hypertable_name = 'readings' AND is_compressed"""
+    )
+    assert compressed >= 1  # the chunk 10 days old
+    values = [r["value"] for r in await st.pool.fetch(
+        "SELECT DISTINCT value FROM ingest.readings ORDER BY 1"
+    )]  # fmt: skip
+    assert values == [2.0, 3.0]  # 40 days old: gone
+    materialised = await st.pool.fetchval(
+        """SELECT count(*) FROM timescaledb_information.continuous_aggregates c
+             JOIN timescaledb_information.chunks k
+               ON k.hypertable_schema = c.materialization_hypertable_schema
+              AND k.hypertable_name = c.materialization_hypertable_name
+            WHERE c.view_name = 'readings_1h'"""
+    )
+    assert materialised >= 1  # the refresh wrote the last hours' buckets

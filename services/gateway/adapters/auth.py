@@ -155,6 +155,70 @@ async def create_operator(
     )
 
 
+async def add_operator(
+    pool: asyncpg.Pool, *, username: str, password: str, roles: list[str], region_prefix: str = ""
+) -> None:
+    """A new operator; :class:`Conflict` when the name is taken."""
+    unknown = set(roles) - set(ROLE_SCOPES)
+    if unknown:
+        raise Conflict(f"unknown roles: {sorted(unknown)}; known: {sorted(ROLE_SCOPES)}")
+    done = await pool.fetchval(
+        """INSERT INTO gateway.operators (username, password_hash, roles, region_prefix)
+           VALUES ($1, $2, $3, $4) ON CONFLICT (username) DO NOTHING RETURNING true""",
+        username,
+        _hasher.hash(password),
+        roles,
+        region_prefix,
+    )
+    if not done:
+        raise Conflict(f"operator {username!r} exists")
+
+
+async def set_password(pool: asyncpg.Pool, username: str, password: str, now: datetime) -> None:
+    """A new password; the operator's refresh tokens stop working (they must sign in again)."""
+    async with pool.acquire() as conn, conn.transaction():
+        done = await conn.fetchval(
+            """UPDATE gateway.operators SET password_hash = $2
+                WHERE username = $1 RETURNING true""",
+            username,
+            _hasher.hash(password),
+        )
+        if not done:
+            raise NotFound(f"no operator {username!r}")
+        await _revoke_tokens(conn, username, now)
+
+
+async def set_disabled(pool: asyncpg.Pool, username: str, disabled: bool, now: datetime) -> None:
+    """Disable an operator (no sign-in, no refresh; their tokens are revoked) or enable again."""
+    async with pool.acquire() as conn, conn.transaction():
+        done = await conn.fetchval(
+            "UPDATE gateway.operators SET disabled = $2 WHERE username = $1 RETURNING true",
+            username,
+            disabled,
+        )
+        if not done:
+            raise NotFound(f"no operator {username!r}")
+        if disabled:
+            await _revoke_tokens(conn, username, now)
+
+
+async def _revoke_tokens(conn: Conn, username: str, now: datetime) -> None:
+    await conn.execute(
+        """UPDATE gateway.refresh_tokens SET revoked_at = $2
+            WHERE username = $1 AND revoked_at IS NULL""",
+        username,
+        now,
+    )
+
+
+async def list_operators(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        """SELECT username, roles, region_prefix, disabled, created_at
+             FROM gateway.operators ORDER BY username"""
+    )
+    return [dict(r.items()) for r in rows]
+
+
 _KEY_QUERY = """
     UPDATE gateway.api_keys k SET last_used_at = $2
       FROM gateway.api_clients c
