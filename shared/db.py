@@ -10,6 +10,7 @@ has its own schema and records what it applied in ``<schema>.schema_migrations``
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from collections.abc import Iterable
@@ -189,13 +190,27 @@ def discover(directory: Path, mode: StorageMode) -> list[Migration]:
     return [Migration(v, p) for v, p in sorted(chosen.items())]
 
 
+class MigrationChanged(DatabaseError):
+    """An applied migration's file is not what was applied: a schema is never migrated twice
+    differently. Restore the file, and write the change as a new migration."""
+
+    retriable = False
+
+
+def checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 async def migrate(
     pool: asyncpg.Pool, schema: str, directory: Path, *, storage: str = "auto"
 ) -> StorageMode:
-    """Apply the service's pending migrations, once, even with several replicas starting at once."""
+    """Apply the service's pending migrations, once, even with several replicas starting at
+    once, and record each one's checksum. A schema keeps the storage path it was first migrated
+    with. An applied migration whose file has changed since is refused (:class:`MigrationChanged`)
+    before anything is applied."""
     ident(schema)
     async with pool.acquire() as conn:
-        mode = await detect_storage(conn, storage)
+        detected = await detect_storage(conn, storage)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
@@ -205,19 +220,50 @@ async def migrate(
                         storage text NOT NULL,
                         applied_at timestamptz NOT NULL DEFAULT now())"""
             )
-            done = {
-                r["version"]
-                for r in await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")
+            await conn.execute(
+                f"ALTER TABLE {schema}.schema_migrations ADD COLUMN IF NOT EXISTS checksum text"
+            )
+            applied = {
+                r["version"]: (r["storage"], r["checksum"])
+                for r in await conn.fetch(
+                    f"SELECT version, storage, checksum FROM {schema}.schema_migrations"
+                )
             }
+            mode: StorageMode = detected
+            if applied:
+                first = min(applied)
+                mode = "timescale" if applied[first][0] == "timescale" else "native"
+                if mode != detected and storage == "auto":
+                    log.warning(
+                        "the schema keeps the storage it was migrated with",
+                        extra={"schema": schema, "storage": mode, "detected": detected},
+                    )
             for m in discover(directory, mode):
-                if m.version in done:
+                digest = checksum(m.path)
+                if m.version in applied:
+                    recorded = applied[m.version][1]
+                    if recorded is None:  # applied before checksums were kept
+                        await conn.execute(
+                            f"UPDATE {schema}.schema_migrations SET checksum = $2 "
+                            "WHERE version = $1",
+                            m.version,
+                            digest,
+                        )
+                    elif recorded != digest:
+                        raise MigrationChanged(
+                            f"migration {m.path.name} of {schema} changed after it was applied "
+                            f"(checksum {recorded[:12]}… applied, {digest[:12]}… now): restore "
+                            "the file and write the change as a new migration"
+                        )
                     continue
                 log.info("applying migration", extra={"schema": schema, "version": m.version})
                 await conn.execute(m.path.read_text(encoding="utf-8"))
                 await conn.execute(
-                    f"INSERT INTO {schema}.schema_migrations (version, storage) VALUES ($1, $2)",
+                    f"""INSERT INTO {schema}.schema_migrations (version, storage, checksum)
+                        VALUES ($1, $2, $3)""",
                     m.version,
                     mode,
+                    digest,
                 )
     return mode
 

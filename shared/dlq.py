@@ -10,6 +10,7 @@ and cannot be restored byte for byte: it is counted and left alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -41,17 +42,17 @@ async def replay(
     reason: str | None = None,
     since: datetime | None = None,
     dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ReplayReport:
-    """Reads ``dlq_topic`` from its start to its current end; republishes the matches."""
+    """Reads ``dlq_topic`` from its start to its current end; republishes the matches.
+    ``progress(read, matched)`` is told after every fetch."""
     report = ReplayReport()
     matches: list[DeadLetter] = []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(dlq_topic)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(dlq_topic) or set()
+        await consumer.topics()  # the cluster's metadata, so that the topic's partitions are known
+        parts = consumer.partitions_for_topic(dlq_topic) or set()
         tps = [TopicPartition(dlq_topic, p) for p in sorted(parts)]
         if tps:
             consumer.assign(tps)
@@ -76,19 +77,24 @@ async def replay(
                         report.by_reason[d.reason] = report.by_reason.get(d.reason, 0) + 1
                         if wants(d, reason=reason, since=since):
                             matches.append(d)
+                if progress is not None:
+                    progress(report.read, len(matches))
     finally:
         await consumer.stop()
     report.matched = len(matches)
     if dry_run or not matches:
         return report
+    by_topic: dict[str, list[tuple[str | None, bytes]]] = {}
+    for d in matches:
+        if "\\x" in d.payload:
+            report.not_utf8 += 1
+            continue
+        by_topic.setdefault(d.topic, []).append((d.key, d.payload.encode()))
     producer = await EventProducer.start(bootstrap, client_id="qianshao-dlq-replay")
     try:
-        for d in matches:
-            if "\\x" in d.payload:
-                report.not_utf8 += 1
-                continue
-            await producer.send(d.topic, d.payload.encode(), key=d.key)
-            report.replayed += 1
+        for topic, items in by_topic.items():  # each topic's in their order, acknowledged
+            await producer.send_many(topic, items)
+            report.replayed += len(items)
     finally:
         await producer.stop()
     return report

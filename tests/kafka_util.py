@@ -58,8 +58,6 @@ async def committed(bootstrap: str, group: str, topic: str) -> int:
 
 
 async def _partitions(c: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    parts = c.partitions_for_topic(topic)
-    if not parts:
-        await c._client.force_metadata_update()
-        parts = c.partitions_for_topic(topic) or set()
+    await c.topics()  # the cluster's metadata, so that the topic's partitions are known
+    parts = c.partitions_for_topic(topic) or set()
     return [TopicPartition(topic, p) for p in parts]

@@ -35,7 +35,7 @@ def test_the_wheel_carries_what_the_services_read(tmp_path):
     assert len(needed) > 15
     missing = [n for n in needed if n not in names]
     assert not missing, missing
-    assert "shared/cli.py" in names
+    assert "shared/cli/__init__.py" in names
 
 
 def test_dockerfile_agrees_with_the_manifests():
