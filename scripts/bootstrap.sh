@@ -22,6 +22,8 @@ fi
 command -v runuser >/dev/null || apt_install util-linux
 # promtool (Debian's prometheus package) checks and unit-tests the alert rules
 command -v promtool >/dev/null || apt_install prometheus
+# systemd-analyze checks the one-server install's units (deploy/systemd)
+command -v systemd-analyze >/dev/null || apt_install systemd
 # TimescaleDB, built from vendor/timescaledb into that PostgreSQL once per machine
 bash scripts/timescaledb.sh
 # Node runs kustomize (below)

@@ -96,12 +96,17 @@ class ServiceSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> ServiceSettings:
         if self.environment == "production":
-            for name in self.secret_fields():
-                value = getattr(self, name)
-                if value is None or value == "" or "dev-" in str(value) or len(str(value)) < 32:
-                    raise ValueError(
-                        f"{name} has a default or weak value; set a real secret in production"
-                    )
+            prefix = str(self.model_config.get("env_prefix", "")).upper()
+            weak = [
+                f"{name} ({prefix}{name.upper()})"
+                for name in self.secret_fields()
+                if _weak(getattr(self, name))
+            ]
+            if weak:
+                raise ValueError(
+                    f"{', '.join(weak)}: a default or weak value (under 32 characters); "
+                    "set a real secret in production"
+                )
         return self
 
     def secret_fields(self) -> tuple[str, ...]:
@@ -110,3 +115,7 @@ class ServiceSettings(BaseSettings):
     @property
     def dsn(self) -> str:
         return str(self.database_url)
+
+
+def _weak(value: object) -> bool:
+    return value is None or value == "" or "dev-" in str(value) or len(str(value)) < 32
