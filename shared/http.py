@@ -28,6 +28,7 @@ from shared.errors import (
 )
 from shared.identity import HEADER, Identity, verify
 from shared.logging import request_id_var
+from shared.version import version as project_version
 
 log = logging.getLogger(__name__)
 
@@ -295,13 +296,13 @@ def new_app(
     internal_secret: str,
     clock: Any,
     settings: Any = None,
-    version: str = "0.1.0",
+    version: str | None = None,
 ) -> FastAPI:
     """A service app with problem+json errors, request ids, the ops routes and the state the
     identity dependency reads. Lifespans add their readiness checks to ``app.state.checks``."""
     app = FastAPI(
         title=title,
-        version=version,
+        version=version or project_version(),
         lifespan=lifespan,
         responses={
             401: {"description": "Unauthenticated", "content": {PROBLEM: {}}},

