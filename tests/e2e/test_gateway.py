@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -311,6 +312,22 @@ async def test_merged_openapi_lists_every_service_under_public_paths(stack):
         docs = await c.get("/api/v1/docs")
         assert docs.status_code == 200
         assert "/api/v1/openapi.json" in docs.text
+        # Swagger UI is the project's own copy: every script, style and icon the page names is
+        # served by the gateway, and nothing on it points at another host
+        urls = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+        assert len(urls) >= 3, urls
+        assert not [u for u in urls if "//" in u], urls
+        assert "validatorUrl" in docs.text
+        kinds = {}
+        for url in urls:
+            asset = await c.get(url)
+            assert asset.status_code == 200, url
+            assert len(asset.content) > 500, url
+            kinds[url.rsplit(".", 1)[-1]] = asset.headers["content-type"].split(";")[0]
+        assert kinds == {"js": "text/javascript", "css": "text/css", "png": "image/png"}
+        unknown = await c.get("/api/v1/docs/assets/..%2F..%2Fapp.py")
+        assert unknown.status_code == 404
+        assert unknown.headers["content-type"].startswith("application/problem+json")
 
 
 def _values(node: Any, key: str) -> list[str]:

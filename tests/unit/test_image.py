@@ -40,6 +40,10 @@ def test_the_wheel_carries_what_the_services_read(wheel):
         for p in ROOT.glob(pattern)
     ]
     needed.append("shared/schemas/CAP-v1.2.xsd")
+    # Swagger UI's own copy (bundled by scripts/assets.sh, which make setup runs)
+    needed += [
+        f"services/gateway/api/static/{f}" for f in ("swagger-ui-bundle.js", "swagger-ui.css")
+    ]
     assert len(needed) > 15
     missing = [n for n in needed if n not in names]
     assert not missing, missing

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from services.gateway.domain.openapi import merge
 from services.gateway.domain.routes import Route
+from shared.http import problem
 
 OPENAPI_TTL_S = 60.0
+# Swagger UI's files, bundled from the pinned swagger-ui-dist by scripts/assets.sh: the page loads
+# nothing from another host (a government intranet has none to reach)
+STATIC = Path(__file__).parent / "static"
+ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+}
+ASSET_PREFIX = "/api/v1/docs/assets/"
 
 
 def router(routes: list[Route]) -> APIRouter:
@@ -33,10 +44,42 @@ def router(routes: list[Route]) -> APIRouter:
         return JSONResponse(cached)
 
     @r.get("/docs")
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/api/v1/openapi.json", title="Qianshao API")
+    async def docs() -> Response:
+        missing = [name for name in ASSETS if not (STATIC / name).is_file()]
+        if missing:
+            return _not_bundled(missing)
+        return get_swagger_ui_html(
+            openapi_url="/api/v1/openapi.json",
+            title="Qianshao API",
+            swagger_js_url=ASSET_PREFIX + "swagger-ui-bundle.js",
+            swagger_css_url=ASSET_PREFIX + "swagger-ui.css",
+            swagger_favicon_url=ASSET_PREFIX + "favicon-32x32.png",
+            # no validator badge: it would send the document to validator.swagger.io
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @r.get("/docs/assets/{name}")
+    async def asset(name: str) -> Response:
+        media_type = ASSETS.get(name)
+        if media_type is None:
+            return problem(404, f"no page asset {name!r}")
+        path = STATIC / name
+        if not path.is_file():
+            return _not_bundled([name])
+        return FileResponse(
+            path, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"}
+        )
 
     return r
+
+
+def _not_bundled(missing: list[str]) -> Response:
+    return problem(
+        503,
+        "the gateway's page assets are not bundled ("
+        + ", ".join(missing)
+        + "); run scripts/assets.sh, which make setup runs",
+    )
 
 
 async def _fetch_openapi(session: aiohttp.ClientSession, route: Route) -> dict[str, Any] | None:
