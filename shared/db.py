@@ -276,6 +276,21 @@ async def storage_mode(pool: asyncpg.Pool, schema: str) -> StorageMode:
     return "timescale" if value == "timescale" else "native"
 
 
+async def describe_storage(pool: asyncpg.Pool, schema: str) -> str:
+    """Where the schema's readings are stored, in words, for the person starting the stack."""
+    if await storage_mode(pool, schema) == "timescale":
+        version = await pool.fetchval(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+        )
+        return (
+            f"TimescaleDB {version} (hypertables; compression, retention and "
+            "continuous-aggregate policies run as its background jobs)"
+        )
+    async with pool.acquire() as conn:
+        why = await timescale_unusable(conn)
+    return "native partitioning" + (f" ({why})" if why else "")
+
+
 # ---------------------------------------------------------------------------------------------
 # native partitioning (the fallback when TimescaleDB is absent)
 

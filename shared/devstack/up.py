@@ -23,7 +23,7 @@ import httpx
 import orjson
 
 from shared.contracts import Topics
-from shared.db import create_pool, migrate
+from shared.db import create_pool, describe_storage, migrate
 from shared.devstack.broker import TansuBroker
 from shared.devstack.demo import DEMO_SOURCE, run_feed, setup_demo
 from shared.devstack.fakesms import (
@@ -86,7 +86,7 @@ def _service_env(name: str, ports: dict[str, int], dsn: str, bootstrap: str) -> 
     return env
 
 
-async def _prepare(dsn: str, bootstrap: str, run_dir: Path) -> dict[str, str]:
+async def _prepare(dsn: str, bootstrap: str, run_dir: Path) -> tuple[dict[str, str], str]:
     from services.alerting.app import MIGRATIONS as ALERTING
     from services.gateway.adapters.auth import create_api_client, create_operator
     from services.gateway.app import MIGRATIONS as GATEWAY
@@ -103,6 +103,7 @@ async def _prepare(dsn: str, bootstrap: str, run_dir: Path) -> dict[str, str]:
             ("gateway", GATEWAY),
         ):
             await migrate(pool, schema, path)
+        storage = await describe_storage(pool, "ingest")
         # fresh development credentials on every start
         await pool.execute("DELETE FROM gateway.api_clients WHERE id = 'dev-upstream'")
         _, key = await create_api_client(
@@ -119,7 +120,7 @@ async def _prepare(dsn: str, bootstrap: str, run_dir: Path) -> dict[str, str]:
     path = run_dir / "dev-credentials.json"
     path.write_bytes(orjson.dumps(creds, option=orjson.OPT_INDENT_2))
     path.chmod(0o600)
-    return creds
+    return creds, storage
 
 
 def _wait_ready(url: str, timeout_s: float = 60) -> None:
@@ -171,7 +172,7 @@ def up() -> int:
         pg.start()
         print(f"starting the Tansu broker on 127.0.0.1:{ports['broker']} …", flush=True)
         broker.start()
-        creds = asyncio.run(_prepare(pg.dsn, broker.bootstrap, run_dir))
+        creds, storage = asyncio.run(_prepare(pg.dsn, broker.bootstrap, run_dir))
         fake_log = open(run_dir / "logs" / "fake-providers.log", "ab")  # noqa: SIM115
         procs.append(
             (
@@ -210,6 +211,7 @@ def up() -> int:
         print(
             f"  fake providers  http://127.0.0.1:{ports['fake']}/  (messages received)", flush=True
         )
+        print(f"  readings        stored in {storage}", flush=True)
         print(f"  logs            {run_dir / 'logs'}", flush=True)
         print(f"  upstream API key: {creds['api_key']}", flush=True)
         print(

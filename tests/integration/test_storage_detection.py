@@ -12,7 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared.db import detect_storage
+from services.ingest.app import MIGRATIONS
+from shared.db import create_pool, describe_storage, detect_storage, migrate
 from shared.devstack.postgres import PostgresServer
 from shared.errors import DatabaseError
 
@@ -55,3 +56,18 @@ async def test_the_apache_only_build_has_no_compression_so_native_is_used(apache
             await detect_storage(conn, "timescale")
     finally:
         await conn.close()
+
+
+async def test_the_stack_says_which_storage_it_is_on(database, plain_database):
+    """What ``make run`` prints once the ingest schema is migrated."""
+    said = {}
+    for name, dsn in (("timescale", database), ("plain", plain_database)):
+        pool = await create_pool(dsn)
+        try:
+            await migrate(pool, "ingest", MIGRATIONS)
+            said[name] = await describe_storage(pool, "ingest")
+        finally:
+            await pool.close()
+    assert said["timescale"].startswith("TimescaleDB 2.28.3 (hypertables")
+    assert said["plain"].startswith("native partitioning (")
+    assert "shared_preload_libraries" in said["plain"]
