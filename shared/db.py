@@ -127,6 +127,9 @@ async def detect_storage(conn: Conn, prefer: str = "auto") -> StorageMode:
     if why is None:
         try:
             async with conn.transaction():
+                # services starting together on a new database would race on the catalogue
+                # (a duplicate-key error for the second); one creates it, the others see it
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('qianshao:timescaledb'))")
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             return "timescale"
         except asyncpg.PostgresError as exc:

@@ -4,6 +4,7 @@ readiness, Prometheus ``/metrics`` and the identity dependency."""
 from __future__ import annotations
 
 import logging
+import platform
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,14 +41,22 @@ REQUEST_ID = "X-Request-ID"
 # that race (not retried: it is not idempotent) came back 502.
 KEEP_ALIVE_S = 75
 
+# No "service" label: which service answered is the scrape target's own label (job, and service
+# in Kubernetes), and a label of that name here would be renamed exported_service on scrape.
 HTTP_REQUESTS = Counter(
-    "qianshao_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
+    "qianshao_http_requests_total", "HTTP requests", ["method", "route", "status"]
 )
 HTTP_SECONDS = Histogram(
-    "qianshao_http_request_seconds",
+    "qianshao_http_request_duration_seconds",
     "HTTP request latency",
-    ["service", "route"],
+    ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+BUILD_INFO = Gauge(
+    "qianshao_build_info",
+    "Always 1: which component of Qianshao this process serves, its version and its Python",
+    ["component", "version", "python_version"],
 )
 
 _STATUS_TITLES = {
@@ -155,9 +164,8 @@ class RequestContextMiddleware:
     Plain ASGI rather than Starlette's BaseHTTPMiddleware, which wraps every response in a
     stream of its own; that wrapping was a tenth of the gateway's time per request."""
 
-    def __init__(self, app: ASGIApp, service: str) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -185,10 +193,34 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            HTTP_SECONDS.labels(self.service, route).observe(time.perf_counter() - started)
-            HTTP_REQUESTS.labels(self.service, scope["method"], route, status).inc()
+            route = _route_template(scope)
+            HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+            HTTP_REQUESTS.labels(scope["method"], route, status).inc()
             request_id_var.reset(token)
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's path template, a label of bounded cardinality. FastAPI routes put
+    themselves in the scope; a plain Starlette route (the gateway's proxy) leaves its endpoint,
+    whose route is looked up once in the app's routes."""
+    route = scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "unmatched"))
+    endpoint = scope.get("endpoint")
+    app = scope.get("app")
+    if endpoint is None or app is None:
+        return "unmatched"
+    templates: dict[Any, str] | None = getattr(app.state, "route_templates", None)
+    if templates is None:
+        templates = app.state.route_templates = {}
+    found = templates.get(endpoint)
+    if found is None:
+        found = next(
+            (str(r.path) for r in app.routes if getattr(r, "endpoint", None) is endpoint),
+            "unmatched",
+        )
+        templates[endpoint] = found
+    return found
 
 
 Check = Callable[[], Awaitable[None]]
@@ -311,7 +343,8 @@ def new_app(
     )
     install_error_handlers(app)
     app.openapi = problem_openapi(app)  # type: ignore[method-assign]
-    app.add_middleware(RequestContextMiddleware, service=service)
+    app.add_middleware(RequestContextMiddleware)
+    BUILD_INFO.labels(service, app.version, platform.python_version()).set(1)
     app.state.internal_secret = internal_secret
     app.state.clock = clock
     app.state.settings = settings

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from shared.db import Conn, ident
 from shared.errors import DependencyError
@@ -26,6 +26,14 @@ from shared.kafka import EventProducer
 log = logging.getLogger(__name__)
 
 RELAYED = Counter("qianshao_outbox_relayed_total", "Outbox events relayed to Kafka", ["schema"])
+UNPUBLISHED = Gauge(
+    "qianshao_outbox_unpublished_events", "Outbox events written but not yet on Kafka", ["schema"]
+)
+OLDEST_AGE = Gauge(
+    "qianshao_outbox_oldest_unpublished_age_seconds",
+    "Age of the oldest outbox event not yet on Kafka: grows while the relay is stuck",
+    ["schema"],
+)
 
 
 async def enqueue(conn: Conn, schema: str, events: Iterable[tuple[str, str, str, Any]]) -> None:
@@ -83,6 +91,18 @@ class OutboxRelay:
         RELAYED.labels(self._schema).inc(len(rows))
         return len(rows)
 
+    async def measure(self) -> None:
+        """Set the backlog gauges from the table (the partial index of unpublished rows), so
+        they tell the truth also while sending fails."""
+        row = await self._pool.fetchrow(
+            f"""SELECT count(*) AS n,
+                       coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
+                  FROM {self._schema}.outbox WHERE published_at IS NULL"""
+        )
+        assert row is not None
+        UNPUBLISHED.labels(self._schema).set(row["n"])
+        OLDEST_AGE.labels(self._schema).set(max(float(row["age"]), 0.0))
+
     async def run(self) -> None:
         while not self._stopping.is_set():
             try:
@@ -90,6 +110,10 @@ class OutboxRelay:
                     pass
             except (DependencyError, asyncpg.PostgresError, OSError) as exc:
                 log.warning("outbox relay failed; will retry", extra={"error": repr(exc)})
+            with contextlib.suppress(
+                asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError
+            ):
+                await self.measure()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_s)

@@ -37,6 +37,7 @@ from services.alerting.workers.approvals import ApprovalSweep
 from services.alerting.workers.callconfirm import ConfirmSweep, policy_from
 from services.alerting.workers.consumer import AlertingHandler
 from services.alerting.workers.delivery import DeliveryWorker, RetryPolicy
+from services.alerting.workers.gauges import LedgerBacklog
 from services.alerting.workers.gauges import refresh as refresh_gauges
 from services.alerting.workers.sweeps import Sweeps
 from shared.clock import Clock, SystemClock
@@ -144,6 +145,11 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
                 ("digest", settings.confirm_sweep_s, sweeps.send_digests),
                 ("expiry", settings.expiry_sweep_s, sweeps.expire_due),
                 ("gauges", settings.confirm_sweep_s, partial(refresh_gauges, rt.pool, clock)),
+                (
+                    "ledger-gauges",
+                    settings.confirm_sweep_s,
+                    partial(LedgerBacklog([*channels, *batch_channels]).refresh, rt.pool, clock),
+                ),
             ):
                 job = Periodic(name, every, tick)
                 rt.run_task(job.run, f"alerting-{name}", job.stop)

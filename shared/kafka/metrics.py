@@ -10,7 +10,7 @@ MESSAGES = Counter(
     ["consumer", "topic", "outcome"],
 )
 BATCH_SECONDS = Histogram(
-    "qianshao_consumer_batch_seconds",
+    "qianshao_consumer_batch_duration_seconds",
     "Time from poll to commit for one batch",
     ["consumer"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

@@ -34,18 +34,32 @@ ROOT = Path(__file__).resolve().parents[2]
 KEY_SERIES = {
     "ingest": [
         'qianshao_ingest_readings_total{job="ingest"}',
-        "qianshao_ingest_db_write_seconds_count",
+        "qianshao_ingest_db_write_duration_seconds_count",
+        'qianshao_build_info{component="ingest"} == 1',
     ],
-    "risk": ['qianshao_risk_events_total{level="red"}', "qianshao_consumer_lag_messages"],
+    "risk": [
+        'qianshao_risk_events_total{level="red"}',
+        "qianshao_consumer_lag_messages",
+        # the red event left risk's outbox: nothing waits there any more
+        'qianshao_outbox_unpublished_events{schema="risk"} == 0',
+        'qianshao_outbox_oldest_unpublished_age_seconds{schema="risk"} == 0',
+    ],
     "alerting": [
         'qianshao_warning_versions_total{msg_type="Alert",level="red"}',
         'qianshao_deliveries_total{channel="sms",result="sent"}',
-        "qianshao_warning_delivery_latency_seconds_bucket",
-        'qianshao_reading_to_delivery_seconds_count{channel="sms"} >= 1',
+        "qianshao_warning_delivery_duration_seconds_bucket",
+        'qianshao_reading_to_delivery_duration_seconds_count{channel="sms"} >= 1',
         'qianshao_warnings{state="issued",level="red"} == 1',
         "qianshao_confirm_pending == 1",
+        # the SMS went: the ledger holds nothing undelivered for it
+        'qianshao_ledger_undelivered{channel="sms",state="pending"} == 0',
+        'qianshao_ledger_oldest_undelivered_age_seconds{channel="sms"} == 0',
     ],
-    "gateway": ['qianshao_http_requests_total{service="gateway"}'],
+    "gateway": [
+        'qianshao_http_requests_total{route="/api/v1/{service}/{path:path}",status="202"}',
+        'qianshao_http_request_duration_seconds_count{route="/api/v1/{service}/{path:path}"}',
+        'qianshao_build_info{component="gateway"} == 1',
+    ],
 }
 
 
@@ -149,6 +163,12 @@ async def test_prometheus_scrapes_the_key_series(stack, database, tmp_path):
                 return ok if ok == set(targets) else None
 
             await eventually(up, timeout_s=60, what="every service scraped")
+            # the labels the series carry never clash with the scrape's own target labels
+            # (Prometheus would rename them exported_*)
+            clashes = await p.get(f"{api}/series", params={"match[]": '{__name__=~"qianshao_.+"}'})
+            names = {k for m in clashes.json()["data"] for k in m}
+            assert not {n for n in names if n.startswith("exported_")}, names
+            assert not names & {"service", "namespace", "pod", "container", "endpoint"}, names
             for job, series in KEY_SERIES.items():
                 for expr in series:
                     query = expr if "job=" in expr else _with_job(expr, job)

@@ -145,5 +145,5 @@ async def test_red_reading_becomes_delivered_red_warning(stack):
         async with httpx.AsyncClient(timeout=10) as plain:
             metrics = (await plain.get(stack.services["ingest"] + "/metrics")).text
         assert 'qianshao_consumer_lag_messages{consumer="ingest"' in metrics
-        assert "qianshao_ingest_db_write_seconds_count" in metrics
+        assert "qianshao_ingest_db_write_duration_seconds_count" in metrics
         assert 'qianshao_deliveries_total{channel="webhook",result="sent"}' in metrics

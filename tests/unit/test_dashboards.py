@@ -113,13 +113,13 @@ def test_promql_names_only_exported_metrics():
         "qianshao_ingest_readings_total",
         "qianshao_ingest_rejected_total",
         "qianshao_consumer_lag_messages",
-        "qianshao_ingest_db_write_seconds_bucket",
+        "qianshao_ingest_db_write_duration_seconds_bucket",
         "qianshao_risk_events_total",
         "qianshao_warnings",
         "qianshao_deliveries_total",
         "qianshao_confirm_rate_ratio",
-        "qianshao_confirm_seconds_bucket",
-        "qianshao_reading_to_delivery_seconds_bucket",
+        "qianshao_confirm_duration_seconds_bucket",
+        "qianshao_reading_to_delivery_duration_seconds_bucket",
     ):
         assert key in used, key
 

@@ -337,8 +337,9 @@ def test_custom_resources_are_well_formed(render):
         assert cm["data"][f"QIANSHAO_{name.upper()}_KAFKA_BOOTSTRAP"] == bootstrap
     [rule] = _of(render, "PrometheusRule")
     alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
-    assert len(alerts) == 6
-    assert all(r["alert"] and r["expr"] for r in alerts)
+    source = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    assert len(alerts) == sum(len(g["rules"]) for g in source["groups"]) == 9
+    assert all(r["alert"] and r["expr"] and r["annotations"]["runbook_url"] for r in alerts)
     [dashboards] = [
         c for c in _of(render, "ConfigMap") if "grafana_dashboard" in c["metadata"]["labels"]
     ]

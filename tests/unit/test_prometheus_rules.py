@@ -8,6 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus"
 
@@ -23,7 +25,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_rules_are_valid_and_their_unit_tests_pass():
     checked = promtool("check", "rules", "alerts.yml")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 6 rules found" in checked.stdout
+    assert "SUCCESS: 9 rules found" in checked.stdout
     tested = promtool("test", "rules", "alerts_test.yml")
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
@@ -38,3 +40,24 @@ def test_every_metric_the_rules_read_is_exported():
     defined = set(re.findall(r'"(qianshao_[a-z_]+)"', source))
     assert used, "no metric found in the rules"
     assert used <= defined, f"metrics no service exports: {sorted(used - defined)}"
+
+
+def _anchor(heading: str) -> str:
+    """The anchor a Markdown renderer gives a heading (GitHub's rule: lower case, punctuation
+    dropped, spaces to hyphens)."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_alert_links_a_runbook_section_that_exists():
+    rules = yaml.safe_load((RULES / "alerts.yml").read_text())
+    runbook = (ROOT / "deploy" / "RUNBOOK.md").read_text(encoding="utf-8")
+    anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", runbook, re.M)}
+    alerts = [r for g in rules["groups"] for r in g["rules"]]
+    assert len(alerts) == 9
+    for rule in alerts:
+        url = rule["annotations"].get("runbook_url", "")
+        path, _, anchor = url.partition("#")
+        assert path == "deploy/RUNBOOK.md", rule["alert"]
+        assert anchor == rule["alert"].lower(), url
+        assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in the runbook"

@@ -19,7 +19,7 @@ CONFIRMED = Counter(
     "qianshao_confirmations_total", "叫应 confirmations received, by how", ["via", "level"]
 )
 TIME_TO_CONFIRM = Histogram(
-    "qianshao_confirm_seconds",
+    "qianshao_confirm_duration_seconds",
     "From a warning version needing confirmation to the person confirming it",
     ["level"],
     buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200),

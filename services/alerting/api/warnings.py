@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import AnyHttpUrl, BaseModel, Field
 
 from services.alerting.domain.capout import CapVersion, atom_feed, cap_xml
+from services.alerting.domain.states import Delivery
 from shared.contracts import ActiveLevelName, Level
 from shared.errors import NotFound, PermissionDenied
 from shared.http import IdentityDep
@@ -209,6 +210,8 @@ def router() -> APIRouter:
         identity: IdentityDep,
         request: Request,
         warning_id: str | None = None,
+        state: Delivery | None = None,
+        channel: Annotated[str | None, Query(max_length=64)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         identity.require_scope("warnings:read")
@@ -217,10 +220,13 @@ def router() -> APIRouter:
                       d.last_error, d.sent_at
                  FROM alerting.deliveries d JOIN alerting.warnings w ON w.id = d.warning_id
                 WHERE w.region_code LIKE $1 || '%' AND ($2::text IS NULL OR d.warning_id = $2)
+                  AND ($4::text IS NULL OR d.state = $4) AND ($5::text IS NULL OR d.channel = $5)
                 ORDER BY d.id DESC LIMIT $3""",
             identity.region_prefix,
             warning_id,
             limit,
+            state,
+            channel,
         )
         return [dict(x.items()) for x in rows]
 

@@ -44,7 +44,9 @@ DELIVERIES = Counter(
     "qianshao_deliveries_total", "Delivery attempts by channel and result", ["channel", "result"]
 )
 SEND_SECONDS = Histogram(
-    "qianshao_delivery_send_seconds", "Time a provider took to accept a message", ["channel"]
+    "qianshao_delivery_send_duration_seconds",
+    "Time a provider took to accept a message",
+    ["channel"],
 )
 RECONCILED = Counter(
     "qianshao_delivery_reconciled_total",
@@ -52,13 +54,13 @@ RECONCILED = Counter(
     ["channel", "result"],
 )
 READING_TO_DELIVERY = Histogram(
-    "qianshao_reading_to_delivery_seconds",
+    "qianshao_reading_to_delivery_duration_seconds",
     "From the reading behind a warning version being taken to a provider accepting the version",
     ["channel"],
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
 )
 END_TO_END = Histogram(
-    "qianshao_warning_delivery_latency_seconds",
+    "qianshao_warning_delivery_duration_seconds",
     "From the warning version being created to the provider accepting it",
     ["channel"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),

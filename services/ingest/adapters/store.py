@@ -14,7 +14,7 @@ from shared.db import Conn, DailyPartitions, day_start
 from shared.errors import DatabaseError
 
 WRITE_SECONDS = Histogram(
-    "qianshao_ingest_db_write_seconds",
+    "qianshao_ingest_db_write_duration_seconds",
     "Time to store one batch of readings",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )

@@ -100,12 +100,14 @@ def pipeline() -> dash.Dashboard:
             )
         )
         .with_panel(
-            _quantiles("DB write time per batch", "qianshao_ingest_db_write_seconds", "job")
+            _quantiles(
+                "DB write time per batch", "qianshao_ingest_db_write_duration_seconds", "job"
+            )
         )
         .with_panel(
             _quantiles(
                 "Consumer batch time (poll to commit)",
-                "qianshao_consumer_batch_seconds",
+                "qianshao_consumer_batch_duration_seconds",
                 "consumer",
             )
         )
@@ -145,13 +147,13 @@ def pipeline() -> dash.Dashboard:
                 "Requests / s, by service and status",
                 "reqps",
                 promql(
-                    """sum by (service, status)
+                    """sum by (job, status)
                        (rate(qianshao_http_requests_total[$__rate_interval]))""",
-                    "{{service}} {{status}}",
+                    "{{job}} {{status}}",
                 ),
             )
         )
-        .with_panel(_quantiles("Request latency", "qianshao_http_request_seconds", "service"))
+        .with_panel(_quantiles("Request latency", "qianshao_http_request_duration_seconds", "job"))
     )
 
 
@@ -355,11 +357,13 @@ def warnings() -> dash.Dashboard:
                 ),
             )
         )
-        .with_panel(_quantiles("Provider accept time", "qianshao_delivery_send_seconds", "channel"))
+        .with_panel(
+            _quantiles("Provider accept time", "qianshao_delivery_send_duration_seconds", "channel")
+        )
         .with_panel(
             _quantiles(
                 "Reading taken → provider accepted (end to end)",
-                "qianshao_reading_to_delivery_seconds",
+                "qianshao_reading_to_delivery_duration_seconds",
                 "channel",
                 (0.5, 0.99),
             )
@@ -367,7 +371,7 @@ def warnings() -> dash.Dashboard:
         .with_panel(
             _quantiles(
                 "Warning version → provider accepted",
-                "qianshao_warning_delivery_latency_seconds",
+                "qianshao_warning_delivery_duration_seconds",
                 "channel",
             )
         )
@@ -423,7 +427,9 @@ def call_confirm() -> dash.Dashboard:
                 ),
             )
         )
-        .with_panel(_quantiles("Time to confirm", "qianshao_confirm_seconds", "level", (0.5, 0.9)))
+        .with_panel(
+            _quantiles("Time to confirm", "qianshao_confirm_duration_seconds", "level", (0.5, 0.9))
+        )
         .with_panel(
             _series(
                 "Confirmations / s, by how",
