@@ -145,8 +145,10 @@ StationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z
 
 
 def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
-    """JSON that PostgreSQL's jsonb and our encoder take: integers within 64 bits, valid UTF-8
-    (no lone surrogates), no NUL character, at most 64 KiB."""
+    """JSON that PostgreSQL's jsonb and our encoder take: valid UTF-8 (no lone surrogates), no
+    NUL character, at most 64 KiB. An integer beyond 64 bits is kept as a double, as JSON
+    readers do (RFC 8259, section 6)."""
+    value = _wide_ints_as_doubles(value)
     try:
         encoded = orjson.dumps(value)
     except TypeError as exc:
@@ -155,6 +157,23 @@ def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("strings may not contain the NUL character")
     if len(encoded) > 64 << 10:
         raise ValueError("larger than 64 KiB")
+    return value
+
+
+def _wide_ints_as_doubles(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**64:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError("a number beyond what a double holds") from None
+    if isinstance(value, dict):
+        return {k: _wide_ints_as_doubles(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wide_ints_as_doubles(v) for v in value]
     return value
 
 

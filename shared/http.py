@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import logging
 import platform
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, FastAPI, Path, Request
+from fastapi import APIRouter, FastAPI, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader, SecurityScopes
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -125,7 +128,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route at the path; a path served by
+            # several routes (GET and POST) has them all
+            allowed = allowed_methods(request.app, request.scope["path"])
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
+                detail = f"{request.method} is not allowed here; use {', '.join(allowed)}"
+                return problem(405, detail, headers=headers)
+        return problem(exc.status_code, str(exc.detail), headers=headers)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -146,6 +158,23 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the app's OpenAPI document lists at ``path``, or [] when it has no such
+    path. The table of path patterns is built once per app."""
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(app.state, "path_methods", None)
+    if table is None:
+        table = []
+        for template, item in app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
+            methods = sorted(m.upper() for m in item if m in _HTTP_METHODS)
+            table.append((re.compile(f"^{pattern}$"), methods))
+        app.state.path_methods = table
+    return next((methods for pattern, methods in table if pattern.match(path)), [])
 
 
 def _unstorable(exc: BaseException) -> str | None:
@@ -265,9 +294,37 @@ def current_identity(request: Request) -> Identity:
     return verify(request.headers.get(HEADER), state.internal_secret, state.clock.now())
 
 
-IdentityDep = Annotated[Identity, Depends(current_identity)]
-# a row id in the path: a bigint, so anything larger is a 422, never a database error
-RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# The identity header as an OpenAPI security scheme, so each operation's document states the
+# scopes it needs (the gateway's merged document maps them onto the public credentials)
+IDENTITY_SCHEME = APIKeyHeader(
+    name=HEADER,
+    scheme_name="identity",
+    description="the caller, authenticated and signed by the gateway",
+    auto_error=False,
+)
+
+
+def scoped_identity(
+    request: Request,
+    required: SecurityScopes,
+    _header: Annotated[str | None, Security(IDENTITY_SCHEME)],
+) -> Identity:
+    """The caller, holding every scope the operation declares (403 otherwise)."""
+    identity = current_identity(request)
+    for scope in required.scopes:
+        identity.require_scope(scope)
+    return identity
+
+
+def needs(*scopes: str) -> Any:
+    """``identity: Annotated[Identity, needs("warnings:read")]``: checked, and documented."""
+    return Security(scoped_identity, scopes=list(scopes))
+
+
+IdentityDep = Annotated[Identity, needs()]
+# a row id in the path: a bigint any JSON client can hold (2**53 - 1), so anything larger is a
+# 422, never a database error
+RowId = Annotated[int, Path(ge=1, le=2**53 - 1)]
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -311,13 +368,27 @@ def problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                     continue
                 for code, text in COMMON_ERRORS.items():
                     op["responses"].setdefault(code, {"description": text})
+                if any(p.get("in") == "path" for p in op.get("parameters", [])):
+                    op["responses"].setdefault("404", {"description": "no such resource here"})
+                if "requestBody" in op:
+                    op["responses"].setdefault(
+                        "400", {"description": "the body cannot be parsed as its content type"}
+                    )
                 for code, response in op["responses"].items():
-                    if code[0] in "45":
+                    # an error is a problem document, unless the operation marks it otherwise
+                    # (the token endpoint's RFC 6749 errors)
+                    if response.pop("x-problem", True) and code[0] in "45":
                         response["content"] = {PROBLEM: {"schema": ref}}
         app.openapi_schema = doc
         return doc
 
     return openapi
+
+
+def operation_id(route: APIRoute) -> str:
+    """An operation's id is its handler's name: unique across the services (the gateway's
+    merged document checks it) and saying what it does."""
+    return route.name
 
 
 def new_app(
@@ -336,6 +407,7 @@ def new_app(
         title=title,
         version=version or project_version(),
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
         responses={
             401: {"description": "Unauthenticated", "content": {PROBLEM: {}}},
             403: {"description": "Forbidden", "content": {PROBLEM: {}}},

@@ -127,5 +127,5 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
         clock=clock,
         settings=settings,
     )
-    app.include_router(router(settings.max_body_bytes))
+    app.include_router(router(settings.max_body_bytes, settings.max_batch_items))
     return app

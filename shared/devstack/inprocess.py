@@ -81,7 +81,15 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(database: str, bootstrap: str, topic_prefix: str) -> AsyncIterator[Stack]:
+async def running_stack(
+    database: str,
+    bootstrap: str,
+    topic_prefix: str,
+    *,
+    rate_limits: dict[str, int] | None = None,
+) -> AsyncIterator[Stack]:
+    """The four services and the fake providers in this process; ``rate_limits`` replaces the
+    gateway's (a test that sends thousands of requests a minute)."""
     ports = {name: free_port() for name in ("ingest", "risk", "alerting", "gateway", "fake")}
     common: dict[str, Any] = {
         "database_url": database,
@@ -122,15 +130,16 @@ async def running_stack(database: str, bootstrap: str, topic_prefix: str) -> Asy
             es.enter_async_context(serve(risk_app(risk), ports["risk"])),
             es.enter_async_context(serve(alerting_app(alerting), ports["alerting"])),
         )
-        gw = gateway_app(
-            GatewaySettings(
-                database_url=database,
-                port=ports["gateway"],
-                ingest_url=f"http://127.0.0.1:{ports['ingest']}",
-                risk_url=f"http://127.0.0.1:{ports['risk']}",
-                alerting_url=f"http://127.0.0.1:{ports['alerting']}",
-            )
+        gw_settings = GatewaySettings(
+            database_url=database,
+            port=ports["gateway"],
+            ingest_url=f"http://127.0.0.1:{ports['ingest']}",
+            risk_url=f"http://127.0.0.1:{ports['risk']}",
+            alerting_url=f"http://127.0.0.1:{ports['alerting']}",
         )
+        if rate_limits is not None:
+            gw_settings = gw_settings.model_copy(update={"rate_limits": rate_limits})
+        gw = gateway_app(gw_settings)
         gateway = await es.enter_async_context(serve(gw, ports["gateway"]))
         _, key = await create_api_client(
             gw.state.pool,

@@ -34,9 +34,9 @@ async def test_credentials_matrix(stack):
         assert_problem(
             await c.get("/api/v1/alerts/warnings", headers={"X-API-Key": "qs_wrong"}), 401
         )
-        assert_problem(
-            await c.post("/api/v1/auth/token", data={"username": "admin", "password": "nope"}), 401
-        )
+        wrong = await c.post("/api/v1/auth/token", data={"username": "admin", "password": "nope"})
+        assert wrong.status_code == 400  # RFC 6749 section 5.2
+        assert wrong.json()["error"] == "invalid_grant"
         now = datetime.now(UTC)
         expired = jwt.encode(
             {
@@ -192,3 +192,68 @@ async def test_township_officer_sees_only_the_township(stack, database):
             ),
             403,
         )
+
+
+async def test_two_credentials_are_refused_whichever_is_bad(stack):
+    """One credential per request: a bad API key beside a good token (or a good one beside
+    it, or an empty key) is a 401, never served on the strength of the other."""
+    async with httpx.AsyncClient(base_url=stack.gateway, timeout=30) as c:
+        bearer = await token(c, "admin", stack.admin_password)
+        assert (await c.get("/api/v1/alerts/warnings", headers=bearer)).status_code == 200
+        for key in ("qs_wrong", "", stack.api_key):
+            r = await c.get("/api/v1/alerts/warnings", headers={**bearer, "X-API-Key": key})
+            assert_problem(r, 401)
+            assert "one credential" in r.json()["detail"]
+        r = await c.get(
+            "/api/v1/ingest/stations",
+            headers={"X-API-Key": stack.api_key, "Authorization": "Bearer not-a-token"},
+        )
+        assert_problem(r, 401)
+        assert_problem(await c.get("/api/v1/ingest/stations", headers={"X-API-Key": ""}), 401)
+        assert (
+            await c.get("/api/v1/ingest/stations", headers={"X-API-Key": stack.api_key})
+        ).status_code == 200
+
+
+async def test_the_token_endpoint_answers_as_rfc_6749_says(stack):
+    async with httpx.AsyncClient(base_url=stack.gateway, timeout=30) as c:
+        cases = [
+            ({"username": "admin", "password": "nope"}, "invalid_grant"),
+            ({"grant_type": "password", "username": "admin"}, "invalid_request"),
+            ({"grant_type": "client_credentials"}, "unsupported_grant_type"),
+            ({"grant_type": "refresh_token", "refresh_token": "qsr_unknown"}, "invalid_grant"),
+        ]
+        for form, error in cases:
+            r = await c.post("/api/v1/auth/token", data=form)
+            assert r.status_code == 400, (form, r.text)
+            assert r.headers["content-type"].startswith("application/json")
+            assert r.headers["cache-control"] == "no-store"
+            assert r.json()["error"] == error
+            assert r.json()["error_description"]
+        r = await c.post(
+            "/api/v1/auth/token", data={"username": "admin", "password": stack.admin_password}
+        )
+        assert r.status_code == 200
+        assert r.headers["cache-control"] == "no-store"
+        assert r.json()["token_type"] == "bearer"
+        r = await c.post("/api/v1/auth/revoke", data={})
+        assert r.status_code == 400
+        assert r.json()["error"] == "invalid_request"
+
+
+async def test_an_undeclared_method_is_a_405_that_names_the_allowed_ones(stack):
+    async with httpx.AsyncClient(base_url=stack.gateway, timeout=30) as c:
+        bearer = await token(c, "admin", stack.admin_password)
+        r = await c.put("/api/v1/auth/token")
+        assert_problem(r, 405)
+        assert r.headers["allow"] == "POST"
+        r = await c.put("/api/v1/auth/clients", headers=bearer)
+        assert_problem(r, 405)
+        assert r.headers["allow"] == "GET, POST"
+        # through the proxy: the service answers, with every method of the path
+        r = await c.patch("/api/v1/alerts/persons", headers=bearer)
+        assert_problem(r, 405)
+        assert r.headers["allow"] == "GET, POST"
+        r = await c.request("OPTIONS", "/api/v1/ingest/stations/WL-1", headers=bearer)
+        assert_problem(r, 405)
+        assert r.headers["allow"] == "DELETE, GET, PUT"

@@ -169,12 +169,12 @@ async def test_refresh_tokens_rotate_and_a_reused_one_revokes_the_family(stack):
             "/api/v1/auth/token",
             data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
         )
-        assert_problem(r, 401)
+        assert_invalid_grant(r)
         r = await c.post(
             "/api/v1/auth/token",
             data={"grant_type": "refresh_token", "refresh_token": second["refresh_token"]},
         )
-        assert_problem(r, 401)
+        assert_invalid_grant(r)
 
         third = (
             await c.post(
@@ -188,7 +188,14 @@ async def test_refresh_tokens_rotate_and_a_reused_one_revokes_the_family(stack):
             "/api/v1/auth/token",
             data={"grant_type": "refresh_token", "refresh_token": third["refresh_token"]},
         )
-        assert_problem(r, 401)
+        assert_invalid_grant(r)
+
+
+def assert_invalid_grant(r: httpx.Response) -> None:
+    """A refused grant, as RFC 6749 (section 5.2) answers it."""
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_grant"
+    assert r.headers["cache-control"] == "no-store"
 
 
 @contextlib.asynccontextmanager
@@ -388,7 +395,7 @@ async def test_injection_probes_change_nothing_and_leak_nothing(stack):
         assert {s["id"] for s in r.json()} >= {"WL-001", "WL-OTHER"}
         assert (
             await c.post("/api/v1/auth/token", data={"username": "admin' --", "password": "x"})
-        ).status_code == 401
+        ).json()["error"] == "invalid_grant"
 
 
 async def test_a_slow_client_times_out_without_holding_up_others(stack, database):

@@ -199,6 +199,55 @@ def test_openapi_merge_moves_paths_and_renames_clashing_schemas():
     assert doc["info"]["x-unavailable"] == ["risk"]
 
 
+def test_each_operation_states_its_credentials_and_scopes():
+    """From the scopes a service declares on its internal identity: an operator's token with
+    those scopes, and an API key (or a signed request) where an upstream platform holds them."""
+    alerting = {
+        "paths": {
+            "/v1/warnings": {
+                "get": {
+                    "operationId": "list_warnings",
+                    "security": [{"identity": ["warnings:read"]}],
+                }
+            },
+        },
+    }
+    ingest = {
+        "paths": {
+            "/v1/readings": {
+                "post": {
+                    "operationId": "push_readings",
+                    "security": [{"identity": ["readings:write"]}],
+                }
+            },
+            "/v1/warnings": {
+                "get": {"operationId": "list_warnings", "security": [{"identity": []}]}
+            },
+        },
+    }
+    routes = [
+        Route("/api/v1/ingest/", "http://i", "/v1/", "ingest"),
+        Route("/api/v1/alerts/", "http://a", "/v1/", "alerting"),
+    ]
+    doc = merge({"paths": {}}, [(routes[1], alerting), (routes[0], ingest)])
+    warnings = doc["paths"]["/api/v1/alerts/warnings"]["get"]
+    assert warnings["security"] == [{"operator": ["warnings:read"]}]
+    push = doc["paths"]["/api/v1/ingest/readings"]["post"]
+    assert push["security"] == [
+        {"apiKey": ["readings:write"]},
+        {"signedRequest": ["readings:write"]},
+        {"operator": ["readings:write"]},
+    ]
+    # two services with an operation of one name: the second is told apart by its service
+    ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+    assert doc["paths"]["/api/v1/ingest/warnings"]["get"]["operationId"] == "ingest_list_warnings"
+    flows = doc["components"]["securitySchemes"]["operator"]["flows"]["password"]
+    assert "warnings:read" in flows["scopes"]
+    assert "duty_officer" in flows["scopes"]["warnings:read"]
+    assert "OAuthError" in doc["components"]["schemas"]
+
+
 def test_services_keep_idle_connections_longer_than_the_gateway_pools_them():
     # otherwise the gateway may send on a connection the service is closing at that moment,
     # and a POST (never retried) comes back 502

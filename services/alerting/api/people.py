@@ -24,9 +24,11 @@ from services.alerting.adapters.confirmations import confirm_by_phone, confirm_t
 from services.alerting.domain.confirm import read_token
 from services.alerting.domain.recipients import Role, jurisdiction
 from services.alerting.domain.states import STANDING
+from shared.api_types import BodyId, Flag, Instant
 from shared.contracts import ActiveLevelName, Level
 from shared.errors import NotFound, PermissionDenied, ValidationFailed
-from shared.http import IdentityDep, RowId
+from shared.http import RowId, needs
+from shared.identity import Identity
 
 PersonChannelName = Literal["sms", "wechat_mp", "wecom_app", "email"]
 
@@ -44,9 +46,12 @@ class PersonIn(BaseModel):
     phone: str | None = Field(default=None, pattern=r"^\+?\d{5,20}$")
     wechat_openid: str | None = Field(default=None, max_length=64)
     wecom_userid: str | None = Field(default=None, max_length=64)
-    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=200)
-    drill: bool = False
-    subscriptions: list[PersonSubscriptionIn] = Field(default_factory=list, max_length=20)
+    # spelled out rather than \s, which Python and JSON Schema's ECMA regexes read differently
+    email: str | None = Field(
+        default=None, pattern=r"^[^@ \t\r\n]+@[^@ \t\r\n]+\.[^@ \t\r\n]+$", max_length=200
+    )
+    drill: Flag = False
+    subscriptions: list[PersonSubscriptionIn] = Field(default_factory=list, max_length=10)
 
 
 class PersonOut(PersonIn):
@@ -55,9 +60,9 @@ class PersonOut(PersonIn):
 
 
 class RosterIn(BaseModel):
-    person_id: int = Field(ge=1, le=2**63 - 1)
-    starts_at: datetime
-    ends_at: datetime
+    person_id: BodyId
+    starts_at: Instant
+    ends_at: Instant
 
 
 class RosterOut(RosterIn):
@@ -65,7 +70,7 @@ class RosterOut(RosterIn):
 
 
 class ConfirmIn(BaseModel):
-    person_id: int = Field(ge=1, le=2**63 - 1)
+    person_id: BodyId
 
 
 class ConfirmOut(BaseModel):
@@ -125,10 +130,11 @@ def router() -> APIRouter:
     r = APIRouter(prefix="/v1")
 
     @r.post("/persons", status_code=201, response_model=PersonOut, tags=["recipients"])
-    async def create_person(body: PersonIn, identity: IdentityDep, request: Request) -> Any:
+    async def create_person(
+        body: PersonIn, identity: Annotated[Identity, needs("recipients:write")], request: Request
+    ) -> Any:
         """A person who receives warnings; without subscriptions they get every hazard from
         blue by SMS."""
-        identity.require_scope("recipients:write")
         identity.require_region(body.region_code)
         pool = _pool(request)
         async with pool.acquire() as conn, conn.transaction():
@@ -165,13 +171,12 @@ def router() -> APIRouter:
 
     @r.get("/persons", response_model=list[PersonOut], tags=["recipients"])
     async def list_persons(
-        identity: IdentityDep,
+        identity: Annotated[Identity, needs("recipients:read")],
         request: Request,
         region_prefix: Annotated[str, Query(pattern=r"^\d{0,12}$")] = "",
         role: Role | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> Any:
-        identity.require_scope("recipients:read")
         prefix = identity.narrow(region_prefix)
         ids = await _pool(request).fetch(
             """SELECT id FROM alerting.persons
@@ -184,18 +189,26 @@ def router() -> APIRouter:
         return [await _person(_pool(request), x["id"]) for x in ids]
 
     @r.delete("/persons/{person_id}", status_code=204, tags=["recipients"])
-    async def deactivate_person(person_id: RowId, identity: IdentityDep, request: Request) -> None:
+    async def deactivate_person(
+        person_id: RowId, identity: Annotated[Identity, needs("recipients:write")], request: Request
+    ) -> None:
         """Stops all sending to the person; the ledger and confirmations keep their history."""
-        identity.require_scope("recipients:write")
         p = await _person(_pool(request), person_id)
         identity.require_region(p["region_code"])
         await _pool(request).execute(
             "UPDATE alerting.persons SET active = false WHERE id = $1", person_id
         )
 
-    @r.post("/duty-roster", status_code=201, response_model=RosterOut, tags=["recipients"])
-    async def add_duty(body: RosterIn, identity: IdentityDep, request: Request) -> Any:
-        identity.require_scope("recipients:write")
+    @r.post(
+        "/duty-roster",
+        status_code=201,
+        response_model=RosterOut,
+        tags=["recipients"],
+        responses={404: {"description": "no such person here"}},
+    )
+    async def add_duty_shift(
+        body: RosterIn, identity: Annotated[Identity, needs("recipients:write")], request: Request
+    ) -> Any:
         if body.ends_at <= body.starts_at:
             raise ValidationFailed("ends_at must be after starts_at")
         p = await _person(_pool(request), body.person_id)
@@ -212,9 +225,12 @@ def router() -> APIRouter:
         return {"id": rid, **body.model_dump()}
 
     @r.get("/duty-roster", response_model=list[RosterOut], tags=["recipients"])
-    async def list_duty(identity: IdentityDep, request: Request, at: datetime | None = None) -> Any:
+    async def list_duty_shifts(
+        identity: Annotated[Identity, needs("recipients:read")],
+        request: Request,
+        at: Instant | None = None,
+    ) -> Any:
         """Shifts in the caller's region; with ``at``, only those covering that moment."""
-        identity.require_scope("recipients:read")
         rows = await _pool(request).fetch(
             """SELECT r.id, r.person_id, r.starts_at, r.ends_at
                  FROM alerting.duty_roster r JOIN alerting.persons p ON p.id = r.person_id
@@ -260,11 +276,13 @@ def router() -> APIRouter:
     @r.post(
         "/warnings/{warning_id}/confirmations", response_model=ConfirmOut, tags=["confirmations"]
     )
-    async def confirm_api(
-        warning_id: str, body: ConfirmIn, identity: IdentityDep, request: Request
+    async def confirm_for_person(
+        warning_id: str,
+        body: ConfirmIn,
+        identity: Annotated[Identity, needs("confirmations:write")],
+        request: Request,
     ) -> Any:
         """Confirms for a person (an app, or a duty officer who reached them by phone)."""
-        identity.require_scope("confirmations:write")
         pool = _pool(request)
         region = await pool.fetchval(
             "SELECT region_code FROM alerting.warnings WHERE id = $1", warning_id
@@ -286,16 +304,15 @@ def router() -> APIRouter:
         return {"confirmed": len(done)}
 
     @r.get("/confirmations/stats", response_model=list[ConfirmStat], tags=["confirmations"])
-    async def confirm_stats(
-        identity: IdentityDep,
+    async def get_confirm_stats(
+        identity: Annotated[Identity, needs("warnings:read")],
         request: Request,
         by: Literal["village", "township", "county"] = "township",
         region_prefix: Annotated[str, Query(pattern=r"^\d{0,12}$")] = "",
         warning_id: str | None = None,
-        since: datetime | None = None,
+        since: Instant | None = None,
     ) -> Any:
         """叫应 rate and time-to-confirm per village, township or county."""
-        identity.require_scope("warnings:read")
         digits = {"village": 12, "township": 9, "county": 6}[by]
         rows = await _pool(request).fetch(
             """SELECT rpad(left(region_code, $1), 12, '0') AS region_code,
@@ -328,14 +345,13 @@ def router() -> APIRouter:
         response_model=list[UnansweredCounty],
         tags=["confirmations"],
     )
-    async def unanswered(
-        identity: IdentityDep,
+    async def list_unanswered_counties(
+        identity: Annotated[Identity, needs("warnings:read")],
         request: Request,
         older_than_s: Annotated[int, Query(ge=0, le=86400)] = 600,
     ) -> Any:
         """Counties with an open red warning older than ``older_than_s`` and not one confirmed
         response: the ones a higher level must prompt."""
-        identity.require_scope("warnings:read")
         now = request.app.state.clock.now()
         rows = await _pool(request).fetch(
             """SELECT left(w.region_code, 6) || '000000' AS county_code,

@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 
 from services.alerting.adapters.publications import decide, request_publication
 from shared.errors import NotFound, PermissionDenied, ValidationFailed
-from shared.http import IdentityDep
+from shared.http import IdentityDep, RowId, needs
+from shared.identity import Identity
 
 MAX_IMPORT_BYTES = 64 << 20
 
@@ -64,13 +65,20 @@ async def _warning_region(pool: asyncpg.Pool, warning_id: str) -> str:
 def router() -> APIRouter:
     r = APIRouter(prefix="/v1", tags=["public warnings"])
 
-    @r.post("/warnings/{warning_id}/publication", status_code=201, response_model=PublicationOut)
-    async def request(
-        warning_id: str, body: PublicationIn, identity: IdentityDep, request: Request
+    @r.post(
+        "/warnings/{warning_id}/publication",
+        status_code=201,
+        response_model=PublicationOut,
+        responses={409: {"description": "the warning is closed, or this version is requested"}},
+    )
+    async def request_public_release(
+        warning_id: str,
+        body: PublicationIn,
+        identity: Annotated[Identity, needs("warnings:publish")],
+        request: Request,
     ) -> Any:
         """Asks for the warning's current version to go to the residents of its area (and the
         public CAP feed). Levels that need approval wait for an approver."""
-        identity.require_scope("warnings:publish")
         pool = _pool(request)
         region = await _warning_region(pool, warning_id)
         if not identity.can_see_region(region):
@@ -108,23 +116,34 @@ def router() -> APIRouter:
         request.app.state.delivery.wake()
         return out
 
-    @r.post("/publications/{pid}/approve", response_model=PublicationOut)
-    async def approve(pid: int, body: DecisionIn, identity: IdentityDep, request: Request) -> Any:
+    @r.post(
+        "/publications/{pid}/approve",
+        response_model=PublicationOut,
+        responses={409: {"description": "the publication is decided already"}},
+    )
+    async def approve_publication(
+        pid: RowId, body: DecisionIn, identity: IdentityDep, request: Request
+    ) -> Any:
         """Approves (four eyes: not by the requester); the broadcast starts at once."""
         return await _decide(pid, True, body, identity, request)
 
-    @r.post("/publications/{pid}/reject", response_model=PublicationOut)
-    async def reject(pid: int, body: DecisionIn, identity: IdentityDep, request: Request) -> Any:
+    @r.post(
+        "/publications/{pid}/reject",
+        response_model=PublicationOut,
+        responses={409: {"description": "the publication is decided already"}},
+    )
+    async def reject_publication(
+        pid: RowId, body: DecisionIn, identity: IdentityDep, request: Request
+    ) -> Any:
         return await _decide(pid, False, body, identity, request)
 
     @r.get("/publications", response_model=list[PublicationOut])
     async def list_publications(
-        identity: IdentityDep,
+        identity: Annotated[Identity, needs("warnings:read")],
         request: Request,
         state: Literal["pending_approval", "approved", "rejected", "superseded"] | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> Any:
-        identity.require_scope("warnings:read")
         rows = await _pool(request).fetch(
             """SELECT p.* FROM alerting.publications p
                  JOIN alerting.warnings w ON w.id = p.warning_id
@@ -137,12 +156,13 @@ def router() -> APIRouter:
         return [dict(x.items()) for x in rows]
 
     @r.post("/residents/import", response_model=ImportOut)
-    async def import_residents(identity: IdentityDep, request: Request) -> Any:
+    async def import_residents(
+        identity: Annotated[Identity, needs("recipients:write")], request: Request
+    ) -> Any:
         """Adds residents' numbers from CSV lines ``region_code,phone[,drill]`` (a header line
         is skipped). Numbers already listed for a village are kept once; the last line about a
         number wins. Lines outside the
         caller's region, or malformed, are refused and counted."""
-        identity.require_scope("recipients:write")
         raw = await request.body()
         if len(raw) > MAX_IMPORT_BYTES:
             raise ValidationFailed(f"at most {MAX_IMPORT_BYTES} bytes per import")
@@ -184,11 +204,10 @@ def router() -> APIRouter:
 
     @r.get("/residents/count")
     async def count_residents(
-        identity: IdentityDep,
+        identity: Annotated[Identity, needs("recipients:read")],
         request: Request,
         region_prefix: Annotated[str, Query(pattern=r"^\d{0,12}$")] = "",
     ) -> dict[str, int]:
-        identity.require_scope("recipients:read")
         n = await _pool(request).fetchval(
             "SELECT count(*) FROM alerting.residents WHERE active AND region_code LIKE $1 || '%'",
             identity.narrow(region_prefix),

@@ -9,8 +9,10 @@ import asyncpg
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
+from shared.api_types import Instant
 from shared.errors import Conflict, NotFound
-from shared.http import IdentityDep
+from shared.http import needs
+from shared.identity import Identity
 
 
 class AuditOut(BaseModel):
@@ -57,19 +59,18 @@ def router() -> APIRouter:
     r = APIRouter(prefix="/v1", tags=["record"])
 
     @r.get("/audit", response_model=list[AuditOut])
-    async def audit(
-        identity: IdentityDep,
+    async def list_audit(
+        identity: Annotated[Identity, needs("audit:read")],
         request: Request,
         warning_id: str | None = None,
         actor: str | None = None,
         action: Annotated[str | None, Query(description="exact, or a prefix ending in '.'")] = None,
-        since: datetime | None = None,
+        since: Instant | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> Any:
         """Every state change with its actor and reason, newest first. Entries about a warning
         are shown within the caller's region; entries about no warning to callers whose scope
         is every region."""
-        identity.require_scope("audit:read")
         rows = await _pool(request).fetch(
             """SELECT a.id, a.at, a.actor, a.action, a.warning_id, a.detail
                  FROM alerting.audit_log a
@@ -91,11 +92,16 @@ def router() -> APIRouter:
         )
         return [dict(x.items()) for x in rows]
 
-    @r.get("/warnings/{warning_id}/drill-report", response_model=DrillReport)
-    async def drill_report(warning_id: str, identity: IdentityDep, request: Request) -> Any:
+    @r.get(
+        "/warnings/{warning_id}/drill-report",
+        response_model=DrillReport,
+        responses={409: {"description": "the warning is not a drill"}},
+    )
+    async def get_drill_report(
+        warning_id: str, identity: Annotated[Identity, needs("warnings:read")], request: Request
+    ) -> Any:
         """Who received a drill, on which channel and when, who had to confirm, who did and
         when."""
-        identity.require_scope("warnings:read")
         pool = _pool(request)
         w = await pool.fetchrow(
             "SELECT id, identifier, region_code, status, version FROM alerting.warnings "

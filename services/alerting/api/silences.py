@@ -3,24 +3,39 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.alerting.adapters.audit import audit
+from shared.api_types import Instant
 from shared.errors import NotFound, ValidationFailed
-from shared.http import IdentityDep, RowId
+from shared.http import RowId, needs
+from shared.identity import Identity
 
 
 class SilenceIn(BaseModel):
     station_id: str | None = Field(default=None, max_length=64)
     region_prefix: str | None = Field(default=None, pattern=r"^\d{1,12}$")
     hazard: str | None = Field(default=None, max_length=64)
-    starts_at: datetime | None = Field(default=None, description="default: now")
-    ends_at: datetime
+    starts_at: Instant | None = Field(default=None, description="default: now")
+    ends_at: Instant
     reason: str = Field(min_length=1, max_length=500)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["station_id"], "properties": {"station_id": {"type": "string"}}},
+                {
+                    "required": ["region_prefix"],
+                    "properties": {"region_prefix": {"type": "string"}},
+                },
+                {"required": ["hazard"], "properties": {"hazard": {"type": "string"}}},
+            ]
+        }
+    )
 
     @model_validator(mode="after")
     def _some_matcher(self) -> SilenceIn:
@@ -41,7 +56,7 @@ class SilenceOut(BaseModel):
 
 
 class MaintenanceIn(BaseModel):
-    ends_at: datetime
+    ends_at: Instant
     reason: str = Field(min_length=1, max_length=500)
 
 
@@ -59,11 +74,12 @@ def router() -> APIRouter:
     r = APIRouter(prefix="/v1", tags=["silences"])
 
     @r.post("/silences", status_code=201, response_model=SilenceOut)
-    async def create_silence(body: SilenceIn, identity: IdentityDep, request: Request) -> Any:
+    async def create_silence(
+        body: SilenceIn, identity: Annotated[Identity, needs("silences:write")], request: Request
+    ) -> Any:
         """Holds back notifications of matching warning versions until ``ends_at``. A silence
         on a region must lie inside the caller's region; one without a region needs the
         caller's scope to be everything."""
-        identity.require_scope("silences:write")
         identity.require_region(body.region_prefix or "")
         if body.region_prefix is None and identity.region_prefix:
             raise ValidationFailed("give a region prefix inside your region")
@@ -97,8 +113,9 @@ def router() -> APIRouter:
         return dict(row.items())
 
     @r.get("/silences", response_model=list[SilenceOut])
-    async def list_silences(identity: IdentityDep, request: Request, active: bool = True) -> Any:
-        identity.require_scope("silences:read")
+    async def list_silences(
+        identity: Annotated[Identity, needs("silences:read")], request: Request, active: bool = True
+    ) -> Any:
         rows = await _pool(request).fetch(
             """SELECT id, station_id, region_prefix, hazard, starts_at, ends_at, author, reason
                  FROM alerting.silences
@@ -112,9 +129,10 @@ def router() -> APIRouter:
         return [dict(x.items()) for x in rows]
 
     @r.delete("/silences/{silence_id}", status_code=204)
-    async def expire_silence(silence_id: RowId, identity: IdentityDep, request: Request) -> None:
+    async def expire_silence(
+        silence_id: RowId, identity: Annotated[Identity, needs("silences:write")], request: Request
+    ) -> None:
         """Ends the silence now; what it held back goes out at the next sweep."""
-        identity.require_scope("silences:write")
         pool = _pool(request)
         now = request.app.state.clock.now()
         async with pool.acquire() as conn, conn.transaction():
@@ -133,12 +151,14 @@ def router() -> APIRouter:
 
     @r.put("/stations/{station_id}/maintenance", response_model=MaintenanceOut)
     async def start_maintenance(
-        station_id: str, body: MaintenanceIn, identity: IdentityDep, request: Request
+        station_id: str,
+        body: MaintenanceIn,
+        identity: Annotated[Identity, needs("silences:write")],
+        request: Request,
     ) -> Any:
         """Puts a station in maintenance until ``ends_at``: its readings raise no warning.
         Stations are registered with ingest, so their regions are not known here: this takes
         a caller whose scope is every region."""
-        identity.require_scope("silences:write")
         identity.require_region("")
         now = request.app.state.clock.now()
         if body.ends_at <= now:
@@ -159,8 +179,9 @@ def router() -> APIRouter:
         return dict(row.items()) if row is not None else None
 
     @r.delete("/stations/{station_id}/maintenance", status_code=204)
-    async def end_maintenance(station_id: str, identity: IdentityDep, request: Request) -> None:
-        identity.require_scope("silences:write")
+    async def end_maintenance(
+        station_id: str, identity: Annotated[Identity, needs("silences:write")], request: Request
+    ) -> None:
         identity.require_region("")
         await _pool(request).execute(
             "DELETE FROM alerting.maintenance WHERE station_id = $1", station_id

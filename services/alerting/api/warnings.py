@@ -14,7 +14,8 @@ from services.alerting.domain.capout import CapVersion, atom_feed, cap_xml
 from services.alerting.domain.states import Delivery
 from shared.contracts import ActiveLevelName, Level
 from shared.errors import NotFound, PermissionDenied
-from shared.http import IdentityDep
+from shared.http import needs
+from shared.identity import Identity
 
 
 class WarningOut(BaseModel):
@@ -115,7 +116,7 @@ def router() -> APIRouter:
 
     @r.get("/warnings", response_model=list[WarningOut])
     async def list_warnings(
-        identity: IdentityDep,
+        identity: Annotated[Identity, needs("warnings:read")],
         request: Request,
         state: Annotated[
             Literal["open", "closed", "all"], Query(description="open, closed or all")
@@ -125,7 +126,6 @@ def router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> list[dict[str, Any]]:
         """Warnings in the caller's region, newest first."""
-        identity.require_scope("warnings:read")
         prefix = identity.narrow(region_prefix)
         states = {
             "open": ["draft", "pending_approval", "issued", "updated"],
@@ -146,9 +146,8 @@ def router() -> APIRouter:
 
     @r.get("/warnings/{warning_id}", response_model=WarningDetail)
     async def get_warning(
-        warning_id: str, identity: IdentityDep, request: Request
+        warning_id: str, identity: Annotated[Identity, needs("warnings:read")], request: Request
     ) -> dict[str, Any]:
-        identity.require_scope("warnings:read")
         pool = _pool(request)
         row = await pool.fetchrow(_WARNING_SQL + " WHERE w.id = $1", warning_id)
         if row is None or not identity.can_see_region(row["region_code"]):
@@ -173,9 +172,10 @@ def router() -> APIRouter:
 
     @r.post("/subscriptions", status_code=201, response_model=SubscriptionOut)
     async def create_subscription(
-        body: SubscriptionIn, identity: IdentityDep, request: Request
+        body: SubscriptionIn,
+        identity: Annotated[Identity, needs("subscriptions:write")],
+        request: Request,
     ) -> dict[str, Any]:
-        identity.require_scope("subscriptions:write")
         prefix = body.region_prefix or identity.region_prefix
         if not prefix.startswith(identity.region_prefix):
             raise PermissionDenied(f"region prefix {prefix!r} is outside your scope")
@@ -196,8 +196,9 @@ def router() -> APIRouter:
         return {**dict(row.items()), "min_level": Level(row["min_level"]).name}
 
     @r.get("/subscriptions", response_model=list[SubscriptionOut])
-    async def list_subscriptions(identity: IdentityDep, request: Request) -> list[dict[str, Any]]:
-        identity.require_scope("subscriptions:read")
+    async def list_subscriptions(
+        identity: Annotated[Identity, needs("subscriptions:read")], request: Request
+    ) -> list[dict[str, Any]]:
         rows = await _pool(request).fetch(
             """SELECT id, name, channel, target, region_prefix, min_level, hazard, active
                  FROM alerting.subscriptions WHERE region_prefix LIKE $1 || '%' ORDER BY id""",
@@ -207,14 +208,13 @@ def router() -> APIRouter:
 
     @r.get("/deliveries", response_model=list[DeliveryOut])
     async def list_deliveries(
-        identity: IdentityDep,
+        identity: Annotated[Identity, needs("warnings:read")],
         request: Request,
         warning_id: str | None = None,
         state: Delivery | None = None,
         channel: Annotated[str | None, Query(max_length=64)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
-        identity.require_scope("warnings:read")
         rows = await _pool(request).fetch(
             """SELECT d.id, d.warning_id, d.version, d.recipient, d.channel, d.state, d.attempts,
                       d.last_error, d.sent_at
@@ -236,15 +236,14 @@ def router() -> APIRouter:
         responses={200: {"content": {"application/atom+xml": {}}}},
         tags=["cap"],
     )
-    async def cap_feed(
-        identity: IdentityDep,
+    async def get_cap_feed(
+        identity: Annotated[Identity, needs("warnings:read")],
         request: Request,
         region_prefix: Annotated[str, Query(pattern=r"^\d{0,12}$")] = "",
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> Response:
         """An Atom feed of warning versions in the caller's region, newest first; each entry
         links its CAP 1.2 document."""
-        identity.require_scope("warnings:read")
         versions = await _cap_versions(
             request,
             "w.region_code LIKE $1 || '%' ORDER BY v.sent DESC, v.identifier LIMIT $2",
@@ -267,9 +266,10 @@ def router() -> APIRouter:
         responses={200: {"content": {"application/cap+xml": {}}}},
         tags=["cap"],
     )
-    async def cap_document(identifier: str, identity: IdentityDep, request: Request) -> Response:
+    async def get_cap_document(
+        identifier: str, identity: Annotated[Identity, needs("warnings:read")], request: Request
+    ) -> Response:
         """One warning version as a CAP 1.2 document (GB/T 35965.1 profile)."""
-        identity.require_scope("warnings:read")
         found = await _cap_versions(request, "v.identifier = $1", identifier)
         if not found or not identity.can_see_region(found[0].region_code):
             raise NotFound(f"no warning version {identifier!r}")

@@ -32,7 +32,7 @@ def router(routes: list[Route]) -> APIRouter:
     r = APIRouter(prefix="/api/v1", include_in_schema=False)
 
     @r.get("/openapi.json")
-    async def openapi(request: Request) -> JSONResponse:
+    async def get_openapi(request: Request) -> JSONResponse:
         """Every public path of every service, as the gateway serves it."""
         at, cached = request.app.state.openapi_cache
         if cached is None or time.monotonic() - at > OPENAPI_TTL_S:
@@ -44,7 +44,7 @@ def router(routes: list[Route]) -> APIRouter:
         return JSONResponse(cached)
 
     @r.get("/docs")
-    async def docs() -> Response:
+    async def get_docs() -> Response:
         missing = [name for name in ASSETS if not (STATIC / name).is_file()]
         if missing:
             return _not_bundled(missing)
@@ -59,7 +59,7 @@ def router(routes: list[Route]) -> APIRouter:
         )
 
     @r.get("/docs/assets/{name}")
-    async def asset(name: str) -> Response:
+    async def get_docs_asset(name: str) -> Response:
         media_type = ASSETS.get(name)
         if media_type is None:
             return problem(404, f"no page asset {name!r}")

@@ -49,9 +49,19 @@ class Guard:
         auth: Authenticator = request.app.state.auth
         settings, now = self._settings, self._clock.now()
         key = request.headers.get("x-api-key")
-        if key:
+        header = request.headers.get("authorization")
+        if key is not None and header is not None:
+            # one credential per request (as RFC 6750 asks of bearer tokens): with two, which
+            # one speaks is a guess, and a bad one beside a good one must not pass unseen
+            raise Unauthenticated(
+                "send one credential: an API key (X-API-Key), a signed request or a bearer "
+                "token, not two"
+            )
+        if key is not None:
+            if not key:
+                raise Unauthenticated("the X-API-Key header is empty")
             return await auth.from_api_key(key, now), None
-        header = request.headers.get("authorization", "")
+        header = header or ""
         if header.startswith(SCHEME + " "):
             if too_large(request, settings.max_body_bytes):
                 raise BodyTooLarge

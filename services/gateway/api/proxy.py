@@ -13,7 +13,7 @@ from services.gateway.adapters.upstreams import Upstreams, forward
 from services.gateway.api.guard import Guard, client_address
 from services.gateway.domain.routes import Route, is_public, match
 from shared.clock import Clock
-from shared.http import problem
+from shared.http import allowed_methods, problem
 from shared.identity import Identity, sign
 
 
@@ -54,6 +54,13 @@ def install(app: FastAPI, routes: list[Route], guard: Guard, signer: Signer, clo
         raw = request.scope.get("raw_path") or request.scope["path"].encode()
         found = match(routes, raw.decode("latin-1"))
         if found is None:
+            allowed = allowed_methods(request.app, request.scope["path"])
+            if allowed:
+                return problem(
+                    405,
+                    f"{request.method} is not allowed here; use {', '.join(allowed)}",
+                    headers={"Allow": ", ".join(allowed)},
+                )
             service = request.scope["path"].split("/")[3]
             return problem(404, f"no service {service!r}")
         route, upstream_path = found
@@ -73,6 +80,8 @@ def install(app: FastAPI, routes: list[Route], guard: Guard, signer: Signer, clo
     app.add_route(
         "/api/v1/{service}/{path:path}",
         proxy,
-        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        # OPTIONS too: an undeclared method is answered by the service, or for the gateway's own
+        # paths here, with a 405 that lists the methods the path has
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         include_in_schema=False,
     )

@@ -1,7 +1,9 @@
-"""The operators' OAuth2 token endpoint and sign-out."""
+"""The operators' OAuth2 token endpoint (RFC 6749: the password and refresh-token grants, with
+its error responses, section 5.2) and sign-out (RFC 7009)."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
@@ -12,9 +14,118 @@ from services.gateway.adapters.upstreams import BodyTooLarge, read_body, too_lar
 from services.gateway.api.guard import Guard, client_address
 from services.gateway.settings import GatewaySettings
 from shared.clock import Clock
-from shared.errors import ValidationFailed
+from shared.errors import Unauthenticated
 
 FORM_LIMIT = 64 << 10
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class OAuthError(Exception):
+    """An RFC 6749 section 5.2 error: answered 400 with ``error`` and ``error_description``."""
+
+    def __init__(self, error: str, description: str) -> None:
+        self.error = error
+        self.description = description
+
+
+def oauth_error(exc: OAuthError) -> JSONResponse:
+    return JSONResponse(
+        {"error": exc.error, "error_description": exc.description},
+        status_code=400,
+        headers=NO_STORE,
+    )
+
+
+_FORM = "application/x-www-form-urlencoded"
+OAUTH_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/OAuthError"}}}
+TOKEN_OPENAPI: dict[str, Any] = {
+    "security": [],
+    "requestBody": {
+        "required": True,
+        "content": {
+            _FORM: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "grant_type": {
+                            "type": "string",
+                            "enum": ["password", "refresh_token"],
+                            "default": "password",
+                        },
+                        "username": {"type": "string", "description": "with grant_type=password"},
+                        "password": {"type": "string", "description": "with grant_type=password"},
+                        "refresh_token": {
+                            "type": "string",
+                            "description": "with grant_type=refresh_token",
+                        },
+                        "scope": {"type": "string", "description": "ignored: roles decide"},
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "an access token and a refresh token (RFC 6749 section 5.1)",
+            "headers": {"Cache-Control": {"schema": {"type": "string", "const": "no-store"}}},
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["access_token", "token_type", "expires_in", "refresh_token"],
+                        "properties": {
+                            "access_token": {"type": "string"},
+                            "token_type": {"type": "string", "const": "bearer"},
+                            "expires_in": {"type": "integer"},
+                            "refresh_token": {"type": "string"},
+                            "refresh_expires_in": {"type": "integer"},
+                        },
+                    }
+                }
+            },
+        },
+        "400": {
+            "description": "refused (RFC 6749 section 5.2): a missing field, a grant type other "
+            "than password or refresh_token, wrong credentials or a refresh token that is "
+            "unknown, expired, revoked or used already",
+            "content": OAUTH_ERROR,
+            "x-problem": False,
+        },
+    },
+}
+REVOKE_OPENAPI: dict[str, Any] = {
+    "security": [],
+    "requestBody": {
+        "required": True,
+        "content": {
+            _FORM: {
+                "schema": {
+                    "type": "object",
+                    "required": ["token"],
+                    "properties": {
+                        "token": {
+                            "type": "string",
+                            "minLength": 1,
+                            "description": "the refresh token",
+                        },
+                        "token_type_hint": {"type": "string"},
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "revoked, or an unknown token (RFC 7009: no error either way)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        "400": {
+            "description": "no token given (RFC 6749 section 5.2)",
+            "content": OAUTH_ERROR,
+            "x-problem": False,
+        },
+    },
+}
 
 
 def router(guard: Guard, settings: GatewaySettings, clock: Clock) -> APIRouter:
@@ -26,8 +137,8 @@ def router(guard: Guard, settings: GatewaySettings, clock: Clock) -> APIRouter:
         body = await read_body(request, FORM_LIMIT, settings.body_timeout_s)
         return parse_qs(body.decode("utf-8", "replace"))
 
-    @r.post("/token")
-    async def token(request: Request) -> JSONResponse:
+    @r.post("/token", openapi_extra=TOKEN_OPENAPI)
+    async def issue_token(request: Request) -> JSONResponse:
         """OAuth2 token endpoint (form-encoded): ``grant_type=password`` with ``username`` and
         ``password``, or ``grant_type=refresh_token`` with ``refresh_token``."""
         await guard.limit(request, client_address(request), "auth:token")
@@ -38,25 +149,35 @@ def router(guard: Guard, settings: GatewaySettings, clock: Clock) -> APIRouter:
 
         grant = field("grant_type") or "password"
         auth: Authenticator = request.app.state.auth
-        if grant == "password":
-            if not field("username") or not field("password"):
-                raise ValidationFailed("username and password are required (form-encoded)")
-            result = await auth.login(field("username"), field("password"), clock.now())
-        elif grant == "refresh_token":
-            if not field("refresh_token"):
-                raise ValidationFailed("refresh_token is required")
-            result = await auth.refresh(field("refresh_token"), clock.now())
-        else:
-            raise ValidationFailed("grant_type must be password or refresh_token")
-        return JSONResponse(result, headers={"Cache-Control": "no-store"})
+        try:
+            if grant == "password":
+                if not field("username") or not field("password"):
+                    raise OAuthError(
+                        "invalid_request", "username and password are required (form-encoded)"
+                    )
+                result = await auth.login(field("username"), field("password"), clock.now())
+            elif grant == "refresh_token":
+                if not field("refresh_token"):
+                    raise OAuthError("invalid_request", "refresh_token is required")
+                result = await auth.refresh(field("refresh_token"), clock.now())
+            else:
+                raise OAuthError(
+                    "unsupported_grant_type", "grant_type must be password or refresh_token"
+                )
+        except Unauthenticated as exc:
+            return oauth_error(OAuthError("invalid_grant", exc.message))
+        except OAuthError as exc:
+            return oauth_error(exc)
+        return JSONResponse(result, headers=NO_STORE)
 
-    @r.post("/revoke", status_code=200)
-    async def revoke(request: Request) -> JSONResponse:
+    @r.post("/revoke", status_code=200, openapi_extra=REVOKE_OPENAPI)
+    async def revoke_refresh_token(request: Request) -> JSONResponse:
         """Sign out (RFC 7009): the refresh token and every token rotated from it stop working."""
         await guard.limit(request, client_address(request), "auth:token")
         token_value = ((await form(request)).get("token") or [""])[0]
-        if token_value:
-            await request.app.state.auth.revoke(token_value, clock.now())
-        return JSONResponse({}, headers={"Cache-Control": "no-store"})
+        if not token_value:
+            return oauth_error(OAuthError("invalid_request", "token is required (form-encoded)"))
+        await request.app.state.auth.revoke(token_value, clock.now())
+        return JSONResponse({}, headers=NO_STORE)
 
     return r

@@ -8,6 +8,7 @@ import copy
 import json
 from typing import Any
 
+from services.gateway.domain.credentials import ROLE_SCOPES
 from services.gateway.domain.routes import PUBLIC_PREFIXES, Route
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -22,9 +23,62 @@ SECURITY_SCHEMES: dict[str, Any] = {
     },
     "operator": {
         "type": "oauth2",
-        "flows": {"password": {"tokenUrl": "/api/v1/auth/token", "scopes": {}}},
+        "description": "a duty officer's bearer token; the scopes come with the roles",
+        "flows": {
+            "password": {
+                "tokenUrl": "/api/v1/auth/token",
+                "refreshUrl": "/api/v1/auth/token",
+                "scopes": {
+                    scope: "granted to "
+                    + ", ".join(r for r, ss in ROLE_SCOPES.items() if scope in ss)
+                    for scope in sorted({s for ss in ROLE_SCOPES.values() for s in ss})
+                },
+            }
+        },
     },
 }
+# the token endpoint's errors (RFC 6749 section 5.2), a component of the merged document
+OAUTH_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "an OAuth 2.0 error response (RFC 6749 section 5.2)",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "string",
+            "enum": ["invalid_request", "invalid_grant", "unsupported_grant_type"],
+        },
+        "error_description": {"type": "string"},
+    },
+}
+# what an API client holds by default: an operation needing no more is open to upstream platforms
+API_CLIENT_SCOPES = frozenset(ROLE_SCOPES["upstream_platform"])
+
+
+def public_security(declared: list[dict[str, list[str]]] | None) -> list[dict[str, list[str]]]:
+    """The credentials an operation takes through the gateway, from the scopes the service
+    declares on its internal ``identity`` scheme: an operator's token with those scopes, and
+    for what upstream platforms may do, their API key (or a signed request) first."""
+    scopes = sorted({s for req in declared or [] for s in req.get("identity", [])})
+    operator = [{"operator": scopes}]
+    if scopes and set(scopes) <= API_CLIENT_SCOPES:
+        return [{"apiKey": scopes}, {"signedRequest": scopes}, *operator]
+    return operator
+
+
+# what the gateway itself may answer on the way to a service
+GATEWAY_ERRORS = {
+    "401": "no or bad credentials (or more than one)",
+    "413": "the body is too large",
+    "429": "rate limited; see Retry-After",
+    "502": "the service is unreachable",
+    "503": "the service is failing",
+    "504": "the service timed out",
+}
+
+
+def _gateway_errors(codes: Any) -> dict[str, Any]:
+    problem = {"application/problem+json": {"schema": PROBLEM_REF}}
+    return {c: {"description": GATEWAY_ERRORS[c], "content": problem} for c in codes}
 
 
 def _rename_refs(node: Any, renames: dict[str, str]) -> Any:
@@ -57,7 +111,17 @@ def merge(
     paths: dict[str, Any] = {
         p: v for p, v in out.get("paths", {}).items() if p.startswith("/api/v1/")
     }
+    for item in paths.values():  # the gateway's own operations meet its limits too
+        for op in item.values():
+            if isinstance(op, dict):
+                op.setdefault("responses", {}).update(_gateway_errors(("413", "429")))
     schemas: dict[str, Any] = dict(out.get("components", {}).get("schemas", {}))
+    operation_ids = {
+        op.get("operationId", "")
+        for item in paths.values()
+        for op in item.values()
+        if isinstance(op, dict)
+    }
     unavailable = []
     for route, doc in services:
         if doc is None:
@@ -80,30 +144,14 @@ def merge(
             for op in item.values():
                 if isinstance(op, dict):
                     op.setdefault("tags", [route.name])
-                    op["security"] = (
-                        []
-                        if public_path
-                        else [{"apiKey": []}, {"signedRequest": []}, {"operator": []}]
-                    )
-                    problem = {"application/problem+json": {"schema": PROBLEM_REF}}
-                    op.setdefault("responses", {}).update(
-                        {
-                            "401": {"description": "no or bad credentials", "content": problem},
-                            "413": {"description": "the body is too large", "content": problem},
-                            "429": {
-                                "description": "rate limited; see Retry-After",
-                                "content": problem,
-                            },
-                            "502": {
-                                "description": "the service is unreachable",
-                                "content": problem,
-                            },
-                            "503": {"description": "the service is failing", "content": problem},
-                            "504": {"description": "the service timed out", "content": problem},
-                        }
-                    )
+                    op["security"] = [] if public_path else public_security(op.get("security"))
+                    if op.get("operationId") in operation_ids:
+                        op["operationId"] = f"{route.name}_{op['operationId']}"
+                    operation_ids.add(op.get("operationId", ""))
+                    op.setdefault("responses", {}).update(_gateway_errors(GATEWAY_ERRORS))
             paths[public] = item
     out["paths"] = dict(sorted(paths.items()))
+    schemas["OAuthError"] = OAUTH_ERROR_SCHEMA
     out.setdefault("components", {})["schemas"] = schemas
     out["components"]["securitySchemes"] = SECURITY_SCHEMES
     if unavailable:

@@ -10,6 +10,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.ingest.domain.validation import StationInfo
+from shared.api_types import Flag, Number, Whole
 from shared.contracts import JsonObject, RegionCode, StationId
 from shared.errors import Conflict, NotFound, ValidationFailed
 
@@ -30,19 +31,30 @@ STATION_KINDS = (
 )
 
 
-class StationIn(BaseModel):
+class StationFields(BaseModel):
+    """A station's fields, as PUT replaces them (the id is the path's)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    id: StationId
     name: str = Field(min_length=1, max_length=200)
     kind: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")
     region_code: RegionCode
-    lat: float | None = Field(default=None, ge=-90, le=90)
-    lon: float | None = Field(default=None, ge=-180, le=180)
+    lat: Number | None = Field(default=None, ge=-90, le=90)
+    lon: Number | None = Field(default=None, ge=-180, le=180)
     owner_enterprise: str | None = Field(default=None, max_length=200)
-    interval_s: int = Field(default=300, gt=0, le=86400 * 7)
+    interval_s: Whole = Field(default=300, gt=0, le=86400 * 7)
     attributes: JsonObject = Field(default_factory=dict)
-    maintenance: bool = False
+    maintenance: Flag = False
+
+
+class StationIn(StationFields):
+    id: StationId
+
+
+class StationReplace(StationFields):
+    """PUT's body: the fields, and the id only as a check (the path names the station)."""
+
+    id: StationId | None = Field(default=None, description="when given, the path's id")
 
 
 class Station(StationIn):
@@ -195,11 +207,21 @@ KIND_OF_METRIC = {
 
 
 class SourceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    auto_register: bool = False
+    model_config = ConfigDict(
+        extra="forbid",
+        # a source that registers its new stations must say where they are
+        json_schema_extra={
+            "if": {"properties": {"auto_register": {"const": True}}, "required": ["auto_register"]},
+            "then": {
+                "required": ["region_code"],
+                "properties": {"region_code": {"type": "string"}},
+            },
+        },
+    )
+    auto_register: Flag = False
     region_code: RegionCode | None = None
     station_kind: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,64}$")
-    interval_s: int = Field(default=300, gt=0, le=86400 * 7)
+    interval_s: Whole = Field(default=300, gt=0, le=86400 * 7)
 
 
 class Source(SourceIn):

@@ -11,23 +11,34 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, ValidationError
 
 from services.ingest.adapters import health as health_repo
 from services.ingest.adapters import series as series_repo
 from services.ingest.adapters import stations as station_repo
 from services.ingest.adapters.health import GroupBy, OnlineRate, SourceHealth
 from services.ingest.adapters.series import Agg
-from services.ingest.adapters.stations import Source, SourceIn, Station, StationCache, StationIn
+from services.ingest.adapters.stations import (
+    Source,
+    SourceIn,
+    Station,
+    StationCache,
+    StationIn,
+    StationReplace,
+)
 from services.ingest.adapters.warnings import StoredWarning, WarningReceipt
 from services.ingest.domain.cap import MAX_BYTES as MAX_CAP_BYTES
 from services.ingest.domain.cap import CapRejected
+from shared.api_types import iso_8601
 from shared.clock import Clock
 from shared.contracts import RawReading, Topics
 from shared.errors import PermissionDenied, ValidationFailed
-from shared.http import PROBLEM, IdentityDep, problem
+from shared.http import PROBLEM, needs, problem
 from shared.identity import Identity
 from shared.kafka import EventProducer
+
+# a station id in the path, as the stations table takes it
+StationPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
 
 class Rejected(BaseModel):
@@ -188,7 +199,7 @@ def pool(request: Request) -> Any:
     return request.app.state.runtime.pool
 
 
-def router(max_body_bytes: int) -> APIRouter:
+def router(max_body_bytes: int, max_items: int) -> APIRouter:
     r = APIRouter(prefix="/v1")
 
     @r.post(
@@ -209,10 +220,17 @@ def router(max_body_bytes: int) -> APIRouter:
                             "type": "object",
                             "required": ["source", "readings"],
                             "properties": {
-                                "source": {"type": "string"},
+                                "source": {"type": "string", "minLength": 1, "maxLength": 64},
+                                # each item is checked on its own: a bad one is answered in
+                                # `rejected` and never blocks the good ones, so the envelope
+                                # takes any item
                                 "readings": {
                                     "type": "array",
-                                    "items": RawReading.model_json_schema(),
+                                    "maxItems": max_items,
+                                    "items": {
+                                        "description": "a reading, an object of the RawReading "
+                                        "schema; anything else is answered in `rejected`"
+                                    },
                                 },
                             },
                         }
@@ -224,12 +242,11 @@ def router(max_body_bytes: int) -> APIRouter:
     )
     async def push_readings(
         request: Request,
-        identity: IdentityDep,
+        identity: Annotated[Identity, needs("readings:write")],
         edge: Annotated[ReadingsIngress, Depends(ingress)],
     ) -> Response:
         """Push a batch of readings. Each item is answered on its own; bad items never block good
         ones. Accepted readings are durable on the broker before the 202."""
-        identity.require_scope("readings:write")
         try:
             data = await read_body(request, max_body_bytes)
         except BodyTooLarge:
@@ -258,11 +275,12 @@ def router(max_body_bytes: int) -> APIRouter:
             422: {"description": "Not valid CAP 1.2", "content": {PROBLEM: {}}},
         },
     )
-    async def push_warning(identity: IdentityDep, request: Request) -> Response | WarningReceipt:
+    async def push_upstream_warning(
+        identity: Annotated[Identity, needs("upstream_warnings:write")], request: Request
+    ) -> Response | WarningReceipt:
         """An upstream warning as CAP 1.2 / GB/T 35965.1 XML: validated against the CAP 1.2
         schema, stored once, Updates and Cancels applied to what they reference, published on
         warnings.upstream.v1."""
-        identity.require_scope("upstream_warnings:write")
         data = await request.body()
         if len(data) > MAX_CAP_BYTES:
             return problem(413, f"a CAP message is at most {MAX_CAP_BYTES} bytes")
@@ -273,23 +291,28 @@ def router(max_body_bytes: int) -> APIRouter:
         return receipt
 
     @r.get("/warnings", response_model=list[StoredWarning])
-    async def list_warnings(
-        identity: IdentityDep,
+    async def list_upstream_warnings(
+        identity: Annotated[Identity, needs("warnings:read")],
         request: Request,
         state: Literal["active", "updated", "cancelled"] | None = None,
         region_prefix: Annotated[str, Query(pattern=r"^\d{0,12}$")] = "",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[StoredWarning]:
         """Upstream warnings received, newest first, those touching your region."""
-        identity.require_scope("warnings:read")
         found: list[StoredWarning] = await request.app.state.warnings.list_(
             region_prefix=identity.narrow(region_prefix), state=state, limit=limit
         )
         return found
 
-    @r.post("/stations", status_code=201, response_model=Station)
-    async def create_station(body: StationIn, identity: IdentityDep, request: Request) -> Station:
-        identity.require_scope("stations:write")
+    @r.post(
+        "/stations",
+        status_code=201,
+        response_model=Station,
+        responses={409: {"description": "a station of that id exists"}},
+    )
+    async def create_station(
+        body: StationIn, identity: Annotated[Identity, needs("stations:write")], request: Request
+    ) -> Station:
         identity.require_region(body.region_code)
         st = await station_repo.create(pool(request), station=body)
         request.app.state.stations.invalidate(st.id)
@@ -297,28 +320,38 @@ def router(max_body_bytes: int) -> APIRouter:
 
     @r.put("/stations/{station_id}", response_model=Station)
     async def replace_station(
-        station_id: str, body: StationIn, identity: IdentityDep, request: Request
+        station_id: StationPath,
+        body: StationReplace,
+        identity: Annotated[Identity, needs("stations:write")],
+        request: Request,
     ) -> Station:
-        identity.require_scope("stations:write")
-        if body.id != station_id:
+        """Replace a station's fields; its id is the path's."""
+        if body.id is not None and body.id != station_id:
             raise ValidationFailed("the body's id must match the path")
         old = await station_repo.get(pool(request), station_id=station_id)
         identity.require_region(old.region_code)
         identity.require_region(body.region_code)
-        st = await station_repo.replace(pool(request), station=body)
+        station = StationIn(id=station_id, **body.model_dump(exclude={"id"}))
+        st = await station_repo.replace(pool(request), station=station)
         request.app.state.stations.invalidate(st.id)
         return st
 
     @r.get("/stations/{station_id}", response_model=Station)
-    async def get_station(station_id: str, identity: IdentityDep, request: Request) -> Station:
-        identity.require_scope("stations:read")
+    async def get_station(
+        station_id: StationPath,
+        identity: Annotated[Identity, needs("stations:read")],
+        request: Request,
+    ) -> Station:
         st = await station_repo.get(pool(request), station_id=station_id)
         identity.require_region(st.region_code)
         return st
 
     @r.delete("/stations/{station_id}", status_code=204)
-    async def delete_station(station_id: str, identity: IdentityDep, request: Request) -> Response:
-        identity.require_scope("stations:write")
+    async def delete_station(
+        station_id: StationPath,
+        identity: Annotated[Identity, needs("stations:write")],
+        request: Request,
+    ) -> Response:
         st = await station_repo.get(pool(request), station_id=station_id)
         identity.require_region(st.region_code)
         await station_repo.delete(pool(request), station_id=station_id)
@@ -333,13 +366,13 @@ def router(max_body_bytes: int) -> APIRouter:
             422: {"description": "Bad query or too many points", "content": {PROBLEM: {}}},
         },
     )
-    async def station_series(
-        station_id: str,
-        identity: IdentityDep,
+    async def get_station_series(
+        station_id: StationPath,
+        identity: Annotated[Identity, needs("readings:read")],
         request: Request,
         metric: Annotated[str, Query(pattern=r"^[a-z0-9_]{1,64}$")],
-        from_: Annotated[AwareDatetime, Query(alias="from")],
-        to: AwareDatetime,
+        from_: Annotated[AwareDatetime, BeforeValidator(iso_8601), Query(alias="from")],
+        to: Annotated[AwareDatetime, BeforeValidator(iso_8601)],
         bucket: Annotated[str, Query(max_length=16)] = "raw",
         agg: Agg = "avg",
         format: Literal["json", "csv"] = "json",
@@ -347,7 +380,6 @@ def router(max_body_bytes: int) -> APIRouter:
         """A station's series, raw or bucketed (``5min``, ``1h``, ``1d`` …, aligned to Beijing
         midnight) with ``agg`` over each bucket; from the hourly or daily roll-ups when the bucket
         is a whole number of hours or days. ``format=csv`` exports it."""
-        identity.require_scope("readings:read")
         st = await station_repo.get(pool(request), station_id=station_id)
         identity.require_region(st.region_code)
         step = series_repo.parse_bucket(bucket)
@@ -382,11 +414,12 @@ def router(max_body_bytes: int) -> APIRouter:
         )
 
     @r.get("/stations/{station_id}/latest", response_model=list[LatestValue])
-    async def station_latest(
-        station_id: str, identity: IdentityDep, request: Request
+    async def get_station_latest(
+        station_id: StationPath,
+        identity: Annotated[Identity, needs("readings:read")],
+        request: Request,
     ) -> list[LatestValue]:
         """The newest reading of each metric of the station."""
-        identity.require_scope("readings:read")
         st = await station_repo.get(pool(request), station_id=station_id)
         identity.require_region(st.region_code)
         rows = await series_repo.latest(pool(request), station_id)
@@ -396,14 +429,13 @@ def router(max_body_bytes: int) -> APIRouter:
         ]
 
     @r.get("/health/online-rate", response_model=list[OnlineRate])
-    async def online_rate(
-        identity: IdentityDep,
+    async def get_online_rate(
+        identity: Annotated[Identity, needs("stations:read")],
         request: Request,
         by: GroupBy = "enterprise",
         region_prefix: Annotated[str, Query(pattern=r"^\d{0,12}$")] = "",
     ) -> list[OnlineRate]:
         """Stations online now, per enterprise or region; ``below_target`` under 85 %."""
-        identity.require_scope("stations:read")
         return await health_repo.online_rates(
             pool(request),
             by=by,
@@ -416,37 +448,37 @@ def router(max_body_bytes: int) -> APIRouter:
     async def put_source(
         source_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")],
         body: SourceIn,
-        identity: IdentityDep,
+        identity: Annotated[Identity, needs("stations:write")],
         request: Request,
     ) -> Source:
         """Configure an upstream source; with ``auto_register`` the stations it reports for the
         first time are registered in its ``region_code`` (with ``station_kind``, or the kind the
         metric usually comes from) instead of being refused."""
-        identity.require_scope("stations:write")
         if body.region_code is not None:
             identity.require_region(body.region_code)
         return await station_repo.put_source(pool(request), source_id=source_id, source=body)
 
     @r.get("/sources", response_model=list[Source])
-    async def get_sources(identity: IdentityDep, request: Request) -> list[Source]:
-        identity.require_scope("stations:read")
+    async def list_sources(
+        identity: Annotated[Identity, needs("stations:read")], request: Request
+    ) -> list[Source]:
         return await station_repo.list_sources(pool(request))
 
     @r.get("/health/sources", response_model=list[SourceHealth])
-    async def sources_health(identity: IdentityDep, request: Request) -> list[SourceHealth]:
+    async def list_source_health(
+        identity: Annotated[Identity, needs("stations:read")], request: Request
+    ) -> list[SourceHealth]:
         """Last seen and message rate per upstream source and topic."""
-        identity.require_scope("stations:read")
         return await health_repo.source_health(pool(request), now=request.app.state.clock.now())
 
     @r.get("/stations", response_model=list[Station])
     async def list_stations(
-        identity: IdentityDep,
+        identity: Annotated[Identity, needs("stations:read")],
         request: Request,
         region_prefix: Annotated[str, Query(pattern=r"^\d{0,12}$")] = "",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         after: str = "",
     ) -> list[Station]:
-        identity.require_scope("stations:read")
         prefix = identity.narrow(region_prefix)
         return await station_repo.list_(
             pool(request), region_prefix=prefix, limit=limit, after=after

@@ -4,7 +4,7 @@ overrides and backtests."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
@@ -14,9 +14,11 @@ from services.risk.domain.backtest import BacktestRequest, BacktestResult
 from services.risk.domain.events import RebuildResult
 from services.risk.domain.packs import Pack, apply_overrides, resolve_rule, shipped_packs
 from services.risk.domain.rules import RuleConfigError, parse_rule
+from shared.api_types import Number
 from shared.contracts import Level
 from shared.errors import NotFound, ValidationFailed
-from shared.http import IdentityDep
+from shared.http import needs
+from shared.identity import Identity
 
 
 class RuleLevel(BaseModel):
@@ -76,7 +78,7 @@ class OverrideIn(BaseModel):
     region_prefix: str = Field(pattern=r"^\d{2,12}$")
     rule_id: str = Field(min_length=1, max_length=96)
     level: Literal["blue", "yellow", "orange", "red"]
-    value: float = Field(allow_inf_nan=False)
+    value: Number
     reason: str = Field(min_length=1, max_length=500)
 
 
@@ -139,8 +141,9 @@ def router() -> APIRouter:
     r = APIRouter(prefix="/v1/risk")
 
     @r.get("/stations/{station_id}", response_model=StationRisk)
-    async def station_risk(station_id: str, identity: IdentityDep, request: Request) -> StationRisk:
-        identity.require_scope("risk:read")
+    async def get_station_risk(
+        station_id: str, identity: Annotated[Identity, needs("risk:read")], request: Request
+    ) -> StationRisk:
         pool = request.app.state.runtime.pool
         rows = await pool.fetch(
             """SELECT rule_id, pack, hazard, region_code, level, urgency, since, last_value,
@@ -183,12 +186,11 @@ def router() -> APIRouter:
 
     @r.post("/stations/{station_id}/rebuild", response_model=RebuildResult)
     async def rebuild_station(
-        station_id: str, identity: IdentityDep, request: Request
+        station_id: str, identity: Annotated[Identity, needs("rules:write")], request: Request
     ) -> RebuildResult:
         """Rebuild the station's state from the readings ingest stored (its longest window's
         worth), for example after its rules or overrides changed. Every rule whose rebuilt
         level differs from the published one is announced on risk.events.v1."""
-        identity.require_scope("rules:write")
         infos = await request.app.state.plans.get_many([station_id])
         if station_id not in infos:
             raise NotFound(f"no station {station_id!r}")
@@ -197,8 +199,8 @@ def router() -> APIRouter:
         return result
 
     @r.get("/map", response_model=RiskMap)
-    async def risk_map(
-        identity: IdentityDep,
+    async def get_risk_map(
+        identity: Annotated[Identity, needs("risk:read")],
         request: Request,
         admin_level: Literal["village", "township", "county"] = "township",
         hazard: str | None = Query(default=None, max_length=64),
@@ -206,7 +208,6 @@ def router() -> APIRouter:
     ) -> RiskMap:
         """The four-colour map (四色图): per region at ``admin_level`` and hazard, the most severe
         station level, the number of stations at each level, and how many are silent."""
-        identity.require_scope("risk:read")
         prefix = identity.narrow(region)
         n = PREFIX_LEN[admin_level]
         pool = request.app.state.runtime.pool
@@ -250,21 +251,20 @@ def router() -> APIRouter:
         )
 
     @r.get("/packs", response_model=list[PackDoc])
-    async def list_packs(identity: IdentityDep) -> list[PackDoc]:
-        identity.require_scope("risk:read")
+    async def list_packs(identity: Annotated[Identity, needs("risk:read")]) -> list[PackDoc]:
         return [_pack_doc(p) for p in shipped_packs().values()]
 
     @r.get("/packs/{pack_id}", response_model=PackDoc)
-    async def get_pack(pack_id: str, identity: IdentityDep) -> PackDoc:
-        identity.require_scope("risk:read")
+    async def get_pack(pack_id: str, identity: Annotated[Identity, needs("risk:read")]) -> PackDoc:
         pack = shipped_packs().get(pack_id)
         if pack is None:
             raise NotFound(f"no pack {pack_id!r}")
         return _pack_doc(pack)
 
     @r.get("/overrides", response_model=list[Override])
-    async def list_overrides(identity: IdentityDep, request: Request) -> list[Override]:
-        identity.require_scope("risk:read")
+    async def list_overrides(
+        identity: Annotated[Identity, needs("risk:read")], request: Request
+    ) -> list[Override]:
         rows = await request.app.state.runtime.pool.fetch(
             """SELECT * FROM risk.overrides WHERE region_prefix LIKE $1 || '%'
                 ORDER BY region_prefix, rule_id, level""",
@@ -273,10 +273,11 @@ def router() -> APIRouter:
         return [_override(x) for x in rows]
 
     @r.put("/overrides", response_model=Override)
-    async def put_override(body: OverrideIn, identity: IdentityDep, request: Request) -> Override:
+    async def put_override(
+        body: OverrideIn, identity: Annotated[Identity, needs("rules:write")], request: Request
+    ) -> Override:
         """Set a stricter value for a rule's level in a region. A looser one is refused with the
         clause it would loosen."""
-        identity.require_scope("rules:write")
         if not body.region_prefix.startswith(identity.region_prefix):
             identity.require_region(body.region_prefix.ljust(12, "0"))
         check_override(body)
@@ -297,13 +298,16 @@ def router() -> APIRouter:
         request.app.state.plans.invalidate()
         return _override(row)
 
-    @r.post("/backtests", response_model=BacktestResult)
-    async def backtest(
-        body: BacktestRequest, identity: IdentityDep, request: Request
+    @r.post(
+        "/backtests",
+        response_model=BacktestResult,
+        responses={404: {"description": "no station matches the stations or region given"}},
+    )
+    async def backtest_rules(
+        body: BacktestRequest, identity: Annotated[Identity, needs("risk:read")], request: Request
     ) -> BacktestResult:
         """Replay stored readings through rules: events, counts per level, and hits, misses and
         false alarms against reference events, with lead times."""
-        identity.require_scope("risk:read")
         return await run_backtest(
             request.app.state.runtime.pool, body, region_prefix=identity.narrow(body.region or "")
         )

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from services.risk.domain.engine import LevelChange
 from services.risk.domain.rules import Rule
+from shared.api_types import Flag, Number
 from shared.contracts import AwareDatetime, Level, LevelName
 
 MAX_SPAN = timedelta(days=366)
@@ -41,8 +42,8 @@ class BacktestRequest(BaseModel):
     from_: AwareDatetime = Field(alias="from")
     to: AwareDatetime
     reference_events: list[ReferenceEvent] = Field(default_factory=list)
-    match_window_s: float = Field(default=6 * 3600, ge=0, le=7 * 86400)
-    include_events: bool = True
+    match_window_s: Number = Field(default=6 * 3600, ge=0, le=7 * 86400)
+    include_events: Flag = True
     mode: Literal["auto", "replay"] = Field(
         default="auto",
         description="auto: windows in SQL where a rule allows it; replay: every rule in Python",
