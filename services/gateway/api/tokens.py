@@ -36,34 +36,36 @@ def oauth_error(exc: OAuthError) -> JSONResponse:
     )
 
 
-_FORM = "application/x-www-form-urlencoded"
+def _form_body(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    """An OpenAPI request body of form fields (what RFC 6749 and RFC 7009 take)."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return {
+        "required": True,
+        "content": {"application/x-www-form-urlencoded": {"schema": schema}},
+    }
+
+
 OAUTH_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/OAuthError"}}}
 TOKEN_OPENAPI: dict[str, Any] = {
     "security": [],
-    "requestBody": {
-        "required": True,
-        "content": {
-            _FORM: {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "grant_type": {
-                            "type": "string",
-                            "enum": ["password", "refresh_token"],
-                            "default": "password",
-                        },
-                        "username": {"type": "string", "description": "with grant_type=password"},
-                        "password": {"type": "string", "description": "with grant_type=password"},
-                        "refresh_token": {
-                            "type": "string",
-                            "description": "with grant_type=refresh_token",
-                        },
-                        "scope": {"type": "string", "description": "ignored: roles decide"},
-                    },
-                }
-            }
-        },
-    },
+    "requestBody": _form_body(
+        {
+            "grant_type": {
+                "type": "string",
+                "enum": ["password", "refresh_token"],
+                "default": "password",
+            },
+            "username": {"type": "string", "description": "with grant_type=password"},
+            "password": {"type": "string", "description": "with grant_type=password"},
+            "refresh_token": {
+                "type": "string",
+                "description": "with grant_type=refresh_token",
+            },
+            "scope": {"type": "string", "description": "ignored: roles decide"},
+        }
+    ),
     "responses": {
         "200": {
             "description": "an access token and a refresh token (RFC 6749 section 5.1)",
@@ -95,25 +97,13 @@ TOKEN_OPENAPI: dict[str, Any] = {
 }
 REVOKE_OPENAPI: dict[str, Any] = {
     "security": [],
-    "requestBody": {
-        "required": True,
-        "content": {
-            _FORM: {
-                "schema": {
-                    "type": "object",
-                    "required": ["token"],
-                    "properties": {
-                        "token": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "the refresh token",
-                        },
-                        "token_type_hint": {"type": "string"},
-                    },
-                }
-            }
+    "requestBody": _form_body(
+        {
+            "token": {"type": "string", "minLength": 1, "description": "the refresh token"},
+            "token_type_hint": {"type": "string"},
         },
-    },
+        required=["token"],
+    ),
     "responses": {
         "200": {
             "description": "revoked, or an unknown token (RFC 7009: no error either way)",
