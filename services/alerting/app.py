@@ -45,6 +45,7 @@ from shared.contracts import Topics
 from shared.http import new_app
 from shared.logging import configure_logging
 from shared.periodic import Periodic
+from shared.places import Places
 from shared.runtime import start_runtime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -192,7 +193,7 @@ def consumer_and_sweeps(
     on_new_deliveries: Callable[[], None],
 ) -> tuple[AlertingHandler, Sweeps]:
     """The consumer and the timers of warnings, over one pipeline."""
-    pipeline = build_pipeline(settings, topics)
+    pipeline = build_pipeline(settings, topics, Places(pool))
     handler = AlertingHandler(
         pool=pool,
         pipeline=pipeline,

@@ -13,6 +13,7 @@ from services.ingest.adapters.recent import RecentReadings
 from services.ingest.adapters.stations import StationCache
 from services.ingest.adapters.store import ReadingStore
 from services.ingest.adapters.warnings import WarningsIngress
+from services.ingest.api import divisions
 from services.ingest.api.routes import ReadingsIngress, router
 from services.ingest.domain.kernel import default as default_kernel
 from services.ingest.domain.validation import HISTORY
@@ -128,4 +129,5 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
         settings=settings,
     )
     app.include_router(router(settings.max_body_bytes, settings.max_batch_items))
+    app.include_router(divisions.router())
     return app

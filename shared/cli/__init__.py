@@ -10,6 +10,7 @@ Administering:
   qianshao check-config          validate the settings in the environment, naming each problem
   qianshao operator add|passwd|disable|enable|list
   qianshao client add|rotate|list
+  qianshao divisions load|show    the division codes and names places are named by
   qianshao dlq replay            put dead letters back on their topic
   qianshao dashboards            write the Grafana dashboards and their provisioning
 
@@ -23,12 +24,13 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from shared.cli import admin, ops, run
+from shared.cli import admin, divisions, ops, run
 from shared.version import version
 
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     run.register,
     admin.register,
+    divisions.register,
     ops.register,
 ]
 

@@ -131,7 +131,7 @@ def service_settings(service: str) -> Any:
     return settings_and_factory(service)[0]
 
 
-def _run(args: argparse.Namespace, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
+def run_async(args: argparse.Namespace, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
     load_env_file(getattr(args, "env_file", None))
     try:
         return asyncio.run(work())
@@ -165,7 +165,7 @@ def migrate(args: argparse.Namespace) -> int:
                 await pool.close()
         return 0
 
-    return _run(args, work)
+    return run_async(args, work)
 
 
 # -- check-config ---------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def operator_add(args: argparse.Namespace) -> int:
             f"operator {args.username} added: {', '.join(args.role)}, region {args.region or '*'}"
         )
 
-    return _run(args, _admin(action))
+    return run_async(args, _admin(action))
 
 
 def operator_passwd(args: argparse.Namespace) -> int:
@@ -275,7 +275,7 @@ def operator_passwd(args: argparse.Namespace) -> int:
         await set_password(pool, args.username, password, datetime.now(UTC))
         print(f"password of {args.username} set; their sessions ended")
 
-    return _run(args, _admin(action))
+    return run_async(args, _admin(action))
 
 
 def operator_disable(args: argparse.Namespace) -> int:
@@ -285,7 +285,7 @@ def operator_disable(args: argparse.Namespace) -> int:
         await set_disabled(pool, args.username, args.disabled, datetime.now(UTC))
         print(f"operator {args.username} {'disabled' if args.disabled else 'enabled'}")
 
-    return _run(args, _admin(action))
+    return run_async(args, _admin(action))
 
 
 def operator_list(args: argparse.Namespace) -> int:
@@ -296,7 +296,7 @@ def operator_list(args: argparse.Namespace) -> int:
             state = "disabled" if o["disabled"] else "active"
             print(f"{o['username']}\t{','.join(o['roles'])}\t{o['region_prefix'] or '*'}\t{state}")
 
-    return _run(args, _admin(action))
+    return run_async(args, _admin(action))
 
 
 def client_add(args: argparse.Namespace) -> int:
@@ -314,7 +314,7 @@ def client_add(args: argparse.Namespace) -> int:
         print(f"client {args.client_id} added; key {key_id} (shown this once):")
         print(key)
 
-    return _run(args, _admin(action))
+    return run_async(args, _admin(action))
 
 
 def client_rotate(args: argparse.Namespace) -> int:
@@ -329,7 +329,7 @@ def client_rotate(args: argparse.Namespace) -> int:
         if until:
             print(f"its older keys work until {until}")
 
-    return _run(args, _admin(action))
+    return run_async(args, _admin(action))
 
 
 def client_list(args: argparse.Namespace) -> int:
@@ -340,4 +340,4 @@ def client_list(args: argparse.Namespace) -> int:
             keys = ", ".join(f"{k['key_id']} ({k['prefix']}…)" for k in c["keys"] or [])
             print(f"{c['id']}\t{c['name']}\t{c['region_prefix'] or '*'}\tkeys: {keys or '-'}")
 
-    return _run(args, _admin(action))
+    return run_async(args, _admin(action))

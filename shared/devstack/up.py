@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -104,6 +105,7 @@ async def _prepare(dsn: str, bootstrap: str, run_dir: Path) -> tuple[dict[str, s
         ):
             await migrate(pool, schema, path)
         storage = await describe_storage(pool, "ingest")
+        await _divisions(pool)
         # fresh development credentials on every start
         await pool.execute("DELETE FROM gateway.api_clients WHERE id = 'dev-upstream'")
         _, key = await create_api_client(
@@ -121,6 +123,25 @@ async def _prepare(dsn: str, bootstrap: str, run_dir: Path) -> tuple[dict[str, s
     path.write_bytes(orjson.dumps(creds, option=orjson.OPT_INDENT_2))
     path.chmod(0o600)
     return creds, storage
+
+
+async def _divisions(pool: Any) -> None:
+    """The division names (once per edition: a minute the first time, nothing after)."""
+    from services.ingest.adapters.divisions import (
+        DEFAULT_SOURCE,
+        edition_of,
+        load_divisions,
+        loaded_edition,
+    )
+
+    if not DEFAULT_SOURCE.is_dir():
+        print("no division names: run scripts/divisions.sh (make setup does)", flush=True)
+        return
+    have = await loaded_edition(pool)
+    if have is not None and have["edition"] == edition_of(DEFAULT_SOURCE):
+        return
+    print("loading the division codes and names (once) …", flush=True)
+    await load_divisions(pool, DEFAULT_SOURCE, progress=lambda m: print(f"  {m}", flush=True))
 
 
 def _wait_ready(url: str, timeout_s: float = 60) -> None:

@@ -284,15 +284,16 @@ async def set_latest(
     )
 
 
-async def insert_version(conn: Conn, row: Sequence[Any]) -> None:
+async def insert_version(conn: Conn, row: Sequence[Any], *, area_desc: str | None = None) -> None:
     """(warning id, version, msg type, level, identifier, sent, headline, description, refs,
-    station ids, cause event, cause time, expires)."""
+    station ids, cause event, cause time, expires); ``area_desc``: the region in words."""
     await conn.execute(
         """INSERT INTO alerting.warning_versions
                (warning_id, version, msg_type, level, identifier, sent, headline, description,
-                refs, station_ids, cause_event, cause_time, expires)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
+                refs, station_ids, cause_event, cause_time, expires, area_desc)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
         *row,
+        area_desc,
     )
 
 

@@ -282,7 +282,8 @@ async def _cap_versions(request: Request, where: str, *args: Any) -> list[CapVer
     settings = request.app.state.settings
     rows = await _pool(request).fetch(
         f"""SELECT v.identifier, v.sent, v.msg_type, v.level, v.refs, v.headline, v.description,
-                   v.station_ids, v.expires, w.status, w.kind, w.hazard, w.region_code
+                   v.station_ids, v.expires, v.area_desc, w.status, w.kind, w.hazard,
+                   w.region_code
               FROM alerting.warning_versions v JOIN alerting.warnings w ON w.id = v.warning_id
              WHERE {where}""",  # noqa: S608 - fixed fragments; values are parameters
         *args,
@@ -304,6 +305,7 @@ async def _cap_versions(request: Request, where: str, *args: Any) -> list[CapVer
             description=x["description"],
             station_ids=list(x["station_ids"]),
             expires=x["expires"],
+            area_desc=x["area_desc"],
         )
         for x in rows
     ]

@@ -52,6 +52,7 @@ class CapVersion:
     description: str
     station_ids: Sequence[str]
     expires: datetime | None = None
+    area_desc: str | None = None  # the region in words; its code stands in when unknown
 
 
 def cap_time(t: datetime) -> str:
@@ -108,7 +109,7 @@ def cap_document(v: CapVersion) -> etree._Element:
         _sub(p, "valueName", value_name)
         _sub(p, "value", value)
     area = _sub(info, "area")
-    _sub(area, "areaDesc", f"行政区划代码 {v.region_code}")
+    _sub(area, "areaDesc", v.area_desc or f"行政区划代码 {v.region_code}")
     g = _sub(area, "geocode")
     _sub(g, "valueName", "GB/T 2260")
     _sub(g, "value", v.region_code)

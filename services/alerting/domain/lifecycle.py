@@ -130,14 +130,13 @@ def identifier(sender_code: str, sent: datetime, serial: int) -> str:
     return f"{sender_code}_{sent.astimezone(BEIJING):%Y%m%d%H%M%S}_{serial}"
 
 
-def headline(
-    hazard: str, level: Level, region_code: str, msg_type: str, *, renewal: bool = False
-) -> str:
+def headline(hazard: str, level: Level, place: str, msg_type: str, *, renewal: bool = False) -> str:
+    """``place``: the region in words (五通桥区竹根镇), or its code when the registry has none."""
     name = HAZARD_CN.get(hazard, hazard)
     if msg_type == "Cancel":
-        return f"{region_code}{name}预警解除"
+        return f"{place}{name}预警解除"
     verb = "发布" if msg_type == "Alert" else "继续发布" if renewal else "变更为"
-    return f"{region_code}{verb}{name}{level.chinese}预警（{level.roman}级）"
+    return f"{place}{verb}{name}{level.chinese}预警（{level.roman}级）"
 
 
 def description(hazard: str, level: Level, stations: Mapping[str, Level], msg_type: str) -> str:

@@ -42,9 +42,11 @@ from services.alerting.pipeline.version import GroupTimer, RequestRepublication,
 from services.alerting.settings import AlertingSettings
 from shared.contracts import RiskEvent, Topics
 from shared.db import Conn
+from shared.places import PlaceNames
 
 
-def build(settings: AlertingSettings, topics: Topics) -> Pipeline:
+def build(settings: AlertingSettings, topics: Topics, places: PlaceNames | None = None) -> Pipeline:
+    """The pipeline; ``places`` names the regions in texts (without it, texts keep the codes)."""
     status = "Exercise" if settings.drill else "Actual"
     return Pipeline(
         admin_level=settings.group_admin_level,
@@ -59,7 +61,9 @@ def build(settings: AlertingSettings, topics: Topics) -> Pipeline:
                 Decide(sender_code=settings.sender_code, status=status),
             ],
         ),
-        version=WriteVersion(sender_code=settings.sender_code, expiry=settings.expiry_policy()),
+        version=WriteVersion(
+            sender_code=settings.sender_code, expiry=settings.expiry_policy(), places=places
+        ),
         schedule=Chain(
             "schedule",
             [RequestRepublication(settings.approval_levels), GroupTimer(settings.group_policy())],

@@ -21,6 +21,7 @@ from services.alerting.domain.states import Dispatch, MsgType
 from services.alerting.pipeline.items import NewVersion, Outgoing
 from shared.contracts import AlertVersion, stable_id
 from shared.db import Conn
+from shared.places import PlaceNames
 
 VERSIONS = Counter(
     "qianshao_warning_versions_total", "Warning versions created", ["msg_type", "level"]
@@ -28,9 +29,12 @@ VERSIONS = Counter(
 
 
 class WriteVersion:
-    def __init__(self, *, sender_code: str, expiry: ExpiryPolicy) -> None:
+    def __init__(
+        self, *, sender_code: str, expiry: ExpiryPolicy, places: PlaceNames | None = None
+    ) -> None:
         self._sender = sender_code
         self._expiry = expiry
+        self._places = places
 
     async def __call__(self, conn: Conn, v: NewVersion) -> Outgoing:
         w, level, now = v.warning, v.level, v.now
@@ -48,7 +52,11 @@ class WriteVersion:
             conn, w.id, level=level, version=v.version, msg_type=v.msg_type, expires=expires
         )
         station_ids = sorted(v.stations)
-        head = headline(w.hazard, level, w.region_code, v.msg_type, renewal=v.renewal)
+        place = await self._places.describe(w.region_code, conn) if self._places else None
+        head = headline(
+            w.hazard, level, place.name if place else w.region_code, v.msg_type, renewal=v.renewal
+        )
+        area_desc = place.name if place and place.known else None
         desc = description(w.hazard, level, v.stations, v.msg_type)
         cause_event, cause_time = v.cause
         await store.insert_version(
@@ -68,6 +76,7 @@ class WriteVersion:
                 cause_time,
                 expires,
             ),
+            area_desc=area_desc,
         )
         await audit(
             conn,
@@ -92,6 +101,7 @@ class WriteVersion:
             sent=sent,
             headline=head,
             description=desc,
+            area_desc=area_desc,
             status=w.status,
             cause_time=cause_time,
             expires=expires,

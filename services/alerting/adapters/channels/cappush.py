@@ -38,6 +38,7 @@ class CapPushChannel:
                 description=a.description,
                 station_ids=a.station_ids,
                 expires=a.expires,
+                area_desc=a.area_desc,
             )
         )
 
