@@ -202,7 +202,8 @@ async def test_write_version_references_every_earlier_version(conn):
         ),
     )
     assert later.alert.identifier == f"{w.identifier}_v2"
-    assert later.alert.references == [f"{SENDER},{w.identifier},{T0.isoformat()}"]
+    # the earlier version's CAP `sent` (Beijing time, to the second)
+    assert later.alert.references == [f"{SENDER},{w.identifier},2026-07-01T16:00:00+08:00"]
     assert later.alert.expires == T0 + timedelta(minutes=61)
     state = await conn.fetchrow("SELECT state, level, version FROM alerting.warnings")
     assert tuple(state.values()) == ("updated", 4, 2)

@@ -15,6 +15,7 @@ from prometheus_client import Counter
 from services.alerting.adapters import warnings as store
 from services.alerting.adapters.audit import audit
 from services.alerting.adapters.publications import request_publication
+from services.alerting.domain.capout import cap_time
 from services.alerting.domain.grouping import GroupPolicy, dispatch_time
 from services.alerting.domain.lifecycle import ExpiryPolicy, description, headline
 from services.alerting.domain.states import Dispatch, MsgType
@@ -45,7 +46,8 @@ class WriteVersion:
         if v.msg_type != MsgType.Alert:
             ident = f"{w.identifier}_v{v.version}"
             refs = [
-                f"{self._sender},{i},{at.isoformat()}"
+                # the earlier version's CAP `sent`, as its document gives it (CAP 1.2 3.2.1)
+                f"{self._sender},{i},{cap_time(at)}"
                 for i, at in await store.earlier_versions(conn, w.id)
             ]
         await store.set_latest(

@@ -14,6 +14,8 @@ Pure: bytes in, a parsed warning or a :class:`CapRejected` with the reason out.
   GB/T 2260, ``adcode``) of 6, 9 or 12 digits, padded to 12. A valid message without any
   (another country's, say) is accepted and relayed; it places no station at risk.
 - ``references`` ("sender,identifier,sent" …) link an Update or Cancel to what it replaces.
+- Then the rules CAP writes down beyond its schema (``caprules``): identifiers, references,
+  polygons, circles, altitude and ceiling.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import datetime
 
 from lxml import etree
 
+from services.ingest.domain import caprules
 from shared.capxml import NS, cap_schema, safe_parser
 from shared.contracts import LevelName
 
@@ -90,6 +93,10 @@ def parse_cap(data: bytes) -> CapWarning:
         err = schema.error_log.last_error
         where = f"line {err.line}: " if err is not None else ""
         raise CapRejected(f"not valid CAP 1.2: {where}{err.message if err else 'invalid'}")
+    try:
+        caprules.check(doc)
+    except caprules.CapRuleBroken as exc:
+        raise CapRejected(f"not valid CAP 1.2: {exc}") from exc
     return _read(doc)
 
 
