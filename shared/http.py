@@ -285,6 +285,17 @@ def ops_router(checks: dict[str, Check]) -> APIRouter:
     return router
 
 
+def public_url(request: Request, path: str, upstream_prefix: str = "/v1/") -> str:
+    """``path`` (after the service's ``upstream_prefix``) as the client that called the gateway
+    reaches it, from the ``X-Forwarded-*`` headers the gateway sets; called directly, the
+    service's own address."""
+    h = request.headers
+    host, prefix = h.get("x-forwarded-host"), h.get("x-forwarded-prefix")
+    if host and prefix:
+        return f"{h.get('x-forwarded-proto', 'https')}://{host}{prefix}{path}"
+    return f"{str(request.base_url).rstrip('/')}{upstream_prefix}{path}"
+
+
 def current_identity(request: Request) -> Identity:
     """The caller, as signed by the gateway.
 

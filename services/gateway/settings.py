@@ -9,6 +9,9 @@ DEV_JWT_SECRET = "dev-jwt-secret-change-me-before-any-real-use"  # noqa: S105 - 
 
 
 class GatewaySettings(ServiceSettings):
+    # the gateway as clients reach it (https://yj.example.gov.cn, behind a proxy): the links the
+    # services write (feeds, CAP documents) start with it; without it, with the request's own
+    public_base_url: str | None = None
     model_config = SettingsConfigDict(env_prefix="QIANSHAO_GATEWAY_", extra="ignore", frozen=True)
 
     port: int = 8000

@@ -14,7 +14,7 @@ from services.alerting.domain.capout import CapVersion, atom_feed, cap_xml
 from services.alerting.domain.states import Delivery
 from shared.contracts import ActiveLevelName, Level
 from shared.errors import NotFound, PermissionDenied
-from shared.http import needs
+from shared.http import needs, public_url
 from shared.identity import Identity
 
 
@@ -250,15 +250,52 @@ def router() -> APIRouter:
             identity.narrow(region_prefix),
             limit,
         )
-        base = str(request.base_url).rstrip("/")
         body = atom_feed(
             versions,
             feed_id=f"urn:qianshao:{request.app.state.settings.sender_code}:feed",
             title=f"{request.app.state.settings.sender_name} 预警信息",
-            self_url=f"{base}/v1/cap/feed",
-            cap_url=base + "/v1/cap/{identifier}.xml",
+            self_url=public_url(request, "cap/feed"),
+            cap_url=public_url(request, "cap/{identifier}.xml"),
         )
         return Response(body, media_type="application/atom+xml")
+
+    @r.get(
+        "/public/cap/feed",
+        response_class=Response,
+        responses={200: {"content": {"application/atom+xml": {}}}},
+        tags=["cap"],
+        openapi_extra={"security": []},
+    )
+    async def get_public_cap_feed(
+        request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 100
+    ) -> Response:
+        """The public feed, for anyone: versions released to the public (a public warning's
+        approved publications), never internal alarms, drills or tests; newest first."""
+        versions = await _cap_versions(
+            request, PUBLIC + " ORDER BY v.sent DESC, v.identifier LIMIT $1", limit
+        )
+        body = atom_feed(
+            versions,
+            feed_id=f"urn:qianshao:{request.app.state.settings.sender_code}:public",
+            title=f"{request.app.state.settings.sender_name} 公众预警信息",
+            self_url=public_url(request, "public/cap/feed"),
+            cap_url=public_url(request, "public/cap/{identifier}.xml"),
+        )
+        return Response(body, media_type="application/atom+xml")
+
+    @r.get(
+        "/public/cap/{identifier}.xml",
+        response_class=Response,
+        responses={200: {"content": {"application/cap+xml": {}}}},
+        tags=["cap"],
+        openapi_extra={"security": []},
+    )
+    async def get_public_cap_document(identifier: str, request: Request) -> Response:
+        """One version released to the public, as CAP 1.2."""
+        found = await _cap_versions(request, PUBLIC + " AND v.identifier = $1", identifier)
+        if not found:
+            raise NotFound(f"no public warning version {identifier!r}")
+        return Response(cap_xml(found[0]), media_type="application/cap+xml")
 
     @r.get(
         "/cap/{identifier}.xml",
@@ -276,6 +313,12 @@ def router() -> APIRouter:
         return Response(cap_xml(found[0]), media_type="application/cap+xml")
 
     return r
+
+
+# a version released to the public: an Actual public warning whose publication was approved
+PUBLIC = """w.kind = 'public' AND w.status = 'Actual'
+    AND EXISTS (SELECT 1 FROM alerting.publications p
+                 WHERE p.warning_id = w.id AND p.version = v.version AND p.state = 'approved')"""
 
 
 async def _cap_versions(request: Request, where: str, *args: Any) -> list[CapVersion]:

@@ -144,6 +144,18 @@ async def forward(
         return problem(400, "the path or query is not a valid URL")
     url = yarl.URL(route.upstream + target, encoded=True)
     headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARD_REQUEST}
+    # where the client reached us, so the links a service writes (a feed, a CAP document's
+    # address) work for that client: the configured public address, else the request's own
+    public = getattr(request.app.state.settings, "public_base_url", None)
+    if public:
+        base = yarl.URL(public)
+        headers["X-Forwarded-Proto"] = base.scheme
+        headers["X-Forwarded-Host"] = base.authority
+        headers["X-Forwarded-Prefix"] = base.path.rstrip("/") + route.public_prefix
+    else:
+        headers["X-Forwarded-Proto"] = request.url.scheme
+        headers["X-Forwarded-Host"] = request.headers.get("host", request.url.netloc)
+        headers["X-Forwarded-Prefix"] = route.public_prefix
     if identity_header is not None:
         headers[HEADER] = identity_header
     rid = request_id_var.get()

@@ -15,7 +15,11 @@ class Route:
 
 # paths that carry their own credential and are reached without an identity: a 叫应 link (a
 # signed token) and the SMS providers' callbacks (a callback token in the path)
-PUBLIC_PREFIXES = ("/api/v1/alerts/confirm/", "/api/v1/alerts/callbacks/")
+PUBLIC_PREFIXES = (
+    "/api/v1/alerts/confirm/",
+    "/api/v1/alerts/callbacks/",
+    "/api/v1/alerts/public/",  # the public CAP feed: public warnings only
+)
 
 
 def is_public(path: str) -> bool:
