@@ -92,7 +92,8 @@ async def test_cap_alert_update_cancel(database, broker, topic_prefix):
         bad = await c.post("/v1/warnings", content=b"<alert/>", headers={**platform, **xml})
         assert bad.status_code == 422
         assert bad.headers["content-type"].startswith("application/problem+json")
-        assert "not valid CAP 1.2" in bad.json()["detail"]
+        # an <alert> in no namespace is read as the national format, which names what is missing
+        assert "<identifier> is missing" in bad.json()["detail"]
         xxe = b'<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a>&x;</a>'
         assert (
             await c.post("/v1/warnings", content=xxe, headers={**platform, **xml})
@@ -118,3 +119,46 @@ async def test_cap_alert_update_cancel(database, broker, topic_prefix):
     assert by_id[third]["msg_type"] == "Cancel"
     assert by_id[third]["references"][0].split(",")[1] == second
     assert by_id[FIRST]["level"] == "red"
+
+
+async def test_a_national_platform_update_is_stored_and_listed_with_its_places(
+    database, broker, topic_prefix
+):
+    """The national release system's GB/T 35965.1 message (no namespace, comma-separated
+    geocode): stored, listed with its level and its region in words; a malformed one is a 422
+    naming the field."""
+    from services.ingest.adapters.divisions import DEFAULT_SOURCE, load_divisions
+    from services.ingest.app import MIGRATIONS
+    from shared.db import create_pool, migrate
+
+    national = (Path(__file__).parent.parent / "data" / "national_gale_update.xml").read_bytes()
+    settings = ingest_settings(database, broker, topic_prefix)
+    pool = await create_pool(database)
+    try:
+        await migrate(pool, "ingest", MIGRATIONS)
+        await load_divisions(pool, DEFAULT_SOURCE, prefixes=["410000"])  # 河南省 itself
+    finally:
+        await pool.close()
+    platform = identity_header(
+        roles=["upstream_platform"], scopes=["upstream_warnings:write"], region_prefix="41"
+    )
+    xml = {"Content-Type": "application/xml"}
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as c:
+        r = await c.post("/v1/warnings", content=national, headers={**platform, **xml})
+        assert r.status_code == 202, r.text
+        receipt = r.json()
+        assert (receipt["msg_type"], receipt["level"]) == ("Update", "blue")
+        assert receipt["region_codes"] == ["410000000000"]
+        assert receipt["references_unknown"] == ["41000041600000_20200204121842"]
+
+        viewer = identity_header(roles=["viewer"], scopes=["warnings:read"], region_prefix="41")
+        [listed] = (await c.get("/v1/warnings", headers=viewer)).json()
+        assert listed["identifier"] == "41000041600000_20200205105119"
+        assert listed["level"] == "blue"
+        assert listed["region_names"] == ["河南省"]
+
+        bad = national.replace(b"<senderCode>41000041600000", b"<senderCode>4100")
+        r = await c.post("/v1/warnings", content=bad, headers={**platform, **xml})
+        assert r.status_code == 422
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "<senderCode>" in r.json()["detail"]

@@ -10,14 +10,16 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from services.ingest.domain.cap import CapWarning, parse_cap
+from services.ingest.domain.cap import parse_cap
+from services.ingest.domain.model import CapWarning
 from shared.clock import Clock
 from shared.contracts import LevelName, Topics, UpstreamWarning, stable_id
 from shared.errors import PermissionDenied
 from shared.identity import Identity
 from shared.kafka import EventProducer
+from shared.places import Places
 
 
 class WarningReceipt(BaseModel):
@@ -44,6 +46,9 @@ class StoredWarning(BaseModel):
     expires: datetime | None
     state: str
     replaced_by: str | None
+    region_names: list[str] = Field(
+        default_factory=list, description="each region in words (its code when unknown)"
+    )
 
 
 class WarningsIngress:
@@ -51,6 +56,7 @@ class WarningsIngress:
         self, *, pool: asyncpg.Pool, producer: EventProducer, topics: Topics, clock: Clock
     ) -> None:
         self._pool = pool
+        self._places = Places(pool)
         self._producer = producer
         self._topics = topics
         self._clock = clock
@@ -146,4 +152,11 @@ class WarningsIngress:
             state,
             limit,
         )
-        return [StoredWarning(**{**dict(r), "references": list(r["refs"])}) for r in rows]
+        places = await self._places.describe_many({c for r in rows for c in r["region_codes"]})
+        return [
+            StoredWarning(
+                **{**dict(r), "references": list(r["refs"])},
+                region_names=[places[c].name for c in r["region_codes"]],
+            )
+            for r in rows
+        ]

@@ -14,6 +14,8 @@ Pure: bytes in, a parsed warning or a :class:`CapRejected` with the reason out.
   GB/T 2260, ``adcode``) of 6, 9 or 12 digits, padded to 12. A valid message without any
   (another country's, say) is accepted and relayed; it places no station at risk.
 - ``references`` ("sender,identifier,sent" …) link an Update or Cancel to what it replaces.
+- An ``<alert>`` in no namespace is the national platform's GB/T 35965.1 message, read by
+  ``national``.
 - Then the rules CAP writes down beyond its schema (``caprules``): identifiers, references,
   polygons, circles, altitude and ceiling.
 """
@@ -21,14 +23,16 @@ Pure: bytes in, a parsed warning or a :class:`CapRejected` with the reason out.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime
 
 from lxml import etree
 
-from services.ingest.domain import caprules
+from services.ingest.domain import caprules, national
+from services.ingest.domain.model import CapRejected, CapWarning
 from shared.capxml import NS, cap_schema, safe_parser
 from shared.contracts import LevelName
+
+__all__ = ["MAX_BYTES", "CapRejected", "CapWarning", "parse_cap"]
 
 MAX_BYTES = 1 << 20
 
@@ -52,29 +56,6 @@ _LEVEL_PARAMS = {"level", "预警级别", "颜色", "color", "colour", "signal_l
 _ADMIN_CODE = re.compile(r"^\d{6}(\d{3})?(\d{3})?$")
 
 
-class CapRejected(ValueError):
-    """The message is not acceptable CAP; the text says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class CapWarning:
-    identifier: str
-    sender: str
-    sent: datetime
-    status: str
-    msg_type: str
-    references: list[str]  # "sender,identifier,sent" each
-    event: str
-    level: LevelName
-    headline: str
-    region_codes: list[str]
-    expires: datetime | None
-
-    @property
-    def referenced_identifiers(self) -> list[str]:
-        return [r.split(",")[1] for r in self.references if r.count(",") >= 2]
-
-
 _schema = cap_schema
 _parser = safe_parser
 
@@ -88,6 +69,8 @@ def parse_cap(data: bytes) -> CapWarning:
         raise CapRejected(f"not well-formed XML: {exc}") from exc
     if doc.getroottree().docinfo.doctype:
         raise CapRejected("a DOCTYPE is not allowed in CAP")
+    if national.is_national(doc):
+        return national.read_national(doc)
     schema = _schema()
     if not schema.validate(doc):
         err = schema.error_log.last_error

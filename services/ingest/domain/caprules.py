@@ -40,10 +40,10 @@ def check(doc: etree._Element) -> None:
             )
     _references(doc)
     for area in doc.iterfind("c:info/c:area", _C):
-        for polygon in area.iterfind("c:polygon", _C):
-            _polygon(polygon.text or "")
-        for circle in area.iterfind("c:circle", _C):
-            _circle(circle.text or "")
+        for el in area.iterfind("c:polygon", _C):
+            polygon(el.text or "")
+        for el in area.iterfind("c:circle", _C):
+            circle(el.text or "")
         _altitude(area)
 
 
@@ -83,7 +83,7 @@ def _point(pair: str, where: str) -> tuple[float, float]:
     return lat, lon
 
 
-def _polygon(text: str) -> None:
+def polygon(text: str) -> None:
     pairs = text.split()
     if len(pairs) < 4:
         raise CapRuleBroken(
@@ -95,7 +95,7 @@ def _polygon(text: str) -> None:
         raise CapRuleBroken("<polygon> is not closed: its last point must be its first")
 
 
-def _circle(text: str) -> None:
+def circle(text: str) -> None:
     parts = text.split()
     if len(parts) != 2:
         raise CapRuleBroken(f"<circle> {text.strip()!r} is not 'lat,lon radius'")
