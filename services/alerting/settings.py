@@ -22,8 +22,11 @@ class AlertingSettings(ServiceSettings):
     run_delivery: bool = True
     # a warning covers the stations of one region at this level of the division code
     group_admin_level: Literal["village", "township", "county"] = "township"
-    # GB/T 35965.1 sender code: 6-digit division code + 3-digit organisation code + serial
-    sender_code: str = Field(default="110101000000", pattern=r"^\d{6}\d{3}\d+$")
+    # the issuing body's code on the national release system (GB/T 35965.1 profile): 14 digits,
+    # ZZZZZZ the division (the county's 6-digit code), DDD the department, UUU the unit, XX a
+    # serial, as the platform assigns them to the bureau; identifiers are
+    # <sender code>_<Beijing time YYYYMMDDHHMISS>_<serial>
+    sender_code: str = Field(default="11010100000000", pattern=r"^\d{14}$")
     sender_name: str = "Qianshao demo bureau"
     # ledger rows one delivery round claims, and rounds in flight at once per process: one
     # claims while the other waits on providers. Every claimed row is an update, and each claim
