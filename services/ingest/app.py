@@ -66,7 +66,13 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
             pool=rt.pool,
         )
         app.state.warnings = WarningsIngress(
-            pool=rt.pool, producer=rt.producer, topics=topics, clock=clock
+            pool=rt.pool,
+            producer=rt.producer,
+            topics=topics,
+            clock=clock,
+            trusted_ca=(
+                str(settings.cap_trusted_ca_file) if settings.cap_trusted_ca_file else None
+            ),
         )
         app.state.checks.update(await rt.checks())
         housekeeping = Housekeeping(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, FilePath
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -12,6 +12,9 @@ class IngestSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="QIANSHAO_INGEST_", extra="ignore", frozen=True)
 
     port: int = 8001
+    # PEM certificates of the authorities whose signatures on upstream CAP the bureau trusts;
+    # without them a signed message must verify against the certificate it carries
+    cap_trusted_ca_file: FilePath | None = None
     storage: Literal["auto", "timescale", "native"] = "auto"
     topic_prefix: str = ""
     consumer_group: str = "ingest"

@@ -53,8 +53,15 @@ class StoredWarning(BaseModel):
 
 class WarningsIngress:
     def __init__(
-        self, *, pool: asyncpg.Pool, producer: EventProducer, topics: Topics, clock: Clock
+        self,
+        *,
+        pool: asyncpg.Pool,
+        producer: EventProducer,
+        topics: Topics,
+        clock: Clock,
+        trusted_ca: str | None = None,
     ) -> None:
+        self._trusted_ca = trusted_ca
         self._pool = pool
         self._places = Places(pool)
         self._producer = producer
@@ -62,7 +69,7 @@ class WarningsIngress:
         self._clock = clock
 
     async def receive(self, data: bytes, identity: Identity) -> WarningReceipt:
-        cap = parse_cap(data)  # CapRejected → 422
+        cap = parse_cap(data, trusted_ca=self._trusted_ca)  # CapRejected → 422
         outside = [c for c in cap.region_codes if not identity.can_see_region(c)]
         if outside:
             raise PermissionDenied(f"regions outside your scope: {', '.join(outside)}")

@@ -27,7 +27,7 @@ from datetime import datetime
 
 from lxml import etree
 
-from services.ingest.domain import caprules, national
+from services.ingest.domain import caprules, capsig, national
 from services.ingest.domain.model import CapRejected, CapWarning
 from shared.capxml import NS, cap_schema, safe_parser
 from shared.contracts import LevelName
@@ -60,7 +60,9 @@ _schema = cap_schema
 _parser = safe_parser
 
 
-def parse_cap(data: bytes) -> CapWarning:
+def parse_cap(data: bytes, *, trusted_ca: str | None = None) -> CapWarning:
+    """``trusted_ca``: a PEM file of the certificates a signed message's signer must chain to (see
+    ``capsig``); without them a signed message must verify against its own certificate."""
     if len(data) > MAX_BYTES:
         raise CapRejected(f"a CAP message is at most {MAX_BYTES} bytes")
     try:
@@ -80,6 +82,7 @@ def parse_cap(data: bytes) -> CapWarning:
         caprules.check(doc)
     except caprules.CapRuleBroken as exc:
         raise CapRejected(f"not valid CAP 1.2: {exc}") from exc
+    capsig.verify(data, doc, trusted_ca=trusted_ca)
     return _read(doc)
 
 
