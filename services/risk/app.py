@@ -19,6 +19,7 @@ from shared.contracts import Topics
 from shared.http import new_app
 from shared.logging import configure_logging
 from shared.outbox import OutboxRelay
+from shared.places import Places
 from shared.runtime import start_runtime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -51,6 +52,7 @@ def create_app(settings: RiskSettings, *, clock: Clock | None = None) -> FastAPI
             rt.pool, ttl_s=settings.station_cache_ttl_s, tolerance_s=settings.late_tolerance_s
         )
         app.state.plans = plans
+        app.state.places = Places(rt.pool)
         if settings.nodata_sweep_s > 0:
             sweep = NoDataSweep(
                 pool=rt.pool,

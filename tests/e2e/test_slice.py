@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from services.ingest.adapters.divisions import DEFAULT_SOURCE, load_divisions
+from shared.db import create_pool
 from tests.helpers import eventually
 
 STATION = {
@@ -37,7 +39,13 @@ async def login(c: httpx.AsyncClient, password: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
-async def test_red_reading_becomes_delivered_red_warning(stack):
+async def test_red_reading_becomes_delivered_red_warning(stack, database):
+    # the division names of the station's county, from the published edition
+    pool = await create_pool(database)
+    try:
+        await load_divisions(pool, DEFAULT_SOURCE, prefixes=["110101001"])
+    finally:
+        await pool.close()
     async with httpx.AsyncClient(base_url=stack.gateway, timeout=30) as c:
         admin = await login(c, stack.admin_password)
         r = await c.post("/api/v1/ingest/stations", json=STATION, headers=admin)
@@ -91,6 +99,7 @@ async def test_red_reading_becomes_delivered_red_warning(stack):
         assert body["msg_type"] == "Alert"
         assert body["hazard"] == "flood"
         assert body["station_ids"] == ["WL-001"]
+        assert body["headline"] == "东城区东华门街道发布洪水红色预警（I级）"  # places in words
         assert got[0]["signature_ok"] is True
         assert got[0]["idempotency_key"]
 
@@ -120,6 +129,7 @@ async def test_red_reading_becomes_delivered_red_warning(stack):
         assert r.status_code == 200, r.text
         cells = {x["region_code"]: x for x in r.json()["regions"]}
         assert cells["110101001000"]["level"] == "red"
+        assert cells["110101001000"]["region_name"] == "东城区东华门街道"
         assert cells["110101001000"]["counts"]["red"] == 1
         r = await c.post(
             "/api/v1/risk/backtests",

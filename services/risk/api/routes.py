@@ -44,6 +44,7 @@ class StationRisk(BaseModel):
 
 class RegionCell(BaseModel):
     region_code: str
+    region_name: str = Field(default="", description="the region in words (its code when unknown)")
     hazard: str
     level: str
     colour: str
@@ -243,6 +244,11 @@ def router() -> APIRouter:
             if Level(x["lvl"]) > Level[cell.level]:
                 cell.level = Level(x["lvl"]).name
                 cell.colour = COLOUR[cell.level]
+        names = await request.app.state.places.describe_many(
+            {c.region_code for c in cells.values()}
+        )
+        for cell in cells.values():
+            cell.region_name = names[cell.region_code].name
         return RiskMap(
             admin_level=admin_level,
             hazard=hazard,
