@@ -130,3 +130,55 @@ async def test_upstream_warning_relayed_as_the_senders(database, broker, topic_p
             assert await read_all(broker.bootstrap, topics.alerts) == []
             dlq = await read_all(broker.bootstrap, f"{topics.warnings_upstream}.dlq")
             assert len(dlq) == 1
+
+
+async def test_an_earthquake_early_warning_goes_ahead_of_everything(database):
+    """The fast path: an upstream earthquake early warning is relayed at once (the relay path
+    has no group wait, approval or storm hold), its ledger rows go ahead of every other row
+    waiting, even ones written before it, and the pre-authorised policy is audited."""
+    from datetime import timedelta
+
+    from services.alerting.adapters import ledger
+    from services.alerting.app import MIGRATIONS
+    from services.alerting.pipeline.relay import relay
+    from shared.contracts import UpstreamWarning
+    from shared.db import create_pool, migrate
+    from tests.factories import add_person
+
+    def warning(identifier: str, event: str, headline: str) -> UpstreamWarning:
+        return UpstreamWarning.model_validate_json(upstream(identifier)).model_copy(
+            update={"event": event, "headline": headline, "level": "red"}
+        )
+
+    now = datetime.now(UTC)
+    pool = await create_pool(database)
+    try:
+        await migrate(pool, "alerting", MIGRATIONS)
+        async with pool.acquire() as conn, conn.transaction():
+            await add_person(conn, name="村干部", region_code="110101001001", phone="13400000009")
+            # a rainstorm relayed first, then the earthquake
+            assert await relay(conn, [warning("RAIN-1", "暴雨", "暴雨红色预警")], now) == 1
+            assert (
+                await relay(conn, [warning("EQ-1", "地震预警", "地震预警：预计烈度6度")], now) == 1
+            )
+        rows = {
+            r["warning_id"]: r["priority"]
+            for r in await pool.fetch("SELECT warning_id, priority FROM alerting.deliveries")
+        }
+        assert rows == {"relay:RAIN-1": 0, "relay:EQ-1": -1}
+        claimed = await ledger.claim(
+            pool,
+            "deliveries",
+            now=now + timedelta(seconds=1),
+            lease=timedelta(seconds=30),
+            limit=1,
+            claim_id="t",
+        )
+        assert [r["warning_id"] for r in claimed] == ["relay:EQ-1"]
+        audited = await pool.fetchval(
+            """SELECT detail->>'fast_path' FROM alerting.audit_log
+                WHERE action = 'relay' AND detail->>'identifier' = 'EQ-1'"""
+        )
+        assert audited == "earthquake"
+    finally:
+        await pool.close()

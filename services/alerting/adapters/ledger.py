@@ -61,13 +61,15 @@ async def insert_keyed(
     now: datetime,
     purpose: Purpose,
     message: str,
+    priority: int = 0,
 ) -> None:
-    """Rows with idempotency keys of their own (a relay's, an expiry notice's)."""
+    """Rows with idempotency keys of their own (a relay's, an expiry notice's); ``priority``:
+    lower goes first (0 people and endpoints, above that broadcasts, below it the fast path)."""
     await conn.execute(
         """INSERT INTO alerting.deliveries
                (warning_id, version, recipient, channel, target, idempotency_key,
-                purpose, message, next_attempt_at)
-           SELECT $1::text, $2::int, u.recipient, u.channel, u.target, u.key, $7, $8, $9
+                purpose, message, next_attempt_at, priority)
+           SELECT $1::text, $2::int, u.recipient, u.channel, u.target, u.key, $7, $8, $9, $10
              FROM unnest($3::text[], $4::text[], $5::text[], $6::text[])
                   AS u(recipient, channel, target, key)
            ON CONFLICT DO NOTHING""",
@@ -80,6 +82,7 @@ async def insert_keyed(
         purpose,
         message,
         now,
+        priority,
     )
 
 

@@ -32,6 +32,7 @@ HAZARD_CN = {
     "hazardous_chemicals": "危险化学品",
     "geohazard": "地质灾害",
     "forest_fire": "森林火险",
+    "earthquake": "地震",
 }
 
 ADMIN_DIGITS = {"village": 12, "township": 9, "county": 6}

@@ -14,7 +14,7 @@ from services.alerting.adapters import ledger
 from services.alerting.adapters.audit import audit
 from services.alerting.adapters.people import load_persons, subscribed
 from services.alerting.domain.recipients import fan_out
-from services.alerting.domain.relay import RelayPlan, relay_plan
+from services.alerting.domain.relay import FAST_PRIORITY, RelayPlan, relay_plan
 from services.alerting.domain.states import Purpose
 from shared.contracts import Level, UpstreamWarning
 from shared.db import Conn
@@ -63,6 +63,7 @@ async def relay(conn: Conn, warnings: Sequence[UpstreamWarning], now: datetime) 
             now=now,
             purpose=Purpose.relay,
             message=plan.text,
+            priority=FAST_PRIORITY if plan.fast else 0,
         )
         await conn.execute(
             "UPDATE alerting.relayed SET recipients = $2 WHERE identifier = $1",
@@ -73,7 +74,13 @@ async def relay(conn: Conn, warnings: Sequence[UpstreamWarning], now: datetime) 
             conn,
             "system:upstream",
             "relay",
-            {"identifier": u.identifier, "sender": u.sender, "recipients": len(rows)},
+            {
+                "identifier": u.identifier,
+                "sender": u.sender,
+                "recipients": len(rows),
+                # the pre-authorised fast path: ahead of every other message, no wait
+                **({"fast_path": plan.hazard} if plan.fast else {}),
+            },
         )
         RELAYED.inc()
         total += len(rows)
