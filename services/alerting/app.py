@@ -71,6 +71,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             ],
         )
         app.state.runtime = rt
+        app.state.places = Places(rt.pool)
         app.state.checks.update(await rt.checks())
         # httpx's API over aiohttp's connection pool: the native httpx pool costs about half
         # of this process's CPU during a broadcast (bench/alerting measures both)

@@ -187,6 +187,8 @@ async def test_red_warning_sms_receipts_confirmations_voice_and_escalation(
                 "/v1/confirmations/unanswered-counties?older_than_s=0", headers=admin(clock)
             )
             assert [u["county_code"] for u in r.json()] == ["110101000000"]
+            # no division names loaded yet: the code stands for the county
+            assert r.json()[0]["county_name"] == "110101000000"
             assert r.json()[0]["required"] == 3
 
             # A replies through Tencent's uplink shape; B is confirmed through the API
@@ -258,8 +260,16 @@ async def test_red_warning_sms_receipts_confirmations_voice_and_escalation(
             assert (await http.post(f"/v1/confirm/{token}")).status_code == 200
             assert (await http.post(f"/v1/confirm/{token[:-2]}xx")).status_code == 404
 
+            # the township's name, from the published division codes
+            from services.ingest.adapters.divisions import DEFAULT_SOURCE, load_divisions
+            from services.ingest.app import MIGRATIONS as INGEST
+            from shared.db import migrate
+
+            await migrate(app.state.runtime.pool, "ingest", INGEST)
+            await load_divisions(app.state.runtime.pool, DEFAULT_SOURCE, prefixes=["110101001"])
             r = await http.get("/v1/confirmations/stats?by=township", headers=admin(clock))
             (row,) = r.json()
+            assert row["region_name"] == "东城区东华门街道"
             assert row["region_code"] == "110101001000"
             assert (row["required"], row["confirmed"], row["rate"]) == (3, 3, 1.0)
             assert row["median_seconds"] == 120.0  # A at 0 s, B at 120 s, T at 1,820 s

@@ -79,6 +79,7 @@ class ConfirmOut(BaseModel):
 
 class ConfirmStat(BaseModel):
     region_code: str
+    region_name: str = Field(description="the region in words (its code when unknown)")
     required: int
     confirmed: int
     rate: float | None
@@ -88,6 +89,7 @@ class ConfirmStat(BaseModel):
 
 class UnansweredCounty(BaseModel):
     county_code: str
+    county_name: str = Field(description="the county in words (its code when unknown)")
     warnings: list[str]
     required: int
     oldest: datetime
@@ -332,9 +334,11 @@ def router() -> APIRouter:
             warning_id,
             since,
         )
+        names = await request.app.state.places.describe_many({x["region_code"] for x in rows})
         return [
             {
                 **dict(x.items()),
+                "region_name": names[x["region_code"]].name,
                 "rate": x["confirmed"] / x["required"] if x["required"] else None,
             }
             for x in rows
@@ -368,7 +372,15 @@ def router() -> APIRouter:
             now - timedelta(seconds=older_than_s),
             list(STANDING),
         )
-        return [{**dict(x.items()), "warnings": list(x["warnings"])} for x in rows]
+        names = await request.app.state.places.describe_many({x["county_code"] for x in rows})
+        return [
+            {
+                **dict(x.items()),
+                "county_name": names[x["county_code"]].name,
+                "warnings": list(x["warnings"]),
+            }
+            for x in rows
+        ]
 
     # -- provider callbacks ------------------------------------------------------------------
 
