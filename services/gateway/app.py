@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+import yarl
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
@@ -67,6 +68,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
             body_timeout_s=settings.body_timeout_s,
             threshold=settings.breaker_threshold,
             open_s=settings.breaker_open_s,
+            public_base=yarl.URL(settings.public_base_url) if settings.public_base_url else None,
         )
         auth = app.state.auth = Authenticator(
             rt.pool,

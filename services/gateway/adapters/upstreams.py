@@ -52,6 +52,8 @@ class Upstreams:
     body_timeout_s: float = 30.0
     threshold: int = 5
     open_s: float = 10.0
+    # the gateway as clients reach it, when configured (links the services write start with it)
+    public_base: yarl.URL | None = None
     breakers: dict[str, Breaker] = field(default_factory=dict)
 
     def breaker(self, name: str) -> Breaker:
@@ -146,9 +148,8 @@ async def forward(
     headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARD_REQUEST}
     # where the client reached us, so the links a service writes (a feed, a CAP document's
     # address) work for that client: the configured public address, else the request's own
-    public = getattr(request.app.state.settings, "public_base_url", None)
-    if public:
-        base = yarl.URL(public)
+    base = up.public_base
+    if base is not None:
         headers["X-Forwarded-Proto"] = base.scheme
         headers["X-Forwarded-Host"] = base.authority
         headers["X-Forwarded-Prefix"] = base.path.rstrip("/") + route.public_prefix

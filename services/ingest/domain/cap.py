@@ -22,13 +22,12 @@ Pure: bytes in, a parsed warning or a :class:`CapRejected` with the reason out.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from lxml import etree
 
 from services.ingest.domain import caprules, capsig, national
-from services.ingest.domain.model import CapRejected, CapWarning
+from services.ingest.domain.model import ADMIN_CODE, COLOURS, CapRejected, CapWarning
 from shared.capxml import NS, cap_schema, safe_parser
 from shared.contracts import LevelName
 
@@ -36,16 +35,6 @@ __all__ = ["MAX_BYTES", "CapRejected", "CapWarning", "parse_cap"]
 
 MAX_BYTES = 1 << 20
 
-_COLOURS: tuple[tuple[str, LevelName], ...] = (
-    ("红色", "red"),
-    ("橙色", "orange"),
-    ("黄色", "yellow"),
-    ("蓝色", "blue"),
-    ("red", "red"),
-    ("orange", "orange"),
-    ("yellow", "yellow"),
-    ("blue", "blue"),
-)
 _SEVERITY: dict[str, LevelName] = {
     "Extreme": "red",
     "Severe": "orange",
@@ -53,7 +42,6 @@ _SEVERITY: dict[str, LevelName] = {
     "Minor": "blue",
 }
 _LEVEL_PARAMS = {"level", "预警级别", "颜色", "color", "colour", "signal_level"}
-_ADMIN_CODE = re.compile(r"^\d{6}(\d{3})?(\d{3})?$")
 
 
 _schema = cap_schema
@@ -109,7 +97,7 @@ def _read(doc: etree._Element) -> CapWarning:
             value = _text(gc, "c:value")
             if not _is_admin_code_name(_text(gc, "c:valueName")):
                 continue  # SAME, FIPS, EMMA … codes of other systems
-            if _ADMIN_CODE.match(value) and value.ljust(12, "0") not in regions:
+            if ADMIN_CODE.match(value) and value.ljust(12, "0") not in regions:
                 regions.append(value.ljust(12, "0"))
     expires = _text(info, "c:expires") if info is not None else ""
     return CapWarning(
@@ -138,13 +126,13 @@ def _level(info: etree._Element | None) -> LevelName:
     if info is None:
         return "none"
     event = _text(info, "c:event").lower()
-    for word, level in _COLOURS:
+    for word, level in COLOURS:
         if word in event:
             return level
     for p in info.findall("c:parameter", {"c": NS}):
         if _text(p, "c:valueName").lower() in _LEVEL_PARAMS:
             value = _text(p, "c:value").lower()
-            for word, level in _COLOURS:
+            for word, level in COLOURS:
                 if word in value:
                     return level
     return _SEVERITY.get(_text(info, "c:severity"), "none")

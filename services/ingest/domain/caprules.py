@@ -21,7 +21,7 @@ from lxml import etree
 
 from shared.capxml import NS
 
-_RESTRICTED = re.compile(r"[\s,<&]")
+RESTRICTED = re.compile(r"[\s,<&]")
 # CAP's date-time: 2026-07-01T09:30:00+08:00 (no fractions, an offset always, 3.3.2)
 _CAP_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}$")
 _C = {"c": NS}
@@ -34,7 +34,7 @@ class CapRuleBroken(ValueError):
 def check(doc: etree._Element) -> None:
     for tag in ("identifier", "sender"):
         value = _text(doc, tag)
-        if _RESTRICTED.search(value):
+        if RESTRICTED.search(value):
             raise CapRuleBroken(
                 f"<{tag}> {value!r} holds a space, a comma, '<' or '&', which CAP forbids"
             )

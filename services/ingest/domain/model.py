@@ -3,10 +3,25 @@ platform's GB/T 35965.1 message), and the refusal of a message that is neither."
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from shared.contracts import LevelName
+
+# a level's colour as warnings name it, in Chinese or in English (暴雨红色预警, Red)
+COLOURS: tuple[tuple[str, LevelName], ...] = (
+    ("红色", "red"),
+    ("橙色", "orange"),
+    ("黄色", "yellow"),
+    ("蓝色", "blue"),
+    ("red", "red"),
+    ("orange", "orange"),
+    ("yellow", "yellow"),
+    ("blue", "blue"),
+)
+# a division code of 6, 9 or 12 digits (county, township, village)
+ADMIN_CODE = re.compile(r"^\d{6}(\d{3})?(\d{3})?$")
 
 
 class CapRejected(ValueError):

@@ -25,7 +25,7 @@ from datetime import datetime
 from lxml import etree
 
 from services.ingest.domain import caprules
-from services.ingest.domain.model import CapRejected, CapWarning
+from services.ingest.domain.model import ADMIN_CODE, COLOURS, CapRejected, CapWarning
 from shared.contracts import LevelName
 
 _SEVERITY: dict[str, LevelName] = {
@@ -34,18 +34,11 @@ _SEVERITY: dict[str, LevelName] = {
     "Yellow": "yellow",
     "Blue": "blue",
 }
-_COLOURS: tuple[tuple[str, LevelName], ...] = (
-    ("红色", "red"),
-    ("橙色", "orange"),
-    ("黄色", "yellow"),
-    ("蓝色", "blue"),
-)
 # the event codes this table names; any other is named by the message's headline
 EVENT_TYPES = {"11B03": "暴雨", "11B06": "大风"}
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}$")
 _SENDER_CODE = re.compile(r"^\d{14}$")
 _EVENT_TYPE = re.compile(r"^\d{2}[A-Z]\d{2,3}$")
-_ADMIN_CODE = re.compile(r"^\d{6}(\d{3})?(\d{3})?$")
 
 
 def is_national(doc: etree._Element) -> bool:
@@ -75,7 +68,7 @@ def _time(value: str, tag: str) -> datetime:
 
 def read_national(doc: etree._Element) -> CapWarning:
     identifier = _required(doc, "identifier")
-    if re.search(r"[\s,<&]", identifier):
+    if caprules.RESTRICTED.search(identifier):
         raise CapRejected(f"national format: <identifier> {identifier!r} holds a space or comma")
     _required(doc, "sender")
     sender_code = _required(doc, "senderCode")
@@ -118,7 +111,7 @@ def read_national(doc: etree._Element) -> CapWarning:
             for code in (c.strip() for c in _text(area, "geocode").split(",")):
                 if not code:
                     continue
-                if not _ADMIN_CODE.match(code):
+                if not ADMIN_CODE.match(code):
                     raise CapRejected(
                         f"national format: <area><geocode> {code!r} is not a division code"
                     )
@@ -152,7 +145,7 @@ def read_national(doc: etree._Element) -> CapWarning:
 def _level(severity: str, headline: str) -> LevelName:
     if severity in _SEVERITY:
         return _SEVERITY[severity]
-    for word, level in _COLOURS:
+    for word, level in COLOURS:
         if word in headline:
             return level
     return "none"
