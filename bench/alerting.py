@@ -283,7 +283,7 @@ async def _fan_out(c: httpx.AsyncClient, pool: Any, fake: str) -> dict[str, floa
     start = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction():
         n = await broadcast(
-            conn, warning_id=wid, version=1, region_code="110101001000", drill=False, now=now
+            conn, warning_id=wid, version=1, areas=["110101001000"], drill=False, now=now
         )
     written = time.perf_counter() - start
     assert n == RESIDENTS, n

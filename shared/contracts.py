@@ -500,6 +500,19 @@ class AlertVersion(Event):
     cause_time: AwareDatetime | None = None
     # CAP expires: the version is valid until then unless a later version replaces it
     expires: AwareDatetime | None = None
+    # an officer's warning: the divisions it covers (empty: region_code alone), the CAP polygon,
+    # what people should do as the officer wrote it (None: the hazard's template), when it takes
+    # effect, and its GB/T 35965.1 event type
+    areas: list[RegionCode] = Field(default_factory=list)
+    polygon: str | None = None
+    instruction: str | None = None
+    effective: AwareDatetime | None = None
+    event_type: str | None = None
+    origin: Literal["sensor", "officer"] = "sensor"
+
+    @property
+    def area_codes(self) -> list[str]:
+        return self.areas or [self.region_code]
 
 
 class UpstreamWarning(Event):

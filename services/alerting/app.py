@@ -26,12 +26,16 @@ from services.alerting.adapters.channels.sms import (
     TencentSms,
 )
 from services.alerting.adapters.channels.wechat import WeChatTemplateChannel, WeComAppChannel
+from services.alerting.api.officer import router as officer_router
 from services.alerting.api.people import router as people_router
 from services.alerting.api.publications import router as publish_router
 from services.alerting.api.reports import router as report_router
 from services.alerting.api.silences import router as silences_router
 from services.alerting.api.warnings import router
+from services.alerting.domain.lifecycle import HAZARD_CN
+from services.alerting.pipeline.builder import Pipeline
 from services.alerting.pipeline.builder import build as build_pipeline
+from services.alerting.pipeline.officer import Desk
 from services.alerting.settings import AlertingSettings
 from services.alerting.workers.approvals import ApprovalSweep
 from services.alerting.workers.callconfirm import ConfirmSweep, policy_from
@@ -139,6 +143,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             rt.run_task(worker.run, "alerting-delivery", worker.stop)
         handler, sweeps = consumer_and_sweeps(rt.pool, settings, topics, clock, worker.wake)
         app.state.handler, app.state.sweeps = handler, sweeps
+        app.state.desk = officer_desk(handler.pipeline, settings)
         if settings.run_delivery:
             for name, every, tick in (
                 ("silence-release", settings.confirm_sweep_s, sweeps.release_silenced),
@@ -179,6 +184,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
         settings=settings,
     )
     app.include_router(router())
+    app.include_router(officer_router())
     app.include_router(people_router())
     app.include_router(publish_router())
     app.include_router(silences_router())
@@ -212,6 +218,19 @@ def consumer_and_sweeps(
         on_new_deliveries=on_new_deliveries,
     )
     return handler, sweeps
+
+
+def officer_desk(pipeline: Pipeline, settings: AlertingSettings) -> Desk:
+    """The duty officers' warnings, over the same pipeline as risk events'."""
+    return Desk(
+        pipeline,
+        sender_code=settings.sender_code,
+        approval_levels=settings.officer_approval_levels,
+        publication_levels=settings.approval_levels,
+        hazards=HAZARD_CN,
+        validity=timedelta(seconds=settings.warning_validity_s),
+        drill=settings.drill,
+    )
 
 
 def _aliyun(settings: AlertingSettings, http: httpx.AsyncClient, endpoint: str) -> AliyunRpc:

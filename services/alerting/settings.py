@@ -108,6 +108,12 @@ class AlertingSettings(ServiceSettings):
         "red",
     )
     approval_timeout_s: float = Field(default=600.0, gt=0)
+    # officers' warnings: the levels at which issuing, updating or cancelling one needs a second
+    # person's approval (four eyes)
+    officer_approval_levels: tuple[Literal["blue", "yellow", "orange", "red"], ...] = (
+        "orange",
+        "red",
+    )
 
     # group timers (seconds; see services.alerting.domain.grouping)
     group_wait_s: float = Field(default=0.0, ge=0)

@@ -207,7 +207,7 @@ async def test_kill_9_during_a_resident_broadcast_sends_each_number_exactly_once
                 conn,
                 warning_id="w-public",
                 version=1,
-                region_code="110101001000",
+                areas=["110101001000"],
                 drill=False,
                 now=now,
             )
@@ -219,7 +219,7 @@ async def test_kill_9_during_a_resident_broadcast_sends_each_number_exactly_once
                 conn,
                 warning_id="w-public",
                 version=1,
-                region_code="110101001000",
+                areas=["110101001000"],
                 drill=False,
                 now=now,
             )

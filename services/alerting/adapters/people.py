@@ -77,16 +77,30 @@ async def duty_officers(conn: Conn, jurisdictions: Sequence[str], now: datetime)
 
 
 async def subscribed(
-    conn: Conn, region_code: str, level: Level, hazard: str
+    conn: Conn, region_code: str | Sequence[str], level: Level, hazard: str
 ) -> list[tuple[str, str, str]]:
-    """The endpoints subscribed to a warning of ``hazard`` at ``level`` on ``region_code``, as
-    ledger recipients (``sub:<id>``, channel, target)."""
+    """The endpoints subscribed to a warning of ``hazard`` at ``level`` on ``region_code`` (or
+    on any of several divisions), as ledger recipients (``sub:<id>``, channel, target)."""
+    codes = [region_code] if isinstance(region_code, str) else list(region_code)
     rows = await conn.fetch(
-        """SELECT id, channel, target FROM alerting.subscriptions
-            WHERE active AND $1 LIKE region_prefix || '%' AND min_level <= $2
-              AND (hazard IS NULL OR hazard = $3)""",
-        region_code,
+        """SELECT id, channel, target FROM alerting.subscriptions s
+            WHERE active AND min_level <= $2 AND (hazard IS NULL OR hazard = $3)
+              AND EXISTS (SELECT 1 FROM unnest($1::text[]) AS a(code)
+                           WHERE a.code LIKE s.region_prefix || '%')
+            ORDER BY id""",
+        codes,
         int(level),
         hazard,
     )
     return [(f"sub:{s['id']}", s["channel"], s["target"]) for s in rows]
+
+
+async def load_persons_in(conn: Conn, areas: Sequence[str], now: datetime) -> list[Person]:
+    """Active people in scope of a warning on any of ``areas``, each once."""
+    if len(areas) == 1:
+        return await load_persons(conn, areas[0], now)
+    seen: dict[int, Person] = {}
+    for code in areas:
+        for p in await load_persons(conn, code, now):
+            seen.setdefault(p.id, p)
+    return list(seen.values())

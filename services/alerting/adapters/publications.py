@@ -15,7 +15,7 @@ queued in batches of one provider request each, which the delivery worker claims
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from prometheus_client import Counter
@@ -119,7 +119,7 @@ async def _approve(conn: Conn, pid: int, by: str, now: datetime) -> None:
     assert p is not None
     w = await conn.fetchrow(
         """UPDATE alerting.warnings SET kind = 'public', updated_at = $2 WHERE id = $1
-        RETURNING region_code, status""",
+        RETURNING region_code, areas, status""",
         p["warning_id"],
         now,
     )
@@ -128,7 +128,7 @@ async def _approve(conn: Conn, pid: int, by: str, now: datetime) -> None:
         conn,
         warning_id=p["warning_id"],
         version=p["version"],
-        region_code=w["region_code"],
+        areas=list(w["areas"]) or [w["region_code"]],
         drill=w["status"] == "Exercise",
         now=now,
     )
@@ -138,16 +138,23 @@ async def _approve(conn: Conn, pid: int, by: str, now: datetime) -> None:
 
 
 async def broadcast(
-    conn: Conn, *, warning_id: str, version: int, region_code: str, drill: bool, now: datetime
+    conn: Conn,
+    *,
+    warning_id: str,
+    version: int,
+    areas: Sequence[str],
+    drill: bool,
+    now: datetime,
 ) -> int:
-    """One ledger row per resident of the warning's area (drill residents only for a drill),
+    """One ledger row per resident of the warning's divisions (drill residents only for a drill),
     queued in batches of :data:`BROADCAST_BATCH` numbers that the delivery worker claims whole
     (migration 0007). Residents who already have the version's row are left out."""
     status = await conn.execute(
         """WITH res AS (
                SELECT r.id, r.phone, (row_number() OVER (ORDER BY r.id) - 1) / $7 AS k
-                 FROM alerting.residents r
-                WHERE r.active AND r.region_code LIKE $3 || '%' AND (r.drill OR NOT $5)
+                 FROM unnest($3::text[]) AS a(prefix)
+                 JOIN alerting.residents r ON r.region_code LIKE a.prefix || '%'
+                WHERE r.active AND (r.drill OR NOT $5)
                   AND NOT EXISTS (
                       SELECT 1 FROM alerting.deliveries d
                        WHERE d.warning_id = $1 AND d.version = $2 AND d.purpose = 'warning'
@@ -168,7 +175,7 @@ async def broadcast(
            ON CONFLICT DO NOTHING""",
         warning_id,
         version,
-        jurisdiction(region_code),
+        [jurisdiction(code) for code in areas],
         now,
         drill,
         RESIDENT_PRIORITY,

@@ -19,7 +19,8 @@ async def load_versions(
     rows = await db.fetch(
         """SELECT v.warning_id, v.version, v.msg_type, v.level, v.identifier, v.sent,
                   v.headline, v.description, v.refs, v.station_ids, w.hazard, w.region_code,
-                  w.status, v.cause_time, v.expires
+                  w.status, v.cause_time, v.expires, v.area_desc, v.areas, v.polygon,
+                  v.instruction, v.effective, w.event_type, w.origin
              FROM alerting.warning_versions v
              JOIN alerting.warnings w ON w.id = v.warning_id
              JOIN unnest($1::text[], $2::int[]) AS k(wid, ver)
@@ -46,6 +47,13 @@ async def load_versions(
             description=r["description"],
             cause_time=r["cause_time"],
             expires=r["expires"],
+            area_desc=r["area_desc"],
+            areas=list(r["areas"]),
+            polygon=r["polygon"],
+            instruction=r["instruction"],
+            effective=r["effective"],
+            event_type=r["event_type"],
+            origin=r["origin"],
         )
     return out
 

@@ -39,9 +39,20 @@ class WarningRow:
     status: str  # CAP status: Actual, Exercise
     kind: str  # internal, public
     last_dispatch_at: datetime | None
+    origin: str = "sensor"  # sensor, officer
+    controlled_by: str | None = None  # the officer who decides it (none: risk events do)
+    areas: tuple[str, ...] = ()  # its divisions; empty: its region alone
+
+    @property
+    def area_codes(self) -> tuple[str, ...]:
+        """The divisions it covers."""
+        return self.areas or (self.region_code,)
 
 
-_COLUMNS = "id, hazard, region_code, level, version, identifier, status, kind, last_dispatch_at"
+_COLUMNS = (
+    "id, hazard, region_code, level, version, identifier, status, kind, last_dispatch_at, "
+    "origin, controlled_by, areas"
+)
 
 
 def _warning(r: Any) -> WarningRow:
@@ -55,6 +66,9 @@ def _warning(r: Any) -> WarningRow:
         status=r["status"],
         kind=r["kind"],
         last_dispatch_at=r["last_dispatch_at"],
+        origin=r["origin"],
+        controlled_by=r["controlled_by"],
+        areas=tuple(r["areas"]),
     )
 
 
@@ -88,14 +102,15 @@ async def first_seen(conn: Conn, event_id: str) -> bool:
 
 
 async def open_warning(conn: Conn, hazard: str, region_code: str) -> WarningRow | None:
-    """The group's open warning, locked for this transaction."""
+    """The group's standing warning, locked for this transaction (an officer's draft or a
+    request awaiting approval holds no place in the group)."""
     r = await conn.fetchrow(
         f"""SELECT {_COLUMNS} FROM alerting.warnings
              WHERE hazard = $1 AND region_code = $2 AND state = ANY($3::text[])
                FOR UPDATE""",  # noqa: S608 - a constant column list
         hazard,
         region_code,
-        list(OPEN),
+        list(STANDING),
     )
     return _warning(r) if r is not None else None
 
@@ -284,16 +299,32 @@ async def set_latest(
     )
 
 
-async def insert_version(conn: Conn, row: Sequence[Any], *, area_desc: str | None = None) -> None:
+async def insert_version(
+    conn: Conn,
+    row: Sequence[Any],
+    *,
+    area_desc: str | None = None,
+    instruction: str | None = None,
+    effective: datetime | None = None,
+    areas: Sequence[str] = (),
+    polygon: str | None = None,
+) -> None:
     """(warning id, version, msg type, level, identifier, sent, headline, description, refs,
-    station ids, cause event, cause time, expires); ``area_desc``: the region in words."""
+    station ids, cause event, cause time, expires); ``area_desc``: the region in words; the
+    rest as an officer wrote them (none for a warning risk raised)."""
     await conn.execute(
         """INSERT INTO alerting.warning_versions
                (warning_id, version, msg_type, level, identifier, sent, headline, description,
-                refs, station_ids, cause_event, cause_time, expires, area_desc)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
+                refs, station_ids, cause_event, cause_time, expires, area_desc, instruction,
+                effective, areas, polygon)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                   $18)""",
         *row,
         area_desc,
+        instruction,
+        effective,
+        list(areas),
+        polygon,
     )
 
 

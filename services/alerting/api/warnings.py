@@ -37,6 +37,17 @@ class WarningOut(BaseModel):
         "backs the warning, otherwise the warning expires",
     )
     closed_at: datetime | None = None
+    origin: Literal["sensor", "officer"] = Field(
+        default="sensor", description="raised by risk events, or issued by a duty officer"
+    )
+    areas: list[str] = Field(
+        default_factory=list, description="the divisions it covers (empty: its region_code)"
+    )
+    event_type: str | None = Field(default=None, description="GB/T 35965.1 event type")
+    controlled_by: str | None = Field(
+        default=None,
+        description="the officer who decides it (risk events no longer issue its versions)",
+    )
 
 
 class VersionOut(BaseModel):
@@ -50,6 +61,11 @@ class VersionOut(BaseModel):
     references: list[str]
     station_ids: list[str]
     expires: datetime | None = None
+    area_desc: str | None = None
+    areas: list[str] = Field(default_factory=list)
+    polygon: str | None = None
+    instruction: str | None = None
+    effective: datetime | None = None
 
 
 class WarningDetail(WarningOut):
@@ -97,7 +113,8 @@ def _pool(request: Request) -> asyncpg.Pool:
 
 _WARNING_SQL = """
 SELECT w.id, w.identifier, w.hazard, w.level, w.region_code, w.state, w.kind, w.status,
-       w.version, w.created_at, w.updated_at, w.expires_at, w.closed_at,
+       w.version, w.created_at, w.updated_at, w.expires_at, w.closed_at, w.origin, w.areas,
+       w.event_type, w.controlled_by,
        coalesce((SELECT v.station_ids FROM alerting.warning_versions v
                   WHERE v.warning_id = w.id ORDER BY v.version DESC LIMIT 1), '{}') AS station_ids
   FROM alerting.warnings w
@@ -108,6 +125,7 @@ def _warning(r: Any) -> dict[str, Any]:
     d = dict(r.items())
     d["level"] = Level(d["level"]).name
     d["station_ids"] = list(d["station_ids"])
+    d["areas"] = list(d["areas"])
     return d
 
 
@@ -154,7 +172,8 @@ def router() -> APIRouter:
             raise NotFound(f"no warning {warning_id!r}")
         versions = await pool.fetch(
             """SELECT version, msg_type, level, identifier, sent, headline, description,
-                      refs AS references, station_ids, expires
+                      refs AS references, station_ids, expires, area_desc, areas, polygon,
+                      instruction, effective
                  FROM alerting.warning_versions WHERE warning_id = $1 ORDER BY version""",
             warning_id,
         )
@@ -165,6 +184,7 @@ def router() -> APIRouter:
                 "level": Level(v["level"]).name,
                 "references": list(v["references"]),
                 "station_ids": list(v["station_ids"]),
+                "areas": list(v["areas"]),
             }
             for v in versions
         ]
@@ -326,7 +346,7 @@ async def _cap_versions(request: Request, where: str, *args: Any) -> list[CapVer
     rows = await _pool(request).fetch(
         f"""SELECT v.identifier, v.sent, v.msg_type, v.level, v.refs, v.headline, v.description,
                    v.station_ids, v.expires, v.area_desc, w.status, w.kind, w.hazard,
-                   w.region_code
+                   w.region_code, v.areas, v.polygon, v.instruction, v.effective, w.event_type
               FROM alerting.warning_versions v JOIN alerting.warnings w ON w.id = v.warning_id
              WHERE {where}""",  # noqa: S608 - fixed fragments; values are parameters
         *args,
@@ -349,6 +369,11 @@ async def _cap_versions(request: Request, where: str, *args: Any) -> list[CapVer
             station_ids=list(x["station_ids"]),
             expires=x["expires"],
             area_desc=x["area_desc"],
+            areas=list(x["areas"]),
+            polygon=x["polygon"],
+            instruction=x["instruction"],
+            effective=x["effective"],
+            event_type=x["event_type"],
         )
         for x in rows
     ]

@@ -19,7 +19,7 @@ from lxml import etree
 from services.alerting.domain.lifecycle import BEIJING, HAZARD_CN
 from services.alerting.domain.messages import instruction
 from shared.capxml import NS
-from shared.contracts import Level
+from shared.contracts import AlertVersion, Level
 
 ATOM = "http://www.w3.org/2005/Atom"
 
@@ -53,6 +53,48 @@ class CapVersion:
     station_ids: Sequence[str]
     expires: datetime | None = None
     area_desc: str | None = None  # the region in words; its code stands in when unknown
+    # an officer's warning: its divisions (empty: region_code), polygon, own instruction, when
+    # it takes effect, and its GB/T 35965.1 event type
+    areas: Sequence[str] = ()
+    polygon: str | None = None
+    instruction: str | None = None
+    effective: datetime | None = None
+    event_type: str | None = None
+
+    @classmethod
+    def of(cls, a: AlertVersion, *, sender: str, sender_name: str, kind: str) -> CapVersion:
+        """The document of an ``alerts.v1`` version."""
+        return cls(
+            identifier=a.identifier,
+            sender=a.relayed_from or sender,
+            sender_name=a.relayed_from or sender_name,
+            sent=a.sent,
+            status=a.status,
+            msg_type=a.msg_type,
+            kind=kind,
+            references=a.references,
+            hazard=a.hazard,
+            level=Level.parse(a.level),
+            region_code=a.region_code,
+            headline=a.headline,
+            description=a.description,
+            station_ids=a.station_ids,
+            expires=a.expires,
+            area_desc=a.area_desc,
+            areas=a.areas,
+            polygon=a.polygon,
+            instruction=a.instruction,
+            effective=a.effective,
+            event_type=a.event_type,
+        )
+
+    @property
+    def area_codes(self) -> Sequence[str]:
+        return self.areas or (self.region_code,)
+
+    @property
+    def what_to_do(self) -> str:
+        return self.instruction or instruction(self.hazard, self.level, self.msg_type)
 
 
 def cap_time(t: datetime) -> str:
@@ -92,14 +134,18 @@ def cap_document(v: CapVersion) -> etree._Element:
         _sub(info, "responseType", "Prepare" if v.level <= Level.yellow else "Evacuate")
         _sub(info, "urgency", "Immediate" if v.level >= Level.orange else "Expected")
     _sub(info, "severity", v.level.cap_severity)
-    _sub(info, "certainty", "Observed")
-    _sub(info, "effective", cap_time(v.sent))
+    _sub(info, "certainty", "Observed" if not v.areas else "Likely")
+    if v.event_type:
+        ec = _sub(info, "eventCode")
+        _sub(ec, "valueName", "GB/T 35965.1")
+        _sub(ec, "value", v.event_type)
+    _sub(info, "effective", cap_time(v.effective or v.sent))
     if v.expires is not None:
         _sub(info, "expires", cap_time(v.expires))
     _sub(info, "senderName", v.sender_name)
     _sub(info, "headline", v.headline)
     _sub(info, "description", v.description)
-    _sub(info, "instruction", instruction(v.hazard, v.level, v.msg_type))
+    _sub(info, "instruction", v.what_to_do)
     for value_name, value in (
         ("预警级别", v.level.chinese),
         ("level", f"{v.level.name} {v.level.roman}"),
@@ -109,10 +155,13 @@ def cap_document(v: CapVersion) -> etree._Element:
         _sub(p, "valueName", value_name)
         _sub(p, "value", value)
     area = _sub(info, "area")
-    _sub(area, "areaDesc", v.area_desc or f"行政区划代码 {v.region_code}")
-    g = _sub(area, "geocode")
-    _sub(g, "valueName", "GB/T 2260")
-    _sub(g, "value", v.region_code)
+    _sub(area, "areaDesc", v.area_desc or "、".join(f"行政区划代码 {c}" for c in v.area_codes))
+    if v.polygon:
+        _sub(area, "polygon", v.polygon)
+    for code in v.area_codes:
+        g = _sub(area, "geocode")
+        _sub(g, "valueName", "GB/T 2260")
+        _sub(g, "value", code)
     return root
 
 

@@ -102,6 +102,7 @@ def expiry_action(
     risk_heard_at: datetime | None,
     now: datetime,
     policy: ExpiryPolicy,
+    controlled: bool = False,
 ) -> ExpiryAction:
     """What to do with an open warning as its expiry nears.
 
@@ -116,9 +117,14 @@ def expiry_action(
     - ``renew``: risk stated one of its stations' levels within ``evidence_timeout`` of the last
       it said at all;
     - ``expire``: risk is alive but no longer backs the warning, and its time has run out.
+
+    A warning an officer decides (``controlled``) is never renewed by evidence: it runs until
+    the expiry the officer gave, then expires, unless the officer continues it (继续发布).
     """
     if now < expires_at - policy.renew_ahead:
         return "wait"
+    if controlled:
+        return "expire" if now >= expires_at else "wait"
     if risk_heard_at is None or risk_heard_at < now - policy.evidence_timeout:
         return "hold"
     if evidence_at is not None and evidence_at >= risk_heard_at - policy.evidence_timeout:

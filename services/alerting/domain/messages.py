@@ -64,6 +64,13 @@ def instruction(hazard: str, level: Level, msg_type: str) -> str:
     return GENERIC_INSTRUCTION
 
 
+def what_to_do(alert: AlertVersion) -> str:
+    """The version's instruction: an officer's own, or the hazard's for its level."""
+    if alert.instruction and alert.msg_type != "Cancel":
+        return alert.instruction
+    return instruction(alert.hazard, Level.parse(alert.level), alert.msg_type)
+
+
 def drill_prefix_for(status: str) -> str:
     return DRILL_PREFIX if status == "Exercise" else ""
 
@@ -80,11 +87,7 @@ def sms_text(
     confirm_url: str | None = None,
 ) -> str:
     """The SMS body (the signature, e.g. 【某某区应急管理局】, is added by the carrier in front)."""
-    level = Level.parse(alert.level)
-    parts = [
-        f"{drill_prefix(alert)}{alert.headline}。",
-        instruction(alert.hazard, level, alert.msg_type),
-    ]
+    parts = [f"{drill_prefix(alert)}{alert.headline}。", what_to_do(alert)]
     if confirm_url:
         parts.append(f"收到请回复1或点击 {confirm_url} 确认。")
     elif confirm:
@@ -95,18 +98,16 @@ def sms_text(
 
 def full_text(alert: AlertVersion) -> str:
     """The long form for WeChat, WeCom and e-mail."""
-    level = Level.parse(alert.level)
     return (
         f"{drill_prefix(alert)}{alert.headline}\n{alert.description}\n"
-        f"{instruction(alert.hazard, level, alert.msg_type)}\n编号：{alert.identifier}"
+        f"{what_to_do(alert)}\n编号：{alert.identifier}"
     )
 
 
 def voice_text(alert: AlertVersion) -> str:
-    level = Level.parse(alert.level)
     return (
         f"{drill_prefix(alert)}这里是应急管理局预警叫应。{alert.headline}。"
-        f"{instruction(alert.hazard, level, alert.msg_type)}请回复短信1确认收到。"
+        f"{what_to_do(alert)}请回复短信1确认收到。"
     )
 
 

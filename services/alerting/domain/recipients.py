@@ -149,6 +149,53 @@ def fan_out(
     return out
 
 
+def fan_out_areas(
+    persons: Iterable[Person],
+    *,
+    areas: Sequence[str],
+    hazard: str,
+    level: Level,
+    msg_type: str,
+    drill: bool,
+    confirm_orange: bool = False,
+) -> Fanout:
+    """:func:`fan_out` over a warning of several divisions: a person in scope of any of them
+    gets it once on each of their channels, and confirms it once."""
+    people = list(persons)
+    if len(areas) == 1:
+        return fan_out(
+            people,
+            hazard=hazard,
+            level=level,
+            region_code=areas[0],
+            msg_type=msg_type,
+            drill=drill,
+            confirm_orange=confirm_orange,
+        )
+    out = Fanout()
+    sent: set[tuple[int, str]] = set()
+    confirming: set[int] = set()
+    for code in areas:
+        part = fan_out(
+            people,
+            hazard=hazard,
+            level=level,
+            region_code=code,
+            msg_type=msg_type,
+            drill=drill,
+            confirm_orange=confirm_orange,
+        )
+        for s in part.sends:
+            if (s.person.id, s.channel) not in sent:
+                sent.add((s.person.id, s.channel))
+                out.sends.append(s)
+        for p in part.confirmers:
+            if p.id not in confirming:
+                confirming.add(p.id)
+                out.confirmers.append(p)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class ConfirmTask:
     id: int

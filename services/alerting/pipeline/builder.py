@@ -2,7 +2,7 @@
 way to ledger rows, in order.
 
     event     Deduplicate → LockGroup → WithdrawHeldCancel → LoadGroup
-              → IgnoreMuted(Maintenance) → Decide                  (pipeline/event.py)
+              → IgnoreMuted(Maintenance, OfficerHold) → Decide     (pipeline/event.py)
     version   WriteVersion                                          (pipeline/version.py)
     schedule  RequestRepublication → GroupTimer                     (pipeline/version.py)
     dispatch  SupersedeEarlier → HoldMuted(Inhibition, Silences)
@@ -37,7 +37,13 @@ from services.alerting.pipeline.event import (
     WithdrawHeldCancel,
 )
 from services.alerting.pipeline.items import Chain, Change, NewVersion, Outgoing
-from services.alerting.pipeline.mute import Inhibition, Maintenance, Silences, StormLimit
+from services.alerting.pipeline.mute import (
+    Inhibition,
+    Maintenance,
+    OfficerHold,
+    Silences,
+    StormLimit,
+)
 from services.alerting.pipeline.version import GroupTimer, RequestRepublication, WriteVersion
 from services.alerting.settings import AlertingSettings
 from shared.contracts import RiskEvent, Topics
@@ -57,7 +63,7 @@ def build(settings: AlertingSettings, topics: Topics, places: PlaceNames | None 
                 LockGroup(),
                 WithdrawHeldCancel(),
                 LoadGroup(),
-                IgnoreMuted([Maintenance()]),
+                IgnoreMuted([Maintenance(), OfficerHold()]),
                 Decide(sender_code=settings.sender_code, status=status),
             ],
         ),

@@ -14,8 +14,8 @@ from prometheus_client import Counter
 from services.alerting.adapters import ledger
 from services.alerting.adapters import warnings as store
 from services.alerting.adapters.audit import audit
-from services.alerting.adapters.people import load_persons, subscribed
-from services.alerting.domain.recipients import fan_out
+from services.alerting.adapters.people import load_persons_in, subscribed
+from services.alerting.domain.recipients import fan_out_areas
 from services.alerting.domain.states import Delivery, Dispatch, MsgType
 from services.alerting.pipeline.items import Outgoing
 from services.alerting.pipeline.mute import Muter, PersonRow, StormLimit
@@ -89,14 +89,14 @@ class Recipients:
 
     async def __call__(self, conn: Conn, o: Outgoing) -> bool:
         a = o.alert
-        o.endpoints = await subscribed(conn, a.region_code, o.level, a.hazard)
+        o.endpoints = await subscribed(conn, a.area_codes, o.level, a.hazard)
         if not o.again:
             o.endpoints.append(self._topic_row)
-        plan = fan_out(
-            await load_persons(conn, a.region_code, a.sent),
+        plan = fan_out_areas(
+            await load_persons_in(conn, a.area_codes, a.sent),
+            areas=a.area_codes,
             hazard=a.hazard,
             level=o.level,
-            region_code=a.region_code,
             msg_type=a.msg_type,
             drill=a.status == "Exercise",
             confirm_orange=self._confirm_orange,

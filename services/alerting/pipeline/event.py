@@ -1,10 +1,12 @@
 """The stages of a risk event: from a station's level to its group's warning.
 
-    Deduplicate  → LockGroup → WithdrawHeldCancel → LoadGroup → IgnoreMuted(Maintenance)
+    Deduplicate  → LockGroup → WithdrawHeldCancel → LoadGroup
+                 → IgnoreMuted(Maintenance, OfficerHold)
                  → Decide (Alert / Update / Cancel, or nothing)
 
 A warning covers one (hazard, region) group; its level is the highest of its stations', and a
-station's the highest of its rules' (``services.alerting.domain.lifecycle``)."""
+station's the highest of its rules' (``services.alerting.domain.lifecycle``). A warning an officer
+decides takes its stations' levels but no version from risk events."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import logging
 from services.alerting.adapters import warnings as store
 from services.alerting.adapters.audit import audit
 from services.alerting.domain.lifecycle import apply_station_level, by_station, identifier
+from services.alerting.domain.officer import automatic_may_decide
 from services.alerting.domain.states import MsgType
 from services.alerting.pipeline.items import Change, NewVersion
 from services.alerting.pipeline.mute import Muter
@@ -120,6 +123,22 @@ class Decide:
             else:
                 await store.set_station(conn, w.id, ev)
         if decision.action == "none":
+            return False
+        if w is not None and not automatic_may_decide(w.controlled_by):
+            # an officer decides this warning: the level is recorded above, nothing is issued
+            await audit(
+                conn,
+                ACTOR,
+                "automatic.deferred",
+                {
+                    "event_id": ev.event_id,
+                    "station_id": c.station_id,
+                    "would": decision.action,
+                    "level": decision.level.name,
+                    "controlled_by": w.controlled_by,
+                },
+                warning_id=w.id,
+            )
             return False
         stations = by_station(decision.stations)
         if decision.action == "issue":

@@ -14,6 +14,7 @@ from typing import Generic, Protocol, TypeVar
 from services.alerting.adapters.ledger import Recipient
 from services.alerting.adapters.warnings import WarningRow
 from services.alerting.domain.lifecycle import Decision
+from services.alerting.domain.officer import Content
 from services.alerting.domain.recipients import Person
 from services.alerting.domain.states import MsgType
 from shared.contracts import AlertVersion, Level, RiskEvent
@@ -48,6 +49,11 @@ class NewVersion:
     actor: str
     now: datetime
     renewal: bool = False
+    # an officer's version: what it says (texts, area, expiry), why (a cancel's reason) and who
+    # approved it
+    content: Content | None = None
+    reason: str | None = None
+    approved_by: str | None = None
 
 
 @dataclass(slots=True)
@@ -58,6 +64,7 @@ class Outgoing:
     level: Level
     now: datetime
     kind: str = "internal"  # the warning's: internal, public
+    by_officer: bool = False  # a person asked for this version: it waits for no group timer
     previous_level: Level | None = None
     last_dispatch_at: datetime | None = None  # the warning's, before this version
     again: bool = False  # a held version looked at again: it is on alerts.v1 already

@@ -1,6 +1,7 @@
 """Suppression behind one interface, as Alertmanager's ``Muter``: what holds something back.
 
     Maintenance  a station in maintenance raises nothing        (a risk event)
+    OfficerHold  what an officer cancelled is not raised again   (a risk event)
     Inhibition   a higher warning of a source hazard mutes this  (a version)
     Silences     a silence that matches holds this              (a version)
     StormLimit   a person over their hourly limit waits         (a version's rows to people)
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
-from services.alerting.adapters import ledger
+from services.alerting.adapters import ledger, requests
 from services.alerting.adapters import warnings as store
 from services.alerting.domain.grouping import inhibited_by
 from services.alerting.domain.lifecycle import by_station
+from services.alerting.domain.officer import held_by_officer
 from services.alerting.domain.silences import maintenance_ignores, silenced_by
 from services.alerting.domain.states import Dispatch, MsgType
 from services.alerting.domain.storm import StormPolicy, to_hold
@@ -60,6 +62,23 @@ class Maintenance:
                 int(Level.parse(c.event.level)),
             )
             out.append(Mute("maintenance") if ignored else None)
+        return out
+
+
+class OfficerHold:
+    """An officer cancelled the group's warning that risk raised: events at or below the level
+    cancelled raise no new warning until the hold ends (:func:`held_by_officer`); a higher
+    level does."""
+
+    async def mutes(self, conn: Conn, subjects: Sequence[Change]) -> list[Mute | None]:
+        out: list[Mute | None] = []
+        for c in subjects:
+            level = Level.parse(c.event.level)
+            hold = None
+            if c.warning is None and level > Level.none:
+                hold = await requests.group_hold(conn, c.event.hazard, c.region)
+            held = hold is not None and held_by_officer(hold[0], hold[1], level, c.now)
+            out.append(Mute("officer_hold") if held else None)
         return out
 
 

@@ -8,13 +8,14 @@ state and the audit entry."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import Counter
 
 from services.alerting.adapters import warnings as store
 from services.alerting.adapters.audit import audit
 from services.alerting.adapters.publications import request_publication
+from services.alerting.domain import officer
 from services.alerting.domain.capout import cap_time
 from services.alerting.domain.grouping import GroupPolicy, dispatch_time
 from services.alerting.domain.lifecycle import ExpiryPolicy, description, headline
@@ -38,9 +39,12 @@ class WriteVersion:
         self._places = places
 
     async def __call__(self, conn: Conn, v: NewVersion) -> Outgoing:
-        w, level, now = v.warning, v.level, v.now
+        w, level, now, c = v.warning, v.level, v.now, v.content
         sent = now
-        expires = None if v.msg_type == MsgType.Cancel else sent + self._expiry.validity
+        if v.msg_type == MsgType.Cancel:
+            expires = None
+        else:
+            expires = c.expires if c is not None else sent + self._expiry.validity
         refs: list[str] = []
         ident = w.identifier
         if v.msg_type != MsgType.Alert:
@@ -54,12 +58,20 @@ class WriteVersion:
             conn, w.id, level=level, version=v.version, msg_type=v.msg_type, expires=expires
         )
         station_ids = sorted(v.stations)
-        place = await self._places.describe(w.region_code, conn) if self._places else None
-        head = headline(
-            w.hazard, level, place.name if place else w.region_code, v.msg_type, renewal=v.renewal
+        areas = c.areas if c is not None else w.area_codes
+        place, area_desc = await self._area(conn, areas)
+        head = (
+            c.headline
+            if c is not None and c.headline and v.msg_type != MsgType.Cancel
+            else headline(w.hazard, level, place, v.msg_type, renewal=v.renewal)
         )
-        area_desc = place.name if place and place.known else None
-        desc = description(w.hazard, level, v.stations, v.msg_type)
+        if c is None:
+            desc = description(w.hazard, level, v.stations, v.msg_type)
+        elif c.description and v.msg_type != MsgType.Cancel:
+            desc = c.description
+        else:
+            desc = officer.description(w.hazard, level, place, v.msg_type, reason=v.reason)
+        instruction = c.instruction if c is not None and v.msg_type != MsgType.Cancel else None
         cause_event, cause_time = v.cause
         await store.insert_version(
             conn,
@@ -79,12 +91,22 @@ class WriteVersion:
                 expires,
             ),
             area_desc=area_desc,
+            instruction=instruction,
+            effective=c.effective if c is not None else None,
+            areas=list(c.areas) if c is not None else [],
+            polygon=c.polygon if c is not None else None,
         )
+        detail: dict[str, object] = {"event_id": cause_event, "level": level.name}
+        detail["version"] = v.version
+        if v.approved_by is not None:
+            detail["approved_by"] = v.approved_by
+        if v.reason is not None:
+            detail["reason"] = v.reason
         await audit(
             conn,
             v.actor,
-            "renew" if v.renewal else v.msg_type.lower(),
-            {"event_id": cause_event, "level": level.name, "version": v.version},
+            "renew" if v.renewal and c is None else v.msg_type.lower(),
+            detail,
             warning_id=w.id,
         )
         VERSIONS.labels(v.msg_type, level.name).inc()
@@ -107,6 +129,12 @@ class WriteVersion:
             status=w.status,
             cause_time=cause_time,
             expires=expires,
+            areas=list(c.areas) if c is not None else [],
+            polygon=c.polygon if c is not None else None,
+            instruction=instruction,
+            effective=c.effective if c is not None else None,
+            event_type=c.event_type if c is not None else None,
+            origin="officer" if w.origin == "officer" else "sensor",
         )
         return Outgoing(
             alert,
@@ -115,7 +143,19 @@ class WriteVersion:
             kind=w.kind,
             previous_level=v.previous_level,
             last_dispatch_at=w.last_dispatch_at,
+            by_officer=c is not None,
         )
+
+    async def _area(self, conn: Conn, areas: Sequence[str]) -> tuple[str, str | None]:
+        """The area in words for texts (a code stands for a place the registry does not know),
+        and as CAP ``areaDesc`` (None when no place of it is known)."""
+        if self._places is None:
+            return officer.area_words(areas), None
+        places = [await self._places.describe(code, conn) for code in areas]
+        words = officer.area_words([p.name for p in places])
+        if not any(p.known for p in places):
+            return words, None
+        return words, officer.area_words([p.area_desc for p in places])
 
 
 class RequestRepublication:
@@ -144,6 +184,8 @@ class GroupTimer:
         self._policy = policy
 
     async def __call__(self, conn: Conn, o: Outgoing) -> bool:
+        if o.by_officer:
+            return True  # a person decided it now: no group wait, no flapping hold
         a = o.alert
         when = dispatch_time(
             now=o.now,

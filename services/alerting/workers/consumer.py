@@ -41,6 +41,10 @@ class AlertingHandler:
         self._clock = clock
         self._wake = on_new_deliveries
 
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._pipeline
+
     async def process(self, batch: Sequence[Received]) -> BatchResult:
         events, upstream, dead = self._decode(batch)
         if upstream:

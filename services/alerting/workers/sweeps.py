@@ -23,7 +23,7 @@ from prometheus_client import Counter, Gauge
 from services.alerting.adapters import ledger
 from services.alerting.adapters import warnings as store
 from services.alerting.adapters.audit import audit
-from services.alerting.adapters.people import duty_officers, load_persons
+from services.alerting.adapters.people import duty_officers, load_persons_in
 from services.alerting.adapters.publications import supersede_pending
 from services.alerting.adapters.versions import load_versions
 from services.alerting.domain.grouping import GroupPolicy, repeat_due
@@ -35,7 +35,7 @@ from services.alerting.domain.lifecycle import (
     expiry_action,
 )
 from services.alerting.domain.messages import drill_prefix_for, sms_text
-from services.alerting.domain.recipients import ancestors, fan_out, jurisdiction
+from services.alerting.domain.recipients import ancestors, fan_out_areas, jurisdiction
 from services.alerting.domain.states import (
     COUNTED,
     HELD,
@@ -225,11 +225,11 @@ class Sweeps:
                 )
                 if not repeat_due(last, now, self._group):
                     continue
-                plan = fan_out(
-                    await load_persons(conn, alert.region_code, now),
+                plan = fan_out_areas(
+                    await load_persons_in(conn, alert.area_codes, now),
+                    areas=alert.area_codes,
                     hazard=alert.hazard,
                     level=Level(d["level"]),
-                    region_code=alert.region_code,
                     msg_type=alert.msg_type,
                     drill=alert.status == "Exercise",
                 )
@@ -293,7 +293,7 @@ class Sweeps:
         self, conn: Conn, wid: str, expires_at: datetime, now: datetime
     ) -> ExpiryAction | None:
         w = await conn.fetchrow(
-            """SELECT w.version, w.level, w.expires_at, w.region_code, w.status,
+            """SELECT w.version, w.level, w.expires_at, w.region_code, w.status, w.controlled_by,
                       (SELECT max(s.seen_at) FROM alerting.warning_stations s
                         WHERE s.warning_id = w.id) AS evidence_at
                  FROM alerting.warnings w
@@ -312,6 +312,7 @@ class Sweeps:
             risk_heard_at=heard,
             now=now,
             policy=self._expiry,
+            controlled=w["controlled_by"] is not None,
         )
         if action == "renew":
             level = Level(w["level"])
@@ -353,6 +354,7 @@ class Sweeps:
             conn, wid, now=now, by="system:expiry", reason="the warning expired"
         )
         evidence_at: datetime | None = w["evidence_at"]
+        by_officer = w["controlled_by"] is not None
         await audit(
             conn,
             "system:expiry",
@@ -362,7 +364,9 @@ class Sweeps:
                 "expires_at": w["expires_at"].isoformat(),
                 "evidence_at": evidence_at.isoformat() if evidence_at else None,
                 "risk_heard_at": heard.isoformat() if heard else None,
-                "reason": "risk has not re-announced the level of any of its stations",
+                "reason": "the expiry its officer gave has passed"
+                if by_officer
+                else "risk has not re-announced the level of any of its stations",
             },
             warning_id=wid,
         )
@@ -381,10 +385,11 @@ class Sweeps:
             log.warning("no duty officer on duty to tell of an expiry", extra={"warning_id": wid})
             return
         since = f"{evidence_at.astimezone(BEIJING):%m月%d日%H:%M}" if evidence_at else "发布"
+        why = "发布人未继续发布" if by_officer else f"风险研判自{since}起未再确认其站点等级"
         text = (
             f"{drill_prefix_for(w['status'])}【预警过期】{head}已于"
-            f"{w['expires_at'].astimezone(BEIJING):%m月%d日%H:%M}到期。风险研判自{since}起"
-            "未再确认其站点等级，预警已终止（并非解除）。请核实现场情况，必要时重新发布。"
+            f"{w['expires_at'].astimezone(BEIJING):%m月%d日%H:%M}到期。{why}，"
+            "预警已终止（并非解除）。请核实现场情况，必要时重新发布。"
         )
         await ledger.insert_keyed(
             conn,

@@ -26,8 +26,9 @@ from datetime import datetime
 
 from lxml import etree
 
-from services.ingest.domain import caprules, capsig, national
+from services.ingest.domain import capsig, national
 from services.ingest.domain.model import ADMIN_CODE, COLOURS, CapRejected, CapWarning
+from shared import caprules
 from shared.capxml import NS, cap_schema, safe_parser
 from shared.contracts import LevelName
 

@@ -24,8 +24,8 @@ from datetime import datetime
 
 from lxml import etree
 
-from services.ingest.domain import caprules
 from services.ingest.domain.model import ADMIN_CODE, COLOURS, CapRejected, CapWarning
+from shared import caprules
 from shared.contracts import LevelName
 
 _SEVERITY: dict[str, LevelName] = {

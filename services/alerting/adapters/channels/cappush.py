@@ -8,7 +8,6 @@ import httpx
 from services.alerting.adapters.channels import DeliveryJob
 from services.alerting.adapters.channels.http import post_signed
 from services.alerting.domain.capout import CapVersion, cap_xml
-from shared.contracts import Level
 
 
 class CapPushChannel:
@@ -20,25 +19,9 @@ class CapPushChannel:
         self._sender_name = sender_name
 
     def document(self, job: DeliveryJob) -> bytes:
-        a = job.alert
         return cap_xml(
-            CapVersion(
-                identifier=a.identifier,
-                sender=a.relayed_from or self._sender,
-                sender_name=a.relayed_from or self._sender_name,
-                sent=a.sent,
-                status=a.status,
-                msg_type=a.msg_type,
-                kind="internal",
-                references=a.references,
-                hazard=a.hazard,
-                level=Level.parse(a.level),
-                region_code=a.region_code,
-                headline=a.headline,
-                description=a.description,
-                station_ids=a.station_ids,
-                expires=a.expires,
-                area_desc=a.area_desc,
+            CapVersion.of(
+                job.alert, sender=self._sender, sender_name=self._sender_name, kind="internal"
             )
         )
 

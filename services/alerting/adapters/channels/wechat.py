@@ -25,7 +25,7 @@ import httpx
 
 from services.alerting.adapters.channels import DeliveryJob
 from services.alerting.domain.lifecycle import HAZARD_CN
-from services.alerting.domain.messages import drill_prefix, full_text, instruction
+from services.alerting.domain.messages import drill_prefix, full_text, what_to_do
 from shared.contracts import Level
 from shared.errors import ProviderError
 
@@ -178,8 +178,7 @@ class WeChatTemplateChannel(_TokenChannel):
                 "keyword2": {"value": a.sent.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")},
                 "keyword3": {"value": a.identifier},
                 "remark": {
-                    "value": instruction(a.hazard, level, a.msg_type)
-                    + ("请点击确认收到。" if job.confirm_url else "")
+                    "value": what_to_do(a) + ("请点击确认收到。" if job.confirm_url else "")
                 },
             },
         }
