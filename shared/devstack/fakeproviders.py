@@ -133,6 +133,7 @@ def create_app(
                     "msg_type": doc.findtext(f"{{{NS}}}msgType"),
                     "status": doc.findtext(f"{{{NS}}}status"),
                     "headline": doc.findtext(f"{{{NS}}}info/{{{NS}}}headline"),
+                    "area_desc": doc.findtext(f"{{{NS}}}info/{{{NS}}}area/{{{NS}}}areaDesc"),
                 },
             }
         )

@@ -30,6 +30,7 @@ from shared.devstack.fakesms import (
     TENCENT_SECRET_KEY,
     SmsState,
 )
+from shared.devstack.fakewechat import WECHAT_APP_ID, WECHAT_APP_SECRET, WeChatState
 from shared.devstack.procs import free_port
 from shared.http import KEEP_ALIVE_S
 
@@ -78,6 +79,7 @@ class Stack:
     services: dict[str, str]
     sms: SmsState = field(default_factory=SmsState)
     gateway_pool: Any = None
+    wechat: WeChatState = field(default_factory=WeChatState)
 
 
 @contextlib.asynccontextmanager
@@ -98,8 +100,9 @@ async def running_stack(
     }
     inbox = Inbox()
     sms = SmsState()
+    wechat = WeChatState()
     async with contextlib.AsyncExitStack() as es:
-        fake = await es.enter_async_context(serve(fake_app(inbox, sms), ports["fake"]))
+        fake = await es.enter_async_context(serve(fake_app(inbox, sms, wechat), ports["fake"]))
         ingest = IngestSettings(
             **common,
             port=ports["ingest"],
@@ -124,6 +127,10 @@ async def running_stack(
             tencent_secret_key=TENCENT_SECRET_KEY,
             tencent_sdk_app_id="1400000000",
             tencent_template_id="100000",
+            wechat_base_url=fake,
+            wechat_app_id=WECHAT_APP_ID,
+            wechat_app_secret=WECHAT_APP_SECRET,
+            wechat_template_id="TPL-STACK",
         )
         await asyncio.gather(
             es.enter_async_context(serve(ingest_app(ingest), ports["ingest"])),
@@ -152,4 +159,4 @@ async def running_stack(
             gw.state.pool, username="admin", password=ADMIN_PASSWORD, roles=["admin"]
         )
         services = {n: f"http://127.0.0.1:{ports[n]}" for n in ("ingest", "risk", "alerting")}
-        yield Stack(gateway, fake, inbox, key, ADMIN_PASSWORD, services, sms, gw.state.pool)
+        yield Stack(gateway, fake, inbox, key, ADMIN_PASSWORD, services, sms, gw.state.pool, wechat)

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 
 from services.alerting.adapters import requests as desk_store
 from services.alerting.domain.lifecycle import HAZARD_CN
@@ -49,7 +49,7 @@ class DraftIn(BaseModel):
         min_length=1,
         max_length=64,
         description="the hazard: rainstorm, flood, geohazard …",
-        json_schema_extra={"enum": sorted(HAZARD_CN)},
+        json_schema_extra={"enum": list[JsonValue](sorted(HAZARD_CN))},
     )
     level: ActiveLevelName
     areas: list[Code] = Field(min_length=1, max_length=500)
