@@ -1,4 +1,10 @@
-"""The demo feed: a rainstorm replayed over a few stations, pushed through the gateway.
+"""The demo feed: a rainstorm replayed over a few stations of a real county, pushed through the
+gateway.
+
+The county is 乐山市五通桥区 (511112), where the 茫溪河 meets the 岷江: rain gauges in
+竹根镇's 岷江社区 and 茶花村, a gauge on the 岷江 at 两河口社区 and one on the 茫溪河 at
+牛华镇's 二码头社区, with their real division codes (NBS 2023), so every text names the place
+in words. The thresholds are demo values, not the stations' survey results.
 
 Each tick pushes one reading per station, stamped with the current time. Rain rises to a peak and
 falls off; the river levels follow with a lag. Thresholds sit in the stations' attributes, so the
@@ -16,15 +22,18 @@ from typing import Any
 import httpx
 
 DEMO_SOURCE = "demo-city-platform"
+# the demo county's bureau: 511112 (乐山市五通桥区) + department + unit + serial
+DEMO_SENDER_CODE = "51111200000001"
+DEMO_SENDER_NAME = "乐山市五通桥区应急管理局"
 
 DEMO_STATIONS: list[dict[str, Any]] = [
     {
-        "id": "RG-QH-01",
-        "name": "清河镇雨量站 1",
+        "id": "RG-ZG-01",
+        "name": "竹根镇岷江社区雨量站",
         "kind": "rain_gauge",
-        "region_code": "110101001001",
-        "lat": 39.95,
-        "lon": 116.40,
+        "region_code": "511112100007",
+        "lat": 29.406,
+        "lon": 103.821,
         "interval_s": 300,
         "attributes": {
             "thresholds": {
@@ -41,12 +50,12 @@ DEMO_STATIONS: list[dict[str, Any]] = [
         },
     },
     {
-        "id": "RG-QH-02",
-        "name": "清河镇雨量站 2",
+        "id": "RG-ZG-02",
+        "name": "竹根镇茶花村雨量站",
         "kind": "rain_gauge",
-        "region_code": "110101001002",
-        "lat": 39.96,
-        "lon": 116.42,
+        "region_code": "511112100202",
+        "lat": 29.392,
+        "lon": 103.803,
         "interval_s": 300,
         "attributes": {
             "thresholds": {
@@ -62,12 +71,12 @@ DEMO_STATIONS: list[dict[str, Any]] = [
         },
     },
     {
-        "id": "WL-QH-01",
-        "name": "清河水位站",
+        "id": "WL-ZG-01",
+        "name": "岷江五通桥水位站（两河口）",
         "kind": "water_level",
-        "region_code": "110101001001",
-        "lat": 39.94,
-        "lon": 116.41,
+        "region_code": "511112100001",
+        "lat": 29.411,
+        "lon": 103.815,
         "interval_s": 300,
         "attributes": {
             "warning_level": 3.0,
@@ -87,12 +96,12 @@ DEMO_STATIONS: list[dict[str, Any]] = [
         },
     },
     {
-        "id": "WL-BS-01",
-        "name": "北沙河水位站",
+        "id": "WL-NH-01",
+        "name": "茫溪河牛华水位站",
         "kind": "water_level",
-        "region_code": "110101002001",
-        "lat": 39.90,
-        "lon": 116.30,
+        "region_code": "511112101001",
+        "lat": 29.457,
+        "lon": 103.772,
         "interval_s": 300,
         "attributes": {
             "thresholds": {
@@ -118,10 +127,10 @@ def storm(tick: int) -> dict[tuple[str, str], float]:
     rain = max(0.0, math.sin(math.pi * min(1.0, phase * 1.6)))  # 0 → 1 → 0 over ~60 % of a cycle
     lagged = max(0.0, math.sin(math.pi * min(1.0, max(0.0, phase - 0.1) * 1.4)))
     return {
-        ("RG-QH-01", "rainfall_1h"): round(2 + 78 * rain, 1),
-        ("RG-QH-02", "rainfall_1h"): round(1 + 42 * rain, 1),
-        ("WL-QH-01", "water_level"): round(2.2 + 2.6 * lagged, 2),
-        ("WL-BS-01", "water_level"): round(1.8 + 1.6 * lagged, 2),
+        ("RG-ZG-01", "rainfall_1h"): round(2 + 78 * rain, 1),
+        ("RG-ZG-02", "rainfall_1h"): round(1 + 42 * rain, 1),
+        ("WL-ZG-01", "water_level"): round(2.2 + 2.6 * lagged, 2),
+        ("WL-NH-01", "water_level"): round(1.8 + 1.6 * lagged, 2),
     }
 
 
@@ -143,14 +152,14 @@ async def setup_demo(
             "name": "county duty desk (webhook)",
             "channel": "webhook",
             "target": webhook,
-            "region_prefix": "110101",
+            "region_prefix": "511112",
             "min_level": "blue",
         },
         {
-            "name": "township WeCom group",
+            "name": "竹根镇 WeCom group",
             "channel": "wecom_robot",
             "target": wecom,
-            "region_prefix": "110101001",
+            "region_prefix": "511112100",
             "min_level": "yellow",
         },
     ):
@@ -171,21 +180,21 @@ async def setup_demo(
 # people who get the demo's warnings by SMS (through the local Aliyun/Tencent stand-ins)
 DEMO_PEOPLE: list[dict[str, Any]] = [
     {
-        "name": "清河村 村干部",
+        "name": "岷江社区 社区干部",
         "role": "village_cadre",
-        "region_code": "110101001001",
+        "region_code": "511112100007",
         "phone": "13800138001",
     },
     {
-        "name": "清河镇 网格员",
+        "name": "茶花村 网格员",
         "role": "grid_worker",
-        "region_code": "110101001002",
+        "region_code": "511112100202",
         "phone": "13800138002",
     },
     {
-        "name": "区领导",
+        "name": "五通桥区 区领导",
         "role": "leader",
-        "region_code": "110101000000",
+        "region_code": "511112000000",
         "phone": "13800138009",
         "subscriptions": [{"min_level": "orange", "channels": ["sms"]}],
     },

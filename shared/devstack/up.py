@@ -26,7 +26,13 @@ import orjson
 from shared.contracts import Topics
 from shared.db import create_pool, describe_storage, migrate
 from shared.devstack.broker import TansuBroker
-from shared.devstack.demo import DEMO_SOURCE, run_feed, setup_demo
+from shared.devstack.demo import (
+    DEMO_SENDER_CODE,
+    DEMO_SENDER_NAME,
+    DEMO_SOURCE,
+    run_feed,
+    setup_demo,
+)
 from shared.devstack.fakesms import (
     ALIYUN_KEY_ID,
     ALIYUN_SECRET,
@@ -71,6 +77,9 @@ def _service_env(name: str, ports: dict[str, int], dsn: str, bootstrap: str) -> 
                 p + "DELIVERY_POLL_S": "0.2",
                 # the demo storm is quick: versions may follow each other every 20 s
                 p + "GROUP_INTERVAL_S": "20",
+                # the demo county's bureau (乐山市五通桥区, 511112)
+                p + "SENDER_CODE": DEMO_SENDER_CODE,
+                p + "SENDER_NAME": DEMO_SENDER_NAME,
                 p + "ALIYUN_ENDPOINT": f"{fake}/aliyun/",
                 p + "ALIYUN_VOICE_ENDPOINT": f"{fake}/aliyun/",
                 p + "ALIYUN_ACCESS_KEY_ID": ALIYUN_KEY_ID,
@@ -168,7 +177,7 @@ async def _demo(ports: dict[str, int], creds: dict[str, str]) -> None:
             c,
             admin,
             f"{fake}/webhook/county-duty",
-            f"{fake}/cgi-bin/webhook/send?key=qinghe-township",
+            f"{fake}/cgi-bin/webhook/send?key=zhugen-township",
         )
         print(
             f"[demo] stations and subscriptions registered; messages appear at {fake}/", flush=True
