@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from httpx_aiohttp import AiohttpTransport
 
 from services.alerting.adapters.channels import BatchChannel, Channel
-from services.alerting.adapters.channels.cappush import CapPushChannel
+from services.alerting.adapters.channels.cappush import CapPushChannel, NationalPushChannel
 from services.alerting.adapters.channels.email import EmailChannel
 from services.alerting.adapters.channels.http import WebhookChannel, WeComRobotChannel
 from services.alerting.adapters.channels.kafka import KafkaChannel
@@ -92,6 +92,9 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             "wecom_robot": WeComRobotChannel(http),
             "kafka": KafkaChannel(rt.producer),
             "cap_push": CapPushChannel(
+                http, sender=settings.sender_code, sender_name=settings.sender_name
+            ),
+            "national_push": NationalPushChannel(
                 http, sender=settings.sender_code, sender_name=settings.sender_name
             ),
         }

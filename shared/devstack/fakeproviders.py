@@ -4,6 +4,9 @@
   secret, and answers 200 (or, when told to fail, 503).
 - WeCom group robot: ``POST /cgi-bin/webhook/send?key=…`` with ``{"msgtype": "text", …}``; answers
   ``{"errcode": 0, "errmsg": "ok"}``.
+- Upper-level platforms: ``POST /platform/{name}`` takes CAP 1.2 that validates against the OASIS
+  schema; ``POST /national/{name}`` takes the national release system's message form, read as
+  ingest reads one from the provincial platform; anything else is a 422.
 
 Every message received is kept in memory, printed, and listed at ``GET /messages`` (JSON) and
 ``GET /`` (a page a person can read).
@@ -23,6 +26,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from lxml import etree
 
 from services.alerting.adapters.channels.http import sign_webhook
+from services.ingest.domain.model import CapRejected
+from services.ingest.domain.national import read_national
 from shared.capxml import NS, safe_parser, schema_errors
 from shared.devstack.fakesms import SmsState
 from shared.devstack.fakesms import router as sms_router
@@ -135,6 +140,35 @@ def create_app(
                     "headline": doc.findtext(f"{{{NS}}}info/{{{NS}}}headline"),
                     "area_desc": doc.findtext(f"{{{NS}}}info/{{{NS}}}area/{{{NS}}}areaDesc"),
                 },
+            }
+        )
+        return JSONResponse({"ok": True})
+
+    @app.post("/national/{name}")
+    async def national(name: str, request: Request) -> Response:
+        """An upper-level platform of the national release system: takes its message form only,
+        refuses what its reader refuses (the reason in the answer)."""
+        body = await request.body()
+        try:
+            warning = read_national(etree.fromstring(body, safe_parser()))
+        except (etree.XMLSyntaxError, CapRejected) as exc:
+            return JSONResponse({"error": "not a national message", "detail": str(exc)}, 422)
+        box.add(
+            {
+                "provider": "national",
+                "name": name,
+                "received_at": datetime.now(UTC).isoformat(),
+                "idempotency_key": request.headers.get("idempotency-key"),
+                "body": {
+                    "identifier": warning.identifier,
+                    "msg_type": warning.msg_type,
+                    "level": warning.level,
+                    "headline": warning.headline,
+                    "region_codes": warning.region_codes,
+                    "references": warning.references,
+                    "event": warning.event,
+                },
+                "xml": body.decode(),
             }
         )
         return JSONResponse({"ok": True})

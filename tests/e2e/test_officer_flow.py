@@ -1,7 +1,8 @@
 """An officer's warning through the gateway, as the duty room meets it: a duty officer drafts a
 public red rainstorm warning for 东华门街道 after a consultation, an approver (never the duty
 officer) approves it, the cadre's SMS and WeChat message and the CAP document pushed to the
-province name the township in words, residents hear it, the public feed lists it; the officer
+province (as CAP, and in the national platform's own form) name the township in words, residents
+hear it, the public feed lists it; the officer
 lowers it and ends it early with a reason; an officer of another township can neither see it nor
 draft one outside their township."""
 
@@ -73,6 +74,17 @@ async def test_an_officers_warning_through_the_gateway(stack, database):
             headers=admin,
         )
         assert r.status_code == 201, r.text
+        r = await c.post(
+            "/api/v1/alerts/subscriptions",
+            json={
+                "name": "national platform",
+                "channel": "national_push",
+                "target": f"{stack.fake}/national/province",
+                "region_prefix": "110101",
+            },
+            headers=admin,
+        )
+        assert r.status_code == 201, r.text
         csv = "\n".join(f"110101001001,1580001{i:04d}" for i in range(10))
         assert (await c.post("/api/v1/alerts/residents/import", content=csv, headers=admin)).json()[
             "stored"
@@ -125,6 +137,15 @@ async def test_an_officers_warning_through_the_gateway(stack, database):
         (push,) = await eventually(pushed, what="the CAP push to the province")
         assert push["body"]["msg_type"] == "Alert"
         assert PLACE in push["body"]["area_desc"]
+
+        async def national() -> Any:
+            return [m for m in stack.inbox.messages if m["provider"] == "national"]
+
+        # the same version in the national platform's own form, read back as ingest reads one
+        (message,) = await eventually(national, what="the national-form push")
+        assert (message["body"]["level"], message["body"]["region_codes"]) == ("red", [DONGHUAMEN])
+        assert message["body"]["event"] == "暴雨"
+        assert f"<areaDesc>{PLACE}</areaDesc>" in message["xml"]
 
         # the public feed lists it (approved with the version), and its document validates
         public = await c.get("/api/v1/alerts/public/cap/feed")

@@ -42,6 +42,7 @@ class WarningRow:
     origin: str = "sensor"  # sensor, officer
     controlled_by: str | None = None  # the officer who decides it (none: risk events do)
     areas: tuple[str, ...] = ()  # its divisions; empty: its region alone
+    event_type: str | None = None  # GB/T 35965.1
 
     @property
     def area_codes(self) -> tuple[str, ...]:
@@ -51,7 +52,7 @@ class WarningRow:
 
 _COLUMNS = (
     "id, hazard, region_code, level, version, identifier, status, kind, last_dispatch_at, "
-    "origin, controlled_by, areas"
+    "origin, controlled_by, areas, event_type"
 )
 
 
@@ -69,6 +70,7 @@ def _warning(r: Any) -> WarningRow:
         origin=r["origin"],
         controlled_by=r["controlled_by"],
         areas=tuple(r["areas"]),
+        event_type=r["event_type"],
     )
 
 
@@ -246,11 +248,12 @@ async def new_warning(
     level: Level,
     identifier: str,
     status: str,
+    event_type: str | None = None,
 ) -> WarningRow:
     await conn.execute(
         """INSERT INTO alerting.warnings
-               (id, hazard, region_code, level, state, identifier, version, status)
-           VALUES ($1, $2, $3, $4, $5, $6, 1, $7)""",
+               (id, hazard, region_code, level, state, identifier, version, status, event_type)
+           VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8)""",
         warning_id,
         hazard,
         region_code,
@@ -258,6 +261,7 @@ async def new_warning(
         WarningState.issued,
         identifier,
         status,
+        event_type,
     )
     return await warning(conn, warning_id)
 

@@ -74,8 +74,9 @@ class WarningDetail(WarningOut):
 
 class SubscriptionIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    channel: Literal["webhook", "wecom_robot", "cap_push"] = Field(
-        description="cap_push: an upper-level platform that takes CAP 1.2 documents"
+    channel: Literal["webhook", "wecom_robot", "cap_push", "national_push"] = Field(
+        description="cap_push: an upper-level platform that takes CAP 1.2 documents; "
+        "national_push: one that takes the national release system's GB/T 35965.1 messages"
     )
     target: AnyHttpUrl
     secret: str | None = Field(default=None, min_length=16, max_length=200)

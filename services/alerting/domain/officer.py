@@ -28,10 +28,19 @@ from shared.errors import PermissionDenied, ValidationFailed
 
 Action = Literal["issue", "update", "cancel"]
 
-# GB/T 35965.1's event type of a hazard, where a message of the national release system shows it
-# (a provincial rainstorm and gale message, DOMAIN.md); for any other hazard the officer gives the
-# code, or the CAP carries none rather than a guessed one
-EVENT_TYPES: Mapping[str, str] = {"rainstorm": "11B03", "gale": "11B06"}
+# GB/T 35965.1's event type of a hazard. 11B03 (rainstorm) and 11B06 (gale) are seen in the
+# national release system's own messages (DOMAIN.md: a provincial gale Update). The others are
+# secondary: the meteorological signals' numbering that a commercial weather API publishes for
+# China (1001 typhoon … 1003 rainstorm, 1006 gale, 1009 heat, 1025 forest fire), whose 1003 and
+# 1006 match 11B03 and 11B06, read as 11Bxx. Hazards outside the meteorological table (flood,
+# geohazard, mine gas, chemicals, earthquake) get no guessed code: an officer's warning gives one,
+# and the CAP otherwise carries none.
+EVENT_TYPES: Mapping[str, str] = {
+    "rainstorm": "11B03",
+    "gale": "11B06",
+    "heat": "11B09",  # secondary
+    "forest_fire": "11B25",  # secondary
+}
 
 # what the templates say happened, per hazard, before the officer edits it
 _FINDING: Mapping[str, str] = {

@@ -15,7 +15,7 @@ import logging
 from services.alerting.adapters import warnings as store
 from services.alerting.adapters.audit import audit
 from services.alerting.domain.lifecycle import apply_station_level, by_station, identifier
-from services.alerting.domain.officer import automatic_may_decide
+from services.alerting.domain.officer import EVENT_TYPES, automatic_may_decide
 from services.alerting.domain.states import MsgType
 from services.alerting.pipeline.items import Change, NewVersion
 from services.alerting.pipeline.mute import Muter
@@ -151,6 +151,7 @@ class Decide:
                 decision.level,
                 identifier(self._sender, c.now, serial),
                 self._status,
+                event_type=EVENT_TYPES.get(ev.hazard),
             )
             await store.set_station(conn, w.id, ev)
             c.new = NewVersion(

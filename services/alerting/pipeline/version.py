@@ -133,7 +133,7 @@ class WriteVersion:
             polygon=c.polygon if c is not None else None,
             instruction=instruction,
             effective=c.effective if c is not None else None,
-            event_type=c.event_type if c is not None else None,
+            event_type=c.event_type if c is not None else w.event_type,
             origin="officer" if w.origin == "officer" else "sensor",
         )
         return Outgoing(

@@ -1,5 +1,6 @@
-"""Upper-level platform push: each warning version POSTed as a CAP 1.2 document (GB/T 35965.1
-profile) to a provincial or city platform, signed like our webhooks."""
+"""Upper-level platform push: each warning version POSTed to a provincial or city platform,
+signed like our webhooks — as a CAP 1.2 document (GB/T 35965.1 profile), or in the national
+release system's own message form for a platform that takes that."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import httpx
 from services.alerting.adapters.channels import DeliveryJob
 from services.alerting.adapters.channels.http import post_signed
 from services.alerting.domain.capout import CapVersion, cap_xml
+from services.alerting.domain.messages import sms_text
+from services.alerting.domain.nationalout import NoEventType, national_xml
+from shared.errors import ProviderError
 
 
 class CapPushChannel:
@@ -28,4 +32,31 @@ class CapPushChannel:
     async def send(self, job: DeliveryJob) -> None:
         await post_signed(
             self._client, job, self.document(job), "application/cap+xml; charset=utf-8", "platform"
+        )
+
+
+class NationalPushChannel:
+    """The national release system's message form (:mod:`services.alerting.domain.nationalout`).
+    A version with no GB/T 35965.1 event type cannot be said in it: a permanent failure that
+    names the hazard."""
+
+    name = "national_push"
+
+    def __init__(self, client: httpx.AsyncClient, *, sender: str, sender_name: str) -> None:
+        self._client = client
+        self._sender = sender
+        self._sender_name = sender_name
+
+    def document(self, job: DeliveryJob) -> bytes:
+        v = CapVersion.of(
+            job.alert, sender=self._sender, sender_name=self._sender_name, kind="internal"
+        )
+        try:
+            return national_xml(v, sender_code=self._sender, sms=sms_text(job.alert))
+        except NoEventType as exc:
+            raise ProviderError(str(exc), retriable=False) from exc
+
+    async def send(self, job: DeliveryJob) -> None:
+        await post_signed(
+            self._client, job, self.document(job), "application/xml; charset=utf-8", "national"
         )
