@@ -134,8 +134,9 @@ async def test_upstream_warning_relayed_as_the_senders(database, broker, topic_p
 
 async def test_an_earthquake_early_warning_goes_ahead_of_everything(database):
     """The fast path: an upstream earthquake early warning is relayed at once (the relay path
-    has no group wait, approval or storm hold), its ledger rows go ahead of every other row
-    waiting, even ones written before it, and the pre-authorised policy is audited."""
+    has no group wait, approval or storm hold), to the residents of its area too (no approval),
+    its ledger rows go ahead of every other row waiting, even ones written before it, and the
+    pre-authorised policy is audited."""
     from datetime import timedelta
 
     from services.alerting.adapters import ledger
@@ -154,18 +155,35 @@ async def test_an_earthquake_early_warning_goes_ahead_of_everything(database):
     pool = await create_pool(database)
     try:
         await migrate(pool, "alerting", MIGRATIONS)
+        await pool.execute(
+            """INSERT INTO alerting.residents (region_code, phone)
+               SELECT '110101001001', (15100000000 + i)::text FROM generate_series(1, 250) AS i
+               UNION ALL SELECT '120101001001', '15200000000'"""
+        )
         async with pool.acquire() as conn, conn.transaction():
             await add_person(conn, name="村干部", region_code="110101001001", phone="13400000009")
             # a rainstorm relayed first, then the earthquake
             assert await relay(conn, [warning("RAIN-1", "暴雨", "暴雨红色预警")], now) == 1
             assert (
-                await relay(conn, [warning("EQ-1", "地震预警", "地震预警：预计烈度6度")], now) == 1
+                await relay(conn, [warning("EQ-1", "地震预警", "地震预警：预计烈度6度")], now)
+                == 1 + 250
             )
         rows = {
-            r["warning_id"]: r["priority"]
-            for r in await pool.fetch("SELECT warning_id, priority FROM alerting.deliveries")
+            (r["warning_id"], r["state"], r["priority"], r["message"]): r["n"]
+            for r in await pool.fetch(
+                """SELECT warning_id, state, priority, message, count(*) AS n
+                     FROM alerting.deliveries GROUP BY 1, 2, 3, 4"""
+            )
         }
-        assert rows == {"relay:RAIN-1": 0, "relay:EQ-1": -1}
+        eq_text = "【转发·北京市气象台发布】地震预警：预计烈度6度"
+        assert rows == {
+            ("relay:RAIN-1", "pending", 0, "【转发·北京市气象台发布】暴雨红色预警"): 1,
+            ("relay:EQ-1", "pending", -1, eq_text): 1,
+            # the residents of its area (not the other county's), queued in provider requests
+            ("relay:EQ-1", "queued", -1, eq_text): 250,
+        }
+        batches = await pool.fetch("SELECT priority, size FROM alerting.delivery_batches")
+        assert sorted((b["priority"], b["size"]) for b in batches) == [(-1, 50), (-1, 200)]
         claimed = await ledger.claim(
             pool,
             "deliveries",
@@ -180,5 +198,10 @@ async def test_an_earthquake_early_warning_goes_ahead_of_everything(database):
                 WHERE action = 'relay' AND detail->>'identifier' = 'EQ-1'"""
         )
         assert audited == "earthquake"
+        # the same message again: nothing more
+        async with pool.acquire() as conn, conn.transaction():
+            assert (
+                await relay(conn, [warning("EQ-1", "地震预警", "地震预警：预计烈度6度")], now) == 0
+            )
     finally:
         await pool.close()

@@ -145,10 +145,14 @@ async def broadcast(
     areas: Sequence[str],
     drill: bool,
     now: datetime,
+    priority: int = RESIDENT_PRIORITY,
+    message: str | None = None,
 ) -> int:
     """One ledger row per resident of the warning's divisions (drill residents only for a drill),
     queued in batches of :data:`BROADCAST_BATCH` numbers that the delivery worker claims whole
-    (migration 0007). Residents who already have the version's row are left out."""
+    (migration 0007). Residents who already have the version's row are left out. ``priority``:
+    behind people and endpoints by default; ``message``: a text of its own (a relayed warning's)
+    instead of the version's."""
     status = await conn.execute(
         """WITH res AS (
                SELECT r.id, r.phone, (row_number() OVER (ORDER BY r.id) - 1) / $7 AS k
@@ -167,10 +171,10 @@ async def broadcast(
            )
            INSERT INTO alerting.deliveries
                (warning_id, version, recipient, channel, target, idempotency_key,
-                next_attempt_at, priority, state, batch_id)
+                next_attempt_at, priority, state, batch_id, message)
            SELECT $1, $2, 'resident:' || res.id, 'sms', res.phone,
                   $2::int || ':' || $1::text || ':resident:' || res.id || ':sms', $4, $6,
-                  'queued', b.id
+                  'queued', b.id, $8
              FROM res JOIN batches b ON b.seq = res.k
            ON CONFLICT DO NOTHING""",
         warning_id,
@@ -178,8 +182,9 @@ async def broadcast(
         [jurisdiction(code) for code in areas],
         now,
         drill,
-        RESIDENT_PRIORITY,
+        priority,
         BROADCAST_BATCH,
+        message,
     )
     return int(status.split()[-1])
 

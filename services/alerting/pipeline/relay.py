@@ -1,7 +1,9 @@
 """Others' warnings (the weather service's, the city's), relayed to the people in scope and the
 endpoints subscribed, marked as the sender's: never re-issued as our own (no warning, no CAP of
 ours, not on ``alerts.v1``). Test, system and draft messages are not relayed; a drill goes to
-drill recipients only. A re-delivered message finds its identifier and does nothing."""
+drill recipients only. A re-delivered message finds its identifier and does nothing. An
+earthquake early warning takes the pre-authorised fast path: ahead of every other row, and to
+the residents of its area as well, with no approval to wait for."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from prometheus_client import Counter
 from services.alerting.adapters import ledger
 from services.alerting.adapters.audit import audit
 from services.alerting.adapters.people import load_persons, subscribed
+from services.alerting.adapters.publications import broadcast
 from services.alerting.domain.recipients import fan_out
 from services.alerting.domain.relay import FAST_PRIORITY, RelayPlan, relay_plan
 from services.alerting.domain.states import Purpose
@@ -65,10 +68,23 @@ async def relay(conn: Conn, warnings: Sequence[UpstreamWarning], now: datetime) 
             message=plan.text,
             priority=FAST_PRIORITY if plan.fast else 0,
         )
+        residents = 0
+        if plan.fast:
+            # the pre-authorised fast path reaches the residents of its area too: no approval
+            residents = await broadcast(
+                conn,
+                warning_id=wid,
+                version=1,
+                areas=[r.ljust(12, "0") for r in u.region_codes],
+                drill=u.status == "Exercise",
+                now=now,
+                priority=FAST_PRIORITY,
+                message=plan.text,
+            )
         await conn.execute(
             "UPDATE alerting.relayed SET recipients = $2 WHERE identifier = $1",
             u.identifier,
-            len(rows),
+            len(rows) + residents,
         )
         await audit(
             conn,
@@ -78,12 +94,13 @@ async def relay(conn: Conn, warnings: Sequence[UpstreamWarning], now: datetime) 
                 "identifier": u.identifier,
                 "sender": u.sender,
                 "recipients": len(rows),
-                # the pre-authorised fast path: ahead of every other message, no wait
-                **({"fast_path": plan.hazard} if plan.fast else {}),
+                # the pre-authorised fast path: ahead of every other message, no wait, no
+                # approval for the residents of its area
+                **({"fast_path": plan.hazard, "residents": residents} if plan.fast else {}),
             },
         )
         RELAYED.inc()
-        total += len(rows)
+        total += len(rows) + residents
     return total
 
 
