@@ -23,7 +23,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import alerting, e2e_latency, gateway, ingest, push, risk, scaleout, soak, steady
+from bench import (
+    alerting,
+    e2e_latency,
+    earthquake,
+    gateway,
+    ingest,
+    push,
+    risk,
+    scaleout,
+    soak,
+    steady,
+)
 from shared.devstack.broker import TansuBroker
 from shared.devstack.postgres import PostgresServer, find_pg_bin
 
@@ -39,6 +50,7 @@ BENCHES: dict[str, Bench] = {
     "steady": lambda pg, b: steady.run(pg.dsn, b.bootstrap),
     "scaleout": lambda pg, b: scaleout.run(pg.dsn, b.bootstrap),
     "alerting": lambda pg, b: alerting.run(pg.dsn, b.bootstrap),
+    "earthquake": lambda pg, b: earthquake.run(pg.dsn, b.bootstrap),
     "soak": lambda pg, b: soak.run(pg.dsn, b.bootstrap),
 }
 

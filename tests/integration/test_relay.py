@@ -132,7 +132,7 @@ async def test_upstream_warning_relayed_as_the_senders(database, broker, topic_p
             assert len(dlq) == 1
 
 
-async def test_an_earthquake_early_warning_goes_ahead_of_everything(database):
+async def test_an_earthquake_early_warning_goes_ahead_of_everything(database, monkeypatch):
     """The fast path: an upstream earthquake early warning is relayed at once (the relay path
     has no group wait, approval or storm hold), to the residents of its area too (no approval),
     its ledger rows go ahead of every other row waiting, even ones written before it, and the
@@ -140,8 +140,10 @@ async def test_an_earthquake_early_warning_goes_ahead_of_everything(database):
     from datetime import timedelta
 
     from services.alerting.adapters import ledger
+    from services.alerting.adapters.publications import broadcast_part
     from services.alerting.app import MIGRATIONS
-    from services.alerting.pipeline.relay import relay
+    from services.alerting.pipeline import relay as relay_module
+    from services.alerting.pipeline.relay import relay, relay_to_residents
     from shared.contracts import UpstreamWarning
     from shared.db import create_pool, migrate
     from tests.factories import add_person
@@ -162,12 +164,37 @@ async def test_an_earthquake_early_warning_goes_ahead_of_everything(database):
         )
         async with pool.acquire() as conn, conn.transaction():
             await add_person(conn, name="村干部", region_code="110101001001", phone="13400000009")
-            # a rainstorm relayed first, then the earthquake
+            # a rainstorm relayed first, then the earthquake: its people at once
             assert await relay(conn, [warning("RAIN-1", "暴雨", "暴雨红色预警")], now) == 1
             assert (
-                await relay(conn, [warning("EQ-1", "地震预警", "地震预警：预计烈度6度")], now)
-                == 1 + 250
+                await relay(conn, [warning("EQ-1", "地震预警", "地震预警：预计烈度6度")], now) == 1
             )
+        # then its residents, part by part, each part handed over as it commits
+        parts: list[int] = []
+
+        def handed() -> None:
+            parts.append(1)
+
+        monkeypatch.setattr(relay_module, "FIRST_PART", 100)
+        monkeypatch.setattr(relay_module, "PART", 120)
+        # a crash cut the broadcast short after its first 40 residents: the message is re-delivered
+        async with pool.acquire() as conn, conn.transaction():
+            text = await conn.fetchval("SELECT text FROM alerting.relayed WHERE identifier='EQ-1'")
+            await broadcast_part(
+                conn,
+                warning_id="relay:EQ-1",
+                version=1,
+                areas=["110101000000"],
+                drill=False,
+                now=now,
+                priority=-1,
+                message=text,
+                limit=40,
+            )
+        assert await relay_to_residents(pool, ["RAIN-1", "EQ-1"], now, handed) == 210
+        assert len(parts) == 3  # 100 (60 new), 120, then 30 (the other county's is not theirs)
+        # a re-delivery finds nothing left to write
+        assert await relay_to_residents(pool, ["EQ-1"], now, handed) == 0
         rows = {
             (r["warning_id"], r["state"], r["priority"], r["message"]): r["n"]
             for r in await pool.fetch(
@@ -179,11 +206,20 @@ async def test_an_earthquake_early_warning_goes_ahead_of_everything(database):
         assert rows == {
             ("relay:RAIN-1", "pending", 0, "【转发·北京市气象台发布】暴雨红色预警"): 1,
             ("relay:EQ-1", "pending", -1, eq_text): 1,
-            # the residents of its area (not the other county's), queued in provider requests
+            # the residents of its area, queued in provider requests
             ("relay:EQ-1", "queued", -1, eq_text): 250,
         }
         batches = await pool.fetch("SELECT priority, size FROM alerting.delivery_batches")
-        assert sorted((b["priority"], b["size"]) for b in batches) == [(-1, 50), (-1, 200)]
+        assert sorted((b["priority"], b["size"]) for b in batches) == [
+            (-1, 30),
+            (-1, 40),
+            (-1, 60),
+            (-1, 120),
+        ]
+        recipients = await pool.fetchval(
+            "SELECT recipients FROM alerting.relayed WHERE identifier = 'EQ-1'"
+        )
+        assert recipients == 251
         claimed = await ledger.claim(
             pool,
             "deliveries",

@@ -152,31 +152,67 @@ async def broadcast(
     queued in batches of :data:`BROADCAST_BATCH` numbers that the delivery worker claims whole
     (migration 0007). Residents who already have the version's row are left out. ``priority``:
     behind people and endpoints by default; ``message``: a text of its own (a relayed warning's)
-    instead of the version's."""
-    status = await conn.execute(
-        """WITH res AS (
-               SELECT r.id, r.phone, (row_number() OVER (ORDER BY r.id) - 1) / $7 AS k
+    instead of the version's. The rows written."""
+    written, _ = await broadcast_part(
+        conn,
+        warning_id=warning_id,
+        version=version,
+        areas=areas,
+        drill=drill,
+        now=now,
+        priority=priority,
+        message=message,
+    )
+    return written
+
+
+async def broadcast_part(
+    conn: Conn,
+    *,
+    warning_id: str,
+    version: int,
+    areas: Sequence[str],
+    drill: bool,
+    now: datetime,
+    priority: int = RESIDENT_PRIORITY,
+    message: str | None = None,
+    after_id: int = 0,
+    limit: int | None = None,
+) -> tuple[int, int | None]:
+    """:func:`broadcast` for the next ``limit`` residents by id after ``after_id`` (all of them
+    when ``limit`` is None), so that a large broadcast can commit, and start going out, part by
+    part. (rows written, the last resident id looked at — None when none was left)."""
+    row = await conn.fetchrow(
+        """WITH pick AS (
+               SELECT r.id, r.phone
                  FROM unnest($3::text[]) AS a(prefix)
                  JOIN alerting.residents r ON r.region_code LIKE a.prefix || '%'
-                WHERE r.active AND (r.drill OR NOT $5)
-                  AND NOT EXISTS (
+                WHERE r.active AND (r.drill OR NOT $5) AND r.id > $9
+                ORDER BY r.id LIMIT $10
+           ), res AS (
+               SELECT p.id, p.phone, (row_number() OVER (ORDER BY p.id) - 1) / $7 AS k
+                 FROM pick p
+                WHERE NOT EXISTS (
                       SELECT 1 FROM alerting.deliveries d
                        WHERE d.warning_id = $1 AND d.version = $2 AND d.purpose = 'warning'
-                         AND d.channel = 'sms' AND d.recipient = 'resident:' || r.id)
+                         AND d.channel = 'sms' AND d.recipient = 'resident:' || p.id)
            ), batches AS (
                INSERT INTO alerting.delivery_batches
                       (warning_id, version, channel, next_attempt_at, priority, seq, size)
                SELECT $1, $2, 'sms', $4, $6, k, count(*) FROM res GROUP BY k
                RETURNING id, seq
+           ), written AS (
+               INSERT INTO alerting.deliveries
+                   (warning_id, version, recipient, channel, target, idempotency_key,
+                    next_attempt_at, priority, state, batch_id, message)
+               SELECT $1, $2, 'resident:' || res.id, 'sms', res.phone,
+                      $2::int || ':' || $1::text || ':resident:' || res.id || ':sms', $4, $6,
+                      'queued', b.id, $8
+                 FROM res JOIN batches b ON b.seq = res.k
+               ON CONFLICT DO NOTHING
+               RETURNING 1
            )
-           INSERT INTO alerting.deliveries
-               (warning_id, version, recipient, channel, target, idempotency_key,
-                next_attempt_at, priority, state, batch_id, message)
-           SELECT $1, $2, 'resident:' || res.id, 'sms', res.phone,
-                  $2::int || ':' || $1::text || ':resident:' || res.id || ':sms', $4, $6,
-                  'queued', b.id, $8
-             FROM res JOIN batches b ON b.seq = res.k
-           ON CONFLICT DO NOTHING""",
+           SELECT (SELECT count(*) FROM written) AS n, (SELECT max(id) FROM pick) AS last""",
         warning_id,
         version,
         [jurisdiction(code) for code in areas],
@@ -185,8 +221,11 @@ async def broadcast(
         priority,
         BROADCAST_BATCH,
         message,
+        after_id,
+        limit,
     )
-    return int(status.split()[-1])
+    assert row is not None
+    return int(row["n"]), row["last"]
 
 
 async def publication(conn: Conn, pid: int) -> dict[str, object]:

@@ -7,15 +7,16 @@ the residents of its area as well, with no approval to wait for."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
+import asyncpg
 from prometheus_client import Counter
 
 from services.alerting.adapters import ledger
 from services.alerting.adapters.audit import audit
 from services.alerting.adapters.people import load_persons, subscribed
-from services.alerting.adapters.publications import broadcast
+from services.alerting.adapters.publications import broadcast_part
 from services.alerting.domain.recipients import fan_out
 from services.alerting.domain.relay import FAST_PRIORITY, RelayPlan, relay_plan
 from services.alerting.domain.states import Purpose
@@ -68,23 +69,10 @@ async def relay(conn: Conn, warnings: Sequence[UpstreamWarning], now: datetime) 
             message=plan.text,
             priority=FAST_PRIORITY if plan.fast else 0,
         )
-        residents = 0
-        if plan.fast:
-            # the pre-authorised fast path reaches the residents of its area too: no approval
-            residents = await broadcast(
-                conn,
-                warning_id=wid,
-                version=1,
-                areas=[r.ljust(12, "0") for r in u.region_codes],
-                drill=u.status == "Exercise",
-                now=now,
-                priority=FAST_PRIORITY,
-                message=plan.text,
-            )
         await conn.execute(
             "UPDATE alerting.relayed SET recipients = $2 WHERE identifier = $1",
             u.identifier,
-            len(rows) + residents,
+            len(rows),
         )
         await audit(
             conn,
@@ -94,13 +82,13 @@ async def relay(conn: Conn, warnings: Sequence[UpstreamWarning], now: datetime) 
                 "identifier": u.identifier,
                 "sender": u.sender,
                 "recipients": len(rows),
-                # the pre-authorised fast path: ahead of every other message, no wait, no
-                # approval for the residents of its area
-                **({"fast_path": plan.hazard, "residents": residents} if plan.fast else {}),
+                # the pre-authorised fast path: ahead of every other message, no wait, and the
+                # residents of its area with no approval (:func:`relay_to_residents`)
+                **({"fast_path": plan.hazard} if plan.fast else {}),
             },
         )
         RELAYED.inc()
-        total += len(rows) + residents
+        total += len(rows)
     return total
 
 
@@ -108,8 +96,9 @@ async def _record(conn: Conn, u: UpstreamWarning, plan: RelayPlan, now: datetime
     """Note the message as relayed; False when it was before."""
     fresh: bool | None = await conn.fetchval(
         """INSERT INTO alerting.relayed (identifier, sender, sent, msg_type, status,
-               event, hazard, level, region_code, region_codes, headline, refs, relayed_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+               event, hazard, level, region_code, region_codes, headline, refs, relayed_at,
+               residents_pending, text)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
            ON CONFLICT DO NOTHING RETURNING true""",
         u.identifier,
         u.sender,
@@ -124,5 +113,69 @@ async def _record(conn: Conn, u: UpstreamWarning, plan: RelayPlan, now: datetime
         plan.headline,
         u.references,
         now,
+        plan.fast,
+        plan.text,
     )
     return bool(fresh)
+
+
+# residents written in the first part of a fast-path broadcast (ten provider requests: the first
+# residents' SMS leave within a few tens of milliseconds), then in larger parts
+FIRST_PART, PART = 2_000, 20_000
+
+
+async def relay_to_residents(
+    pool: asyncpg.Pool,
+    identifiers: Sequence[str],
+    now: datetime,
+    on_part: Callable[[], None],
+) -> int:
+    """The residents of the area of each fast-path message among ``identifiers`` whose broadcast
+    is not finished, written part by part, each part in its own transaction and handed to the
+    delivery worker (``on_part``) as it commits; a re-delivered message whose broadcast a crash
+    cut short is finished (rows already written are skipped). The rows written."""
+    pending = await pool.fetch(
+        """SELECT identifier, status, region_codes, text
+             FROM alerting.relayed WHERE identifier = ANY($1::text[]) AND residents_pending""",
+        list(identifiers),
+    )
+    total = 0
+    for m in pending:
+        wid = f"relay:{m['identifier']}"
+        after: int | None = 0
+        limit = FIRST_PART
+        while after is not None:
+            async with pool.acquire() as conn, conn.transaction():
+                n, after = await broadcast_part(
+                    conn,
+                    warning_id=wid,
+                    version=1,
+                    areas=[r.ljust(12, "0") for r in m["region_codes"]],
+                    drill=m["status"] == "Exercise",
+                    now=now,
+                    priority=FAST_PRIORITY,
+                    message=m["text"],
+                    after_id=after,
+                    limit=limit,
+                )
+                if after is None:
+                    await conn.execute(
+                        """UPDATE alerting.relayed SET residents_pending = false,
+                                  recipients = recipients + (
+                                      SELECT count(*) FROM alerting.deliveries
+                                       WHERE warning_id = $2 AND recipient LIKE 'resident:%')
+                            WHERE identifier = $1""",
+                        m["identifier"],
+                        wid,
+                    )
+                    await audit(
+                        conn,
+                        "system:upstream",
+                        "relay.residents",
+                        {"identifier": m["identifier"], "fast_path": True},
+                    )
+            total += n
+            if n:
+                on_part()
+            limit = PART
+    return total

@@ -16,7 +16,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from services.alerting.pipeline.builder import Pipeline
-from services.alerting.pipeline.relay import relay
+from services.alerting.pipeline.relay import relay, relay_to_residents
 from shared.clock import Clock
 from shared.contracts import RiskEvent, Topics, UpstreamWarning
 from shared.errors import DatabaseError
@@ -51,10 +51,15 @@ class AlertingHandler:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
                     relayed = await relay(conn, upstream, self._clock.now())
+                if relayed:
+                    self._wake()
+                # then the residents of an earthquake early warning, part by part, before the
+                # batch's offsets are committed
+                await relay_to_residents(
+                    self._pool, [u.identifier for u in upstream], self._clock.now(), self._wake
+                )
             except _DB_ERRORS as exc:
                 raise DatabaseError(f"alerting relay failed: {exc!r}") from exc
-            if relayed:
-                self._wake()
         station = [e for e in events if e.scope == "station" and e.station_id and e.kind == "level"]
         try:
             created = 0
