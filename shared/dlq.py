@@ -28,6 +28,8 @@ class ReplayReport:
     replayed: int = 0
     unreadable: int = 0
     not_utf8: int = 0
+    # dead letters of a field protocol (an SL 651 frame …): no Kafka message to publish again
+    not_messages: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -86,6 +88,9 @@ async def replay(
         return report
     by_topic: dict[str, list[tuple[str | None, bytes]]] = {}
     for d in matches:
+        if d.partition < 0:
+            report.not_messages += 1
+            continue
         if "\\x" in d.payload:
             report.not_utf8 += 1
             continue

@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.ingest.adapters.recent import RecentReadings
+from services.ingest.adapters.sl651 import Sl651Receiver
 from services.ingest.adapters.stations import StationCache
 from services.ingest.adapters.store import ReadingStore
 from services.ingest.adapters.warnings import WarningsIngress
@@ -95,6 +96,19 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
             every_s=settings.health_sweep_s,
         )
         app.state.health_factor = settings.offline_factor
+        if settings.sl651_port is not None:
+            receiver = Sl651Receiver(
+                producer=rt.producer,
+                stations=stations,
+                pool=rt.pool,
+                topics=topics,
+                clock=clock,
+                source=settings.sl651_source,
+            )
+            app.state.sl651_ports = await receiver.start(
+                settings.sl651_host, settings.sl651_port, udp=settings.sl651_udp
+            )
+            rt.run_task(receiver.serve, "ingest-sl651", receiver.stop)
         if settings.health_sweep_s > 0:
             rt.run_task(health.run, "ingest-health", health.stop)
         if settings.run_consumer:

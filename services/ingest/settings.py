@@ -35,6 +35,13 @@ class IngestSettings(ServiceSettings):
     offline_factor: float = Field(default=3.0, gt=0)
     health_sweep_s: float = Field(default=30.0, ge=0)
     station_cache_ttl_s: float = 30.0
+    # the SL 651-2014 receiver for hydrological and rain telemetry stations: TCP (and UDP) on
+    # this port; none: off (one replica of ingest listens, or each on its own address)
+    sl651_port: int | None = Field(default=None, ge=0, le=65535)
+    sl651_host: str = "127.0.0.1"
+    sl651_udp: bool = True
+    # the source its readings come from (register it with auto_register to take new RTUs)
+    sl651_source: str = Field(default="sl651", pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")
     # the compiled encoders of the consumer's kernel (COPY stream, readings.v1 events); false:
     # their Python twins, which give the same bytes (the checks are compiled either way)
     native: bool = True

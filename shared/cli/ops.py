@@ -62,7 +62,8 @@ def dlq_replay(args: argparse.Namespace) -> int:
     print(file=sys.stderr)
     print(
         f"read {report.read}, matched {report.matched}, replayed {report.replayed}, "
-        f"unreadable {report.unreadable}, not UTF-8 {report.not_utf8}; "
+        f"unreadable {report.unreadable}, not UTF-8 {report.not_utf8}, "
+        f"field-protocol frames (not replayable) {report.not_messages}; "
         f"by reason: {report.by_reason}"
     )
     return 0
