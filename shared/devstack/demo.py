@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from services.ingest.domain.sl651 import report_frame
+
 DEMO_SOURCE = "demo-city-platform"
 # the demo county's bureau: 511112 (乐山市五通桥区) + department + unit + serial
 DEMO_SENDER_CODE = "51111200000001"
@@ -118,6 +120,33 @@ DEMO_STATIONS: list[dict[str, Any]] = [
     },
 ]
 
+# an RTU on the 岷江 at 竹根镇's 杨柳湾社区 that speaks SL 651-2014 to ingest's receiver: its
+# station is found by its address
+SL651_STATION: dict[str, Any] = {
+    "id": "WL-ZG-02",
+    "name": "岷江竹根滩水位站（SL 651 遥测）",
+    "kind": "water_level",
+    "region_code": "511112100009",
+    "lat": 29.402,
+    "lon": 103.826,
+    "interval_s": 300,
+    "attributes": {
+        "sl651_address": "0051111201",
+        "thresholds": {
+            "water_level": {
+                "blue": 3.2,
+                "yellow": 3.7,
+                "orange": 4.2,
+                "red": 4.8,
+                "restore": {"blue": 3.1},
+                "hazard": "flood",
+                "source": "demo values, not an official criterion",
+            }
+        },
+    },
+}
+DEMO_STATIONS.append(SL651_STATION)
+
 PERIOD = 90  # ticks in one storm cycle
 
 
@@ -131,6 +160,7 @@ def storm(tick: int) -> dict[tuple[str, str], float]:
         ("RG-ZG-02", "rainfall_1h"): round(1 + 42 * rain, 1),
         ("WL-ZG-01", "water_level"): round(2.2 + 2.6 * lagged, 2),
         ("WL-NH-01", "water_level"): round(1.8 + 1.6 * lagged, 2),
+        ("WL-ZG-02", "water_level"): round(2.4 + 2.7 * lagged, 2),
     }
 
 
@@ -208,32 +238,90 @@ async def run_feed(
     tick_s: float = 2.0,
     ticks: int | None = None,
     say: Callable[[str], None] = print,
+    sl651: tuple[str, int] | None = None,
 ) -> None:
+    """Pushes each tick's readings through the gateway; the SL 651 station's go over TCP to
+    ``sl651`` as its RTU would send them (a timed report), and its answers are read."""
     tick = 0
-    while ticks is None or tick < ticks:
-        now = datetime.now(UTC).replace(microsecond=0)
-        values = storm(tick)
-        readings = [
-            {
-                "station_id": sid,
-                "metric": metric,
-                "ts": now.isoformat(),
-                "value": v,
-                "unit": "mm" if metric.startswith("rain") else "m",
-            }
-            for (sid, metric), v in values.items()
-        ]
+    rtu = Rtu(sl651, say) if sl651 else None
+    try:
+        while ticks is None or tick < ticks:
+            now = datetime.now(UTC).replace(microsecond=0)
+            values = storm(tick)
+            readings = [
+                {
+                    "station_id": sid,
+                    "metric": metric,
+                    "ts": now.isoformat(),
+                    "value": v,
+                    "unit": "mm" if metric.startswith("rain") else "m",
+                }
+                for (sid, metric), v in values.items()
+                if not (rtu and sid == SL651_STATION["id"])
+            ]
+            try:
+                r = await client.post(
+                    "/api/v1/ingest/readings",
+                    json={"source": DEMO_SOURCE, "readings": readings},
+                    headers={"X-API-Key": api_key},
+                )
+                if r.status_code != 202:
+                    say(f"[demo] push answered {r.status_code}: {r.text[:200]}")
+                elif tick % 5 == 0:
+                    say("[demo] " + "  ".join(f"{sid} {v:g}" for (sid, _m), v in values.items()))
+            except httpx.HTTPError as exc:
+                say(f"[demo] push failed: {exc!r}")
+            if rtu is not None:
+                await rtu.report(now, values[(SL651_STATION["id"], "water_level")])
+            tick += 1
+            await asyncio.sleep(tick_s)
+    finally:
+        if rtu is not None:
+            rtu.close()
+
+
+class Rtu:
+    """The demo's SL 651 station: one TCP connection kept open, a timed report each minute (its
+    observation time has minutes, not seconds: a second report in the same minute would be a
+    repeat of the first)."""
+
+    def __init__(self, where: tuple[str, int], say: Callable[[str], None]) -> None:
+        self._where = where
+        self._say = say
+        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._minute: datetime | None = None
+        self._serial = 0
+
+    async def report(self, now: datetime, level: float) -> None:
+        minute = now.replace(second=0)
+        if minute == self._minute:
+            return
+        self._minute = minute
+        self._serial = (self._serial + 1) % 65536
+        frame = report_frame(
+            station=SL651_STATION["attributes"]["sl651_address"],
+            function=0x32,
+            serial=self._serial,
+            sent=now,
+            observed=now,
+            station_type=0x48,  # H: river
+            elements=[(0x39, 0x23, level), (0x38, 0x12, 12.6)],  # Z (m, 3 decimals), VT
+        )
         try:
-            r = await client.post(
-                "/api/v1/ingest/readings",
-                json={"source": DEMO_SOURCE, "readings": readings},
-                headers={"X-API-Key": api_key},
-            )
-            if r.status_code != 202:
-                say(f"[demo] push answered {r.status_code}: {r.text[:200]}")
-            elif tick % 5 == 0:
-                say("[demo] " + "  ".join(f"{sid} {v:g}" for (sid, _m), v in values.items()))
-        except httpx.HTTPError as exc:
-            say(f"[demo] push failed: {exc!r}")
-        tick += 1
-        await asyncio.sleep(tick_s)
+            if self._conn is None:
+                self._conn = await asyncio.open_connection(*self._where)
+            reader, writer = self._conn
+            writer.write(frame)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readexactly(14), 5)
+            length = int.from_bytes(head[11:13], "big") & 0x0FFF
+            await asyncio.wait_for(reader.readexactly(length + 3), 5)
+            self._say(f"[demo] SL 651 report {frame.hex().upper()[:28]}… answered (Z {level:g} m)")
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+            self._say(f"[demo] SL 651 station could not report: {exc!r}")
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None

@@ -55,6 +55,8 @@ def _ports() -> dict[str, int]:
         "risk": int(env("QIANSHAO_UP_RISK_PORT", "8002")),
         "alerting": int(env("QIANSHAO_UP_ALERTING_PORT", "8003")),
         "fake": int(env("QIANSHAO_UP_FAKE_PORT", "8090")),
+        # the SL 651 receiver (TCP and UDP) for hydrological telemetry stations
+        "sl651": int(env("QIANSHAO_UP_SL651_PORT", "5651")),
     }
 
 
@@ -67,6 +69,8 @@ def _service_env(name: str, ports: dict[str, int], dsn: str, bootstrap: str) -> 
         p + "PORT": str(ports[name]),
         p + "ENVIRONMENT": "development",
     }
+    if name == "ingest":
+        env[p + "SL651_PORT"] = str(ports["sl651"])
     if name == "gateway":
         for svc in ("ingest", "risk", "alerting"):
             env[p + f"{svc.upper()}_URL"] = f"http://127.0.0.1:{ports[svc]}"
@@ -182,7 +186,16 @@ async def _demo(ports: dict[str, int], creds: dict[str, str]) -> None:
         print(
             f"[demo] stations and subscriptions registered; messages appear at {fake}/", flush=True
         )
-        await run_feed(c, creds["api_key"], say=lambda s: print(s, flush=True))
+        print(
+            f"[demo] an SL 651 station reports to 127.0.0.1:{ports['sl651']} (TCP and UDP)",
+            flush=True,
+        )
+        await run_feed(
+            c,
+            creds["api_key"],
+            say=lambda s: print(s, flush=True),
+            sl651=("127.0.0.1", ports["sl651"]),
+        )
 
 
 def _interrupt(signum: int, frame: object) -> None:

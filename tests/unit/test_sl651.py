@@ -201,3 +201,21 @@ def _frame(
     )
     raw = head + body + bytes([end])
     return parse_frame(raw + crc16(raw).to_bytes(2, "big"))
+
+
+def test_a_report_we_encode_is_the_public_frame_it_copies():
+    """The encoder the demo station and the benchmark use, held to a real station's frame."""
+    from services.ingest.domain.sl651 import report_frame
+
+    frame = report_frame(
+        station="0081120005",
+        function=0x32,
+        serial=0x25B9,
+        sent=datetime(2026, 7, 1, 6, 30, 6, tzinfo=BEIJING),
+        observed=at(6, 30),
+        station_type=0x50,
+        elements=[(0x26, 0x19, 184.8), (0x38, 0x12, 12.0)],
+        centre=0x00,
+        password=b"\xff\xff",
+    )
+    assert frame == FRAMES[6]

@@ -469,3 +469,49 @@ def frames_of(data: bytes) -> Iterator[Frame | FrameError]:
         yield FrameError(f"{len(garbage)} bytes before any 7E7E start", garbage)
     if rest:
         yield FrameError(f"truncated: {len(rest)} bytes end the datagram", rest)
+
+
+def encode_number(value: float, size: int, decimals: int) -> bytes:
+    """A value as the standard's BCD of ``size`` bytes with ``decimals`` (a leading FF byte for a
+    negative one)."""
+    scaled = round(abs(value) * 10**decimals)
+    if value < 0:
+        return b"\xff" + bytes.fromhex(f"{scaled:0{2 * (size - 1)}d}")
+    return bytes.fromhex(f"{scaled:0{2 * size}d}")
+
+
+def report_frame(
+    *,
+    station: str,
+    function: int,
+    serial: int,
+    sent: datetime,
+    observed: datetime,
+    station_type: int,
+    elements: list[tuple[int, int, float]],
+    centre: int = 0x01,
+    password: bytes = b"\x00\x00",
+) -> bytes:
+    """An upward report frame, as an RTU sends one: (identifier, data definition, value) each.
+    Used by the demo station and the benchmark."""
+    body = (
+        serial.to_bytes(2, "big")
+        + bytes.fromhex(sent.astimezone(BEIJING).strftime("%y%m%d%H%M%S"))
+        + bytes([ST, ST])
+        + bytes.fromhex(station)
+        + bytes([station_type, TT, TT])
+        + bytes.fromhex(observed.astimezone(BEIJING).strftime("%y%m%d%H%M"))
+    )
+    for ident, definition, value in elements:
+        body += bytes([ident, definition]) + encode_number(value, definition >> 3, definition & 7)
+    head = (
+        START
+        + bytes([centre])
+        + bytes.fromhex(station)
+        + password
+        + bytes([function])
+        + len(body).to_bytes(2, "big")
+        + bytes([STX])
+    )
+    out = head + body + bytes([ETX])
+    return out + crc16(out).to_bytes(2, "big")
