@@ -33,7 +33,7 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
-from bench.scratch import scratch_database
+from bench.scratch import scratch_database, start_fake_providers
 from services.alerting.adapters.channels.sms import tc3_authorization
 from services.alerting.adapters.publications import broadcast
 from services.alerting.app import MIGRATIONS
@@ -143,20 +143,7 @@ async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
     async with scratch_database(admin_dsn) as dsn:
         pool = await create_pool(dsn, max_size=4)
         try:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "shared.cli",
-                        "fake-providers",
-                        "--port",
-                        str(fake_port),
-                        "--bulk",
-                    ],
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            procs.append(start_fake_providers(fake_port))
             await migrate(pool, "alerting", MIGRATIONS)
             await pool.execute(
                 """INSERT INTO alerting.persons (name, role, region_code, jurisdiction, phone)

@@ -23,7 +23,6 @@ import asyncio
 import os
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -32,7 +31,7 @@ from typing import Any
 import httpx
 
 from bench.alerting import CONCURRENCY, _send_direct, _service_env, _stats, _wait_http, pct
-from bench.scratch import scratch_database, start_service
+from bench.scratch import scratch_database, start_fake_providers, start_service
 from services.alerting.app import MIGRATIONS as ALERTING
 from services.ingest.app import MIGRATIONS as INGEST
 from shared.db import create_pool, migrate
@@ -97,20 +96,7 @@ async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
     async with scratch_database(admin_dsn) as dsn:
         pool = await create_pool(dsn, max_size=4)
         try:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "shared.cli",
-                        "fake-providers",
-                        "--port",
-                        str(fake_port),
-                        "--bulk",
-                    ],
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            procs.append(start_fake_providers(fake_port))
             await migrate(pool, "ingest", INGEST)
             await migrate(pool, "alerting", ALERTING)
             await pool.execute(

@@ -40,3 +40,11 @@ def start_service(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def start_fake_providers(port: int) -> subprocess.Popen[bytes]:
+    """The stand-in providers as a process on ``port``, in their bulk mode (no per-message log)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "fake-providers", "--port", str(port), "--bulk"],
+        stderr=subprocess.DEVNULL,
+    )
