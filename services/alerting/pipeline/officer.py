@@ -299,7 +299,7 @@ class Desk:
         approved_by: str | None,
         now: datetime,
     ) -> int:
-        w, _ = await self._standing(conn, req.warning_id, now)
+        w, current = await self._standing(conn, req.warning_id, now)
         await desk.take_control(conn, w.id, req.requested_by, now)
         cancel = req.action == "cancel"
         if not cancel and content.areas != w.area_codes and w.origin == "officer":
@@ -307,15 +307,12 @@ class Desk:
         version = w.version + 1
         stations = by_station(await store.rule_levels(conn, w.id))
         if cancel and w.origin == "sensor":
-            expires_at = await conn.fetchval(
-                "SELECT expires_at FROM alerting.warnings WHERE id = $1", w.id
-            )
             await desk.hold_group(
                 conn,
                 hazard=w.hazard,
                 region_code=w.region_code,
                 level=w.level,
-                until=expires_at or now + self._validity,
+                until=current.expires,  # when the cancelled warning would have expired
                 warning_id=w.id,
                 by=req.requested_by,
             )
@@ -393,9 +390,6 @@ class Desk:
             w.id,
             w.version,
         )
-        event_type = await conn.fetchval(
-            "SELECT event_type FROM alerting.warnings WHERE id = $1", w.id
-        )
         current = Content(
             hazard=w.hazard,
             level=w.level,
@@ -403,7 +397,7 @@ class Desk:
             expires=row["expires_at"] or now + self._validity,
             polygon=latest["polygon"] if latest else None,
             instruction=latest["instruction"] if latest else None,
-            event_type=event_type,
+            event_type=w.event_type,
         )
         return w, current
 
