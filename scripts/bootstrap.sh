@@ -24,6 +24,8 @@ command -v runuser >/dev/null || apt_install util-linux
 command -v promtool >/dev/null || apt_install prometheus
 # systemd-analyze checks the one-server install's units (deploy/systemd)
 command -v systemd-analyze >/dev/null || apt_install systemd
+# Mosquitto: the MQTT broker gateways publish to (make run and the tests start their own)
+[ -x /usr/sbin/mosquitto ] || apt_install mosquitto
 # TimescaleDB, built from vendor/timescaledb into that PostgreSQL once per machine
 bash scripts/timescaledb.sh
 # Node runs kustomize and bundles the gateway's page assets (below)

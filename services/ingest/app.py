@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.ingest.adapters.mqtt import Broker, MqttSubscriber, Subscription
 from services.ingest.adapters.recent import RecentReadings
 from services.ingest.adapters.sl651 import Sl651Receiver
 from services.ingest.adapters.stations import StationCache
@@ -17,6 +18,7 @@ from services.ingest.adapters.warnings import WarningsIngress
 from services.ingest.api import divisions
 from services.ingest.api.routes import ReadingsIngress, router
 from services.ingest.domain.kernel import default as default_kernel
+from services.ingest.domain.mqtt import MetricMap, PayloadMap
 from services.ingest.domain.validation import HISTORY
 from services.ingest.settings import IngestSettings
 from services.ingest.workers.consumer import IngestHandler
@@ -109,6 +111,18 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
                 settings.sl651_host, settings.sl651_port, udp=settings.sl651_udp
             )
             rt.run_task(receiver.serve, "ingest-sl651", receiver.stop)
+        if settings.mqtt_host is not None:
+            subscriber = MqttSubscriber(
+                broker=mqtt_broker(settings),
+                subscriptions=mqtt_subscriptions(settings),
+                producer=rt.producer,
+                stations=stations,
+                pool=rt.pool,
+                topics=topics,
+                clock=clock,
+            )
+            app.state.mqtt = subscriber
+            rt.run_task(subscriber.run, "ingest-mqtt", subscriber.stop)
         if settings.health_sweep_s > 0:
             rt.run_task(health.run, "ingest-health", health.stop)
         if settings.run_consumer:
@@ -151,3 +165,40 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
     app.include_router(router(settings.max_body_bytes, settings.max_batch_items))
     app.include_router(divisions.router())
     return app
+
+
+def mqtt_broker(settings: IngestSettings) -> Broker:
+    assert settings.mqtt_host is not None
+
+    def path(p: Path | None) -> str | None:
+        return str(p) if p is not None else None
+
+    return Broker(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        client_id=settings.mqtt_client_id,
+        username=settings.mqtt_username,
+        password=(settings.mqtt_password.get_secret_value() if settings.mqtt_password else None),
+        tls=settings.mqtt_tls,
+        ca_file=path(settings.mqtt_ca_file),
+        cert_file=path(settings.mqtt_cert_file),
+        key_file=path(settings.mqtt_key_file),
+        keepalive_s=settings.mqtt_keepalive_s,
+        reconnect_min_s=settings.mqtt_reconnect_min_s,
+        reconnect_max_s=settings.mqtt_reconnect_max_s,
+    )
+
+
+def mqtt_subscriptions(settings: IngestSettings) -> list[Subscription]:
+    return [
+        Subscription(
+            topic=s.topic,
+            mapping=PayloadMap(
+                form=s.form,
+                source=s.source,
+                metrics={k: MetricMap(m.metric, m.unit) for k, m in s.metrics.items()},
+                devices=dict(s.devices),
+            ),
+        )
+        for s in settings.mqtt_subscriptions
+    ]

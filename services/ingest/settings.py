@@ -2,10 +2,32 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, FilePath
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
+
+SOURCE = r"^[A-Za-z0-9_.:\-]{1,64}$"
+
+
+class MqttMetric(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
+    unit: str | None = Field(default=None, max_length=16)
+
+
+class MqttSubscription(BaseModel):
+    """A topic filter and how its payloads read (:mod:`services.ingest.domain.mqtt`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topic: str = Field(min_length=1, max_length=256)
+    form: Literal["qianshao", "thingsboard"] = "qianshao"
+    source: str = Field(default="mqtt", pattern=SOURCE)
+    # thingsboard: value key → metric (and the unit it is sent in); device name → station id
+    metrics: dict[str, MqttMetric] = Field(default_factory=dict)
+    devices: dict[str, str] = Field(default_factory=dict)
 
 
 class IngestSettings(ServiceSettings):
@@ -41,7 +63,31 @@ class IngestSettings(ServiceSettings):
     sl651_host: str = "127.0.0.1"
     sl651_udp: bool = True
     # the source its readings come from (register it with auto_register to take new RTUs)
-    sl651_source: str = Field(default="sl651", pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")
+    sl651_source: str = Field(default="sl651", pattern=SOURCE)
+    # the MQTT subscriber: gateways publish to a broker (Mosquitto); none: off. QoS 1, a
+    # persistent session under ``mqtt_client_id`` (one id a replica; several replicas share
+    # the work with ``$share/<group>/<filter>`` topics), a message acknowledged only once its
+    # readings are on the raw topic
+    mqtt_host: str | None = None
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_client_id: str = Field(default="qianshao-ingest", min_length=1, max_length=64)
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    # TLS: on with a CA file (and a client certificate and key when the broker asks for one)
+    mqtt_tls: bool = False
+    mqtt_ca_file: FilePath | None = None
+    mqtt_cert_file: FilePath | None = None
+    mqtt_key_file: FilePath | None = None
+    mqtt_keepalive_s: int = Field(default=30, ge=5)
+    # reconnecting waits from the first to the second, doubling each time
+    mqtt_reconnect_min_s: int = Field(default=1, ge=1)
+    mqtt_reconnect_max_s: int = Field(default=60, ge=1)
+    mqtt_subscriptions: list[MqttSubscription] = Field(
+        default_factory=lambda: [
+            MqttSubscription(topic="qianshao/readings/#"),
+            MqttSubscription(topic="v1/gateway/telemetry", form="thingsboard"),
+        ]
+    )
     # the compiled encoders of the consumer's kernel (COPY stream, readings.v1 events); false:
     # their Python twins, which give the same bytes (the checks are compiled either way)
     native: bool = True
