@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.ingest.adapters.coalmine import CoalMineWatcher
 from services.ingest.adapters.mqtt import Broker, MqttSubscriber, Subscription
 from services.ingest.adapters.recent import RecentReadings
 from services.ingest.adapters.sl651 import Sl651Receiver
@@ -17,6 +18,7 @@ from services.ingest.adapters.store import ReadingStore
 from services.ingest.adapters.warnings import WarningsIngress
 from services.ingest.api import divisions
 from services.ingest.api.routes import ReadingsIngress, router
+from services.ingest.domain.coalmine import FieldMap, shipped_maps
 from services.ingest.domain.kernel import default as default_kernel
 from services.ingest.domain.mqtt import MetricMap, PayloadMap
 from services.ingest.domain.validation import HISTORY
@@ -123,6 +125,24 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
             )
             app.state.mqtt = subscriber
             rt.run_task(subscriber.run, "ingest-mqtt", subscriber.stop)
+        if settings.coalmine_dir is not None:
+            watcher = CoalMineWatcher(
+                directory=settings.coalmine_dir,
+                maps=coalmine_maps(settings),
+                mines=settings.coalmine_mines,
+                region_code=settings.coalmine_region_code,
+                producer=rt.producer,
+                stations=stations,
+                pool=rt.pool,
+                topics=topics,
+                clock=clock,
+                source=settings.coalmine_source,
+                scan_s=settings.coalmine_scan_s,
+                settle_s=settings.coalmine_settle_s,
+                abandon_s=settings.coalmine_abandon_s,
+            )
+            app.state.coalmine = watcher
+            rt.run_task(watcher.run, "ingest-coalmine", watcher.stop)
         if settings.health_sweep_s > 0:
             rt.run_task(health.run, "ingest-health", health.stop)
         if settings.run_consumer:
@@ -202,3 +222,14 @@ def mqtt_subscriptions(settings: IngestSettings) -> list[Subscription]:
         )
         for s in settings.mqtt_subscriptions
     ]
+
+
+def coalmine_maps(settings: IngestSettings) -> list[FieldMap]:
+    """The field maps named in the settings, the shipped ones and those of coalmine_map_dir."""
+    maps = dict(shipped_maps())
+    if settings.coalmine_map_dir is not None:
+        maps.update(shipped_maps(settings.coalmine_map_dir))
+    missing = [m for m in settings.coalmine_maps if m not in maps]
+    if missing:
+        raise ValueError(f"coal-mine field maps {missing} do not exist; there are {sorted(maps)}")
+    return [maps[m] for m in settings.coalmine_maps]

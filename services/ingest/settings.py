@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr
+from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, FilePath, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -88,6 +88,20 @@ class IngestSettings(ServiceSettings):
             MqttSubscription(topic="v1/gateway/telemetry", form="thingsboard"),
         ]
     )
+    # coal-mine networking files (定义 and 实时数据) dropped into this directory (the FTP
+    # landing place); none: off. Which field maps read them (coalmine_maps/*.json, and the
+    # JSON maps in coalmine_map_dir), the region of each mine code (else coalmine_region_code)
+    coalmine_dir: DirectoryPath | None = None
+    coalmine_maps: list[str] = Field(default_factory=lambda: ["national", "liupanshui-2013"])
+    coalmine_map_dir: DirectoryPath | None = None
+    coalmine_mines: dict[str, str] = Field(default_factory=dict)
+    coalmine_region_code: str | None = Field(default=None, pattern=r"^[0-9]{12}$")
+    coalmine_source: str = Field(default="coalmine", pattern=SOURCE)
+    coalmine_scan_s: float = Field(default=2.0, gt=0)
+    # a file is read once unchanged this long; one never ended by '~' after coalmine_abandon_s
+    # is read as it is
+    coalmine_settle_s: float = Field(default=1.0, ge=0)
+    coalmine_abandon_s: float = Field(default=600.0, gt=0)
     # the compiled encoders of the consumer's kernel (COPY stream, readings.v1 events); false:
     # their Python twins, which give the same bytes (the checks are compiled either way)
     native: bool = True

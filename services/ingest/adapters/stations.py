@@ -293,3 +293,32 @@ async def auto_register(
     for sid, _src, _metric in new:
         cache.invalidate(sid)
     return await cache.get_many(sid for sid, _s, _m in new)
+
+
+async def upsert_many(
+    pool: asyncpg.Pool, cache: StationCache, stations: Iterable[StationIn]
+) -> int:
+    """Registers ``stations`` or updates what their source declares (name, kind, region, owner,
+    interval; attributes merged over the ones kept). Where a bureau placed a station (lat, lon)
+    and whether it is in maintenance stay as they are. The number written."""
+    rows = [_values(s) for s in stations]
+    if not rows:
+        return 0
+    await pool.executemany(
+        f"""INSERT INTO ingest.stations ({_COLUMNS})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT (id) DO UPDATE SET
+                name = EXCLUDED.name, kind = EXCLUDED.kind, region_code = EXCLUDED.region_code,
+                owner_enterprise = EXCLUDED.owner_enterprise, interval_s = EXCLUDED.interval_s,
+                attributes = ingest.stations.attributes || EXCLUDED.attributes,
+                updated_at = now()
+            WHERE (ingest.stations.name, ingest.stations.kind, ingest.stations.region_code,
+                   ingest.stations.owner_enterprise, ingest.stations.interval_s,
+                   ingest.stations.attributes || EXCLUDED.attributes)
+              IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.kind, EXCLUDED.region_code,
+                   EXCLUDED.owner_enterprise, EXCLUDED.interval_s, ingest.stations.attributes)""",
+        rows,
+    )
+    for r in rows:
+        cache.invalidate(r[0])
+    return len(rows)
