@@ -28,6 +28,9 @@ STATION_KINDS = (
     "tank_temperature",
     "tank_pressure",
     "fire_danger",
+    "road_weather",
+    "waterlogging",
+    "coal_mine_environment",
 )
 
 
@@ -198,6 +201,12 @@ KIND_OF_METRIC = {
     "combustible_gas": "combustible_gas",
     "toxic_gas": "toxic_gas",
     "ch4": "coal_mine_methane",
+    "snowfall": "weather_station",
+    "ground_temperature": "weather_station",
+    "road_surface_temperature": "road_weather",
+    "visibility": "weather_station",
+    "drought_index": "weather_station",
+    "waterlogging_depth": "waterlogging",
     "co": "co",
     "tank_level": "tank_level",
     "tank_temperature": "tank_temperature",

@@ -65,6 +65,14 @@ UNITS: dict[str, tuple[str, dict[str, Converter]]] = {
     "tank_temperature": ("degC", {"degc": _IDENTITY, "°c": _IDENTITY, "c": _IDENTITY}),
     "tank_pressure": ("MPa", {"mpa": _IDENTITY, "kpa": _scale(0.001), "bar": _scale(0.1)}),
     "fire_danger": ("grade", {"grade": _IDENTITY, "": _IDENTITY}),
+    # snowfall as water equivalent, as the snowstorm signal reads it
+    "snowfall": ("mm", {"mm": _IDENTITY, "cm": _scale(10.0)}),
+    "ground_temperature": ("degC", {"degc": _IDENTITY, "°c": _IDENTITY, "c": _IDENTITY}),
+    "road_surface_temperature": ("degC", {"degc": _IDENTITY, "°c": _IDENTITY, "c": _IDENTITY}),
+    "visibility": ("m", {"m": _IDENTITY, "km": _scale(1000.0)}),
+    # the meteorological drought composite index MCI (GB/T 20481-2017), dimensionless
+    "drought_index": ("MCI", {"mci": _IDENTITY, "": _IDENTITY}),
+    "waterlogging_depth": ("cm", {"cm": _IDENTITY, "m": _scale(100.0), "mm": _scale(0.1)}),
 }
 
 # Physically impossible values are rejected (hard); implausible ones are flagged doubtful (soft).
@@ -81,6 +89,11 @@ HARD_RANGE: dict[str, tuple[float, float]] = {
     "combustible_gas": (0.0, 100.0),
     "toxic_gas": (0.0, 10000.0),
     "fire_danger": (1.0, 5.0),
+    "snowfall": (0.0, 500.0),
+    "ground_temperature": (-80.0, 90.0),
+    "road_surface_temperature": (-60.0, 90.0),
+    "visibility": (0.0, 100_000.0),
+    "waterlogging_depth": (-10.0, 1000.0),
 }
 SOFT_RANGE: dict[str, tuple[float, float]] = {
     "rainfall": (0.0, 200.0),
