@@ -89,9 +89,11 @@ async def running_stack(
     topic_prefix: str,
     *,
     rate_limits: dict[str, int] | None = None,
+    ingest_overrides: dict[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     """The four services and the fake providers in this process; ``rate_limits`` replaces the
-    gateway's (a test that sends thousands of requests a minute)."""
+    gateway's (a test that sends thousands of requests a minute); ``ingest_overrides`` sets
+    ingest's settings (its field-protocol receivers)."""
     ports = {name: free_port() for name in ("ingest", "risk", "alerting", "gateway", "fake")}
     common: dict[str, Any] = {
         "database_url": database,
@@ -108,6 +110,7 @@ async def running_stack(
             port=ports["ingest"],
             consumer_group=f"{topic_prefix}ingest",
             storage="native",
+            **(ingest_overrides or {}),
         )
         risk = RiskSettings(**common, port=ports["risk"], consumer_group=f"{topic_prefix}risk")
         alerting = AlertingSettings(
