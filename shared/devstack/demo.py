@@ -20,6 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from services.ingest.domain.sl651 import report_frame
 
@@ -147,6 +150,28 @@ SL651_STATION: dict[str, Any] = {
 }
 DEMO_STATIONS.append(SL651_STATION)
 
+# a waterlogging point in 竹根镇's town centre whose gateway publishes over MQTT in the
+# ThingsBoard gateway's form, under its device name (mapped to the station in ingest's
+# subscription, MQTT_SUBSCRIPTION below)
+MQTT_STATION: dict[str, Any] = {
+    "id": "WLG-ZG-01",
+    "name": "竹根镇滨江路积水监测点（MQTT 网关）",
+    "kind": "waterlogging",
+    "region_code": "511112100001",
+    "lat": 29.404,
+    "lon": 103.823,
+    "interval_s": 300,
+}
+DEMO_STATIONS.append(MQTT_STATION)
+MQTT_DEVICE = "滨江路积水点"
+MQTT_SUBSCRIPTION: dict[str, Any] = {
+    "topic": "v1/gateway/telemetry",
+    "form": "thingsboard",
+    "source": "city-gateway",
+    "metrics": {"depth": {"metric": "waterlogging_depth", "unit": "cm"}},
+    "devices": {MQTT_DEVICE: MQTT_STATION["id"]},
+}
+
 PERIOD = 90  # ticks in one storm cycle
 
 
@@ -161,6 +186,7 @@ def storm(tick: int) -> dict[tuple[str, str], float]:
         ("WL-ZG-01", "water_level"): round(2.2 + 2.6 * lagged, 2),
         ("WL-NH-01", "water_level"): round(1.8 + 1.6 * lagged, 2),
         ("WL-ZG-02", "water_level"): round(2.4 + 2.7 * lagged, 2),
+        ("WLG-ZG-01", "waterlogging_depth"): round(max(0.0, 32 * rain - 4), 1),
     }
 
 
@@ -239,11 +265,16 @@ async def run_feed(
     ticks: int | None = None,
     say: Callable[[str], None] = print,
     sl651: tuple[str, int] | None = None,
+    mqtt: MqttGateway | None = None,
 ) -> None:
     """Pushes each tick's readings through the gateway; the SL 651 station's go over TCP to
-    ``sl651`` as its RTU would send them (a timed report), and its answers are read."""
+    ``sl651`` as its RTU would send them (a timed report), and its answers are read; the
+    waterlogging point's are published by its ``mqtt`` gateway."""
     tick = 0
     rtu = Rtu(sl651, say) if sl651 else None
+    own = {SL651_STATION["id"]} if rtu else set()
+    if mqtt is not None:
+        own.add(MQTT_STATION["id"])
     try:
         while ticks is None or tick < ticks:
             now = datetime.now(UTC).replace(microsecond=0)
@@ -254,10 +285,10 @@ async def run_feed(
                     "metric": metric,
                     "ts": now.isoformat(),
                     "value": v,
-                    "unit": "mm" if metric.startswith("rain") else "m",
+                    "unit": {"water_level": "m", "waterlogging_depth": "cm"}.get(metric, "mm"),
                 }
                 for (sid, metric), v in values.items()
-                if not (rtu and sid == SL651_STATION["id"])
+                if sid not in own
             ]
             try:
                 r = await client.post(
@@ -273,11 +304,45 @@ async def run_feed(
                 say(f"[demo] push failed: {exc!r}")
             if rtu is not None:
                 await rtu.report(now, values[(SL651_STATION["id"], "water_level")])
+            if mqtt is not None:
+                depth = values[(MQTT_STATION["id"], "waterlogging_depth")]
+                await asyncio.to_thread(mqtt.publish, now, depth, tick % 5 == 0)
             tick += 1
             await asyncio.sleep(tick_s)
     finally:
         if rtu is not None:
             rtu.close()
+        if mqtt is not None:
+            mqtt.close()
+
+
+class MqttGateway:
+    """The demo's MQTT gateway: publishes the waterlogging point's depth with QoS 1 in the
+    ThingsBoard gateway's telemetry form, as a city's IoT gateway would."""
+
+    def __init__(
+        self, host: str, port: int, username: str, password: str, say: Callable[[str], None]
+    ) -> None:
+        self._say = say
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-city-gateway")
+        self._client.username_pw_set(username, password)
+        self._client.connect_async(host, port)
+        self._client.loop_start()
+
+    def publish(self, now: datetime, depth: float, tell: bool) -> None:
+        body = {MQTT_DEVICE: [{"ts": int(now.timestamp() * 1000), "values": {"depth": depth}}]}
+        info = self._client.publish(MQTT_SUBSCRIPTION["topic"], orjson.dumps(body), qos=1)
+        try:
+            info.wait_for_publish(5)
+        except (RuntimeError, ValueError) as exc:
+            self._say(f"[demo] MQTT gateway could not publish: {exc!r}")
+            return
+        if tell:
+            self._say(f"[demo] MQTT gateway published {MQTT_DEVICE} depth {depth:g} cm")
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
 
 
 class Rtu:

@@ -30,6 +30,8 @@ from shared.devstack.demo import (
     DEMO_SENDER_CODE,
     DEMO_SENDER_NAME,
     DEMO_SOURCE,
+    MQTT_SUBSCRIPTION,
+    MqttGateway,
     run_feed,
     setup_demo,
 )
@@ -39,6 +41,8 @@ from shared.devstack.fakesms import (
     TENCENT_SECRET_ID,
     TENCENT_SECRET_KEY,
 )
+from shared.devstack.mosquitto import USER as MQTT_USER
+from shared.devstack.mosquitto import MosquittoBroker
 from shared.devstack.postgres import PostgresServer
 from shared.kafka import ensure_topics
 
@@ -57,10 +61,13 @@ def _ports() -> dict[str, int]:
         "fake": int(env("QIANSHAO_UP_FAKE_PORT", "8090")),
         # the SL 651 receiver (TCP and UDP) for hydrological telemetry stations
         "sl651": int(env("QIANSHAO_UP_SL651_PORT", "5651")),
+        "mqtt": int(env("QIANSHAO_UP_MQTT_PORT", "51883")),
     }
 
 
-def _service_env(name: str, ports: dict[str, int], dsn: str, bootstrap: str) -> dict[str, str]:
+def _service_env(
+    name: str, ports: dict[str, int], dsn: str, bootstrap: str, mqtt_password: str
+) -> dict[str, str]:
     p = f"QIANSHAO_{name.upper()}_"
     env = {
         **os.environ,
@@ -71,6 +78,13 @@ def _service_env(name: str, ports: dict[str, int], dsn: str, bootstrap: str) -> 
     }
     if name == "ingest":
         env[p + "SL651_PORT"] = str(ports["sl651"])
+        env[p + "MQTT_HOST"] = "127.0.0.1"
+        env[p + "MQTT_PORT"] = str(ports["mqtt"])
+        env[p + "MQTT_USERNAME"] = MQTT_USER
+        env[p + "MQTT_PASSWORD"] = mqtt_password
+        env[p + "MQTT_SUBSCRIPTIONS"] = orjson.dumps(
+            [{"topic": "qianshao/readings/#"}, MQTT_SUBSCRIPTION]
+        ).decode()
     if name == "gateway":
         for svc in ("ingest", "risk", "alerting"):
             env[p + f"{svc.upper()}_URL"] = f"http://127.0.0.1:{ports[svc]}"
@@ -167,7 +181,7 @@ def _wait_ready(url: str, timeout_s: float = 60) -> None:
     raise TimeoutError(f"{url} not ready after {timeout_s}s")
 
 
-async def _demo(ports: dict[str, int], creds: dict[str, str]) -> None:
+async def _demo(ports: dict[str, int], creds: dict[str, str], mqtt_password: str) -> None:
     gw = f"http://127.0.0.1:{ports['gateway']}"
     fake = f"http://127.0.0.1:{ports['fake']}"
     async with httpx.AsyncClient(base_url=gw, timeout=30) as c:
@@ -187,7 +201,8 @@ async def _demo(ports: dict[str, int], creds: dict[str, str]) -> None:
             f"[demo] stations and subscriptions registered; messages appear at {fake}/", flush=True
         )
         print(
-            f"[demo] an SL 651 station reports to 127.0.0.1:{ports['sl651']} (TCP and UDP)",
+            f"[demo] an SL 651 station reports to 127.0.0.1:{ports['sl651']} (TCP and UDP); "
+            f"a city gateway publishes to Mosquitto on 127.0.0.1:{ports['mqtt']}",
             flush=True,
         )
         await run_feed(
@@ -195,6 +210,13 @@ async def _demo(ports: dict[str, int], creds: dict[str, str]) -> None:
             creds["api_key"],
             say=lambda s: print(s, flush=True),
             sl651=("127.0.0.1", ports["sl651"]),
+            mqtt=MqttGateway(
+                "127.0.0.1",
+                ports["mqtt"],
+                MQTT_USER,
+                mqtt_password,
+                lambda s: print(s, flush=True),
+            ),
         )
 
 
@@ -210,11 +232,14 @@ def up() -> int:
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     pg = PostgresServer(run_dir / "pgdata", port=ports["postgres"])
     broker = TansuBroker(run_dir / "logs", port=ports["broker"])
+    mosquitto = MosquittoBroker(run_dir / "mosquitto", port=ports["mqtt"])
     try:
         print(f"starting PostgreSQL on 127.0.0.1:{ports['postgres']} …", flush=True)
         pg.start()
         print(f"starting the Tansu broker on 127.0.0.1:{ports['broker']} …", flush=True)
         broker.start()
+        print(f"starting Mosquitto (MQTT) on 127.0.0.1:{ports['mqtt']} …", flush=True)
+        mosquitto.start()
         creds, storage = asyncio.run(_prepare(pg.dsn, broker.bootstrap, run_dir))
         fake_log = open(run_dir / "logs" / "fake-providers.log", "ab")  # noqa: SIM115
         procs.append(
@@ -241,7 +266,7 @@ def up() -> int:
                     name,
                     subprocess.Popen(
                         [sys.executable, "-m", "shared.cli", "serve", name],
-                        env=_service_env(name, ports, pg.dsn, broker.bootstrap),
+                        env=_service_env(name, ports, pg.dsn, broker.bootstrap, mosquitto.password),
                         stdout=log,
                         stderr=log,
                     ),
@@ -262,7 +287,7 @@ def up() -> int:
         )
         print(f"  (also in {run_dir / 'dev-credentials.json'})\n", flush=True)
         print("Press Ctrl-C to stop.\n", flush=True)
-        asyncio.run(_demo(ports, creds))
+        asyncio.run(_demo(ports, creds, mosquitto.password))
     except KeyboardInterrupt:
         print("\nstopping …", flush=True)
     finally:
@@ -274,6 +299,7 @@ def up() -> int:
                 p.wait(25)
             except subprocess.TimeoutExpired:
                 p.kill()
+        mosquitto.stop()
         broker.stop()
         pg.stop()
         print("stopped.", flush=True)
