@@ -9,6 +9,7 @@ other readings are stored."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,13 @@ import asyncpg
 import httpx
 
 from services.ingest.app import create_app
-from services.ingest.domain.sl651 import crc16, parse_frame
+from services.ingest.domain.sl651 import (
+    BEIJING,
+    crc16,
+    parse_ascii_frame,
+    parse_frame,
+    report_frame_ascii,
+)
 from shared.contracts import Topics
 from shared.devstack.inprocess import serve
 from tests.helpers import eventually, identity_header, ingest_settings
@@ -157,3 +164,61 @@ async def test_an_rtu_no_source_may_register_is_dead_lettered_and_answered(
         assert d["key"] == "0030301495"
         assert d["payload"] == FRAMES[2].hex().upper()
         assert "SL651-0030301495" in d["detail"]
+
+
+async def test_an_ascii_station_is_answered_in_ascii_and_its_readings_stored(
+    database, broker, topic_prefix
+):
+    settings = ingest_settings(database, broker, topic_prefix, sl651_port=0, sl651_udp=False)
+    app = create_app(settings)
+    hdr = identity_header(scopes=["stations:write"])
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, headers=hdr) as c:
+        r = await c.post(
+            "/v1/stations",
+            json={
+                "id": "RG-ASCII-01",
+                "name": "ASCII 雨量站",
+                "kind": "rain_gauge",
+                "region_code": "511112100000",
+                "attributes": {"sl651_address": "0051111299"},
+            },
+        )
+        assert r.status_code == 201, r.text
+        tcp, _ = app.state.sl651_ports
+        when = datetime(2026, 7, 1, 6, 30, tzinfo=BEIJING)
+        frame = report_frame_ascii(
+            station="0051111299",
+            function=0x33,
+            serial=0x2A,
+            sent=when,
+            observed=when,
+            station_type="P",
+            elements=[("PN05", "4.5"), ("VT", "12.6")],
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp)
+        try:
+            writer.write(frame)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readexactly(24), 10)
+            length = int(head[20:23], 16)
+            rest = await asyncio.wait_for(reader.readexactly(length + 5), 10)
+        finally:
+            writer.close()
+        a = parse_ascii_frame(head + rest)
+        assert (a.station, a.function, a.upward) == ("0051111299", 0x33, False)
+        assert a.body[:4] == b"002A"
+
+        conn = await asyncpg.connect(database)
+        try:
+
+            async def stored() -> Any:
+                rows = await conn.fetch(
+                    "SELECT metric, value, ts FROM ingest.readings ORDER BY metric"
+                )
+                return rows if len(rows) == 2 else None
+
+            rows = await eventually(stored, what="the ASCII report's readings")
+        finally:
+            await conn.close()
+        assert [(r["metric"], r["value"]) for r in rows] == [("rainfall", 4.5), ("voltage", 12.6)]
+        assert rows[0]["ts"] == when

@@ -21,8 +21,10 @@ from services.ingest.domain.sl651 import (
     answer,
     crc16,
     frames_of,
+    parse_ascii_frame,
     parse_frame,
     read_report,
+    report_frame_ascii,
     split,
 )
 
@@ -219,3 +221,92 @@ def test_a_report_we_encode_is_the_public_frame_it_copies():
         password=b"\xff\xff",
     )
     assert frame == FRAMES[6]
+
+
+# -- ASCII encoding ------------------------------------------------------------------------------
+# No public ASCII frame was found to hold the reader to; these frames are written out by hand
+# from the standard's ASCII layout (SOH, header fields as hex digits, body text, CRC as four hex
+# digits), and the encoder the benchmark uses is held to the same bytes.
+
+ASCII_BODY = "0012 260701063000 ST 0030746200 P TT 2607010630 PN05 2.5 PT 311.3 VT 12.87 XX 1"
+
+
+def _ascii(body: str, *, function: str = "32", end: int = ETX) -> bytes:
+    head = "01" + "0030746200" + "0000" + function + "0" + f"{len(body):03X}"
+    out = b"\x01" + head.encode() + b"\x02" + body.encode() + bytes([end])
+    return out + f"{crc16(out):04X}".encode()
+
+
+def test_an_ascii_report_is_read_and_the_encoder_writes_the_same_bytes():
+    raw = _ascii(ASCII_BODY)
+    found, garbage, rest = split(raw)
+    assert (garbage, rest) == (b"", b"")
+    (f,) = found
+    assert isinstance(f, Frame)
+    assert (f.ascii, f.upward, f.station, f.function, f.centre) == (
+        True,
+        True,
+        "0030746200",
+        0x32,
+        1,
+    )
+    report = read_report(f)
+    assert report.serial == 0x12
+    assert report.station_type == "rain"
+    assert report.sent == datetime(2026, 7, 1, 6, 30, tzinfo=BEIJING)
+    observed = datetime(2026, 7, 1, 6, 30, tzinfo=BEIJING)
+    assert [(v.metric, v.value, v.ts) for v in report.values] == [
+        ("rainfall", 2.5, observed),
+        ("rainfall_total", 311.3, observed),
+        ("voltage", 12.87, observed),
+    ]
+    assert report.skipped == ["element XX is not one this receiver maps to a metric"]
+    encoded = report_frame_ascii(
+        station="0030746200",
+        function=0x32,
+        serial=0x12,
+        sent=observed,
+        observed=observed,
+        station_type="P",
+        elements=[("PN05", "2.5"), ("PT", "311.3"), ("VT", "12.87"), ("XX", "1")],
+    )
+    assert encoded == raw
+
+
+def test_ascii_and_hex_frames_share_a_stream_and_stray_soh_bytes_are_garbage():
+    stream = b"\x01\x01zz" + _ascii(ASCII_BODY) + FRAMES[0] + _ascii(ASCII_BODY, function="33")
+    found, garbage, rest = split(stream + _ascii(ASCII_BODY)[:30])
+    assert [f.function for f in found if isinstance(f, Frame)] == [0x32, 0x32, 0x33]
+    assert [f.ascii for f in found if isinstance(f, Frame)] == [True, False, True]
+    assert garbage == b"\x01\x01zz"
+    assert rest == _ascii(ASCII_BODY)[:30]  # waits for the rest of the frame
+
+
+def test_a_broken_ascii_frame_says_why():
+    raw = _ascii(ASCII_BODY)
+    bad_crc = raw[:-4] + b"0000"
+    (f,) = split(bad_crc)[0]
+    assert isinstance(f, FrameError)
+    assert f.reason.startswith("CRC 0000 does not match")
+    (g,) = split(_ascii("0012 2607 ST"))[0]
+    assert isinstance(g, Frame)
+    with pytest.raises(FrameError, match="no serial and send time"):
+        read_report(g)
+
+
+def test_an_ascii_frame_is_answered_in_ascii():
+    (f,) = split(_ascii(ASCII_BODY))[0]
+    assert isinstance(f, Frame)
+    now = datetime(2026, 7, 1, 6, 31, 5, tzinfo=BEIJING)
+    got = answer(f, now)
+    assert got[:1] == b"\x01"
+    a = parse_ascii_frame(got)
+    assert (a.ascii, a.upward, a.station, a.function, a.centre) == (
+        True,
+        False,
+        "0030746200",
+        0x32,
+        1,
+    )
+    assert a.body == b"0012260701063105"
+    assert a.end == 0x04  # EOT: the link is released

@@ -171,6 +171,7 @@ class Frame:
     end: int
     packets: tuple[int, int] | None  # (total, number) of a multi-packet message
     raw: bytes
+    ascii: bool = False  # an ASCII-encoded frame (SOH 01): its body is text
 
     @property
     def last(self) -> bool:
@@ -184,13 +185,34 @@ def split(buffer: bytes) -> tuple[list[Frame | FrameError], bytes, bytes]:
     garbage = bytearray()
     pos = 0
     while True:
-        start = buffer.find(START, pos)
+        start = _next_start(buffer, pos)
         if start < 0:
             # keep a trailing 7E: it may be the first half of a start mark
             keep = len(buffer) - 1 if buffer.endswith(b"\x7e") else len(buffer)
             garbage += buffer[pos:keep]
             return out, bytes(garbage), buffer[keep:]
         garbage += buffer[pos:start]
+        if buffer[start] == SOH:
+            got = _ascii_at(buffer, start)
+            if got is None:  # not (yet) an ASCII header
+                if len(buffer) - start < ASCII_HEADER + 1 and _could_be_ascii(buffer[start:]):
+                    return out, bytes(garbage), buffer[start:]
+                garbage += buffer[start : start + 1]
+                pos = start + 1
+                continue
+            if isinstance(got, FrameError):
+                out.append(got)
+                pos = start + 1
+                continue
+            if len(buffer) - start < got:
+                return out, bytes(garbage), buffer[start:]
+            raw = buffer[start : start + got]
+            pos = start + got
+            try:
+                out.append(parse_ascii_frame(raw))
+            except FrameError as exc:
+                out.append(exc)
+            continue
         if len(buffer) - start < HEADER + 1:
             return out, bytes(garbage), buffer[start:]
         length = int.from_bytes(buffer[start + 11 : start + 13], "big") & 0x0FFF
@@ -259,6 +281,150 @@ def parse_frame(raw: bytes) -> Frame:
     )
 
 
+# ASCII encoding (SL 651-2014 §5.2: the same frame with its header fields, body and CRC written as
+# ASCII characters): SOH 01 | centre 2 | station 10 | password 4 | function 2 | dir+length 4 |
+# STX (or SYN + packets 6) | body text | end 1 | CRC 4 (hex digits, over everything before)
+SOH = 0x01
+ASCII_HEADER = 23
+_HEXDIGITS = frozenset(b"0123456789ABCDEFabcdef")
+
+
+def _next_start(buffer: bytes, pos: int) -> int:
+    hexed, text = buffer.find(START, pos), buffer.find(bytes([SOH]), pos)
+    if hexed < 0 or (0 <= text < hexed):
+        return text
+    return hexed
+
+
+def _could_be_ascii(head: bytes) -> bool:
+    return all(b in _HEXDIGITS for b in head[1:ASCII_HEADER])
+
+
+def _ascii_at(buffer: bytes, start: int) -> int | FrameError | None:
+    """The length of the ASCII frame at ``start``; None if no ASCII header is there (or not
+    all of it yet)."""
+    head = buffer[start : start + ASCII_HEADER + 1]
+    if len(head) < ASCII_HEADER + 1 or not _could_be_ascii(head):
+        return None
+    if chr(head[19]) not in "08":
+        return None
+    length = int(head[20:23], 16)
+    stx = head[ASCII_HEADER]
+    if stx not in (STX, SYN):
+        return FrameError(f"no STX or SYN after the ASCII header but {stx:02X}", head)
+    return ASCII_HEADER + 1 + (6 if stx == SYN else 0) + length + 1 + 4
+
+
+def parse_ascii_frame(raw: bytes) -> Frame:
+    """One whole ASCII frame: its header, its body, the end mark and the CRC checked."""
+    if len(raw) < ASCII_HEADER + 6 or raw[0] != SOH:
+        raise FrameError(f"not an ASCII frame of {len(raw)} bytes", raw)
+    try:
+        want = int(raw[-4:], 16)
+    except ValueError:
+        raise FrameError(f"CRC {raw[-4:]!r} is not four hex digits", raw) from None
+    got = crc16(raw[:-4])
+    if want != got:
+        raise FrameError(f"CRC {want:04X} does not match {got:04X}", raw)
+    text = raw[:ASCII_HEADER].decode("ascii")
+    upward = text[19] == "0"
+    length = int(text[20:23], 16)
+    at = ASCII_HEADER + 1
+    packets = None
+    if raw[ASCII_HEADER] == SYN:
+        try:
+            n = int(raw[at : at + 6], 16)
+        except ValueError:
+            raise FrameError("the packet count is not six hex digits", raw) from None
+        packets = (n >> 12, n & 0x0FFF)
+        if packets[0] < 1 or not 1 <= packets[1] <= packets[0]:
+            raise FrameError(f"packet {packets[1]} of {packets[0]}", raw)
+        at += 6
+    body = raw[at : at + length]
+    end = raw[at + length] if at + length < len(raw) - 4 else -1
+    if len(body) != length or end not in (ETX, ETB, ENQ, EOT, ESC):
+        raise FrameError(f"the body of {length} characters is not followed by an end mark", raw)
+    station, centre = (text[3:13], text[1:3]) if upward else (text[1:11], text[11:13])
+    return Frame(
+        centre=int(centre, 16),
+        station=station.upper(),
+        password=bytes.fromhex(text[13:17]),
+        function=int(text[17:19], 16),
+        upward=upward,
+        body=body,
+        end=end,
+        packets=packets,
+        raw=raw,
+        ascii=True,
+    )
+
+
+# the elements by their mnemonic, as ASCII bodies name them
+SYMBOLS: Mapping[str, Element] = {e.code: e for e in ELEMENTS.values()}
+
+
+def read_ascii_report(frame: Frame, body: bytes | None = None) -> Report:
+    """The readings of an ASCII report: ``serial(4) sent(12) ST address type TT observed(10)``
+    then ``mnemonic value`` pairs, separated by spaces."""
+    data = frame.body if body is None else body
+    try:
+        tokens = data.decode("ascii").split()
+    except UnicodeDecodeError:
+        raise FrameError("an ASCII body with bytes that are not ASCII", frame.raw) from None
+    if tokens and len(tokens[0]) == 4 and len(tokens) > 1 and len(tokens[1]) == 12:
+        tokens = [tokens[0] + tokens[1], *tokens[2:]]
+    if not tokens or len(tokens[0]) != 16 or not tokens[0].isalnum():
+        raise FrameError("an ASCII report body has no serial and send time", frame.raw)
+    try:
+        serial = int(tokens[0][:4], 16)
+    except ValueError:
+        raise FrameError(f"serial {tokens[0][:4]!r} is not hex", frame.raw) from None
+    report = Report(
+        station=frame.station,
+        function=frame.function,
+        serial=serial,
+        sent=_time(bytes.fromhex(_digits(tokens[0][4:], frame)), with_seconds=True),
+    )
+    i = 1
+    while i < len(tokens):
+        symbol = tokens[i].upper()
+        value = tokens[i + 1] if i + 1 < len(tokens) else None
+        i += 2
+        if value is None:
+            report.skipped.append(f"{symbol} has no value")
+            break
+        if symbol == "ST":
+            if value.upper() != frame.station:
+                report.skipped.append(f"ST names station {value.upper()}")
+            if i < len(tokens) and len(tokens[i]) == 1:
+                code = ord(tokens[i])
+                report.station_type = STATION_TYPES.get(code, tokens[i])
+                i += 1
+        elif symbol == "TT":
+            report.observed = _time(bytes.fromhex(_digits(value, frame)), with_seconds=False)
+        elif symbol not in SYMBOLS:
+            report.skipped.append(f"element {symbol} is not one this receiver maps to a metric")
+        elif report.observed is None:
+            report.skipped.append(f"element {symbol} comes before the observation time")
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                report.skipped.append(f"element {symbol} holds {value!r}, not a number")
+                continue
+            element = SYMBOLS[symbol]
+            report.values.append(
+                Value(element.metric, element.unit, report.observed, number, element.code)
+            )
+    return report
+
+
+def _digits(value: str, frame: Frame) -> str:
+    if not value.isdigit() or len(value) % 2:
+        raise FrameError(f"time {value!r} is not BCD digits", frame.raw)
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Value:
     metric: str
@@ -295,6 +461,8 @@ def _number(data: bytes, decimals: int) -> float | None:
 def read_report(frame: Frame, body: bytes | None = None) -> Report:
     """The readings of a report (functions 30–34), from ``body`` (a reassembled multi-packet
     message) or the frame's own."""
+    if frame.ascii:
+        return read_ascii_report(frame, body)
     data = frame.body if body is None else body
     if len(data) < 8:
         raise FrameError(
@@ -423,6 +591,8 @@ def answer(frame: Frame, now: datetime, *, keep: bool = False, serial: int | Non
     """The centre's confirmation of an upward frame: the same function code, downward, the
     station's address first, the report's serial and the centre's time, ending EOT (release the
     link) or ESC (keep it, ``keep``)."""
+    if frame.ascii:
+        return _ascii_answer(frame, now, keep=keep, serial=serial)
     if serial is None:
         serial = int.from_bytes(frame.body[0:2], "big") if len(frame.body) >= 2 else 0
     stamp = now.astimezone(BEIJING).strftime("%y%m%d%H%M%S")
@@ -438,6 +608,23 @@ def answer(frame: Frame, now: datetime, *, keep: bool = False, serial: int | Non
     )
     out = head + body + bytes([ESC if keep else EOT])
     return out + crc16(out).to_bytes(2, "big")
+
+
+def _ascii_answer(frame: Frame, now: datetime, *, keep: bool, serial: int | None) -> bytes:
+    if serial is None:
+        try:
+            serial = int(frame.body[0:4], 16)
+        except ValueError:
+            serial = 0
+    body = f"{serial:04X}{now.astimezone(BEIJING).strftime('%y%m%d%H%M%S')}"
+    head = (
+        f"{frame.station}{frame.centre:02X}{frame.password.hex().upper()}"
+        f"{frame.function:02X}8{len(body):03X}"
+    )
+    out = (
+        bytes([SOH]) + head.encode() + bytes([STX]) + body.encode() + bytes([ESC if keep else EOT])
+    )
+    return out + f"{crc16(out):04X}".encode()
 
 
 @dataclass
@@ -466,7 +653,7 @@ def frames_of(data: bytes) -> Iterator[Frame | FrameError]:
     found, garbage, rest = split(data)
     yield from found
     if garbage:
-        yield FrameError(f"{len(garbage)} bytes before any 7E7E start", garbage)
+        yield FrameError(f"{len(garbage)} bytes before any 7E7E or SOH start", garbage)
     if rest:
         yield FrameError(f"truncated: {len(rest)} bytes end the datagram", rest)
 
@@ -515,3 +702,33 @@ def report_frame(
     )
     out = head + body + bytes([ETX])
     return out + crc16(out).to_bytes(2, "big")
+
+
+def report_frame_ascii(
+    *,
+    station: str,
+    function: int,
+    serial: int,
+    sent: datetime,
+    observed: datetime,
+    station_type: str,
+    elements: list[tuple[str, str]],
+    centre: int = 0x01,
+    password: str = "0000",  # noqa: S107 (the standard's default, not a secret)
+) -> bytes:
+    """An upward report frame in ASCII encoding: (mnemonic, value as written) each."""
+    body = " ".join(
+        [
+            f"{serial:04X}",
+            sent.astimezone(BEIJING).strftime("%y%m%d%H%M%S"),
+            "ST",
+            station,
+            station_type,
+            "TT",
+            observed.astimezone(BEIJING).strftime("%y%m%d%H%M"),
+            *(f"{k} {v}" for k, v in elements),
+        ]
+    )
+    head = f"{centre:02X}{station}{password}{function:02X}0{len(body):03X}"
+    out = bytes([SOH]) + head.encode() + bytes([STX]) + body.encode() + bytes([ETX])
+    return out + f"{crc16(out):04X}".encode()
