@@ -27,6 +27,7 @@ from bench import (
     alerting,
     e2e_latency,
     earthquake,
+    fieldproto,
     gateway,
     ingest,
     push,
@@ -52,6 +53,7 @@ BENCHES: dict[str, Bench] = {
     "alerting": lambda pg, b: alerting.run(pg.dsn, b.bootstrap),
     "earthquake": lambda pg, b: earthquake.run(pg.dsn, b.bootstrap),
     "soak": lambda pg, b: soak.run(pg.dsn, b.bootstrap),
+    "fieldproto": lambda pg, b: fieldproto.run(),
 }
 
 

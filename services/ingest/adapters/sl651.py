@@ -184,7 +184,7 @@ class Sl651Receiver:
                     self._dead(f.raw, "sl651_element", "; ".join(report.skipped), f.station, now)
                 )
             for v in report.values:
-                readings.append((station, _reading(self._source, station, v, now)))
+                readings.append((station, reading_json(self._source, station, v, now)))
             FRAMES.labels("report").inc()
             answers.append(sl651.answer(f, now))
         if readings:
@@ -237,7 +237,7 @@ class Sl651Receiver:
         )
 
 
-def _reading(source: str, station: str, v: sl651.Value, now: datetime) -> bytes:
+def reading_json(source: str, station: str, v: sl651.Value, now: datetime) -> bytes:
     return orjson.dumps(
         {
             "source": source,

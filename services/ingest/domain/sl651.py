@@ -2,7 +2,7 @@
 decoded into readings; and the answers a station expects. Pure: bytes in, frames and readings out.
 
 A frame (SL 651-2014 §5 and Appendix; the layout as public parsers read it, see
-``docs/sl651.md``)::
+``docs/field-protocols.md``)::
 
     7E 7E | centre 1 | station 5 (BCD/HEX) | password 2 | function 1 | dir+length 2 |
     STX 02 (one packet) or SYN 16 + packets 3 (total 12 bits, number 12 bits) |
@@ -124,13 +124,23 @@ STATION_TYPES = {
 }
 
 
+def _crc_entry(byte: int) -> int:
+    crc = byte
+    for _ in range(8):
+        crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+_CRC_TABLE = tuple(_crc_entry(b) for b in range(256))
+
+
 def crc16(data: bytes) -> int:
-    """CRC-16/MODBUS (polynomial A001 reflected, initial FFFF), as SL 651 frames carry it."""
+    """CRC-16/MODBUS (polynomial A001 reflected, initial FFFF), as SL 651 frames carry it; a
+    byte at a time from a table of the 256 bit-by-bit results."""
     crc = 0xFFFF
+    table = _CRC_TABLE
     for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        crc = (crc >> 8) ^ table[(crc ^ b) & 0xFF]
     return crc
 
 
@@ -290,10 +300,11 @@ _HEXDIGITS = frozenset(b"0123456789ABCDEFabcdef")
 
 
 def _next_start(buffer: bytes, pos: int) -> int:
-    hexed, text = buffer.find(START, pos), buffer.find(bytes([SOH]), pos)
-    if hexed < 0 or (0 <= text < hexed):
-        return text
-    return hexed
+    if buffer.startswith(START, pos) or buffer[pos : pos + 1] == b"\x01":
+        return pos  # frames back to back: no search through the rest of the stream
+    hexed = buffer.find(START, pos)
+    text = buffer.find(b"\x01", pos, hexed if hexed >= 0 else len(buffer))
+    return text if text >= 0 else hexed
 
 
 def _could_be_ascii(head: bytes) -> bool:
