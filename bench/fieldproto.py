@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from services.ingest.adapters.sl651 import reading_json
-from services.ingest.domain import coalmine, sl651
+from services.ingest.domain import coalmine, sl651, sl651_station
 from services.ingest.domain.mqtt import MetricMap, PayloadMap, decode
 from shared.contracts import RawReading
 
@@ -80,7 +80,7 @@ def _sl651_stream(now: datetime, *, ascii_: bool) -> bytes:
         when = now - timedelta(minutes=FRAMES - i)
         station = f"00511{i % 100:05d}"
         if ascii_:
-            out += sl651.report_frame_ascii(
+            out += sl651_station.report_frame_ascii(
                 station=station,
                 function=0x32,
                 serial=i % 65536,
@@ -90,7 +90,7 @@ def _sl651_stream(now: datetime, *, ascii_: bool) -> bytes:
                 elements=[("PN05", "1.5"), ("PT", "311.3"), ("Z", "3.217"), ("VT", "12.6")],
             )
         else:
-            out += sl651.report_frame(
+            out += sl651_station.report_frame(
                 station=station,
                 function=0x32,
                 serial=i % 65536,

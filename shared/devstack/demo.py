@@ -24,7 +24,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services.ingest.domain.sl651 import report_frame
+from services.ingest.domain.sl651_station import report_frame
 
 DEMO_SOURCE = "demo-city-platform"
 # the demo county's bureau: 511112 (乐山市五通桥区) + department + unit + serial

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.ingest.domain.sl651 import parse_frame, report_frame
+from services.ingest.domain.sl651 import parse_frame
+from services.ingest.domain.sl651_station import report_frame
 from shared.devstack.inprocess import Stack, running_stack
 from shared.devstack.procs import free_port
 from tests.e2e.test_warning_flow import login

@@ -22,8 +22,8 @@ from services.ingest.domain.sl651 import (
     crc16,
     parse_ascii_frame,
     parse_frame,
-    report_frame_ascii,
 )
+from services.ingest.domain.sl651_station import report_frame_ascii
 from shared.contracts import Topics
 from shared.devstack.inprocess import serve
 from tests.helpers import eventually, identity_header, ingest_settings

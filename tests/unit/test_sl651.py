@@ -24,9 +24,9 @@ from services.ingest.domain.sl651 import (
     parse_ascii_frame,
     parse_frame,
     read_report,
-    report_frame_ascii,
     split,
 )
+from services.ingest.domain.sl651_station import report_frame_ascii
 
 FRAMES = [
     bytes.fromhex(line)
@@ -207,7 +207,7 @@ def _frame(
 
 def test_a_report_we_encode_is_the_public_frame_it_copies():
     """The encoder the demo station and the benchmark use, held to a real station's frame."""
-    from services.ingest.domain.sl651 import report_frame
+    from services.ingest.domain.sl651_station import report_frame
 
     frame = report_frame(
         station="0081120005",
