@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
+from services.ingest.adapters.raw import raw_reading
 from services.ingest.adapters.sl651 import reading_json
 from services.ingest.domain import coalmine, sl651, sl651_station
 from services.ingest.domain.mqtt import MetricMap, PayloadMap, decode
@@ -163,16 +164,15 @@ def _coalmine(data: bytes, now: datetime) -> int:
     fmap = coalmine.shipped_maps()["national"]
     parsed = coalmine.parse_file("140211B0012001_CDSS_20260701080000.txt", data, fmap)
     for v in parsed.values:
-        orjson.dumps(
-            {
-                "source": "coalmine",
-                "station_id": v.station_id,
-                "metric": v.metric,
-                "ts": v.ts.isoformat(),
-                "value": v.value,
-                "unit": v.unit,
-                "received_at": now.isoformat(),
-            }
+        assert v.metric is not None
+        raw_reading(
+            source="coalmine",
+            station=v.station_id,
+            metric=v.metric,
+            ts=v.ts,
+            value=v.value,
+            unit=v.unit,
+            received_at=now,
         )
     return len(parsed.values)
 

@@ -33,6 +33,7 @@ import orjson
 from prometheus_client import Counter
 
 from services.ingest.adapters import stations as station_repo
+from services.ingest.adapters.raw import raw_reading
 from services.ingest.adapters.stations import StationCache, StationIn
 from services.ingest.domain import coalmine
 from services.ingest.domain.coalmine import FieldMap, Parsed
@@ -228,22 +229,16 @@ class CoalMineWatcher:
             if v.station_id not in known or metric is None:
                 strangers.append(v)
                 continue
-            out.append(
-                (
-                    v.station_id,
-                    orjson.dumps(
-                        {
-                            "source": self._source,
-                            "station_id": v.station_id,
-                            "metric": metric,
-                            "ts": v.ts.isoformat(),
-                            "value": v.value,
-                            "unit": unit,
-                            "received_at": now.isoformat(),
-                        }
-                    ),
-                )
+            message = raw_reading(
+                source=self._source,
+                station=v.station_id,
+                metric=metric,
+                ts=v.ts,
+                value=v.value,
+                unit=unit,
+                received_at=now,
             )
+            out.append((v.station_id, message))
         return out, strangers
 
     async def _unreadable(

@@ -28,6 +28,7 @@ import orjson
 from prometheus_client import Counter
 
 from services.ingest.adapters import stations as station_repo
+from services.ingest.adapters.raw import raw_reading
 from services.ingest.adapters.stations import StationCache
 from services.ingest.domain import sl651
 from shared.clock import Clock
@@ -238,16 +239,14 @@ class Sl651Receiver:
 
 
 def reading_json(source: str, station: str, v: sl651.Value, now: datetime) -> bytes:
-    return orjson.dumps(
-        {
-            "source": source,
-            "station_id": station,
-            "metric": v.metric,
-            "ts": v.ts.isoformat(),
-            "value": v.value,
-            "unit": v.unit,
-            "received_at": now.isoformat(),
-        }
+    return raw_reading(
+        source=source,
+        station=station,
+        metric=v.metric,
+        ts=v.ts,
+        value=v.value,
+        unit=v.unit,
+        received_at=now,
     )
 
 

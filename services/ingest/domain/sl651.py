@@ -136,50 +136,41 @@ def split(buffer: bytes) -> tuple[list[Frame | FrameError], bytes, bytes]:
             garbage += buffer[pos:keep]
             return out, bytes(garbage), buffer[keep:]
         garbage += buffer[pos:start]
-        if buffer[start] == SOH:
-            got = _ascii_at(buffer, start)
-            if got is None:  # not (yet) an ASCII header
-                if len(buffer) - start < ASCII_HEADER + 1 and _could_be_ascii(buffer[start:]):
-                    return out, bytes(garbage), buffer[start:]
-                garbage += buffer[start : start + 1]
+        ascii_ = buffer[start] == SOH
+        got = _ascii_at(buffer, start) if ascii_ else _hex_at(buffer, start)
+        if got is None:
+            if ascii_ and not (
+                len(buffer) - start < ASCII_HEADER + 1 and _could_be_ascii(buffer[start:])
+            ):
+                garbage += buffer[start : start + 1]  # a stray SOH byte
                 pos = start + 1
                 continue
-            if isinstance(got, FrameError):
-                out.append(got)
-                pos = start + 1
-                continue
-            if len(buffer) - start < got:
-                return out, bytes(garbage), buffer[start:]
-            raw = buffer[start : start + got]
-            pos = start + got
-            try:
-                out.append(parse_ascii_frame(raw))
-            except FrameError as exc:
-                out.append(exc)
+            return out, bytes(garbage), buffer[start:]  # the header is not all here yet
+        if isinstance(got, FrameError):
+            out.append(got)
+            pos = start + (1 if ascii_ else len(START))
             continue
-        if len(buffer) - start < HEADER + 1:
+        if len(buffer) - start < got:
             return out, bytes(garbage), buffer[start:]
-        length = int.from_bytes(buffer[start + 11 : start + 13], "big") & 0x0FFF
-        stx = buffer[start + 13]
-        extra = 3 if stx == SYN else 0
-        total = HEADER + 1 + extra + length + 1 + 2
-        if stx not in (STX, SYN):
-            out.append(
-                FrameError(
-                    f"no STX or SYN after the header but {stx:02X}",
-                    buffer[start : start + HEADER + 1],
-                )
-            )
-            pos = start + 2
-            continue
-        if len(buffer) - start < total:
-            return out, bytes(garbage), buffer[start:]
-        raw = buffer[start : start + total]
-        pos = start + total
+        raw = buffer[start : start + got]
+        pos = start + got
         try:
-            out.append(parse_frame(raw))
+            out.append(parse_ascii_frame(raw) if ascii_ else parse_frame(raw))
         except FrameError as exc:
             out.append(exc)
+
+
+def _hex_at(buffer: bytes, start: int) -> int | FrameError | None:
+    """The length of the HEX frame at ``start``; None while its header is not all here."""
+    if len(buffer) - start < HEADER + 1:
+        return None
+    stx = buffer[start + 13]
+    if stx not in (STX, SYN):
+        return FrameError(
+            f"no STX or SYN after the header but {stx:02X}", buffer[start : start + HEADER + 1]
+        )
+    length = int.from_bytes(buffer[start + 11 : start + 13], "big") & 0x0FFF
+    return HEADER + 1 + (3 if stx == SYN else 0) + length + 1 + 2
 
 
 def parse_frame(raw: bytes) -> Frame:
