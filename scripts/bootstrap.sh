@@ -20,6 +20,12 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt_install postgresql
 fi
 command -v runuser >/dev/null || apt_install util-linux
+# PostGIS (Debian's package for that PostgreSQL): the 一张图's registries and their spatial queries
+pg_major="$(basename "$(dirname "$(dirname "$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")")")"
+if [ ! -f "/usr/share/postgresql/$pg_major/extension/postgis.control" ]; then
+  echo "installing PostGIS for PostgreSQL $pg_major (Debian package) …"
+  apt_install "postgresql-$pg_major-postgis-3"
+fi
 # promtool (Debian's prometheus package) checks and unit-tests the alert rules
 command -v promtool >/dev/null || apt_install prometheus
 # systemd-analyze checks the one-server install's units (deploy/systemd)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.ingest.adapters import atlas as atlas_repo
 from services.ingest.adapters.coalmine import CoalMineWatcher
 from services.ingest.adapters.mqtt import Broker, MqttSubscriber, Subscription
 from services.ingest.adapters.recent import RecentReadings
@@ -16,7 +17,7 @@ from services.ingest.adapters.sl651 import Sl651Receiver
 from services.ingest.adapters.stations import StationCache
 from services.ingest.adapters.store import ReadingStore
 from services.ingest.adapters.warnings import WarningsIngress
-from services.ingest.api import divisions
+from services.ingest.api import atlas, divisions
 from services.ingest.api.routes import ReadingsIngress, router
 from services.ingest.domain.coalmine import FieldMap, shipped_maps
 from services.ingest.domain.kernel import default as default_kernel
@@ -30,11 +31,13 @@ from shared.clock import Clock, SystemClock
 from shared.contracts import Topics
 from shared.http import new_app
 from shared.logging import configure_logging
+from shared.places import Places
 from shared.runtime import start_runtime
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+ATLAS_MIGRATIONS = MIGRATIONS / "atlas"
 
 
 def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastAPI:
@@ -59,8 +62,11 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
                 topics.station_health,
             ],
         )
+        # the 一张图's registries: a schema of their own on PostGIS, migrated beside ingest's
+        app.state.atlas_unavailable = await atlas_repo.prepare(rt.pool, ATLAS_MIGRATIONS)
         stations = StationCache(rt.pool, settings.station_cache_ttl_s)
         app.state.runtime = rt
+        app.state.places = Places(rt.pool)
         app.state.stations = stations
         app.state.ingress = ReadingsIngress(
             producer=rt.producer,
@@ -184,6 +190,7 @@ def create_app(settings: IngestSettings, *, clock: Clock | None = None) -> FastA
     )
     app.include_router(router(settings.max_body_bytes, settings.max_batch_items))
     app.include_router(divisions.router())
+    app.include_router(atlas.router())
     return app
 
 

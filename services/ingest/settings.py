@@ -56,6 +56,10 @@ class IngestSettings(ServiceSettings):
     # that announces changes runs this often (0: not at all)
     offline_factor: float = Field(default=3.0, gt=0)
     health_sweep_s: float = Field(default=30.0, ge=0)
+    # the 一张图: the share of enterprises that must be monitored online and are (the plans' KPI,
+    # 高危企业在线监测率), and how far a shelter with no service radius of its own serves
+    atlas_online_target: float = Field(default=0.85, gt=0, le=1)
+    atlas_service_radius_m: int = Field(default=1000, ge=0, le=50_000)
     station_cache_ttl_s: float = 30.0
     # the SL 651-2014 receiver for hydrological and rain telemetry stations: TCP (and UDP) on
     # this port; none: off (one replica of ingest listens, or each on its own address)

@@ -14,6 +14,7 @@ READ_SCOPES = [
     "subscriptions:read",
     "recipients:read",
     "silences:read",
+    "atlas:read",
 ]
 
 ROLE_SCOPES: dict[str, list[str]] = {
@@ -31,6 +32,7 @@ ROLE_SCOPES: dict[str, list[str]] = {
         "confirmations:write",
         "audit:read",
         "clients:write",
+        "atlas:write",
     ],
     # approving a publication also needs the approver role itself (checked by alerting)
     "approver": [*READ_SCOPES, "warnings:approve", "warnings:write", "audit:read"],
@@ -41,6 +43,7 @@ ROLE_SCOPES: dict[str, list[str]] = {
         "confirmations:write",
         "silences:write",
         "recipients:write",
+        "atlas:write",
     ],
     "viewer": list(READ_SCOPES),
     "upstream_platform": ["readings:write", "stations:read", "upstream_warnings:write"],

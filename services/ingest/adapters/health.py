@@ -19,6 +19,7 @@ import asyncpg
 from prometheus_client import Gauge
 from pydantic import BaseModel
 
+from services.ingest.domain.atlas import EnterpriseFeed
 from shared.db import Conn
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,40 @@ async def source_health(pool: asyncpg.Pool, *, now: datetime) -> list[SourceHeal
             last_seen=r["last_seen"],
             messages_5min=r["recent"],
             per_second=r["recent"] / 300.0,
+        )
+        for r in rows
+    ]
+
+
+async def enterprise_feeds(
+    pool: asyncpg.Pool, *, region_prefix: str, now: datetime, factor: float
+) -> list[EnterpriseFeed]:
+    """Every enterprise that must be monitored online within the prefix, with its stations
+    (those whose ``owner_enterprise`` is its credit code) counted as online when not in
+    maintenance and heard from within ``factor`` × their interval."""
+    rows = await pool.fetch(
+        """SELECT e.id, e.name, e.sector, e.region_code, count(s.id) AS stations,
+                  count(s.id) FILTER (WHERE NOT s.maintenance AND h.last_seen >=
+                      $2::timestamptz - make_interval(secs => s.interval_s * $3)) AS online,
+                  max(h.last_seen) AS last_seen
+             FROM atlas.enterprises e
+             LEFT JOIN ingest.stations s ON s.owner_enterprise = e.id
+             LEFT JOIN ingest.station_health h ON h.station_id = s.id
+            WHERE e.monitoring_required AND e.region_code LIKE $1 || '%'
+            GROUP BY e.id ORDER BY e.region_code, e.id""",
+        region_prefix,
+        now,
+        factor,
+    )
+    return [
+        EnterpriseFeed(
+            id=r["id"],
+            name=r["name"],
+            sector=r["sector"],
+            region_code=r["region_code"],
+            stations=r["stations"],
+            online_stations=r["online"],
+            last_seen=r["last_seen"],
         )
         for r in rows
     ]
