@@ -128,11 +128,11 @@ async def test_every_registry_round_trips_with_its_audit_trail(ingest):
     c = ingest
     assert set(SAMPLES) == set(REGISTRIES)
     for kind, (key, body) in SAMPLES.items():  # in an order that satisfies the references
-        r = await c.put(f"/v1/atlas/{kind}/{key}", json=body, headers=ADMIN)
+        r = await c.put(f"/v1/atlas/registries/{kind}/records/{key}", json=body, headers=ADMIN)
         assert r.status_code == 201, (kind, r.text)
-        again = await c.put(f"/v1/atlas/{kind}/{key}", json=body, headers=ADMIN)
+        again = await c.put(f"/v1/atlas/registries/{kind}/records/{key}", json=body, headers=ADMIN)
         assert again.status_code == 200, again.text
-        got = (await c.get(f"/v1/atlas/{kind}/{key}", headers=ADMIN)).json()
+        got = (await c.get(f"/v1/atlas/registries/{kind}/records/{key}", headers=ADMIN)).json()
         for field, value in body.items():
             expected = {"二级": "2"}.get(str(value), value)
             assert got[field] == expected, (kind, field)
@@ -142,21 +142,29 @@ async def test_every_registry_round_trips_with_its_audit_trail(ingest):
         ], kind
     # a change is audited with what it was
     body = {**SAMPLES["teams"][1], "members": 50}
-    r = await c.put("/v1/atlas/teams/TM-1", json=body, headers=ADMIN)
+    r = await c.put("/v1/atlas/registries/teams/records/TM-1", json=body, headers=ADMIN)
     assert r.json()["members"] == 50
     trail = (await c.get("/v1/atlas/audit/teams/TM-1", headers=ADMIN)).json()
     assert [e["action"] for e in trail] == ["create", "update"]
     assert (trail[1]["before"]["members"], trail[1]["after"]["members"]) == (45, 50)
     # GeoJSON of a located registry
-    r = await c.get("/v1/atlas/targets", params={"format": "geojson"}, headers=ADMIN)
+    r = await c.get(
+        "/v1/atlas/registries/targets/records", params={"format": "geojson"}, headers=ADMIN
+    )
     assert r.headers["content-type"] == "application/geo+json"
     (feature,) = r.json()["features"]
     assert feature["geometry"] == {"type": "Point", "coordinates": [103.815, 29.415]}
     assert feature["properties"]["population"] == 800
     # the stock is addressed under its depot; deleting the depot takes its stock with it
-    assert (await c.get("/v1/atlas/stock/DP-1/帐篷", headers=ADMIN)).json()["quantity"] == 200
-    assert (await c.delete("/v1/atlas/depots/DP-1", headers=ADMIN)).status_code == 204
-    assert (await c.get("/v1/atlas/stock/DP-1/帐篷", headers=ADMIN)).status_code == 404
+    assert (await c.get("/v1/atlas/registries/stock/records/DP-1/帐篷", headers=ADMIN)).json()[
+        "quantity"
+    ] == 200
+    assert (
+        await c.delete("/v1/atlas/registries/depots/records/DP-1", headers=ADMIN)
+    ).status_code == 204
+    assert (
+        await c.get("/v1/atlas/registries/stock/records/DP-1/帐篷", headers=ADMIN)
+    ).status_code == 404
     trail = (await c.get("/v1/atlas/audit/depots/DP-1", headers=ADMIN)).json()
     assert trail[-1]["action"] == "delete"
     assert trail[-1]["before"]["name"] == "区级物资储备库"
@@ -165,7 +173,9 @@ async def test_every_registry_round_trips_with_its_audit_trail(ingest):
 async def test_bad_records_are_refused_with_the_field_and_reason(ingest):
     c = ingest
     bad = {**SAMPLES["enterprises"][1]}
-    r = await c.put("/v1/atlas/enterprises/91440300708461136A", json=bad, headers=ADMIN)
+    r = await c.put(
+        "/v1/atlas/registries/enterprises/records/91440300708461136A", json=bad, headers=ADMIN
+    )
     assert r.status_code == 422
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["errors"] == [
@@ -175,10 +185,14 @@ async def test_bad_records_are_refused_with_the_field_and_reason(ingest):
         }
     ]
     # a major hazard of an enterprise that is not registered
-    r = await c.put("/v1/atlas/major_hazards/MH-1", json=SAMPLES["major_hazards"][1], headers=ADMIN)
+    r = await c.put(
+        "/v1/atlas/registries/major_hazards/records/MH-1",
+        json=SAMPLES["major_hazards"][1],
+        headers=ADMIN,
+    )
     assert r.status_code == 422
     assert f"'{ENTERPRISE}' is not registered" in r.json()["detail"]
-    r = await c.get("/v1/atlas/nonsense", headers=ADMIN)
+    r = await c.get("/v1/atlas/registries/nonsense/records", headers=ADMIN)
     assert r.status_code == 422
 
 
@@ -199,7 +213,7 @@ async def test_csv_import_is_all_or_nothing_and_idempotent(ingest):
         ["TG-4", "石岗村", TOWN_B, 103.85, 29.45, "village", 300, "gcj02"],
     ]
     hdr = {**ADMIN, "content-type": "text/csv"}
-    r = await c.post("/v1/atlas/targets/import", content=csv_of(rows), headers=hdr)
+    r = await c.post("/v1/atlas/registries/targets/import", content=csv_of(rows), headers=hdr)
     assert r.status_code == 422
     problem = r.json()
     assert problem["type"] == "urn:qianshao:error:import"
@@ -208,34 +222,40 @@ async def test_csv_import_is_all_or_nothing_and_idempotent(ingest):
         (4, "target_type"),
     ]
     assert "row 3, column population" in problem["detail"]
-    assert (await c.get("/v1/atlas/targets", headers=ADMIN)).json() == []  # nothing half-done
+    assert (
+        await c.get("/v1/atlas/registries/targets/records", headers=ADMIN)
+    ).json() == []  # nothing half-done
 
     rows[2][6] = 80
     rows[3][5] = "养老机构"
     r = await c.post(
-        "/v1/atlas/targets/import?filename=targets.csv", content=csv_of(rows), headers=hdr
+        "/v1/atlas/registries/targets/import?filename=targets.csv",
+        content=csv_of(rows),
+        headers=hdr,
     )
     assert r.json() == {"rows": 4, "created": 4, "updated": 0, "unchanged": 0, "dry_run": False}
     r = await c.post(
-        "/v1/atlas/targets/import?filename=targets.csv", content=csv_of(rows), headers=hdr
+        "/v1/atlas/registries/targets/import?filename=targets.csv",
+        content=csv_of(rows),
+        headers=hdr,
     )
     assert r.json() == {"rows": 4, "created": 0, "updated": 0, "unchanged": 4, "dry_run": False}
     trail = (await c.get("/v1/atlas/audit/targets/TG-1", headers=ADMIN)).json()
     assert [(e["action"], e["via"]) for e in trail] == [("create", "import:targets.csv")]
     # the GCJ-02 row was moved to WGS 84: a few hundred metres here
-    village = (await c.get("/v1/atlas/targets/TG-4", headers=ADMIN)).json()
+    village = (await c.get("/v1/atlas/registries/targets/records/TG-4", headers=ADMIN)).json()
     lon, lat = gcj02_to_wgs84(103.85, 29.45)
     assert (village["lon"], village["lat"]) == (pytest.approx(lon), pytest.approx(lat))
     assert 0.001 < abs(103.85 - lon) + abs(29.45 - lat) < 0.01
     # a file saved by Excel on a Chinese desktop: GB 18030 text
     gbk = "\n".join(",".join(str(x) for x in row) for row in rows[:2]).encode("gb18030")
-    r = await c.post("/v1/atlas/targets/import", content=gbk, headers=hdr)
+    r = await c.post("/v1/atlas/registries/targets/import", content=gbk, headers=hdr)
     assert r.json()["unchanged"] == 1
 
 
 async def test_excel_template_export_and_reimport(ingest):
     c = ingest
-    r = await c.get("/v1/atlas/shelters/template", headers=ADMIN)
+    r = await c.get("/v1/atlas/registries/shelters/template", headers=ADMIN)
     assert r.headers["content-type"] == XLSX
     sheet = load_workbook(io.BytesIO(r.content)).worksheets[0]
     heads = [cell.value for cell in sheet[1]]
@@ -281,23 +301,25 @@ async def test_excel_template_export_and_reimport(ingest):
     buf = io.BytesIO()
     book.save(buf)
     hdr = {**ADMIN, "content-type": XLSX}
-    r = await c.post("/v1/atlas/shelters/import", content=buf.getvalue(), headers=hdr)
+    r = await c.post("/v1/atlas/registries/shelters/import", content=buf.getvalue(), headers=hdr)
     assert r.json()["created"] == 2, r.text
-    got = (await c.get("/v1/atlas/shelters/SH-1", headers=ADMIN)).json()
+    got = (await c.get("/v1/atlas/registries/shelters/records/SH-1", headers=ADMIN)).json()
     assert got["serves"] == [TOWN_A, TOWN_B]
     assert got["is_open"] is True
 
     for fmt, media in (("xlsx", XLSX), ("csv", "text/csv")):
-        export = await c.get("/v1/atlas/shelters/export", params={"format": fmt}, headers=ADMIN)
+        export = await c.get(
+            "/v1/atlas/registries/shelters/export", params={"format": fmt}, headers=ADMIN
+        )
         assert export.status_code == 200
         r = await c.post(
-            "/v1/atlas/shelters/import",
+            "/v1/atlas/registries/shelters/import",
             content=export.content,
             headers={**ADMIN, "content-type": media},
         )
         assert r.json()["unchanged"] == 2, (fmt, r.text)
 
-    r = await c.post("/v1/atlas/shelters/import", content=b"not a workbook", headers=hdr)
+    r = await c.post("/v1/atlas/registries/shelters/import", content=b"not a workbook", headers=hdr)
     assert r.status_code == 422
     assert "Excel" in r.json()["detail"]
 
@@ -309,7 +331,7 @@ async def test_references_and_region_scope_hold_for_imports(ingest):
         ["id", "name", "region_code", "lon", "lat", "enterprise_id", "grade"],
         ["MH-1", "液氯储罐区", TOWN_A, 103.8, 29.4, ENTERPRISE, "1"],
     ]
-    r = await c.post("/v1/atlas/major_hazards/import", content=csv_of(rows), headers=hdr)
+    r = await c.post("/v1/atlas/registries/major_hazards/import", content=csv_of(rows), headers=hdr)
     assert r.status_code == 422
     assert r.json()["errors"] == [
         {"row": 2, "column": "enterprise_id", "reason": f"'{ENTERPRISE}' is not registered"}
@@ -319,14 +341,14 @@ async def test_references_and_region_scope_hold_for_imports(ingest):
     )
     rows = [TARGET_HEAD, ["TG-9", "外镇小学", TOWN_B, 103.85, 29.45, "school", 100, ""]]
     r = await c.post(
-        "/v1/atlas/targets/import",
+        "/v1/atlas/registries/targets/import",
         content=csv_of(rows),
         headers={**town_officer, "content-type": "text/csv"},
     )
     assert r.status_code == 422
     assert r.json()["errors"][0]["reason"].startswith("region 511112102000 is outside your scope")
     await c.put(
-        "/v1/atlas/targets/TG-9",
+        "/v1/atlas/registries/targets/records/TG-9",
         json={
             "name": "外镇小学",
             "region_code": TOWN_B,
@@ -337,8 +359,10 @@ async def test_references_and_region_scope_hold_for_imports(ingest):
         },
         headers=ADMIN,
     )
-    assert (await c.get("/v1/atlas/targets", headers=town_officer)).json() == []
-    assert (await c.get("/v1/atlas/targets/TG-9", headers=town_officer)).status_code == 403
+    assert (await c.get("/v1/atlas/registries/targets/records", headers=town_officer)).json() == []
+    assert (
+        await c.get("/v1/atlas/registries/targets/records/TG-9", headers=town_officer)
+    ).status_code == 403
     viewer = identity_header(roles=["viewer"], scopes=["atlas:read"])
-    r = await c.put("/v1/atlas/targets/TG-9", json={}, headers=viewer)
+    r = await c.put("/v1/atlas/registries/targets/records/TG-9", json={}, headers=viewer)
     assert r.status_code == 403

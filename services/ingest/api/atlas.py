@@ -33,7 +33,7 @@ from services.ingest.domain.atlas import (
     template_headings,
 )
 from shared.errors import DependencyError, PermissionDenied, ValidationFailed
-from shared.http import needs, problem
+from shared.http import PROBLEM, needs, problem
 from shared.identity import Identity
 from shared.places import Places
 
@@ -51,6 +51,7 @@ KeyPath = Annotated[
 Region = Annotated[str, Query(pattern=r"^\d{0,12}$")]
 SheetFormat = Literal["csv", "xlsx"]
 GEOJSON = "application/geo+json"
+HAZARD_PATTERN = "^(" + "|".join(HAZARDS) + ")$"
 
 
 class FieldInfo(BaseModel):
@@ -95,7 +96,9 @@ class SurroundingsQuery(BaseModel):
         max_length=100_000,
         description="the warning's CAP polygon, 'lat,lon lat,lon …' in WGS 84",
     )
-    hazard: str | None = Field(default=None, description="plans for this hazard (and 总体预案)")
+    hazard: str | None = Field(
+        default=None, pattern=HAZARD_PATTERN, description="plans for this hazard (and 总体预案)"
+    )
     nearest: int = Field(default=5, ge=1, le=50, description="how many teams and depots")
 
 
@@ -129,6 +132,15 @@ class OnlineMonitoring(BaseModel):
     below_target: bool
     groups: list[KpiGroupOut]
     offline: list[OfflineEnterprise]
+
+
+_JSON_OR_GEOJSON: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {}, GEOJSON: {}}}
+}
+_SHEET: dict[int | str, dict[str, Any]] = {200: {"content": {sheets.XLSX: {}, "text/csv": {}}}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such record", "content": {PROBLEM: {}}}
+}
 
 
 def _pool(request: Request) -> asyncpg.Pool:
@@ -170,7 +182,7 @@ def router() -> APIRouter:
     r = APIRouter(prefix="/v1/atlas", tags=["atlas"])
 
     @r.get("/registries", response_model=list[RegistryInfo])
-    async def list_registries(identity: Annotated[Identity, needs("atlas:read")]) -> Any:
+    async def list_atlas_registries(identity: Annotated[Identity, needs("atlas:read")]) -> Any:
         """What each registry holds: its fields, their Chinese headings and allowed values."""
         return [
             RegistryInfo(
@@ -276,8 +288,8 @@ def router() -> APIRouter:
             return JSONResponse(collection, media_type=GEOJSON)
         return JSONResponse(found)
 
-    @r.post("/surroundings")
-    async def post_surroundings(
+    @r.post("/surroundings", responses=_JSON_OR_GEOJSON)
+    async def atlas_surroundings(
         body: SurroundingsQuery,
         identity: Annotated[Identity, needs("atlas:read")],
         request: Request,
@@ -305,12 +317,12 @@ def router() -> APIRouter:
         area = Area(tuple(body.regions), polygon)
         return await _surroundings(request, area, body.hazard, body.nearest, format)
 
-    @r.get("/regions/{code}/surroundings")
-    async def get_region_surroundings(
+    @r.get("/regions/{code}/surroundings", responses=_JSON_OR_GEOJSON)
+    async def region_surroundings(
         code: Annotated[str, Path(pattern=r"^\d{12}$")],
         identity: Annotated[Identity, needs("atlas:read")],
         request: Request,
-        hazard: str | None = None,
+        hazard: Annotated[str | None, Query(pattern=HAZARD_PATTERN)] = None,
         nearest: Annotated[int, Query(ge=1, le=50)] = 5,
         format: Literal["json", "geojson"] = "json",
     ) -> Response:
@@ -319,7 +331,7 @@ def router() -> APIRouter:
         return await _surroundings(request, Area((code,)), hazard, nearest, format)
 
     @r.get("/audit/{kind}/{key:path}", response_model=list[AuditEntry])
-    async def get_audit(
+    async def atlas_audit(
         kind: KindPath,
         key: KeyPath,
         identity: Annotated[Identity, needs("atlas:read")],
@@ -338,8 +350,8 @@ def router() -> APIRouter:
             identity.require_region(code)
         return trail
 
-    @r.get("/{kind}/template")
-    async def get_template(
+    @r.get("/registries/{kind}/template", responses=_SHEET)
+    async def atlas_template(
         kind: KindPath,
         identity: Annotated[Identity, needs("atlas:read")],
         format: SheetFormat = "xlsx",
@@ -349,8 +361,8 @@ def router() -> APIRouter:
         data = sheets.write(template_headings(registry), [], format, registry.title)
         return _download(data, format, f"{kind}-template")
 
-    @r.get("/{kind}/export")
-    async def get_export(
+    @r.get("/registries/{kind}/export", responses=_SHEET)
+    async def atlas_export(
         kind: KindPath,
         identity: Annotated[Identity, needs("atlas:read")],
         request: Request,
@@ -371,7 +383,7 @@ def router() -> APIRouter:
         return _download(data, format, kind)
 
     @r.post(
-        "/{kind}/import",
+        "/registries/{kind}/import",
         response_model=ImportResult,
         openapi_extra={
             "requestBody": {
@@ -383,7 +395,7 @@ def router() -> APIRouter:
             }
         },
     )
-    async def post_import(
+    async def atlas_import(
         kind: KindPath,
         identity: Annotated[Identity, needs("atlas:write")],
         request: Request,
@@ -436,8 +448,8 @@ def router() -> APIRouter:
             ).model_dump()
         )
 
-    @r.get("/{kind}")
-    async def list_records(
+    @r.get("/registries/{kind}/records", responses=_JSON_OR_GEOJSON)
+    async def list_atlas_records(
         kind: KindPath,
         identity: Annotated[Identity, needs("atlas:read")],
         request: Request,
@@ -460,8 +472,8 @@ def router() -> APIRouter:
             return JSONResponse(feature_collection({kind: records}), media_type=GEOJSON)
         return JSONResponse(records)
 
-    @r.get("/{kind}/{key:path}")
-    async def get_record(
+    @r.get("/registries/{kind}/records/{key:path}", responses=_NOT_FOUND)
+    async def get_atlas_record(
         kind: KindPath,
         key: KeyPath,
         identity: Annotated[Identity, needs("atlas:read")],
@@ -473,8 +485,14 @@ def router() -> APIRouter:
             identity.require_region(region)
         return JSONResponse(await repo.get(_pool(request), registry, key))
 
-    @r.put("/{kind}/{key:path}")
-    async def put_record(
+    @r.put(
+        "/registries/{kind}/records/{key:path}",
+        responses={
+            201: {"description": "created"},
+            **_NOT_FOUND,
+        },
+    )
+    async def put_atlas_record(
         kind: KindPath,
         key: KeyPath,
         identity: Annotated[Identity, needs("atlas:write")],
@@ -512,8 +530,8 @@ def router() -> APIRouter:
         record = await repo.get(_pool(request), registry, parsed.key)
         return JSONResponse(record, status_code=201 if stored.created else 200)
 
-    @r.delete("/{kind}/{key:path}", status_code=204)
-    async def delete_record(
+    @r.delete("/registries/{kind}/records/{key:path}", status_code=204, responses=_NOT_FOUND)
+    async def delete_atlas_record(
         kind: KindPath,
         key: KeyPath,
         identity: Annotated[Identity, needs("atlas:write")],
