@@ -25,6 +25,7 @@ from typing import Any
 
 from bench import (
     alerting,
+    atlas,
     e2e_latency,
     earthquake,
     fieldproto,
@@ -54,6 +55,7 @@ BENCHES: dict[str, Bench] = {
     "earthquake": lambda pg, b: earthquake.run(pg.dsn, b.bootstrap),
     "soak": lambda pg, b: soak.run(pg.dsn, b.bootstrap),
     "fieldproto": lambda pg, b: fieldproto.run(),
+    "atlas": lambda pg, b: atlas.run(pg.dsn),
 }
 
 

@@ -35,6 +35,7 @@ from shared.devstack.demo import (
     run_feed,
     setup_demo,
 )
+from shared.devstack.demo_atlas import setup_atlas, watch_surroundings
 from shared.devstack.fakesms import (
     ALIYUN_KEY_ID,
     ALIYUN_SECRET,
@@ -185,12 +186,22 @@ async def _demo(ports: dict[str, int], creds: dict[str, str], mqtt_password: str
     gw = f"http://127.0.0.1:{ports['gateway']}"
     fake = f"http://127.0.0.1:{ports['fake']}"
     async with httpx.AsyncClient(base_url=gw, timeout=30) as c:
-        r = await c.post(
-            "/api/v1/auth/token",
-            data={"username": creds["admin_username"], "password": creds["admin_password"]},
-        )
-        r.raise_for_status()
-        admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        token: dict[str, Any] = {"at": 0.0, "headers": {}}
+
+        async def admin_headers() -> dict[str, str]:
+            """The admin's bearer token, signed in again every few minutes (tokens expire)."""
+            if time.monotonic() - token["at"] > 240:
+                r = await c.post(
+                    "/api/v1/auth/token",
+                    data={"username": creds["admin_username"], "password": creds["admin_password"]},
+                )
+                r.raise_for_status()
+                token["headers"] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+                token["at"] = time.monotonic()
+            headers: dict[str, str] = token["headers"]
+            return headers
+
+        admin = await admin_headers()
         await setup_demo(
             c,
             admin,
@@ -205,6 +216,16 @@ async def _demo(ports: dict[str, int], creds: dict[str, str], mqtt_password: str
             f"a city gateway publishes to Mosquitto on 127.0.0.1:{ports['mqtt']}",
             flush=True,
         )
+        created = await setup_atlas(c, admin)
+        print(
+            "[demo] the 一张图 imported from CSV ("
+            + ", ".join(f"{k} {n}" for k, n in created.items())
+            + " new); each new warning's surroundings are shown below",
+            flush=True,
+        )
+        watcher = asyncio.create_task(
+            watch_surroundings(c, admin_headers, lambda s: print(s, flush=True))
+        )
         await run_feed(
             c,
             creds["api_key"],
@@ -218,6 +239,9 @@ async def _demo(ports: dict[str, int], creds: dict[str, str], mqtt_password: str
                 lambda s: print(s, flush=True),
             ),
         )
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
 
 
 def _interrupt(signum: int, frame: object) -> None:

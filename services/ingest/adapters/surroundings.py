@@ -22,8 +22,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.ingest.domain.atlas import Area, balance, shelter_capacity
+from services.ingest.domain.atlas import Area, balance, region_prefix, shelter_capacity
 from shared.db import Conn
+from shared.places import chain
 
 DEFAULT_SERVICE_RADIUS_M = 1000  # an emergency shelter's walk (GB 21734: 0.5–1 km)
 
@@ -103,30 +104,39 @@ async def surroundings(
         regions = list(area.regions)
         if not regions:  # a polygon alone: the regions of what lies inside it
             regions = sorted({str(x["region_code"]) for x in (*targets, *sites, *enterprises)})
+        # the widest service radius bounds the index search; each shelter's own then decides
+        widest = await conn.fetchval(
+            "SELECT greatest($1::int, max(service_radius_m)) FROM atlas.shelters",
+            default_radius_m,
+        )
         shelters = await _rows(
             conn,
-            f"""SELECT ({_VIEW} || jsonb_build_object(
+            f"""WITH candidates AS (
+                    SELECT t.id, 'inside' AS how, 0 AS rank FROM atlas.shelters t WHERE {inside}
+                    UNION ALL
+                    SELECT s.shelter_id, 'listed', 1 FROM atlas.shelter_serves s
+                     WHERE s.region_code = ANY($4::text[]) OR s.region_code LIKE ANY($5::text[])
+                    UNION ALL
+                    SELECT t.id, 'radius', 2 FROM atlas.shelters t
+                     WHERE ST_DWithin(t.geom::geography, $3::geography, $7)
+                       AND ST_DWithin(t.geom::geography, $3::geography,
+                                      coalesce(t.service_radius_m, $6))),
+                chosen AS (SELECT DISTINCT ON (id) id, how FROM candidates ORDER BY id, rank)
+                SELECT ({_VIEW} || jsonb_build_object(
                         'distance_m', round(ST_Distance(t.geom::geography, $3::geography)),
-                        'serves_by', CASE
-                            WHEN {inside} THEN 'inside'
-                            WHEN EXISTS (SELECT 1 FROM unnest(t.serves) c, unnest($4::text[]) a
-                                          WHERE a LIKE atlas.region_prefix(c) || '%'
-                                             OR c LIKE atlas.region_prefix(a) || '%')
-                                THEN 'listed'
-                            ELSE 'radius' END))::text
-                  FROM atlas.shelters t
-                 WHERE {inside}
-                    OR EXISTS (SELECT 1 FROM unnest(t.serves) c, unnest($4::text[]) a
-                                WHERE a LIKE atlas.region_prefix(c) || '%'
-                                   OR c LIKE atlas.region_prefix(a) || '%')
-                    OR ($3::geometry IS NOT NULL AND ST_DWithin(t.geom::geography, $3::geography,
-                                                               coalesce(t.service_radius_m, $5)))
+                        'serves_by', c.how))::text
+                  FROM chosen c JOIN atlas.shelters t ON t.id = c.id
                  ORDER BY t.geom::geography <-> $3::geography, t.id""",  # noqa: S608
             likes,
             poly,
             reference,
-            regions,
+            # served codes that cover the area: its own and those above them (a county's
+            # shelter serves its townships) …
+            sorted({c for r in regions for c in chain(r)}),
+            # … and those inside it (a shelter listed for one village of the township)
+            [region_prefix(r) + "%" for r in regions],
             default_radius_m,
+            widest,
         )
         teams: list[dict[str, Any]] = []
         depots: list[dict[str, Any]] = []
