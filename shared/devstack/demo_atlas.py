@@ -209,8 +209,8 @@ async def setup_atlas(client: httpx.AsyncClient, admin_headers: dict[str, str]) 
 def describe(warning: dict[str, Any], found: dict[str, Any]) -> str:
     """One line for the console: what the warning's area holds and what can act."""
     s = found["summary"]
+    head = f"[demo] around {warning['level']} warning {warning['id']} ({warning['hazard']}): "
     parts = [
-        f"[demo] around {warning['level']} warning {warning['id']} ({warning['hazard']}):",
         f"{s['targets']} protection targets ({s['population_in_targets']} people)",
         f"{len(found['hazard_sites'])} geohazard sites ({s['persons_threatened']} people)",
         f"{len(found['shelters'])} shelters serving ({s['shelter_capacity']} places, "
@@ -225,7 +225,7 @@ def describe(warning: dict[str, Any], found: dict[str, Any]) -> str:
         parts.append(f"depot {d['name']} {d['distance_m'] / 1000:.1f} km ({stock})")
     if found["plans"]:
         parts.append("plan " + found["plans"][0]["name"])
-    return " · ".join(parts)
+    return head + " · ".join(parts)
 
 
 async def watch_surroundings(
