@@ -121,51 +121,55 @@ async def ingest(database, broker, topic_prefix):
         yield c
 
 
-ADMIN = identity_header(subject="admin1")
+def admin() -> dict[str, str]:
+    """An admin's signed identity, made when asked: it expires a minute after signing."""
+    return identity_header(subject="admin1")
 
 
 async def test_every_registry_round_trips_with_its_audit_trail(ingest):
     c = ingest
     assert set(SAMPLES) == set(REGISTRIES)
     for kind, (key, body) in SAMPLES.items():  # in an order that satisfies the references
-        r = await c.put(f"/v1/atlas/registries/{kind}/records/{key}", json=body, headers=ADMIN)
+        r = await c.put(f"/v1/atlas/registries/{kind}/records/{key}", json=body, headers=admin())
         assert r.status_code == 201, (kind, r.text)
-        again = await c.put(f"/v1/atlas/registries/{kind}/records/{key}", json=body, headers=ADMIN)
+        again = await c.put(
+            f"/v1/atlas/registries/{kind}/records/{key}", json=body, headers=admin()
+        )
         assert again.status_code == 200, again.text
-        got = (await c.get(f"/v1/atlas/registries/{kind}/records/{key}", headers=ADMIN)).json()
+        got = (await c.get(f"/v1/atlas/registries/{kind}/records/{key}", headers=admin())).json()
         for field, value in body.items():
             expected = {"二级": "2"}.get(str(value), value)
             assert got[field] == expected, (kind, field)
-        trail = (await c.get(f"/v1/atlas/audit/{kind}/{key}", headers=ADMIN)).json()
+        trail = (await c.get(f"/v1/atlas/audit/{kind}/{key}", headers=admin())).json()
         assert [(e["action"], e["actor"], e["via"]) for e in trail] == [
             ("create", "admin1", "api")
         ], kind
     # a change is audited with what it was
     body = {**SAMPLES["teams"][1], "members": 50}
-    r = await c.put("/v1/atlas/registries/teams/records/TM-1", json=body, headers=ADMIN)
+    r = await c.put("/v1/atlas/registries/teams/records/TM-1", json=body, headers=admin())
     assert r.json()["members"] == 50
-    trail = (await c.get("/v1/atlas/audit/teams/TM-1", headers=ADMIN)).json()
+    trail = (await c.get("/v1/atlas/audit/teams/TM-1", headers=admin())).json()
     assert [e["action"] for e in trail] == ["create", "update"]
     assert (trail[1]["before"]["members"], trail[1]["after"]["members"]) == (45, 50)
     # GeoJSON of a located registry
     r = await c.get(
-        "/v1/atlas/registries/targets/records", params={"format": "geojson"}, headers=ADMIN
+        "/v1/atlas/registries/targets/records", params={"format": "geojson"}, headers=admin()
     )
     assert r.headers["content-type"] == "application/geo+json"
     (feature,) = r.json()["features"]
     assert feature["geometry"] == {"type": "Point", "coordinates": [103.815, 29.415]}
     assert feature["properties"]["population"] == 800
     # the stock is addressed under its depot; deleting the depot takes its stock with it
-    assert (await c.get("/v1/atlas/registries/stock/records/DP-1/帐篷", headers=ADMIN)).json()[
+    assert (await c.get("/v1/atlas/registries/stock/records/DP-1/帐篷", headers=admin())).json()[
         "quantity"
     ] == 200
     assert (
-        await c.delete("/v1/atlas/registries/depots/records/DP-1", headers=ADMIN)
+        await c.delete("/v1/atlas/registries/depots/records/DP-1", headers=admin())
     ).status_code == 204
     assert (
-        await c.get("/v1/atlas/registries/stock/records/DP-1/帐篷", headers=ADMIN)
+        await c.get("/v1/atlas/registries/stock/records/DP-1/帐篷", headers=admin())
     ).status_code == 404
-    trail = (await c.get("/v1/atlas/audit/depots/DP-1", headers=ADMIN)).json()
+    trail = (await c.get("/v1/atlas/audit/depots/DP-1", headers=admin())).json()
     assert trail[-1]["action"] == "delete"
     assert trail[-1]["before"]["name"] == "区级物资储备库"
 
@@ -174,7 +178,7 @@ async def test_bad_records_are_refused_with_the_field_and_reason(ingest):
     c = ingest
     bad = {**SAMPLES["enterprises"][1]}
     r = await c.put(
-        "/v1/atlas/registries/enterprises/records/91440300708461136A", json=bad, headers=ADMIN
+        "/v1/atlas/registries/enterprises/records/91440300708461136A", json=bad, headers=admin()
     )
     assert r.status_code == 422
     assert r.headers["content-type"] == "application/problem+json"
@@ -188,11 +192,11 @@ async def test_bad_records_are_refused_with_the_field_and_reason(ingest):
     r = await c.put(
         "/v1/atlas/registries/major_hazards/records/MH-1",
         json=SAMPLES["major_hazards"][1],
-        headers=ADMIN,
+        headers=admin(),
     )
     assert r.status_code == 422
     assert f"'{ENTERPRISE}' is not registered" in r.json()["detail"]
-    r = await c.get("/v1/atlas/registries/nonsense/records", headers=ADMIN)
+    r = await c.get("/v1/atlas/registries/nonsense/records", headers=admin())
     assert r.status_code == 422
 
 
@@ -212,7 +216,7 @@ async def test_csv_import_is_all_or_nothing_and_idempotent(ingest):
         ["TG-3", "敬老院", TOWN_A, 103.817, 29.417, "nursing", 60, ""],
         ["TG-4", "石岗村", TOWN_B, 103.85, 29.45, "village", 300, "gcj02"],
     ]
-    hdr = {**ADMIN, "content-type": "text/csv"}
+    hdr = {**admin(), "content-type": "text/csv"}
     r = await c.post("/v1/atlas/registries/targets/import", content=csv_of(rows), headers=hdr)
     assert r.status_code == 422
     problem = r.json()
@@ -223,7 +227,7 @@ async def test_csv_import_is_all_or_nothing_and_idempotent(ingest):
     ]
     assert "row 3, column population" in problem["detail"]
     assert (
-        await c.get("/v1/atlas/registries/targets/records", headers=ADMIN)
+        await c.get("/v1/atlas/registries/targets/records", headers=admin())
     ).json() == []  # nothing half-done
 
     rows[2][6] = 80
@@ -240,10 +244,10 @@ async def test_csv_import_is_all_or_nothing_and_idempotent(ingest):
         headers=hdr,
     )
     assert r.json() == {"rows": 4, "created": 0, "updated": 0, "unchanged": 4, "dry_run": False}
-    trail = (await c.get("/v1/atlas/audit/targets/TG-1", headers=ADMIN)).json()
+    trail = (await c.get("/v1/atlas/audit/targets/TG-1", headers=admin())).json()
     assert [(e["action"], e["via"]) for e in trail] == [("create", "import:targets.csv")]
     # the GCJ-02 row was moved to WGS 84: a few hundred metres here
-    village = (await c.get("/v1/atlas/registries/targets/records/TG-4", headers=ADMIN)).json()
+    village = (await c.get("/v1/atlas/registries/targets/records/TG-4", headers=admin())).json()
     lon, lat = gcj02_to_wgs84(103.85, 29.45)
     assert (village["lon"], village["lat"]) == (pytest.approx(lon), pytest.approx(lat))
     assert 0.001 < abs(103.85 - lon) + abs(29.45 - lat) < 0.01
@@ -255,7 +259,7 @@ async def test_csv_import_is_all_or_nothing_and_idempotent(ingest):
 
 async def test_excel_template_export_and_reimport(ingest):
     c = ingest
-    r = await c.get("/v1/atlas/registries/shelters/template", headers=ADMIN)
+    r = await c.get("/v1/atlas/registries/shelters/template", headers=admin())
     assert r.headers["content-type"] == XLSX
     sheet = load_workbook(io.BytesIO(r.content)).worksheets[0]
     heads = [cell.value for cell in sheet[1]]
@@ -300,22 +304,22 @@ async def test_excel_template_export_and_reimport(ingest):
     )
     buf = io.BytesIO()
     book.save(buf)
-    hdr = {**ADMIN, "content-type": XLSX}
+    hdr = {**admin(), "content-type": XLSX}
     r = await c.post("/v1/atlas/registries/shelters/import", content=buf.getvalue(), headers=hdr)
     assert r.json()["created"] == 2, r.text
-    got = (await c.get("/v1/atlas/registries/shelters/records/SH-1", headers=ADMIN)).json()
+    got = (await c.get("/v1/atlas/registries/shelters/records/SH-1", headers=admin())).json()
     assert got["serves"] == [TOWN_A, TOWN_B]
     assert got["is_open"] is True
 
     for fmt, media in (("xlsx", XLSX), ("csv", "text/csv")):
         export = await c.get(
-            "/v1/atlas/registries/shelters/export", params={"format": fmt}, headers=ADMIN
+            "/v1/atlas/registries/shelters/export", params={"format": fmt}, headers=admin()
         )
         assert export.status_code == 200
         r = await c.post(
             "/v1/atlas/registries/shelters/import",
             content=export.content,
-            headers={**ADMIN, "content-type": media},
+            headers={**admin(), "content-type": media},
         )
         assert r.json()["unchanged"] == 2, (fmt, r.text)
 
@@ -326,7 +330,7 @@ async def test_excel_template_export_and_reimport(ingest):
 
 async def test_references_and_region_scope_hold_for_imports(ingest):
     c = ingest
-    hdr = {**ADMIN, "content-type": "text/csv"}
+    hdr = {**admin(), "content-type": "text/csv"}
     rows = [
         ["id", "name", "region_code", "lon", "lat", "enterprise_id", "grade"],
         ["MH-1", "液氯储罐区", TOWN_A, 103.8, 29.4, ENTERPRISE, "1"],
@@ -357,7 +361,7 @@ async def test_references_and_region_scope_hold_for_imports(ingest):
             "target_type": "school",
             "population": 100,
         },
-        headers=ADMIN,
+        headers=admin(),
     )
     assert (await c.get("/v1/atlas/registries/targets/records", headers=town_officer)).json() == []
     assert (

@@ -19,7 +19,13 @@ from shared.devstack.inprocess import serve
 from tests.helpers import identity_header, ingest_settings
 
 TOWN_A, TOWN_B, COUNTY = "511112101000", "511112102000", "511112000000"
-ADMIN = identity_header(subject="admin1")
+
+
+def admin() -> dict[str, str]:
+    """An admin's signed identity, made when asked: it expires a minute after signing."""
+    return identity_header(subject="admin1")
+
+
 # the warning's polygon: a square of 0.03° around 竹根镇's centre (lat 29.40–29.43)
 POLYGON = "29.40,103.80 29.40,103.83 29.43,103.83 29.43,103.80 29.40,103.80"
 
@@ -184,7 +190,7 @@ async def test_a_warnings_polygon_and_what_is_around_it(stack):
     c, pool, _ = stack
     await seed(pool)
     body = {"regions": [TOWN_A], "polygon": POLYGON, "hazard": "flood", "nearest": 2}
-    r = await c.post("/v1/atlas/surroundings", json=body, headers=ADMIN)
+    r = await c.post("/v1/atlas/surroundings", json=body, headers=admin())
     assert r.status_code == 200, r.text
     got = r.json()
     assert [t["id"] for t in got["targets"]] == ["TG-1"]  # the nursing home is outside
@@ -216,7 +222,7 @@ async def test_a_warnings_polygon_and_what_is_around_it(stack):
     assert [p["id"] for p in got["plans"]] == ["PL-TOWN", "PL-FLOOD", "PL-ALL"]
 
     r = await c.post(
-        "/v1/atlas/surroundings", params={"format": "geojson"}, json=body, headers=ADMIN
+        "/v1/atlas/surroundings", params={"format": "geojson"}, json=body, headers=admin()
     )
     assert r.headers["content-type"] == "application/geo+json"
     features = r.json()["features"]
@@ -231,7 +237,7 @@ async def test_a_warnings_polygon_and_what_is_around_it(stack):
 async def test_a_region_alone_and_the_scope(stack):
     c, pool, _ = stack
     await seed(pool)
-    r = await c.get(f"/v1/atlas/regions/{TOWN_A}/surroundings", headers=ADMIN)
+    r = await c.get(f"/v1/atlas/regions/{TOWN_A}/surroundings", headers=admin())
     got = r.json()
     assert {t["id"] for t in got["targets"]} == {"TG-1"}
     assert got["area"]["distances_from"] == "regions"
@@ -243,7 +249,7 @@ async def test_a_region_alone_and_the_scope(stack):
     )
     r = await c.get(f"/v1/atlas/regions/{TOWN_A}/surroundings", headers=town_b_officer)
     assert r.status_code == 403
-    r = await c.post("/v1/atlas/surroundings", json={"polygon": "1,2 3"}, headers=ADMIN)
+    r = await c.post("/v1/atlas/surroundings", json={"polygon": "1,2 3"}, headers=admin())
     assert r.status_code == 422
     assert "polygon" in r.json()["detail"]
 
@@ -287,7 +293,7 @@ async def test_the_kpi_counts_enterprises_and_lists_those_offline(stack):
             ("G-DOWN", now - timedelta(hours=2)),
         ],
     )
-    r = await c.get("/v1/atlas/kpi/online-monitoring", params={"by": "township"}, headers=ADMIN)
+    r = await c.get("/v1/atlas/kpi/online-monitoring", params={"by": "township"}, headers=admin())
     got = r.json()
     assert (got["required"], got["online"], got["target"]) == (3, 1, 0.85)
     assert got["rate"] == pytest.approx(1 / 3)
@@ -300,7 +306,7 @@ async def test_the_kpi_counts_enterprises_and_lists_those_offline(stack):
     assert offline == {e_none.key: ("no_station", 0), e_down.key: ("offline", 1)}
     down = next(o for o in got["offline"] if o["id"] == e_down.key)
     assert down["last_seen"].startswith((now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"))
-    r = await c.get("/v1/atlas/kpi/online-monitoring", params={"by": "sector"}, headers=ADMIN)
+    r = await c.get("/v1/atlas/kpi/online-monitoring", params={"by": "sector"}, headers=admin())
     assert [(g["group"], g["name"], g["rate"]) for g in r.json()["groups"]] == [
         ("coal_mine", "煤矿", 0.0),
         ("hazchem_use", "危险化学品使用", 0.5),
