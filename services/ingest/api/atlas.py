@@ -170,6 +170,16 @@ def _out_of_scope(registry: Registry, identity: Identity, record: Record) -> str
     return None
 
 
+async def _in_scope(request: Request, identity: Identity, kind: str, key: str) -> Registry:
+    """The registry, once the stored record (if there is one) is known to lie in the caller's
+    region: a record is not read, replaced or deleted from outside its region."""
+    registry = REGISTRIES[kind]
+    region = await repo.region_of(_pool(request), registry, key)
+    if region is not None:
+        identity.require_region(region)
+    return registry
+
+
 def _download(data: bytes, fmt: SheetFormat, name: str) -> Response:
     return Response(
         data,
@@ -479,10 +489,7 @@ def router() -> APIRouter:
         identity: Annotated[Identity, needs("atlas:read")],
         request: Request,
     ) -> Response:
-        registry = REGISTRIES[kind]
-        region = await repo.region_of(_pool(request), registry, key)
-        if region is not None:
-            identity.require_region(region)
+        registry = await _in_scope(request, identity, kind, key)
         return JSONResponse(await repo.get(_pool(request), registry, key))
 
     @r.put(
@@ -517,9 +524,7 @@ def router() -> APIRouter:
         why = _out_of_scope(registry, identity, parsed)
         if why:
             raise PermissionDenied(why)
-        region = await repo.region_of(_pool(request), registry, parsed.key)
-        if region is not None:
-            identity.require_region(region)
+        await _in_scope(request, identity, kind, parsed.key)
         try:
             stored = await repo.store(
                 _pool(request), registry, [parsed], actor=identity.subject, via="api"
@@ -537,10 +542,7 @@ def router() -> APIRouter:
         identity: Annotated[Identity, needs("atlas:write")],
         request: Request,
     ) -> Response:
-        registry = REGISTRIES[kind]
-        region = await repo.region_of(_pool(request), registry, key)
-        if region is not None:
-            identity.require_region(region)
+        registry = await _in_scope(request, identity, kind, key)
         await repo.delete(_pool(request), registry, key, actor=identity.subject)
         return Response(status_code=204)
 
