@@ -25,7 +25,9 @@ from services.ingest.adapters import atlas as repo
 from services.ingest.adapters.surroundings import surroundings
 from services.ingest.app import ATLAS_MIGRATIONS
 from services.ingest.app import MIGRATIONS as INGEST
-from services.ingest.domain.atlas import REGISTRIES, Area, Record, cap_polygon, parse_record
+from services.ingest.domain.atlas.area import Area, cap_polygon
+from services.ingest.domain.atlas.records import Record, parse_record
+from services.ingest.domain.atlas.registries import REGISTRIES
 from shared.db import create_pool, migrate
 
 COUNTY = "511112"
@@ -37,7 +39,7 @@ SECTORS = list(REGISTRIES["enterprises"].field("sector").choices)
 
 
 def _uscc(n: int) -> str:
-    from services.ingest.domain.atlas import uscc_check_char
+    from services.ingest.domain.atlas.checks import uscc_check_char
 
     head = f"915111{n:011d}"
     return head + uscc_check_char(head)

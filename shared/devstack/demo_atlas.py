@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 
-from services.ingest.domain.atlas import HAZARDS, uscc_check_char
+from services.ingest.domain.atlas.checks import uscc_check_char
+from services.ingest.domain.atlas.registries import HAZARDS
 
 ZHUGEN = "511112100000"  # 竹根镇
 MINJIANG = "511112100007"  # 岷江社区

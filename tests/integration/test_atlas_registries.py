@@ -12,7 +12,8 @@ import pytest
 from openpyxl import Workbook, load_workbook
 
 from services.ingest.app import create_app
-from services.ingest.domain.atlas import REGISTRIES, gcj02_to_wgs84
+from services.ingest.domain.atlas.checks import gcj02_to_wgs84
+from services.ingest.domain.atlas.registries import REGISTRIES
 from shared.devstack.inprocess import serve
 from tests.helpers import identity_header, ingest_settings
 

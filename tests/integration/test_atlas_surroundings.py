@@ -13,7 +13,8 @@ import pytest
 
 from services.ingest.adapters import atlas as repo
 from services.ingest.app import create_app
-from services.ingest.domain.atlas import REGISTRIES, Record, parse_record
+from services.ingest.domain.atlas.records import Record, parse_record
+from services.ingest.domain.atlas.registries import REGISTRIES
 from shared.db import create_pool
 from shared.devstack.inprocess import serve
 from tests.helpers import identity_header, ingest_settings
@@ -259,7 +260,7 @@ async def test_the_kpi_counts_enterprises_and_lists_those_offline(stack):
     now = app.state.clock.now()
 
     def ent(eid_prefix: str, name: str, region: str, sector: str, required: bool) -> Record:
-        from services.ingest.domain.atlas import uscc_check_char
+        from services.ingest.domain.atlas.checks import uscc_check_char
 
         eid = eid_prefix + uscc_check_char(eid_prefix)
         return rec(

@@ -7,25 +7,28 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.ingest.domain.atlas import (
-    REGISTRIES,
-    EnterpriseFeed,
-    Record,
+from services.ingest.domain.atlas.area import (
     balance,
     cap_polygon,
-    classify,
-    export_row,
     feature_collection,
-    gcj02_to_wgs84,
-    online_monitoring,
-    parse_record,
-    parse_rows,
-    region_prefix,
     shelter_capacity,
-    template_headings,
+)
+from services.ingest.domain.atlas.checks import (
+    gcj02_to_wgs84,
+    region_prefix,
     uscc_problem,
     wgs84_to_gcj02,
 )
+from services.ingest.domain.atlas.kpi import EnterpriseFeed, online_monitoring
+from services.ingest.domain.atlas.records import (
+    Record,
+    classify,
+    export_row,
+    parse_record,
+    parse_rows,
+    template_headings,
+)
+from services.ingest.domain.atlas.registries import REGISTRIES
 
 # published credit codes of listed companies (their annual reports print them)
 REAL_CODES = ["91440300708461136T", "91110108551385082Q", "91350100M000100Y43"]

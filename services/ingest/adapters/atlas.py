@@ -14,7 +14,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.ingest.domain.atlas import Action, FieldError, Record, Registry, classify
+from services.ingest.domain.atlas.records import Action, FieldError, Record, classify
+from services.ingest.domain.atlas.registries import Registry
 from shared.db import Conn, migrate
 from shared.errors import NotFound
 

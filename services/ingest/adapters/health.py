@@ -19,7 +19,7 @@ import asyncpg
 from prometheus_client import Gauge
 from pydantic import BaseModel
 
-from services.ingest.domain.atlas import EnterpriseFeed
+from services.ingest.domain.atlas.kpi import EnterpriseFeed
 from shared.db import Conn
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.ingest.domain.atlas import Area, balance, region_prefix, shelter_capacity
+from services.ingest.domain.atlas.area import Area, balance, shelter_capacity
+from services.ingest.domain.atlas.checks import region_prefix
 from shared.db import Conn
 from shared.places import chain
 

@@ -16,22 +16,17 @@ from services.ingest.adapters import atlas as repo
 from services.ingest.adapters import health as health_repo
 from services.ingest.adapters import sheets
 from services.ingest.adapters.surroundings import area_geojson, surroundings
-from services.ingest.domain.atlas import (
-    HAZARDS,
-    REGISTRIES,
-    Area,
-    KpiGroupBy,
+from services.ingest.domain.atlas.area import Area, cap_polygon, feature_collection
+from services.ingest.domain.atlas.kpi import KpiGroupBy, online_monitoring
+from services.ingest.domain.atlas.records import (
     Record,
-    Registry,
     RowError,
-    cap_polygon,
     export_row,
-    feature_collection,
-    online_monitoring,
     parse_record,
     parse_rows,
     template_headings,
 )
+from services.ingest.domain.atlas.registries import HAZARDS, REGISTRIES, Registry
 from shared.errors import DependencyError, PermissionDenied, ValidationFailed
 from shared.http import PROBLEM, needs, problem
 from shared.identity import Identity
