@@ -94,6 +94,7 @@ class Topics:
             f"{self.readings}.dlq",
             f"{self.risk_events}.dlq",
             f"{self.warnings_upstream}.dlq",
+            f"{self.station_health}.dlq",
         ]
         return names
 

@@ -35,6 +35,8 @@ from services.alerting.api.warnings import router
 from services.alerting.domain.lifecycle import HAZARD_CN
 from services.alerting.pipeline.builder import Pipeline
 from services.alerting.pipeline.builder import build as build_pipeline
+from services.alerting.pipeline.feeds import FeedWatch
+from services.alerting.pipeline.mute import StormLimit
 from services.alerting.pipeline.officer import Desk
 from services.alerting.settings import AlertingSettings
 from services.alerting.workers.approvals import ApprovalSweep
@@ -70,8 +72,10 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
                 topics.risk_events,
                 topics.alerts,
                 topics.warnings_upstream,
+                topics.station_health,
                 f"{topics.risk_events}.dlq",
                 f"{topics.warnings_upstream}.dlq",
+                f"{topics.station_health}.dlq",
             ],
         )
         app.state.runtime = rt
@@ -154,6 +158,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
                 ("repeat", settings.confirm_sweep_s, sweeps.remind),
                 ("digest", settings.confirm_sweep_s, sweeps.send_digests),
                 ("expiry", settings.expiry_sweep_s, sweeps.expire_due),
+                ("feeds", settings.feed_sweep_s, sweeps.feeds_due),
                 ("gauges", settings.confirm_sweep_s, partial(refresh_gauges, rt.pool, clock)),
                 (
                     "ledger-gauges",
@@ -168,7 +173,11 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
                 service="alerting",
                 settings=settings,
                 group_id=settings.consumer_group,
-                topics=[topics.risk_events, topics.warnings_upstream],
+                topics=[
+                    topics.risk_events,
+                    topics.warnings_upstream,
+                    *([topics.station_health] if settings.feed_notices else []),
+                ],
                 handler=handler,
                 clock=clock,
             )
@@ -204,12 +213,17 @@ def consumer_and_sweeps(
 ) -> tuple[AlertingHandler, Sweeps]:
     """The consumer and the timers of warnings, over one pipeline."""
     pipeline = build_pipeline(settings, topics, Places(pool))
+    feeds = FeedWatch(
+        storm=StormLimit(settings.storm_policy()),
+        escalate_after=timedelta(seconds=settings.feed_escalate_after_s),
+    )
     handler = AlertingHandler(
         pool=pool,
         pipeline=pipeline,
         topics=topics,
         clock=clock,
         on_new_deliveries=on_new_deliveries,
+        feeds=feeds if settings.feed_notices else None,
     )
     sweeps = Sweeps(
         pool=pool,
@@ -219,6 +233,7 @@ def consumer_and_sweeps(
         expiry=settings.expiry_policy(),
         storm=settings.storm_policy(),
         on_new_deliveries=on_new_deliveries,
+        feeds=feeds,
     )
     return handler, sweeps
 

@@ -155,6 +155,12 @@ class AlertingSettings(ServiceSettings):
     evidence_timeout_s: float = Field(default=2_700.0, gt=0)
     expiry_sweep_s: float = Field(default=60.0, gt=0)
 
+    # feeds gone silent (stations.health.v1, risk's no_data): the enterprise's safety officer and
+    # the region's duty officers are told; after this long still offline, the level above them
+    feed_notices: bool = True
+    feed_escalate_after_s: float = Field(default=7_200.0, gt=0)
+    feed_sweep_s: float = Field(default=15.0, gt=0)
+
     @model_validator(mode="after")
     def _renew_inside_validity(self) -> AlertingSettings:
         if self.renew_ahead_s >= self.warning_validity_s:

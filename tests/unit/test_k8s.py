@@ -42,7 +42,7 @@ SETTINGS: dict[str, Any] = {
 CONSUMES = {
     "ingest": [Topics.OBS_SENSOR, Topics.OBS_WEATHER, Topics.OBS_HYDRO],
     "risk": [Topics.READINGS, Topics.WARNINGS_UPSTREAM],
-    "alerting": [Topics.RISK_EVENTS, Topics.WARNINGS_UPSTREAM],
+    "alerting": [Topics.RISK_EVENTS, Topics.WARNINGS_UPSTREAM, Topics.STATION_HEALTH],
 }
 CORE_GROUPS = (
     "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from services.alerting.domain.feeds import BACK, ESCALATION, FEED_HAZARD, OFFLINE
 from shared.contracts import AlertVersion, Level, stable_id
 from shared.db import Conn
 
@@ -12,10 +13,14 @@ async def load_versions(
     db: asyncpg.Pool | Conn, keys: set[tuple[str, int]]
 ) -> dict[tuple[str, int], AlertVersion]:
     """Warning versions as the ``alerts.v1`` contract, by (warning id, version). Relayed
-    warnings (``relay:<identifier>``) come back as their sender's, marked ``relayed_from``."""
+    warnings (``relay:<identifier>``) come back as their sender's, marked ``relayed_from``; the
+    notices of a feed incident (``feed:<id>``) as a blue warning of hazard ``feed_offline``."""
     relay = {k for k in keys if k[0].startswith("relay:")}
-    keys = keys - relay
+    feeds = {k for k in keys if k[0].startswith("feed:")}
+    keys = keys - relay - feeds
     out = await _relayed(db, relay) if relay else {}
+    if feeds:
+        out.update(await _feeds(db, feeds))
     rows = await db.fetch(
         """SELECT v.warning_id, v.version, v.msg_type, v.level, v.identifier, v.sent,
                   v.headline, v.description, v.refs, v.station_ids, w.hazard, w.region_code,
@@ -87,5 +92,46 @@ async def _relayed(
             headline=r["headline"],
             description=r["headline"],
             relayed_from=r["sender"],
+        )
+    return out
+
+
+_FEED_HEADLINE = {OFFLINE: "在线监测离线", ESCALATION: "在线监测离线未恢复", BACK: "在线监测恢复"}
+_FEED_MSG_TYPE = {OFFLINE: "Alert", ESCALATION: "Update", BACK: "Cancel"}
+
+
+async def _feeds(
+    db: asyncpg.Pool | Conn, keys: set[tuple[str, int]]
+) -> dict[tuple[str, int], AlertVersion]:
+    rows = await db.fetch(
+        """SELECT i.id, i.region_code, i.title, i.opened_at, i.escalated_at, i.closed_at,
+                  coalesce((SELECT array_agg(DISTINCT m.station_id ORDER BY m.station_id)
+                              FROM alerting.feed_members m WHERE m.incident_id = i.id), '{}')
+                      AS stations
+             FROM alerting.feed_incidents i WHERE i.id = ANY($1::bigint[])""",
+        sorted({int(k[0].removeprefix("feed:")) for k in keys}),
+    )
+    by_id = {r["id"]: r for r in rows}
+    out = {}
+    for wid, version in keys:
+        r = by_id.get(int(wid.removeprefix("feed:")))
+        if r is None or version not in _FEED_MSG_TYPE:
+            continue
+        sent = {ESCALATION: r["escalated_at"], BACK: r["closed_at"]}.get(version) or r["opened_at"]
+        headline = f"{r['title']}{_FEED_HEADLINE[version]}"
+        out[(wid, version)] = AlertVersion(
+            event_id=stable_id("feed", wid, version),
+            produced_at=sent,
+            warning_id=wid,
+            identifier=f"feed-{r['id']}-{version}",
+            version=version,
+            msg_type=_FEED_MSG_TYPE[version],
+            hazard=FEED_HAZARD,
+            level=Level.blue.name,
+            region_code=r["region_code"],
+            station_ids=list(r["stations"]),
+            sent=sent,
+            headline=headline,
+            description=headline,
         )
     return out

@@ -90,7 +90,8 @@ class Purpose(StrEnum):
     escalation = "escalation"  # 叫应: the notice to the next level up
     relay = "relay"  # someone else's warning, relayed
     expiry = "expiry"  # a warning expired: the duty officers are asked to check
+    feed = "feed"  # a feed went offline, stays offline (escalation) or is back
 
 
 # what storm mode counts against a person's limit
-COUNTED = (Purpose.warning, Purpose.reminder, Purpose.digest)
+COUNTED = (Purpose.warning, Purpose.reminder, Purpose.digest, Purpose.feed)

@@ -1,5 +1,5 @@
-"""The alerting consumer: risk events and upstream warnings in; warnings, their versions and
-delivery-ledger rows out.
+"""The alerting consumer: risk events, upstream warnings and station health in; warnings, their
+versions, feed incidents and delivery-ledger rows out.
 
 It decodes a batch, runs the pipeline (:mod:`services.alerting.pipeline.builder`) over it in one
 transaction, and names the messages it cannot read, for the dead-letter topic. Everything is
@@ -15,14 +15,42 @@ from datetime import datetime
 import asyncpg
 from pydantic import ValidationError
 
+from services.alerting.domain.feeds import Signal
 from services.alerting.pipeline.builder import Pipeline
+from services.alerting.pipeline.feeds import FeedWatch
 from services.alerting.pipeline.relay import relay, relay_to_residents
 from shared.clock import Clock
-from shared.contracts import RiskEvent, Topics, UpstreamWarning
+from shared.contracts import RiskEvent, StationHealth, Topics, UpstreamWarning
 from shared.errors import DatabaseError
 from shared.kafka import BatchResult, InvalidMessage, Received, no_value
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def _health_signal(h: StationHealth) -> Signal:
+    return Signal(
+        event_id=h.event_id,
+        station_id=h.station_id,
+        source="health",
+        offline=not h.online,
+        region_code=h.region_code,
+        enterprise=h.owner_enterprise,
+        at=h.produced_at,
+        last_seen=h.last_seen,
+    )
+
+
+def _nodata_signal(e: RiskEvent) -> Signal:
+    assert e.station_id is not None
+    return Signal(
+        event_id=e.event_id,
+        station_id=e.station_id,
+        source="no_data",
+        offline=e.level != "none",
+        region_code=e.region_code,
+        enterprise=None,  # learnt from the station's health events
+        at=e.event_time,
+    )
 
 
 class AlertingHandler:
@@ -34,9 +62,11 @@ class AlertingHandler:
         topics: Topics,
         clock: Clock,
         on_new_deliveries: Callable[[], None],
+        feeds: FeedWatch | None = None,
     ) -> None:
         self._pool = pool
         self._pipeline = pipeline
+        self._feeds = feeds
         self._topics = topics
         self._clock = clock
         self._wake = on_new_deliveries
@@ -46,7 +76,7 @@ class AlertingHandler:
         return self._pipeline
 
     async def process(self, batch: Sequence[Received]) -> BatchResult:
-        events, upstream, dead = self._decode(batch)
+        events, upstream, signals, dead = self._decode(batch)
         if upstream:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
@@ -66,6 +96,10 @@ class AlertingHandler:
             if station:
                 async with self._pool.acquire() as conn, conn.transaction():
                     created = await self._pipeline.apply(conn, station, self._clock.now())
+            signals += [_nodata_signal(e) for e in events if e.kind == "no_data" and e.station_id]
+            if signals and self._feeds is not None:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    created += await self._feeds.apply(conn, signals, self._clock.now())
             await self._heard(max((e.produced_at for e in events), default=None))
         except _DB_ERRORS as exc:
             raise DatabaseError(f"alerting write failed: {exc!r}") from exc
@@ -75,24 +109,29 @@ class AlertingHandler:
 
     def _decode(
         self, batch: Sequence[Received]
-    ) -> tuple[list[RiskEvent], list[UpstreamWarning], list[InvalidMessage]]:
+    ) -> tuple[list[RiskEvent], list[UpstreamWarning], list[Signal], list[InvalidMessage]]:
         events: list[RiskEvent] = []
         upstream: list[UpstreamWarning] = []
+        signals: list[Signal] = []
         dead: list[InvalidMessage] = []
         for m in batch:
             if m.value is None:
                 dead.append(no_value(m))
                 continue
-            is_upstream = m.topic == self._topics.warnings_upstream
             try:
-                if is_upstream:
+                if m.topic == self._topics.warnings_upstream:
                     upstream.append(UpstreamWarning.model_validate_json(m.value))
+                elif m.topic == self._topics.station_health:
+                    signals.append(_health_signal(StationHealth.model_validate_json(m.value)))
                 else:
                     events.append(RiskEvent.model_validate_json(m.value))
             except ValidationError as exc:
-                reason = "invalid_upstream_warning" if is_upstream else "invalid_risk_event"
+                reason = {
+                    self._topics.warnings_upstream: "invalid_upstream_warning",
+                    self._topics.station_health: "invalid_station_health",
+                }.get(m.topic, "invalid_risk_event")
                 dead.append(InvalidMessage(m, reason, str(exc)[:500]))
-        return events, upstream, dead
+        return events, upstream, signals, dead
 
     async def _heard(self, heard: datetime | None) -> None:
         """When risk was last heard (the newest ``produced_at`` of the batch, whatever its kind

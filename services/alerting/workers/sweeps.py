@@ -6,7 +6,9 @@
 - :meth:`Sweeps.send_digests`: storm mode's held rows go out as one digest per person and channel;
 - :meth:`Sweeps.remind`: an open warning is said again ``repeat_interval`` after people last heard;
 - :meth:`Sweeps.expire_due`: a warning near its expiry is renewed (``version`` → ``schedule`` →
-  ``dispatch``), or expired, or held while risk itself is silent.
+  ``dispatch``), or expired, or held while risk itself is silent;
+- :meth:`Sweeps.feeds_due`: a feed's offline notice that was held and may go now, and the
+  escalation of a feed offline too long (:mod:`services.alerting.pipeline.feeds`).
 
 Each works under the locks of the groups it touches, taken together and in one order, so the
 consumer and other replicas see each decision whole."""
@@ -49,6 +51,7 @@ from services.alerting.domain.states import (
 )
 from services.alerting.domain.storm import StormPolicy, digest_text
 from services.alerting.pipeline.builder import Pipeline
+from services.alerting.pipeline.feeds import FeedWatch
 from services.alerting.pipeline.items import NewVersion, Outgoing
 from shared.clock import Clock
 from shared.contracts import AlertVersion, Level
@@ -74,7 +77,9 @@ class Sweeps:
         expiry: ExpiryPolicy,
         storm: StormPolicy,
         on_new_deliveries: Callable[[], None],
+        feeds: FeedWatch | None = None,
     ) -> None:
+        self._feeds = feeds
         self._pool = pool
         self._pipeline = pipeline
         self._clock = clock
@@ -82,6 +87,14 @@ class Sweeps:
         self._expiry = expiry
         self._storm = storm
         self._wake = on_new_deliveries
+
+    async def feeds_due(self) -> int:
+        if self._feeds is None:
+            return 0
+        n = await self._feeds.sweep(self._pool, self._clock.now())
+        if n:
+            self._wake()
+        return n
 
     async def dispatch_due(self) -> int:
         """Sends the versions whose group timer has run out (the latest of each warning; the
