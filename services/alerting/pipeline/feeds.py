@@ -137,9 +137,7 @@ class FeedWatch:
         if why is None and not recipients:
             why = "nobody"
         if why is not None:
-            if await store.mark_held(conn, inc.id, why):
-                await audit(conn, ACTOR, "feed.held", {"by": why}, warning_id=feed_id(inc.id))
-            return 0
+            return await self._hold(conn, inc, why)
         n = await self._write(conn, inc, OFFLINE, recipients, offline_text(inc), now)
         await store.mark_notified(conn, inc.id, now, level)
         return n
@@ -156,9 +154,7 @@ class FeedWatch:
         if why is None and not recipients:
             why = "nobody_above"
         if why is not None:
-            if await store.mark_held(conn, inc.id, why):
-                await audit(conn, ACTOR, "feed.held", {"by": why}, warning_id=feed_id(inc.id))
-            return 0
+            return await self._hold(conn, inc, why)
         n = await self._write(conn, inc, ESCALATION, recipients, escalation_text(inc, now), now)
         await store.mark_escalated(conn, inc.id, now)
         await audit(conn, ACTOR, "feed.escalated", {"level": level}, warning_id=feed_id(inc.id))
@@ -182,6 +178,12 @@ class FeedWatch:
                     rows += await self.notify(conn, inc, now)
                     rows += await self.escalate(conn, inc, now)
         return rows
+
+    async def _hold(self, conn: Conn, inc: Incident, why: str) -> int:
+        """A notice waits (the sweep tries again); the audit log says why, once per reason."""
+        if await store.mark_held(conn, inc.id, why):
+            await audit(conn, ACTOR, "feed.held", {"by": why}, warning_id=feed_id(inc.id))
+        return 0
 
     async def _held(self, conn: Conn, inc: Incident, now: datetime, msg_type: str) -> str | None:
         if await store.all_in_maintenance(conn, inc.stations, now):
