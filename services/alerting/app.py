@@ -94,7 +94,6 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
         channels: dict[str, Channel] = {
             "webhook": WebhookChannel(http),
             "wecom_robot": WeComRobotChannel(http),
-            "kafka": KafkaChannel(rt.producer),
             "cap_push": CapPushChannel(
                 http, sender=settings.sender_code, sender_name=settings.sender_name
             ),
@@ -103,7 +102,8 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             ),
         }
         channels.update(person_channels(settings, http))
-        batch_channels: dict[str, BatchChannel] = {}
+        # alerts.v1 takes a round's versions as one batch per partition
+        batch_channels: dict[str, BatchChannel] = {"kafka": KafkaChannel(rt.producer)}
         sms = sms_channel(settings, http)
         if sms is not None:
             batch_channels["sms"] = sms

@@ -58,14 +58,17 @@ class EventProducer:
         *,
         client_id: str = "qianshao",
         idempotence: str = "auto",
+        request_timeout_ms: int = 15000,
     ) -> EventProducer:
+        """``request_timeout_ms`` bounds a request to the broker, and also how long a send
+        waits for its partition's queue (aiokafka holds one batch per partition)."""
         conn = connection(target)
         common: dict[str, Any] = {
             **conn.producer_options(),
             "client_id": client_id,
             "acks": "all",
             "linger_ms": 2,
-            "request_timeout_ms": 15000,
+            "request_timeout_ms": request_timeout_ms,
             "max_batch_size": BATCH_BYTES,
             "max_request_size": 8 << 20,
         }
