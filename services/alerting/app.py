@@ -224,6 +224,7 @@ def consumer_and_sweeps(
         clock=clock,
         on_new_deliveries=on_new_deliveries,
         feeds=feeds if settings.feed_notices else None,
+        slice_size=settings.consumer_slice,
     )
     sweeps = Sweeps(
         pool=pool,

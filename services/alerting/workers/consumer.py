@@ -1,8 +1,9 @@
 """The alerting consumer: risk events, upstream warnings and station health in; warnings, their
 versions, feed incidents and delivery-ledger rows out.
 
-It decodes a batch, runs the pipeline (:mod:`services.alerting.pipeline.builder`) over it in one
-transaction, and names the messages it cannot read, for the dead-letter topic. Everything is
+It decodes a batch, runs the pipeline (:mod:`services.alerting.pipeline.builder`) over its risk
+events in slices of ``slice_size``, a transaction each (delivery is woken after each), and names
+the messages it cannot read, for the dead-letter topic. Everything is
 keyed by the event id (``processed_events``), so a batch re-delivered before its commit does
 nothing the second time. Delivery happens afterwards, from the ledger
 (:mod:`services.alerting.workers.delivery`)."""
@@ -63,7 +64,9 @@ class AlertingHandler:
         clock: Clock,
         on_new_deliveries: Callable[[], None],
         feeds: FeedWatch | None = None,
+        slice_size: int = 200,
     ) -> None:
+        self._slice = slice_size
         self._pool = pool
         self._pipeline = pipeline
         self._feeds = feeds
@@ -93,13 +96,20 @@ class AlertingHandler:
         station = [e for e in events if e.scope == "station" and e.station_id and e.kind == "level"]
         try:
             created = 0
-            if station:
+            # in slices, each committed on its own, so the first warnings of a burst go out
+            # while the later ones are still being decided; a slice applied before a crash is
+            # skipped by its events' ids when the batch comes again
+            for i in range(0, len(station), self._slice):
                 async with self._pool.acquire() as conn, conn.transaction():
-                    created = await self._pipeline.apply(conn, station, self._clock.now())
+                    n = await self._pipeline.apply(
+                        conn, station[i : i + self._slice], self._clock.now()
+                    )
+                if n:
+                    self._wake()
             signals += [_nodata_signal(e) for e in events if e.kind == "no_data" and e.station_id]
             if signals and self._feeds is not None:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    created += await self._feeds.apply(conn, signals, self._clock.now())
+                    created = await self._feeds.apply(conn, signals, self._clock.now())
             await self._heard(max((e.produced_at for e in events), default=None))
         except _DB_ERRORS as exc:
             raise DatabaseError(f"alerting write failed: {exc!r}") from exc

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,6 +69,31 @@ END_TO_END = Histogram(
 
 # channels whose messages carry a confirmation link (an SMS is confirmed by replying)
 LINK_CHANNELS = frozenset({"wechat_mp", "wecom_app", "email"})
+
+
+class _Marks:
+    """A round's rows sent one by one, marked sent ``size`` at a time in one statement per
+    channel (and the rest when the round ends), not one update and commit each."""
+
+    def __init__(
+        self,
+        mark: Callable[[str, Sequence[tuple[DeliveryJob, Outcome]]], Awaitable[None]],
+        size: int = 200,
+    ) -> None:
+        self._mark = mark
+        self._size = size
+        self._sent: dict[str, list[tuple[DeliveryJob, Outcome]]] = {}
+
+    async def add(self, channel: str, job: DeliveryJob) -> None:
+        rows = self._sent.setdefault(channel, [])
+        rows.append((job, Outcome()))
+        if len(rows) >= self._size:
+            await self._mark(channel, self._sent.pop(channel))
+
+    async def flush(self) -> None:
+        while self._sent:
+            channel, rows = self._sent.popitem()
+            await self._mark(channel, rows)
 
 
 @dataclass(frozen=True)
@@ -191,7 +216,8 @@ class DeliveryWorker:
         for (name, keys), items in interrupted.items():
             # ask first; what the provider did not take is sent like any other row
             by_channel.setdefault(name, []).extend(await self._recover(name, keys, items))
-        work = [self._deliver(job, ch, attempts) for job, ch, attempts in singles]
+        marks = _Marks(self._mark_sent)
+        work = [self._deliver(job, ch, attempts, marks) for job, ch, attempts in singles]
         for name, items in by_channel.items():
             channel = self._batch_channels[name]
             items.sort(key=lambda x: (x[0].alert.warning_id, x[0].alert.version))
@@ -204,6 +230,7 @@ class DeliveryWorker:
         )
         try:
             await asyncio.gather(*work)
+            await marks.flush()
         finally:
             renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -396,7 +423,9 @@ class DeliveryWorker:
             if o.error is not None:
                 await self._failed(job, channel.name, attempts, o.error, keys=keys)
 
-    async def _deliver(self, job: DeliveryJob, channel_name: str, attempts: int) -> None:
+    async def _deliver(
+        self, job: DeliveryJob, channel_name: str, attempts: int, marks: _Marks
+    ) -> None:
         channel = self._channels.get(channel_name)
         async with self._sem:
             try:
@@ -413,15 +442,7 @@ class DeliveryWorker:
                     job, channel_name, attempts, ProviderError(repr(exc), retriable=True)
                 )
                 return
-        now = self._clock.now()
-        await self._pool.execute(
-            """UPDATE alerting.deliveries SET state='sent', sent_at=$2, last_error=NULL
-                WHERE id=$1 AND state='sending'""",
-            job.delivery_id,
-            now,
-        )
-        DELIVERIES.labels(channel_name, "sent").inc()
-        self._observe(channel_name, job, now)
+        await marks.add(channel_name, job)
 
     @staticmethod
     def _observe(channel: str, job: DeliveryJob, now: datetime) -> None:
