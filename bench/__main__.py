@@ -26,6 +26,7 @@ from typing import Any
 from bench import (
     alerting,
     atlas,
+    burst,
     e2e_latency,
     earthquake,
     fieldproto,
@@ -56,6 +57,7 @@ BENCHES: dict[str, Bench] = {
     "soak": lambda pg, b: soak.run(pg.dsn, b.bootstrap),
     "fieldproto": lambda pg, b: fieldproto.run(),
     "atlas": lambda pg, b: atlas.run(pg.dsn),
+    "burst": lambda pg, b: burst.run(pg.dsn, b.bootstrap),
 }
 
 

@@ -44,8 +44,8 @@ class AlertingSettings(ServiceSettings):
     ambiguous_wait_s: float = 30.0
     lease_s: float = 60.0
 
-    # risk events of a poll are decided in slices of this many, each committed on its own: the
-    # first warnings of a burst go out while later ones are still being decided
+    # risk events of a poll are decided in slices growing from 8 up to this many, each committed
+    # on its own: the first warnings of a burst go out while later ones are still being decided
     consumer_slice: int = Field(default=200, ge=1)
 
     # drill mode: every warning created is a drill (CAP status Exercise), for drill recipients only

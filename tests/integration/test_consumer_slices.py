@@ -61,15 +61,16 @@ async def test_a_burst_is_committed_in_slices_and_a_redelivery_changes_nothing(d
         )
         batch = burst(Topics(prefix).risk_events)
         await a.process(batch)
-        # five slices (100, 100, 100, 100, 50), each committed and each waking delivery
-        assert len(wakes) == 5
+        # slices of 8, 16, 32, 64, then 100 at most (8+16+32+64+100+100+100+30), each committed
+        # and each waking delivery
+        assert len(wakes) == 8
         webhook_rows = """SELECT count(*) FROM alerting.deliveries
                            WHERE channel = 'webhook' AND purpose = 'warning'"""
         assert await pool.fetchval("SELECT count(*) FROM alerting.warnings") == N
         assert await pool.fetchval(webhook_rows) == N
         # the whole poll again: every event is known by its id
         await a.process(batch)
-        assert len(wakes) == 5
+        assert len(wakes) == 8
         assert await pool.fetchval("SELECT count(*) FROM alerting.warning_versions") == N
         assert await pool.fetchval(webhook_rows) == N
     finally:

@@ -2,7 +2,8 @@
 versions, feed incidents and delivery-ledger rows out.
 
 It decodes a batch, runs the pipeline (:mod:`services.alerting.pipeline.builder`) over its risk
-events in slices of ``slice_size``, a transaction each (delivery is woken after each), and names
+events in slices growing from 8 to ``slice_size``, a transaction each (delivery is woken after
+each), and names
 the messages it cannot read, for the dead-letter topic. Everything is
 keyed by the event id (``processed_events``), so a batch re-delivered before its commit does
 nothing the second time. Delivery happens afterwards, from the ledger
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 import asyncpg
 from pydantic import ValidationError
@@ -26,6 +28,20 @@ from shared.errors import DatabaseError
 from shared.kafka import BatchResult, InvalidMessage, Received, no_value
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+T = TypeVar("T")
+
+
+def slices(items: Sequence[T], size: int, first: int = 8) -> list[Sequence[T]]:
+    """``items`` in order, in slices that start small and double up to ``size``: the first
+    warnings of a burst are committed (and leave) within a few statements, the rest in slices
+    large enough to keep commits few."""
+    out: list[Sequence[T]] = []
+    i, n = 0, max(1, min(first, size))
+    while i < len(items):
+        out.append(items[i : i + n])
+        i += n
+        n = min(size, n * 2)
+    return out
 
 
 def _health_signal(h: StationHealth) -> Signal:
@@ -99,11 +115,9 @@ class AlertingHandler:
             # in slices, each committed on its own, so the first warnings of a burst go out
             # while the later ones are still being decided; a slice applied before a crash is
             # skipped by its events' ids when the batch comes again
-            for i in range(0, len(station), self._slice):
+            for part in slices(station, self._slice):
                 async with self._pool.acquire() as conn, conn.transaction():
-                    n = await self._pipeline.apply(
-                        conn, station[i : i + self._slice], self._clock.now()
-                    )
+                    n = await self._pipeline.apply(conn, part, self._clock.now())
                 if n:
                     self._wake()
             signals += [_nodata_signal(e) for e in events if e.kind == "no_data" and e.station_id]
