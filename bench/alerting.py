@@ -33,7 +33,7 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
-from bench.scratch import scratch_database, start_fake_providers
+from bench.scratch import scratch_database, start_fake_providers, wait_http
 from services.alerting.adapters.channels.sms import tc3_authorization
 from services.alerting.adapters.publications import broadcast
 from services.alerting.app import MIGRATIONS
@@ -55,18 +55,6 @@ CONCURRENCY = 16
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
-
-
-async def _wait_http(url: str) -> None:
-    async with httpx.AsyncClient(timeout=1) as c:
-        for _ in range(300):
-            try:
-                if (await c.get(url)).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(url)
 
 
 def _service_env(dsn: str, bootstrap: str, prefix: str, port: int, fake: str) -> dict[str, str]:
@@ -157,8 +145,8 @@ async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
                     stderr=subprocess.DEVNULL,
                 )
             )
-            await _wait_http(f"{fake}/sms/stats")
-            await _wait_http(f"http://127.0.0.1:{port}/readyz")
+            await wait_http(f"{fake}/sms/stats")
+            await wait_http(f"http://127.0.0.1:{port}/readyz")
             async with httpx.AsyncClient(
                 timeout=30, limits=httpx.Limits(max_connections=2 * CONCURRENCY)
             ) as c:
@@ -301,7 +289,7 @@ async def _pools() -> dict[str, float]:
     n, conc = 3000, 50
     out: dict[str, float] = {}
     try:
-        await _wait_http(f"{url}/sms/stats")
+        await wait_http(f"{url}/sms/stats")
         body = orjson.dumps({"msg_type": "Alert", "level": "red", "headline": "bench"})
         for name, size in (("httpx_pool_10", 10), ("httpx_pool_100", 100)):
             async with httpx.AsyncClient(

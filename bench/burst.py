@@ -39,7 +39,7 @@ import httpx
 import orjson
 from aiohttp import web
 
-from bench.scratch import scratch_database, start_service
+from bench.scratch import scratch_database, start_service, wait_http
 from services.alerting.app import MIGRATIONS
 from shared.contracts import Topics
 from shared.db import create_pool, migrate
@@ -124,18 +124,6 @@ def ensure_alertmanager() -> str:
     return shutil.which(AM_BIN, path="/usr/bin") or f"/usr/bin/{AM_BIN}"
 
 
-async def _wait_http(url: str) -> None:
-    async with httpx.AsyncClient(timeout=1) as c:
-        for _ in range(600):
-            try:
-                if (await c.get(url)).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(url)
-
-
 async def _burst(
     receiver: Receiver, n: int, send: Callable[[int, int], Awaitable[None]]
 ) -> dict[str, float]:
@@ -184,7 +172,7 @@ async def alertmanager(receiver: Receiver, hook: str, sizes: tuple[int, ...]) ->
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            await _wait_http(f"{base}/-/ready")
+            await wait_http(f"{base}/-/ready")
             async with httpx.AsyncClient(timeout=60) as c:
                 out[n] = await _burst(receiver, n, _am_sender(c, base))
         finally:
@@ -278,7 +266,7 @@ async def _qianshao_burst(
                 f"{hook}/qianshao",
             )
             proc = start_service("alerting", _service_env(dsn, bootstrap, prefix, port))
-            await _wait_http(f"http://127.0.0.1:{port}/readyz")
+            await wait_http(f"http://127.0.0.1:{port}/readyz")
 
             async def send(first: int, count: int) -> None:
                 at = datetime.now(UTC)

@@ -3,6 +3,7 @@ processes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
+import httpx
 
 
 @contextlib.asynccontextmanager
@@ -48,3 +50,16 @@ def start_fake_providers(port: int) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "shared.cli", "fake-providers", "--port", str(port), "--bulk"],
         stderr=subprocess.DEVNULL,
     )
+
+
+async def wait_http(url: str, tries: int = 600) -> None:
+    """Until ``url`` answers below 500, every 0.1 s, ``tries`` times at most."""
+    async with httpx.AsyncClient(timeout=1) as c:
+        for _ in range(tries):
+            try:
+                if (await c.get(url)).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError(url)
