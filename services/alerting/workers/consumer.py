@@ -111,7 +111,6 @@ class AlertingHandler:
                 raise DatabaseError(f"alerting relay failed: {exc!r}") from exc
         station = [e for e in events if e.scope == "station" and e.station_id and e.kind == "level"]
         try:
-            created = 0
             # in slices, each committed on its own, so the first warnings of a burst go out
             # while the later ones are still being decided; a slice applied before a crash is
             # skipped by its events' ids when the batch comes again
@@ -123,12 +122,12 @@ class AlertingHandler:
             signals += [_nodata_signal(e) for e in events if e.kind == "no_data" and e.station_id]
             if signals and self._feeds is not None:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    created = await self._feeds.apply(conn, signals, self._clock.now())
+                    notices = await self._feeds.apply(conn, signals, self._clock.now())
+                if notices:
+                    self._wake()
             await self._heard(max((e.produced_at for e in events), default=None))
         except _DB_ERRORS as exc:
             raise DatabaseError(f"alerting write failed: {exc!r}") from exc
-        if created:
-            self._wake()
         return BatchResult(dead_letters=dead)
 
     def _decode(
