@@ -30,8 +30,8 @@ from typing import Any
 
 import httpx
 
-from bench.alerting import CONCURRENCY, _send_direct, _service_env, _stats, _wait_http, pct
-from bench.scratch import scratch_database, start_fake_providers, start_service
+from bench.alerting import CONCURRENCY, _send_direct, _service_env, _stats, pct
+from bench.scratch import scratch_database, start_fake_providers, start_service, wait_http
 from services.alerting.app import MIGRATIONS as ALERTING
 from services.ingest.app import MIGRATIONS as INGEST
 from shared.db import create_pool, migrate
@@ -115,9 +115,9 @@ async def run(admin_dsn: str, bootstrap: str) -> dict[str, float]:
             procs.append(
                 start_service("alerting", _service_env(dsn, bootstrap, prefix, alerting_port, fake))
             )
-            await _wait_http(f"{fake}/sms/stats")
-            await _wait_http(f"{ingest}/readyz")
-            await _wait_http(f"http://127.0.0.1:{alerting_port}/readyz")
+            await wait_http(f"{fake}/sms/stats")
+            await wait_http(f"{ingest}/readyz")
+            await wait_http(f"http://127.0.0.1:{alerting_port}/readyz")
             async with httpx.AsyncClient(
                 timeout=60, limits=httpx.Limits(max_connections=2 * CONCURRENCY)
             ) as c:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -35,13 +36,34 @@ async def scratch_database(admin_dsn: str, prefix: str = "bench") -> AsyncIterat
 
 
 def start_service(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``qianshao serve <service>`` as a process, with ``env`` over this process's environment."""
+    """``qianshao serve <service>`` as a process, with ``env`` over this process's environment.
+
+    With ``QIANSHAO_BENCH_PROFILE`` set to a directory, the service runs under ``py-spy record``
+    (collapsed stacks per service start in that directory, written when the service stops
+    by :func:`stop_service`)."""
+    cmd = [sys.executable, "-m", "shared.cli", "serve", service]
+    profile = os.environ.get("QIANSHAO_BENCH_PROFILE")
+    if profile:
+        out = os.path.join(profile, f"{service}-{uuid.uuid4().hex[:6]}.txt")
+        spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+        cmd = [spy, "record", "--rate", "250", "--format", "raw", "-o", out, "--", *cmd]
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", service],
+        cmd,
+        start_new_session=bool(profile),
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def stop_service(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a service :func:`start_service` started; under the profiler, SIGINT to both, so that
+    the service stops and the profiler writes what it sampled."""
+    if os.environ.get("QIANSHAO_BENCH_PROFILE"):
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.terminate()
+    proc.wait(60)
 
 
 def start_fake_providers(port: int) -> subprocess.Popen[bytes]:

@@ -75,6 +75,10 @@ def compose(code: str, names: Mapping[str, tuple[str, int]]) -> Place:
 class PlaceNames(Protocol):
     async def describe(self, code: str, conn: Conn | None = None) -> Place: ...
 
+    async def describe_many(
+        self, codes: Iterable[str], conn: Conn | None = None
+    ) -> dict[str, Place]: ...
+
 
 class Places:
     """Names of codes from ``ingest.divisions``, kept for ``ttl_s`` (names change with a new

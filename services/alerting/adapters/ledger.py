@@ -195,3 +195,69 @@ async def open_confirm_tasks(
         [p[0] for p in people],
         [p[1] for p in people],
     )
+
+
+async def insert_many(
+    conn: Conn,
+    rows: Sequence[tuple[str, int, str, str, str]],
+    *,
+    now: datetime,
+    state: Delivery = Delivery.pending,
+) -> None:
+    """:func:`insert` of the versions themselves for several (warning id, version, recipient,
+    channel, target) in one statement."""
+    if not rows:
+        return
+    await conn.execute(
+        """INSERT INTO alerting.deliveries
+               (warning_id, version, recipient, channel, target, idempotency_key,
+                next_attempt_at, purpose, message, state, created_at)
+           SELECT u.w, u.n, u.recipient, u.channel, u.target,
+                  u.n || ':' || u.w || ':' || u.recipient || ':' || u.channel,
+                  $6, $7, NULL, $8, $6
+             FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[])
+                  AS u(w, n, recipient, channel, target)
+           ON CONFLICT DO NOTHING""",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [r[4] for r in rows],
+        now,
+        Purpose.warning,
+        state,
+    )
+
+
+async def close_confirm_tasks_many(conn: Conn, rows: Sequence[tuple[str, int]]) -> None:
+    """:func:`close_confirm_tasks` for several (warning id, version)."""
+    if rows:
+        await conn.execute(
+            """UPDATE alerting.confirm_tasks t SET closed = true
+                 FROM unnest($1::text[], $2::int[]) AS x(w, n)
+                WHERE t.warning_id = x.w AND t.version < x.n
+                  AND t.confirmed_at IS NULL AND NOT t.closed""",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+        )
+
+
+async def open_confirm_tasks_many(
+    conn: Conn, rows: Sequence[tuple[str, int, int, int, str]], now: datetime
+) -> None:
+    """:func:`open_confirm_tasks` for several (warning id, version, level, person id, region)."""
+    if rows:
+        await conn.execute(
+            """INSERT INTO alerting.confirm_tasks
+                   (warning_id, version, person_id, region_code, level, created_at)
+               SELECT u.w, u.n, u.pid, u.region, u.level, $6
+                 FROM unnest($1::text[], $2::int[], $3::smallint[], $4::bigint[], $5::text[])
+                      AS u(w, n, level, pid, region)
+               ON CONFLICT DO NOTHING""",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [r[3] for r in rows],
+            [r[4] for r in rows],
+            now,
+        )

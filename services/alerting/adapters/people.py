@@ -104,3 +104,59 @@ async def load_persons_in(conn: Conn, areas: Sequence[str], now: datetime) -> li
         for p in await load_persons(conn, code, now):
             seen.setdefault(p.id, p)
     return list(seen.values())
+
+
+async def persons_for_areas(
+    conn: Conn, areas: Sequence[Sequence[str]], now: datetime
+) -> list[list[Person]]:
+    """:func:`load_persons_in` for several warnings' areas in one statement: for each, the
+    active people in scope of any of its divisions, each once, by id."""
+    scopes = {code: jurisdiction(code) for codes in areas for code in codes}
+    wanted = sorted({j for area in scopes.values() for j in (*ancestors(area), area)})
+    rows = await conn.fetch(
+        f"""SELECT p.jurisdiction AS scope_of, {PERSON_COLUMNS} FROM alerting.persons p
+             WHERE p.active AND (p.jurisdiction = ANY($2::text[])
+                                 OR p.region_code LIKE ANY($3::text[]))
+             ORDER BY p.id""",  # noqa: S608 - a constant column list
+        now,
+        wanted,
+        sorted({f"{a}%" for a in scopes.values()}),
+    )
+    people = [(r["scope_of"], person_from_row(r)) for r in rows]
+    out: list[list[Person]] = []
+    for codes in areas:
+        mine = {scopes[c] for c in codes}
+        above = {j for a in mine for j in (*ancestors(a), a)}
+        out.append(
+            [p for j, p in people if j in above or any(p.region_code.startswith(a) for a in mine)]
+        )
+    return out
+
+
+async def subscriptions(conn: Conn) -> list[tuple[int, str, str, str, Level, str | None]]:
+    """The active endpoint subscriptions: (id, channel, target, region prefix, min level,
+    hazard), by id — for :func:`endpoints_for`."""
+    rows = await conn.fetch(
+        """SELECT id, channel, target, region_prefix, min_level, hazard
+             FROM alerting.subscriptions WHERE active ORDER BY id"""
+    )
+    return [
+        (r["id"], r["channel"], r["target"], r["region_prefix"], Level(r["min_level"]), r["hazard"])
+        for r in rows
+    ]
+
+
+def endpoints_for(
+    subs: Sequence[tuple[int, str, str, str, Level, str | None]],
+    areas: Sequence[str],
+    level: Level,
+    hazard: str,
+) -> list[tuple[str, str, str]]:
+    """What :func:`subscribed` answers, from :func:`subscriptions` read once."""
+    return [
+        (f"sub:{sid}", channel, target)
+        for sid, channel, target, prefix, min_level, hz in subs
+        if min_level <= level
+        and (hz is None or hz == hazard)
+        and any(a.startswith(prefix) for a in areas)
+    ]

@@ -5,6 +5,7 @@ Every function takes the transaction's connection."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -287,3 +288,18 @@ async def group_hold(conn: Conn, hazard: str, region_code: str) -> tuple[Level, 
         region_code,
     )
     return (Level(r["level"]), r["until"]) if r is not None else None
+
+
+async def group_holds(
+    conn: Conn, groups: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[Level, datetime]]:
+    """:func:`group_hold` for several (hazard, region) groups (those without a hold absent)."""
+    if not groups:
+        return {}
+    rows = await conn.fetch(
+        """SELECT hazard, region_code, level, until FROM alerting.officer_holds
+            WHERE (hazard, region_code) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
+        [g[0] for g in groups],
+        [g[1] for g in groups],
+    )
+    return {(r["hazard"], r["region_code"]): (Level(r["level"]), r["until"]) for r in rows}

@@ -459,3 +459,297 @@ async def active_silences(conn: Conn, now: datetime) -> list[Silence]:
         now,
     )
     return [Silence(**dict(r.items())) for r in rows]
+
+
+# --- the same, for a set of groups at once (the consumer's waves: one item per group) ---
+
+Group = tuple[str, str]  # (hazard, region code)
+
+
+async def first_seen_many(conn: Conn, event_ids: Sequence[str]) -> set[str]:
+    """Record risk events as applied; the ids not applied before."""
+    rows = await conn.fetch(
+        """INSERT INTO alerting.processed_events (event_id)
+           SELECT DISTINCT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING event_id""",
+        list(event_ids),
+    )
+    return {r["event_id"] for r in rows}
+
+
+async def open_warnings(conn: Conn, groups: Sequence[Group]) -> dict[Group, WarningRow]:
+    """The groups' standing warnings, locked for this transaction."""
+    rows = await conn.fetch(
+        f"""SELECT {_COLUMNS} FROM alerting.warnings
+             WHERE (hazard, region_code) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+               AND state = ANY($3::text[])
+               FOR UPDATE""",  # noqa: S608 - a constant column list
+        [g[0] for g in groups],
+        [g[1] for g in groups],
+        list(STANDING),
+    )
+    return {(r["hazard"], r["region_code"]): _warning(r) for r in rows}
+
+
+async def rule_levels_of(
+    conn: Conn, warning_ids: Sequence[str]
+) -> dict[str, dict[tuple[str, str], Level]]:
+    """The levels that stand in each of several warnings, by (station, rule)."""
+    out: dict[str, dict[tuple[str, str], Level]] = {w: {} for w in warning_ids}
+    if not warning_ids:
+        return out
+    rows = await conn.fetch(
+        """SELECT warning_id, station_id, rule_id, level FROM alerting.warning_stations
+            WHERE warning_id = ANY($1::text[])""",
+        list(warning_ids),
+    )
+    for r in rows:
+        out[r["warning_id"]][(r["station_id"], r["rule_id"])] = Level(r["level"])
+    return out
+
+
+async def held_cancels(conn: Conn, groups: Sequence[Group]) -> dict[Group, tuple[str, int]]:
+    """Of each group, its latest warning whose all-clear still waits for its group timer,
+    locked: (id, version of the all-clear)."""
+    rows = await conn.fetch(
+        """SELECT w.id, w.version, w.hazard, w.region_code FROM alerting.warnings w
+             JOIN alerting.warning_versions v ON v.warning_id = w.id AND v.version = w.version
+            WHERE (w.hazard, w.region_code) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+              AND w.state = $3 AND v.msg_type = $4 AND v.dispatch = $5
+            ORDER BY w.closed_at
+            FOR UPDATE OF w""",
+        [g[0] for g in groups],
+        [g[1] for g in groups],
+        WarningState.cancelled,
+        MsgType.Cancel,
+        Dispatch.scheduled,
+    )
+    return {(r["hazard"], r["region_code"]): (r["id"], r["version"]) for r in rows}
+
+
+async def withdraw_cancel(conn: Conn, warning_id: str, version: int) -> None:
+    """The all-clear ``version`` (held, never out) deleted; the warning back as it was."""
+    prev = await conn.fetchrow(
+        """SELECT version, level, msg_type FROM alerting.warning_versions
+            WHERE warning_id = $1 AND version = $2""",
+        warning_id,
+        version - 1,
+    )
+    assert prev is not None
+    await conn.execute(
+        "DELETE FROM alerting.warning_versions WHERE warning_id = $1 AND version = $2",
+        warning_id,
+        version,
+    )
+    await conn.execute(
+        """UPDATE alerting.warnings SET state = $2, level = $3, version = $4, closed_at = NULL
+            WHERE id = $1""",
+        warning_id,
+        MsgType(prev["msg_type"]).state,
+        prev["level"],
+        prev["version"],
+    )
+
+
+async def in_maintenance_many(conn: Conn, subjects: Sequence[tuple[str, datetime]]) -> list[bool]:
+    """For each (station, time), whether the station is in maintenance then."""
+    rows = await conn.fetch(
+        """SELECT EXISTS (SELECT 1 FROM alerting.maintenance m WHERE m.station_id = x.s
+                             AND m.starts_at <= x.at AND m.ends_at > x.at) AS yes
+             FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS x(s, at, i)
+            ORDER BY x.i""",
+        [s for s, _ in subjects],
+        [at for _, at in subjects],
+    )
+    return [r["yes"] for r in rows]
+
+
+async def set_stations(conn: Conn, rows: Sequence[tuple[str, RiskEvent]]) -> None:
+    """:func:`set_station` for several (warning id, event) in one statement."""
+    if not rows:
+        return
+    await conn.execute(
+        """INSERT INTO alerting.warning_stations
+               (warning_id, station_id, rule_id, level, event_id, seen_at)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::text[],
+                                $6::timestamptz[])
+           ON CONFLICT (warning_id, station_id, rule_id)
+           DO UPDATE SET level = EXCLUDED.level, event_id = EXCLUDED.event_id,
+                         updated_at = now(),
+                         seen_at = greatest(warning_stations.seen_at, EXCLUDED.seen_at)""",
+        [w for w, _ in rows],
+        [e.station_id for _, e in rows],
+        [e.rule_id for _, e in rows],
+        [int(Level.parse(e.level)) for _, e in rows],
+        [e.event_id for _, e in rows],
+        [e.produced_at for _, e in rows],
+    )
+
+
+async def drop_stations(conn: Conn, rows: Sequence[tuple[str, str, str]]) -> None:
+    """:func:`drop_station` for several (warning id, station, rule)."""
+    if rows:
+        await conn.execute(
+            """DELETE FROM alerting.warning_stations ws
+                USING unnest($1::text[], $2::text[], $3::text[]) AS x(w, s, r)
+                WHERE ws.warning_id = x.w AND ws.station_id = x.s AND ws.rule_id = x.r""",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+        )
+
+
+async def next_serials(conn: Conn, n: int) -> list[int]:
+    rows = await conn.fetch(
+        "SELECT nextval('alerting.warning_serial') AS s FROM generate_series(1, $1)", n
+    )
+    return [r["s"] for r in rows]
+
+
+async def new_warnings(
+    conn: Conn,
+    rows: Sequence[tuple[str, str, str, Level, str, str, str | None]],
+) -> dict[str, WarningRow]:
+    """:func:`new_warning` for several (id, hazard, region, level, identifier, status, event
+    type); the warnings by id."""
+    if not rows:
+        return {}
+    got = await conn.fetch(
+        f"""INSERT INTO alerting.warnings
+               (id, hazard, region_code, level, state, identifier, version, status, event_type)
+           SELECT x.id, x.hz, x.region, x.level, $8, x.ident, 1, x.status, x.et
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::text[],
+                         $6::text[], $7::text[]) AS x(id, hz, region, level, ident, status, et)
+        RETURNING {_COLUMNS}""",  # noqa: S608 - a constant column list
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [int(r[3]) for r in rows],
+        [r[4] for r in rows],
+        [r[5] for r in rows],
+        [r[6] for r in rows],
+        WarningState.issued,
+    )
+    return {r["id"]: _warning(r) for r in got}
+
+
+async def earlier_versions_of(
+    conn: Conn, warning_ids: Sequence[str]
+) -> dict[str, list[tuple[str, datetime]]]:
+    """:func:`earlier_versions` of several warnings."""
+    out: dict[str, list[tuple[str, datetime]]] = {w: [] for w in warning_ids}
+    if warning_ids:
+        for r in await conn.fetch(
+            """SELECT warning_id, identifier, sent FROM alerting.warning_versions
+                WHERE warning_id = ANY($1::text[]) ORDER BY warning_id, version""",
+            list(warning_ids),
+        ):
+            out[r["warning_id"]].append((r["identifier"], r["sent"]))
+    return out
+
+
+async def set_latest_many(
+    conn: Conn, rows: Sequence[tuple[str, Level, int, MsgType, datetime | None]]
+) -> None:
+    """:func:`set_latest` for several (warning id, level, version, msg type, expires)."""
+    if rows:
+        await conn.execute(
+            """UPDATE alerting.warnings w
+                  SET level = x.level, version = x.version, state = x.state, updated_at = now(),
+                      closed_at = CASE WHEN x.state = 'cancelled' THEN now() END,
+                      expires_at = x.expires
+                 FROM unnest($1::text[], $2::smallint[], $3::int[], $4::text[],
+                             $5::timestamptz[]) AS x(id, level, version, state, expires)
+                WHERE w.id = x.id""",
+            [r[0] for r in rows],
+            [int(r[1]) for r in rows],
+            [r[2] for r in rows],
+            [r[3].state for r in rows],
+            [r[4] for r in rows],
+        )
+
+
+async def insert_versions(conn: Conn, rows: Sequence[Sequence[Any]]) -> None:
+    """:func:`insert_version` for several rows, each with its five officer's fields after the
+    thirteen (area desc, instruction, effective, areas, polygon)."""
+    if rows:
+        await conn.executemany(
+            """INSERT INTO alerting.warning_versions
+                   (warning_id, version, msg_type, level, identifier, sent, headline,
+                    description, refs, station_ids, cause_event, cause_time, expires, area_desc,
+                    instruction, effective, areas, polygon)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                       $17, $18)""",
+            rows,
+        )
+
+
+async def recent_versions_many(
+    conn: Conn, groups: Sequence[Group], since: datetime
+) -> dict[Group, int]:
+    """:func:`recent_versions` for several groups (0 for a group without any)."""
+    rows = await conn.fetch(
+        """SELECT w.hazard, w.region_code, count(*) AS n FROM alerting.warning_versions v
+             JOIN alerting.warnings w ON w.id = v.warning_id
+            WHERE (w.hazard, w.region_code) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+              AND v.sent > $3
+            GROUP BY 1, 2""",
+        [g[0] for g in groups],
+        [g[1] for g in groups],
+        since,
+    )
+    return {(r["hazard"], r["region_code"]): r["n"] for r in rows}
+
+
+async def set_dispatch_many(
+    conn: Conn, rows: Sequence[tuple[str, int]], state: Dispatch, at: datetime | None = None
+) -> None:
+    """The dispatch state of several (warning id, version); ``at`` for ``scheduled``."""
+    if rows:
+        await conn.execute(
+            """UPDATE alerting.warning_versions v
+                  SET dispatch = $3,
+                      dispatch_at = CASE WHEN $3 = 'scheduled' THEN $4 ELSE v.dispatch_at END
+                 FROM unnest($1::text[], $2::int[]) AS x(w, n)
+                WHERE v.warning_id = x.w AND v.version = x.n""",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            state,
+            at,
+        )
+
+
+async def supersede_earlier_many(conn: Conn, rows: Sequence[tuple[str, int]]) -> set[str]:
+    """:func:`supersede_earlier` for several (warning id, version); the ids of the warnings of
+    which an earlier version went out."""
+    later = [r for r in rows if r[1] > 1]  # a first version has nothing before it
+    if not later:
+        return set()
+    ids, versions = [r[0] for r in later], [r[1] for r in later]
+    await conn.execute(
+        """UPDATE alerting.warning_versions v SET dispatch = $3
+             FROM unnest($1::text[], $2::int[]) AS x(w, n)
+            WHERE v.warning_id = x.w AND v.version < x.n AND v.dispatch = ANY($4::text[])""",
+        ids,
+        versions,
+        Dispatch.superseded,
+        list(WAITING),
+    )
+    told = await conn.fetch(
+        """SELECT x.w FROM unnest($1::text[], $2::int[]) AS x(w, n)
+            WHERE EXISTS (SELECT 1 FROM alerting.warning_versions v
+                           WHERE v.warning_id = x.w AND v.version < x.n
+                             AND v.dispatch = ANY($3::text[]))""",
+        ids,
+        versions,
+        list(TOLD),
+    )
+    return {r["w"] for r in told}
+
+
+async def dispatched_many(conn: Conn, warning_ids: Sequence[str], at: datetime) -> None:
+    if warning_ids:
+        await conn.execute(
+            "UPDATE alerting.warnings SET last_dispatch_at = $2 WHERE id = ANY($1::text[])",
+            list(warning_ids),
+            at,
+        )

@@ -36,7 +36,7 @@ from services.alerting.pipeline.event import (
     LockGroup,
     WithdrawHeldCancel,
 )
-from services.alerting.pipeline.items import Chain, Change, NewVersion, Outgoing
+from services.alerting.pipeline.items import Chain, Change, NewVersion, Outgoing, waves
 from services.alerting.pipeline.mute import (
     Inhibition,
     Maintenance,
@@ -96,13 +96,13 @@ class Pipeline:
     dispatch: Chain[Outgoing]
 
     async def apply(self, conn: Conn, events: Sequence[RiskEvent], now: datetime) -> int:
-        """A batch's station events, in the caller's transaction: the changes one by one, in
-        order; then the standing announcements that confirm what a warning holds, in one
-        statement (risk announces every standing level each period, and one by one they held
-        the changes behind them for seconds). An announcement that does not confirm (a station
-        alerting does not hold at that level) takes the full path; one older than a change of
-        the same station and rule in the batch is dropped. The ledger rows written."""
-        created = 0
+        """A batch's station events, in the caller's transaction: the changes, in waves of one
+        event per group decided together (:func:`waves`: each set-based stage a few statements
+        for the whole wave, a group's events in order); then the standing announcements that
+        confirm what a warning holds, in one statement (risk announces every standing level
+        each period). An announcement that does not confirm (a station alerting does not hold
+        at that level) takes the full path; one older than a change of the same station and
+        rule in the batch is dropped. The ledger rows written."""
         last_change: dict[tuple[str | None, str], int] = {}
         standing: dict[tuple[str | None, str, str], tuple[int, RiskEvent]] = {}
         for i, ev in enumerate(events):
@@ -110,9 +110,7 @@ class Pipeline:
                 standing[(ev.station_id, ev.rule_id, ev.hazard)] = (i, ev)
             else:
                 last_change[(ev.station_id, ev.rule_id)] = i
-        for ev in events:
-            if ev.change != "standing":
-                created += await self.change(conn, ev, now)
+        created = await self.changes(conn, [ev for ev in events if ev.change != "standing"], now)
         current = [
             ev
             for i, ev in standing.values()
@@ -120,24 +118,41 @@ class Pipeline:
         ]
         if current:
             confirmed = await store.confirm_standing(conn, current)
-            for ev in current:
-                if (ev.station_id, ev.rule_id, ev.hazard) not in confirmed:
-                    created += await self.change(conn, ev, now)
+            created += await self.changes(
+                conn,
+                [ev for ev in current if (ev.station_id, ev.rule_id, ev.hazard) not in confirmed],
+                now,
+            )
+        return created
+
+    async def changes(self, conn: Conn, events: Sequence[RiskEvent], now: datetime) -> int:
+        """Station events through every stage, wave by wave; the ledger rows written."""
+        items = []
+        for ev in events:
+            assert ev.station_id is not None
+            items.append(
+                Change(ev, ev.station_id, group_region(ev.region_code, self.admin_level), now)
+            )
+        created = 0
+        for wave in waves(items, lambda c: (c.event.hazard, c.region)):
+            decided = await self.event.run_many(conn, wave)
+            created += await self.new_versions(conn, [c.new for c in decided if c.new is not None])
         return created
 
     async def change(self, conn: Conn, ev: RiskEvent, now: datetime) -> int:
         """One station event through every stage; the ledger rows written."""
-        assert ev.station_id is not None
-        c = Change(ev, ev.station_id, group_region(ev.region_code, self.admin_level), now)
-        if not await self.event.run(conn, c):
-            return 0
-        assert c.new is not None
-        return await self.new_version(conn, c.new)
+        return await self.changes(conn, [ev], now)
 
     async def new_version(self, conn: Conn, new: NewVersion) -> int:
         """Write a version, then send it now or schedule it; the ledger rows written."""
-        out = await self.version(conn, new)
-        if not await self.schedule.run(conn, out):
+        return await self.new_versions(conn, [new])
+
+    async def new_versions(self, conn: Conn, news: Sequence[NewVersion]) -> int:
+        """Versions of different warnings: written, then sent now or scheduled; the ledger rows
+        written."""
+        if not news:
             return 0
-        await self.dispatch.run(conn, out)
-        return out.created
+        outs = await self.version.many(conn, news)
+        going = await self.schedule.run_many(conn, outs)
+        sent = await self.dispatch.run_many(conn, going)
+        return sum(o.created for o in sent)

@@ -6,10 +6,10 @@ says, and answers whether the item goes on. Each stage fills in the fields the n
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from services.alerting.adapters.ledger import Recipient
 from services.alerting.adapters.warnings import WarningRow
@@ -81,9 +81,49 @@ T_contra = TypeVar("T_contra", contravariant=True)
 
 
 class Stage(Protocol[T_contra]):
-    """One step: do its part for ``item``; False stops the item there."""
+    """One step. ``__call__`` does its part for one item (False stops it there); ``many`` for
+    several items of different groups at once, in few statements, and answers those that go on,
+    in order."""
 
     async def __call__(self, conn: Conn, item: T_contra, /) -> bool: ...
+
+    async def many(self, conn: Conn, items: Sequence[T_contra], /) -> list[Any]: ...
+
+
+class ItemStage(Generic[T]):
+    """A stage written for one item at a time; ``many`` runs it item after item."""
+
+    async def __call__(self, conn: Conn, item: T, /) -> bool:
+        raise NotImplementedError
+
+    async def many(self, conn: Conn, items: Sequence[T], /) -> list[T]:
+        return [item for item in items if await self(conn, item)]
+
+
+class SetStage(Generic[T]):
+    """A stage written for a set of items (set-based statements); one item is a set of one."""
+
+    async def __call__(self, conn: Conn, item: T, /) -> bool:
+        return bool(await self.many(conn, [item]))
+
+    async def many(self, conn: Conn, items: Sequence[T], /) -> list[T]:
+        raise NotImplementedError
+
+
+def waves(items: Sequence[T], key: Callable[[T], Hashable]) -> list[list[T]]:
+    """``items`` in waves holding at most one item of each key, each key's items in order
+    across the waves: a wave's items are of different groups, so a set-based stage may decide
+    them together, and a group's second item sees what its first did."""
+    out: list[list[T]] = []
+    seen: dict[Hashable, int] = {}
+    for item in items:
+        k = key(item)
+        i = seen.get(k, 0)
+        seen[k] = i + 1
+        if i == len(out):
+            out.append([])
+        out[i].append(item)
+    return out
 
 
 @dataclass(frozen=True)
@@ -98,6 +138,15 @@ class Chain(Generic[T]):
             if not await stage(conn, item):
                 return False
         return True
+
+    async def run_many(self, conn: Conn, items: Sequence[T]) -> list[T]:
+        """Items of different groups, stage by stage; those that pass every stage, in order."""
+        going: list[T] = list(items)
+        for stage in self.stages:
+            if not going:
+                break
+            going = await stage.many(conn, going)
+        return going
 
     def __add__(self, other: Chain[T]) -> Chain[T]:
         return Chain(f"{self.name}+{other.name}", [*self.stages, *other.stages])

@@ -12,7 +12,7 @@ Subjects come in a sequence, so that a muter answers for many at once."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
@@ -53,14 +53,15 @@ class Maintenance:
     those that lower it still apply, so a warning never sticks on a station under maintenance."""
 
     async def mutes(self, conn: Conn, subjects: Sequence[Change]) -> list[Mute | None]:
+        if not subjects:
+            return []
+        under = await store.in_maintenance_many(
+            conn, [(c.station_id, c.event.event_time) for c in subjects]
+        )
         out: list[Mute | None] = []
-        for c in subjects:
+        for c, maintained in zip(subjects, under, strict=True):
             current = by_station(c.levels).get(c.station_id, Level.none)
-            ignored = maintenance_ignores(
-                await store.in_maintenance(conn, c.station_id, c.event.event_time),
-                int(current),
-                int(Level.parse(c.event.level)),
-            )
+            ignored = maintenance_ignores(maintained, int(current), int(Level.parse(c.event.level)))
             out.append(Mute("maintenance") if ignored else None)
         return out
 
@@ -71,12 +72,20 @@ class OfficerHold:
     level does."""
 
     async def mutes(self, conn: Conn, subjects: Sequence[Change]) -> list[Mute | None]:
+        asking = [
+            (c.event.hazard, c.region)
+            for c in subjects
+            if c.warning is None and Level.parse(c.event.level) > Level.none
+        ]
+        holds = await requests.group_holds(conn, asking)
         out: list[Mute | None] = []
         for c in subjects:
             level = Level.parse(c.event.level)
-            hold = None
-            if c.warning is None and level > Level.none:
-                hold = await requests.group_hold(conn, c.event.hazard, c.region)
+            hold = (
+                holds.get((c.event.hazard, c.region))
+                if c.warning is None and level > Level.none
+                else None
+            )
             held = hold is not None and held_by_officer(hold[0], hold[1], level, c.now)
             out.append(Mute("officer_hold") if held else None)
         return out
@@ -154,7 +163,18 @@ class StormLimit:
     def window(self) -> timedelta:
         return self._policy.window
 
-    async def mutes(self, conn: Conn, subjects: Sequence[PersonRow]) -> list[Mute | None]:
+    @property
+    def on(self) -> bool:
+        return self._policy.limit > 0
+
+    async def mutes(
+        self,
+        conn: Conn,
+        subjects: Sequence[PersonRow],
+        pending: Mapping[tuple[str, str], int] | None = None,
+    ) -> list[Mute | None]:
+        """``pending``: rows per (recipient, channel) decided in this transaction and not yet
+        in the ledger, counted as if they were."""
         if not subjects or self._policy.limit <= 0:
             return [None] * len(subjects)
         judged = [s for s in subjects if s.level < Level.red]
@@ -165,6 +185,8 @@ class StormLimit:
         counts = await ledger.recent_counts(
             conn, [s.recipient for s in judged], subjects[0].now - self._policy.window
         )
+        for k, n in (pending or {}).items():
+            counts[k] = counts.get(k, 0) + n
         hold = to_hold(
             counts,
             [(s.recipient, s.channel) for s in judged],
