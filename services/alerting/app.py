@@ -26,6 +26,7 @@ from services.alerting.adapters.channels.sms import (
     TencentSms,
 )
 from services.alerting.adapters.channels.wechat import WeChatTemplateChannel, WeComAppChannel
+from services.alerting.adapters.ledger import lanes_for
 from services.alerting.api.officer import router as officer_router
 from services.alerting.api.people import router as people_router
 from services.alerting.api.publications import router as publish_router
@@ -123,6 +124,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             lease_s=settings.lease_s,
             batch_channels=batch_channels,
             loops=settings.delivery_loops,
+            lanes=lanes_for(settings.delivery_lanes),
             confirm_base_url=settings.confirm_base_url,
             confirm_secret=settings.confirm_secret,
         )

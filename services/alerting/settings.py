@@ -36,6 +36,18 @@ class AlertingSettings(ServiceSettings):
     delivery_batch: int = Field(default=10_000, ge=1)
     delivery_concurrency: int = Field(default=50, ge=1)
     delivery_loops: int = Field(default=2, ge=1, le=32)
+    # channels claimed and sent apart from the others, each group by loops of its own (and the
+    # channels of no group by one more set): a provider that times out holds up its own lane,
+    # never SMS to the people who must act
+    delivery_lanes: list[list[str]] = Field(
+        default_factory=lambda: [
+            ["sms"],
+            ["voice"],
+            ["kafka"],
+            ["webhook", "wecom_robot", "cap_push", "national_push"],
+            ["wechat_mp", "wecom_app", "email"],
+        ]
+    )
     delivery_poll_s: float = 0.5
     delivery_timeout_s: float = 5.0
     max_attempts: int = Field(default=8, ge=1)

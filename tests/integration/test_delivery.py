@@ -108,3 +108,73 @@ def test_backoff_is_capped_and_jittered():
     delays = [p.delay(a, rng) for a in range(1, 11)]
     assert all(0 <= d <= 30 for d in delays)
     assert max(delays) > 1
+
+
+async def test_a_hanging_provider_holds_up_its_own_lane_only(database):
+    """A webhook endpoint that does not answer keeps its round waiting; a WeCom robot message
+    that becomes due meanwhile still goes out at once, from its own lane."""
+    import asyncio
+
+    import httpx
+    from aiohttp import web
+
+    from services.alerting.adapters.channels.http import WeComRobotChannel
+    from services.alerting.adapters.ledger import lanes_for
+
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hang(_request: web.Request) -> web.Response:
+        entered.set()
+        await release.wait()
+        return web.json_response({"ok": True})
+
+    hanging = web.Application()
+    hanging.router.add_post("/hook", hang)
+    runner = web.AppRunner(hanging)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    pool = await create_pool(database)
+    inbox = Inbox()
+    delivered = asyncio.Event()
+    inbox.on_message = lambda _m: delivered.set()
+    try:
+        await migrate(pool, "alerting", MIGRATIONS)
+        async with serve(create_app(inbox)) as fake, httpx.AsyncClient(timeout=60) as http:
+            await seed(pool, [f"http://127.0.0.1:{port}/hook"])
+            worker = DeliveryWorker(
+                pool=pool,
+                channels={"webhook": WebhookChannel(http), "wecom_robot": WeComRobotChannel(http)},
+                clock=ManualClock(T0),
+                policy=RetryPolicy(),
+                poll_s=0.05,
+                lanes=lanes_for([["webhook"], ["wecom_robot"]]),
+            )
+            running = asyncio.create_task(worker.run())
+            await asyncio.wait_for(entered.wait(), 30)  # the webhook's round is stuck
+            await pool.execute(
+                """INSERT INTO alerting.deliveries (warning_id, version, recipient, channel,
+                       target, idempotency_key, next_attempt_at)
+                   VALUES ('w1', 1, 'robot', 'wecom_robot', $1, 'key-robot', $2)""",
+                f"{fake}/cgi-bin/webhook/send?key=duty-room",
+                T0,
+            )
+            worker.wake()
+            await asyncio.wait_for(delivered.wait(), 30)
+            states = dict(
+                await pool.fetch("SELECT recipient, state FROM alerting.deliveries")  # type: ignore[arg-type]
+            )
+            assert states["r0"] == "sending"  # still waiting on the hanging endpoint
+            assert [m["name"] for m in inbox.messages] == ["duty-room"]
+            release.set()
+            worker.stop()
+            await asyncio.wait_for(running, 30)
+        assert (
+            await pool.fetchval("SELECT count(*) FROM alerting.deliveries WHERE state = 'sent'")
+            == 2
+        )
+    finally:
+        await pool.close()
+        await runner.cleanup()

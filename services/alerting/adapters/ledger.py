@@ -5,6 +5,7 @@ lease. A row's idempotency key makes a repeated write harmless (``ON CONFLICT DO
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -104,6 +105,26 @@ async def recent_counts(
     return {(r["recipient"], r["channel"]): r["n"] for r in rows}
 
 
+@dataclass(frozen=True)
+class Lane:
+    """The channels one set of delivery loops claims: a slow or failing provider holds up its
+    own lane only. ``exclude``: the lane for every channel no other lane names."""
+
+    name: str
+    channels: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] | None = None
+
+
+def lanes_for(groups: Sequence[Sequence[str]]) -> list[Lane]:
+    """A lane per group of channels, and one for the rest (channels in no group, and anything
+    unknown, which then fails with a reason rather than waiting for ever)."""
+    named = tuple(ch for g in groups for ch in g)
+    return [
+        *(Lane("+".join(g), channels=tuple(g)) for g in groups if g),
+        Lane("rest", exclude=named),
+    ]
+
+
 # the two tables a worker claims from: single rows, and a broadcast's batches
 Claimable = Literal["deliveries", "delivery_batches"]
 _CLAIM = {
@@ -121,16 +142,21 @@ async def claim(
     lease: timedelta,
     limit: int,
     claim_id: str,
+    lane: Lane | None = None,
 ) -> list[asyncpg.Record]:
     """Claim what is due (pending, or sending with a lease run out) under a new lease, in one
     statement (``FOR UPDATE SKIP LOCKED``: replicas never claim the same row). Every provider
     request of the round is named after ``claim_id``, and the rows carry it before any request
     goes out; ``was`` and ``old_keys`` tell a row whose lease ran out (its worker died
-    mid-send, or the provider left it unknown) from a fresh one."""
+    mid-send, or the provider left it unknown) from a fresh one. ``lane``: only rows of its
+    channels (or, for the rest, of channels in no other lane)."""
+    only, other = (lane.channels, lane.exclude) if lane is not None else (None, None)
     return await db.fetch(
         f"""WITH due AS (SELECT id, state AS was, attempt_keys AS old_keys
                            FROM alerting.{table}
                           WHERE state IN ('pending', 'sending') AND next_attempt_at <= $1
+                            AND ($5::text[] IS NULL OR channel = ANY($5::text[]))
+                            AND ($6::text[] IS NULL OR channel <> ALL($6::text[]))
                           ORDER BY priority, next_attempt_at, id
                           LIMIT $3 FOR UPDATE SKIP LOCKED)
             UPDATE alerting.{table} d
@@ -144,6 +170,8 @@ async def claim(
         now + lease,
         limit,
         claim_id,
+        None if only is None else list(only),
+        None if other is None else list(other),
     )
 
 

@@ -126,13 +126,15 @@ class DeliveryWorker:
         confirm_base_url: str | None = None,
         confirm_secret: str = "",
         loops: int = 1,
+        lanes: Sequence[ledger.Lane] = (),
     ) -> None:
         self._pool = pool
         self._channels = channels
         self._clock = clock
         self._policy = policy
         self._batch = batch
-        self._sem = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._sems: dict[str, asyncio.Semaphore] = {}  # per channel: none starves another
         self._poll_s = poll_s
         self._lease = timedelta(seconds=lease_s)
         self._rng = rng or random.Random()
@@ -140,6 +142,7 @@ class DeliveryWorker:
         self._confirm_base = confirm_base_url.rstrip("/") if confirm_base_url else None
         self._confirm_secret = confirm_secret
         self._loops = loops
+        self._lanes: list[ledger.Lane | None] = list(lanes) or [None]
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -150,14 +153,23 @@ class DeliveryWorker:
         self._stopping.set()
         self._wake.set()
 
-    async def run(self) -> None:
-        """``loops`` rounds in flight at once: one claims while another waits on a provider."""
-        await asyncio.gather(*(self._loop() for _ in range(self._loops)))
+    def _sem(self, channel: str) -> asyncio.Semaphore:
+        sem = self._sems.get(channel)
+        if sem is None:
+            sem = self._sems[channel] = asyncio.Semaphore(self._concurrency)
+        return sem
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
+        """In each lane, ``loops`` rounds in flight at once: one claims while another waits on
+        a provider; a lane's slow provider holds up that lane only."""
+        await asyncio.gather(
+            *(self._loop(lane) for lane in self._lanes for _ in range(self._loops))
+        )
+
+    async def _loop(self, lane: ledger.Lane | None) -> None:
         while not self._stopping.is_set():
             try:
-                n = await self.run_once()
+                n = await self.run_once(lane)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("delivery round failed; retrying", extra={"error": repr(exc)})
                 n = 0
@@ -167,7 +179,9 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_s)
 
-    async def run_once(self) -> int:
+    async def run_once(self, lane: ledger.Lane | None = None) -> int:
+        """One round: claim what is due (of ``lane``'s channels; all without one), send it,
+        mark it."""
         now = self._clock.now()
         claim = uuid.uuid4().hex[:20]
         # every provider request of this round is named "<claim>.<channel>.<n>"
@@ -178,9 +192,10 @@ class DeliveryWorker:
             lease=self._lease,
             limit=self._batch,
             claim_id=claim,
+            lane=lane,
         )
         room = self._batch - len(rows)
-        batches = await self._claim_batches(now, claim, room) if room > 0 else []
+        batches = await self._claim_batches(now, claim, room, lane) if room > 0 else []
         if not rows and not batches:
             return 0
         members = await self._batch_rows([b["id"] for b in batches])
@@ -261,7 +276,9 @@ class DeliveryWorker:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("lease renewal failed", extra={"error": repr(exc)})
 
-    async def _claim_batches(self, now: datetime, claim: str, room: int) -> list[asyncpg.Record]:
+    async def _claim_batches(
+        self, now: datetime, claim: str, room: int, lane: ledger.Lane | None
+    ) -> list[asyncpg.Record]:
         """Queued broadcast batches, claimed like ledger rows (lease, request names), as many as
         fill the round's room."""
         return await ledger.claim(
@@ -271,6 +288,7 @@ class DeliveryWorker:
             lease=self._lease,
             limit=max(1, room // BROADCAST_BATCH),
             claim_id=claim,
+            lane=lane,
         )
 
     async def _batch_rows(self, batch_ids: list[int]) -> list[asyncpg.Record]:
@@ -406,7 +424,7 @@ class DeliveryWorker:
         """One request; ``keys``: for rows of a queued batch, the request names the batch carries
         (given to a row that leaves the batch for the ordinary retry path)."""
         jobs = [j for j, _ in items]
-        async with self._sem:
+        async with self._sem(channel.name):
             try:
                 with SEND_SECONDS.labels(channel.name).time():
                     outcomes = await channel.send_batch(jobs, key)
@@ -427,7 +445,7 @@ class DeliveryWorker:
         self, job: DeliveryJob, channel_name: str, attempts: int, marks: _Marks
     ) -> None:
         channel = self._channels.get(channel_name)
-        async with self._sem:
+        async with self._sem(channel_name):
             try:
                 if channel is None:
                     raise ProviderError(f"no channel {channel_name!r} configured", retriable=False)
