@@ -320,3 +320,57 @@ def test_the_builder_lists_the_stages_in_order():
         "StormHold",
         "Ledger",
     ]
+
+
+# -- a set of events at once (the consumer's waves) ------------------------------------------
+
+OTHER_VILLAGE = "110101002001"  # a village of another township: a group of its own
+
+
+def elsewhere(ev: RiskEvent) -> RiskEvent:
+    return ev.model_copy(update={"region_code": OTHER_VILLAGE})
+
+
+async def test_a_batch_decides_its_groups_together_and_each_groups_events_in_order(conn):
+    p = builder.build(AlertingSettings(), Topics("t."))
+    batch = [event("red"), elsewhere(event("red", "WL9")), event("none", n=2)]
+    await p.apply(conn, batch, T0)
+    rows = await conn.fetch(
+        """SELECT w.region_code, v.version, v.msg_type, v.refs
+             FROM alerting.warning_versions v JOIN alerting.warnings w ON w.id = v.warning_id
+            ORDER BY 1, 2"""
+    )
+    got = [(r["region_code"], r["version"], r["msg_type"]) for r in rows]
+    # the first township: raised, then all clear (the second event of its group saw the first);
+    # the other township: raised
+    assert got == [
+        (TOWNSHIP, 1, MsgType.Alert),
+        (TOWNSHIP, 2, MsgType.Cancel),
+        ("110101002000", 1, MsgType.Alert),
+    ]
+    assert len(rows[1]["refs"]) == 1  # the all-clear references the alert
+    # the same batch again (a poll delivered twice) changes nothing
+    assert await p.apply(conn, batch, T0) == 0
+    assert await conn.fetchval("SELECT count(*) FROM alerting.warning_versions") == 3
+
+
+async def test_storm_mode_counts_the_rows_of_earlier_versions_in_the_same_batch(conn):
+    pid = await add_person(
+        conn,
+        name="县值班员",
+        role="county_duty_officer",
+        region_code="110101000000",
+        phone="13300000009",
+        on_duty=(T0 - timedelta(hours=1), T0 + timedelta(hours=1)),
+    )
+    p = builder.build(AlertingSettings(storm_limit=1), Topics("t."))
+    # two townships' warnings in one batch, both in the county officer's scope
+    await p.apply(conn, [event("yellow"), elsewhere(event("yellow", "WL9"))], T0)
+    states = [
+        r["state"]
+        for r in await conn.fetch(
+            "SELECT state FROM alerting.deliveries WHERE recipient = $1 ORDER BY id",
+            f"person:{pid}",
+        )
+    ]
+    assert sorted(states) == ["held", "pending"]
