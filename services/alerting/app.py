@@ -8,6 +8,7 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import httpx
 from fastapi import FastAPI
@@ -92,14 +93,19 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
             timeout=httpx.Timeout(settings.delivery_timeout_s),
             transport=AiohttpTransport(limits=limits),
         )
+        # endpoint posts (webhooks, platform pushes) on aiohttp's client itself
+        endpoints = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=settings.delivery_timeout_s),
+            connector=aiohttp.TCPConnector(limit=settings.delivery_concurrency * 2),
+        )
         channels: dict[str, Channel] = {
-            "webhook": WebhookChannel(http),
+            "webhook": WebhookChannel(endpoints),
             "wecom_robot": WeComRobotChannel(http),
             "cap_push": CapPushChannel(
-                http, sender=settings.sender_code, sender_name=settings.sender_name
+                endpoints, sender=settings.sender_code, sender_name=settings.sender_name
             ),
             "national_push": NationalPushChannel(
-                http, sender=settings.sender_code, sender_name=settings.sender_name
+                endpoints, sender=settings.sender_code, sender_name=settings.sender_name
             ),
         }
         channels.update(person_channels(settings, http))
@@ -188,6 +194,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
         finally:
             await rt.close()
             await http.aclose()
+            await endpoints.close()
 
     app = new_app(
         "alerting",

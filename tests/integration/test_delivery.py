@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
+import aiohttp
+
 from services.alerting.adapters.channels.http import WebhookChannel
 from services.alerting.app import MIGRATIONS
 from services.alerting.workers.delivery import DeliveryWorker, RetryPolicy
@@ -33,19 +35,18 @@ async def seed(pool, targets: list[str]) -> None:
 
 
 async def test_retry_then_success_and_permanent_failure(database):
-    import httpx
 
     pool = await create_pool(database)
     inbox = Inbox()
     inbox.fail_next = 2
     try:
         await migrate(pool, "alerting", MIGRATIONS)
-        async with serve(create_app(inbox)) as fake, httpx.AsyncClient(timeout=5) as http:
+        async with serve(create_app(inbox)) as fake, aiohttp.ClientSession() as session:
             await seed(pool, [f"{fake}/webhook/ok", f"{fake}/no-such-path"])
             clock = ManualClock(T0)
             worker = DeliveryWorker(
                 pool=pool,
-                channels={"webhook": WebhookChannel(http)},
+                channels={"webhook": WebhookChannel(session)},
                 clock=clock,
                 policy=RetryPolicy(max_attempts=4, base_s=1, cap_s=10),
                 rng=random.Random(1),
@@ -74,19 +75,18 @@ async def test_retry_then_success_and_permanent_failure(database):
 
 
 async def test_attempts_are_bounded_when_the_provider_stays_down(database):
-    import httpx
 
     pool = await create_pool(database)
     inbox = Inbox()
     inbox.fail_next = 100
     try:
         await migrate(pool, "alerting", MIGRATIONS)
-        async with serve(create_app(inbox)) as fake, httpx.AsyncClient(timeout=5) as http:
+        async with serve(create_app(inbox)) as fake, aiohttp.ClientSession() as session:
             await seed(pool, [f"{fake}/webhook/down"])
             clock = ManualClock(T0)
             worker = DeliveryWorker(
                 pool=pool,
-                channels={"webhook": WebhookChannel(http)},
+                channels={"webhook": WebhookChannel(session)},
                 clock=clock,
                 policy=RetryPolicy(max_attempts=3, base_s=1, cap_s=5),
                 rng=random.Random(2),
@@ -142,11 +142,18 @@ async def test_a_hanging_provider_holds_up_its_own_lane_only(database):
     inbox.on_message = lambda _m: delivered.set()
     try:
         await migrate(pool, "alerting", MIGRATIONS)
-        async with serve(create_app(inbox)) as fake, httpx.AsyncClient(timeout=60) as http:
+        async with (
+            serve(create_app(inbox)) as fake,
+            httpx.AsyncClient(timeout=60) as http,
+            aiohttp.ClientSession() as session,
+        ):
             await seed(pool, [f"http://127.0.0.1:{port}/hook"])
             worker = DeliveryWorker(
                 pool=pool,
-                channels={"webhook": WebhookChannel(http), "wecom_robot": WeComRobotChannel(http)},
+                channels={
+                    "webhook": WebhookChannel(session),
+                    "wecom_robot": WeComRobotChannel(http),
+                },
                 clock=ManualClock(T0),
                 policy=RetryPolicy(),
                 poll_s=0.05,

@@ -4,7 +4,7 @@ release system's own message form for a platform that takes that."""
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 
 from services.alerting.adapters.channels import DeliveryJob
 from services.alerting.adapters.channels.http import post_signed
@@ -17,8 +17,8 @@ from shared.errors import ProviderError
 class CapPushChannel:
     name = "cap_push"
 
-    def __init__(self, client: httpx.AsyncClient, *, sender: str, sender_name: str) -> None:
-        self._client = client
+    def __init__(self, session: aiohttp.ClientSession, *, sender: str, sender_name: str) -> None:
+        self._session = session
         self._sender = sender
         self._sender_name = sender_name
 
@@ -31,7 +31,7 @@ class CapPushChannel:
 
     async def send(self, job: DeliveryJob) -> None:
         await post_signed(
-            self._client, job, self.document(job), "application/cap+xml; charset=utf-8", "platform"
+            self._session, job, self.document(job), "application/cap+xml; charset=utf-8", "platform"
         )
 
 
@@ -42,8 +42,8 @@ class NationalPushChannel:
 
     name = "national_push"
 
-    def __init__(self, client: httpx.AsyncClient, *, sender: str, sender_name: str) -> None:
-        self._client = client
+    def __init__(self, session: aiohttp.ClientSession, *, sender: str, sender_name: str) -> None:
+        self._session = session
         self._sender = sender
         self._sender_name = sender_name
 
@@ -58,5 +58,5 @@ class NationalPushChannel:
 
     async def send(self, job: DeliveryJob) -> None:
         await post_signed(
-            self._client, job, self.document(job), "application/xml; charset=utf-8", "national"
+            self._session, job, self.document(job), "application/xml; charset=utf-8", "national"
         )
