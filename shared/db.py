@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -42,6 +42,11 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def columns(rows: Sequence[Sequence[Any]], n: int) -> list[list[Any]]:
+    """The ``n`` columns of ``rows`` as lists: the arrays of an ``unnest($1, $2, …)``."""
+    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(n)]
 
 
 def ident(name: str) -> str:

@@ -12,7 +12,7 @@ from typing import Literal
 import asyncpg
 
 from services.alerting.domain.states import COUNTED, Delivery, Purpose
-from shared.db import Conn
+from shared.db import Conn, columns
 
 Recipient = tuple[str, str, str]  # (recipient, channel, target): "person:7", "sms", "+86…"
 
@@ -42,9 +42,7 @@ async def insert(
            ON CONFLICT DO NOTHING""",
         warning_id,
         version,
-        [r[0] for r in rows],
-        [r[1] for r in rows],
-        [r[2] for r in rows],
+        *columns(rows, 3),
         now,
         key_part,
         purpose,
@@ -201,30 +199,6 @@ async def close_confirm_tasks(conn: Conn, warning_id: str, before_version: int |
     )
 
 
-async def open_confirm_tasks(
-    conn: Conn,
-    warning_id: str,
-    version: int,
-    level: int,
-    people: Sequence[tuple[int, str]],
-    now: datetime,
-) -> None:
-    """叫应 tasks for (person id, region) who must confirm this version."""
-    await conn.execute(
-        """INSERT INTO alerting.confirm_tasks
-               (warning_id, version, person_id, region_code, level, created_at)
-           SELECT $1, $2, u.pid, u.region, $3, $4
-             FROM unnest($5::bigint[], $6::text[]) AS u(pid, region)
-           ON CONFLICT DO NOTHING""",
-        warning_id,
-        version,
-        level,
-        now,
-        [p[0] for p in people],
-        [p[1] for p in people],
-    )
-
-
 async def insert_many(
     conn: Conn,
     rows: Sequence[tuple[str, int, str, str, str]],
@@ -246,11 +220,7 @@ async def insert_many(
              FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[])
                   AS u(w, n, recipient, channel, target)
            ON CONFLICT DO NOTHING""",
-        [r[0] for r in rows],
-        [r[1] for r in rows],
-        [r[2] for r in rows],
-        [r[3] for r in rows],
-        [r[4] for r in rows],
+        *columns(rows, 5),
         now,
         Purpose.warning,
         state,
@@ -265,15 +235,15 @@ async def close_confirm_tasks_many(conn: Conn, rows: Sequence[tuple[str, int]]) 
                  FROM unnest($1::text[], $2::int[]) AS x(w, n)
                 WHERE t.warning_id = x.w AND t.version < x.n
                   AND t.confirmed_at IS NULL AND NOT t.closed""",
-            [r[0] for r in rows],
-            [r[1] for r in rows],
+            *columns(rows, 2),
         )
 
 
 async def open_confirm_tasks_many(
     conn: Conn, rows: Sequence[tuple[str, int, int, int, str]], now: datetime
 ) -> None:
-    """:func:`open_confirm_tasks` for several (warning id, version, level, person id, region)."""
+    """叫应 tasks for who must confirm each version: (warning id, version, level, person id,
+    region)."""
     if rows:
         await conn.execute(
             """INSERT INTO alerting.confirm_tasks
@@ -282,10 +252,6 @@ async def open_confirm_tasks_many(
                  FROM unnest($1::text[], $2::int[], $3::smallint[], $4::bigint[], $5::text[])
                       AS u(w, n, level, pid, region)
                ON CONFLICT DO NOTHING""",
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-            [r[2] for r in rows],
-            [r[3] for r in rows],
-            [r[4] for r in rows],
+            *columns(rows, 5),
             now,
         )

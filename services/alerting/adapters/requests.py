@@ -13,7 +13,7 @@ from typing import Any
 from services.alerting.domain.officer import Action, Content
 from services.alerting.domain.states import WarningState
 from shared.contracts import Level
-from shared.db import Conn
+from shared.db import Conn, columns
 from shared.errors import Conflict, NotFound
 
 REQUEST_COLUMNS = """id, warning_id, action, state, content, requested_by, requested_at,
@@ -281,25 +281,16 @@ async def hold_group(
     )
 
 
-async def group_hold(conn: Conn, hazard: str, region_code: str) -> tuple[Level, datetime] | None:
-    r = await conn.fetchrow(
-        "SELECT level, until FROM alerting.officer_holds WHERE hazard = $1 AND region_code = $2",
-        hazard,
-        region_code,
-    )
-    return (Level(r["level"]), r["until"]) if r is not None else None
-
-
 async def group_holds(
     conn: Conn, groups: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[Level, datetime]]:
-    """:func:`group_hold` for several (hazard, region) groups (those without a hold absent)."""
+    """The officer holds (level, until) on (hazard, region) groups: what an officer cancelled
+    is not raised again at or below its level until then (groups without a hold absent)."""
     if not groups:
         return {}
     rows = await conn.fetch(
         """SELECT hazard, region_code, level, until FROM alerting.officer_holds
             WHERE (hazard, region_code) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
-        [g[0] for g in groups],
-        [g[1] for g in groups],
+        *columns(groups, 2),
     )
     return {(r["hazard"], r["region_code"]): (Level(r["level"]), r["until"]) for r in rows}

@@ -23,7 +23,7 @@ from services.alerting.domain.states import (
     WarningState,
 )
 from shared.contracts import Level, RiskEvent
-from shared.db import Conn
+from shared.db import Conn, columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,35 +135,6 @@ async def rule_levels(conn: Conn, warning_id: str) -> dict[tuple[str, str], Leve
     return {(r["station_id"], r["rule_id"]): Level(r["level"]) for r in rows}
 
 
-async def set_station(conn: Conn, warning_id: str, ev: RiskEvent) -> None:
-    """The event's (station, rule) level in the warning, and when risk last stated it."""
-    await conn.execute(
-        """INSERT INTO alerting.warning_stations
-               (warning_id, station_id, rule_id, level, event_id, seen_at)
-           VALUES ($1, $2, $3, $4, $5, $6)
-           ON CONFLICT (warning_id, station_id, rule_id)
-           DO UPDATE SET level = EXCLUDED.level, event_id = EXCLUDED.event_id,
-                         updated_at = now(),
-                         seen_at = greatest(warning_stations.seen_at, EXCLUDED.seen_at)""",
-        warning_id,
-        ev.station_id,
-        ev.rule_id,
-        int(Level.parse(ev.level)),
-        ev.event_id,
-        ev.produced_at,
-    )
-
-
-async def drop_station(conn: Conn, warning_id: str, station_id: str, rule_id: str) -> None:
-    await conn.execute(
-        """DELETE FROM alerting.warning_stations
-            WHERE warning_id = $1 AND station_id = $2 AND rule_id = $3""",
-        warning_id,
-        station_id,
-        rule_id,
-    )
-
-
 async def confirm_standing(
     conn: Conn, events: Sequence[RiskEvent]
 ) -> set[tuple[str | None, str, str]]:
@@ -198,87 +169,9 @@ async def in_maintenance(conn: Conn, station_id: str, at: datetime) -> bool:
     return found
 
 
-async def withdraw_held_cancel(conn: Conn, hazard: str, region_code: str) -> tuple[str, int] | None:
-    """The group's latest warning, if its all-clear is still waiting for its group timer, back
-    as it was before the all-clear (which is deleted: it never went out). Its (id, the version
-    withdrawn), or None."""
-    w = await conn.fetchrow(
-        """SELECT w.id, w.version FROM alerting.warnings w
-             JOIN alerting.warning_versions v ON v.warning_id = w.id AND v.version = w.version
-            WHERE w.hazard = $1 AND w.region_code = $2 AND w.state = $3
-              AND v.msg_type = $4 AND v.dispatch = $5
-            ORDER BY w.closed_at DESC LIMIT 1
-            FOR UPDATE OF w""",
-        hazard,
-        region_code,
-        WarningState.cancelled,
-        MsgType.Cancel,
-        Dispatch.scheduled,
-    )
-    if w is None:
-        return None
-    prev = await conn.fetchrow(
-        """SELECT version, level, msg_type FROM alerting.warning_versions
-            WHERE warning_id = $1 AND version = $2""",
-        w["id"],
-        w["version"] - 1,
-    )
-    assert prev is not None
-    await conn.execute(
-        "DELETE FROM alerting.warning_versions WHERE warning_id = $1 AND version = $2",
-        w["id"],
-        w["version"],
-    )
-    await conn.execute(
-        """UPDATE alerting.warnings SET state = $2, level = $3, version = $4, closed_at = NULL
-            WHERE id = $1""",
-        w["id"],
-        MsgType(prev["msg_type"]).state,
-        prev["level"],
-        prev["version"],
-    )
-    return w["id"], w["version"]
-
-
-async def new_warning(
-    conn: Conn,
-    warning_id: str,
-    hazard: str,
-    region_code: str,
-    level: Level,
-    identifier: str,
-    status: str,
-    event_type: str | None = None,
-) -> WarningRow:
-    await conn.execute(
-        """INSERT INTO alerting.warnings
-               (id, hazard, region_code, level, state, identifier, version, status, event_type)
-           VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8)""",
-        warning_id,
-        hazard,
-        region_code,
-        int(level),
-        WarningState.issued,
-        identifier,
-        status,
-        event_type,
-    )
-    return await warning(conn, warning_id)
-
-
 async def next_serial(conn: Conn) -> int:
     serial: int = await conn.fetchval("SELECT nextval('alerting.warning_serial')")
     return serial
-
-
-async def earlier_versions(conn: Conn, warning_id: str) -> list[tuple[str, datetime]]:
-    """(identifier, sent) of each version so far, oldest first: a new version's references."""
-    rows = await conn.fetch(
-        """SELECT identifier, sent FROM alerting.warning_versions
-            WHERE warning_id = $1 ORDER BY version""",
-        warning_id,
-    )
-    return [(r["identifier"], r["sent"]) for r in rows]
 
 
 async def set_latest(
@@ -396,28 +289,6 @@ async def dispatch_of(conn: Conn, warning_id: str, version: int) -> Dispatch:
     return Dispatch(state)
 
 
-async def supersede_earlier(conn: Conn, warning_id: str, version: int) -> bool:
-    """Versions before ``version`` that have not gone out never will; whether any earlier one
-    did (its recipients were told of the warning)."""
-    await conn.execute(
-        """UPDATE alerting.warning_versions SET dispatch = $3
-            WHERE warning_id = $1 AND version < $2 AND dispatch = ANY($4::text[])""",
-        warning_id,
-        version,
-        Dispatch.superseded,
-        list(WAITING),
-    )
-    told: bool = await conn.fetchval(
-        """SELECT EXISTS (SELECT 1 FROM alerting.warning_versions
-                           WHERE warning_id = $1 AND version < $2
-                             AND dispatch = ANY($3::text[]))""",
-        warning_id,
-        version,
-        list(TOLD),
-    )
-    return told
-
-
 async def dispatched(conn: Conn, warning_id: str, at: datetime) -> None:
     """People heard of the warning at ``at`` (group and repeat timers count from it)."""
     await conn.execute(
@@ -483,8 +354,7 @@ async def open_warnings(conn: Conn, groups: Sequence[Group]) -> dict[Group, Warn
              WHERE (hazard, region_code) IN (SELECT * FROM unnest($1::text[], $2::text[]))
                AND state = ANY($3::text[])
                FOR UPDATE""",  # noqa: S608 - a constant column list
-        [g[0] for g in groups],
-        [g[1] for g in groups],
+        *columns(groups, 2),
         list(STANDING),
     )
     return {(r["hazard"], r["region_code"]): _warning(r) for r in rows}
@@ -517,8 +387,7 @@ async def held_cancels(conn: Conn, groups: Sequence[Group]) -> dict[Group, tuple
               AND w.state = $3 AND v.msg_type = $4 AND v.dispatch = $5
             ORDER BY w.closed_at
             FOR UPDATE OF w""",
-        [g[0] for g in groups],
-        [g[1] for g in groups],
+        *columns(groups, 2),
         WarningState.cancelled,
         MsgType.Cancel,
         Dispatch.scheduled,
@@ -564,7 +433,7 @@ async def in_maintenance_many(conn: Conn, subjects: Sequence[tuple[str, datetime
 
 
 async def set_stations(conn: Conn, rows: Sequence[tuple[str, RiskEvent]]) -> None:
-    """:func:`set_station` for several (warning id, event) in one statement."""
+    """Each event's (station, rule) level in its warning, and when risk last stated it."""
     if not rows:
         return
     await conn.execute(
@@ -586,15 +455,13 @@ async def set_stations(conn: Conn, rows: Sequence[tuple[str, RiskEvent]]) -> Non
 
 
 async def drop_stations(conn: Conn, rows: Sequence[tuple[str, str, str]]) -> None:
-    """:func:`drop_station` for several (warning id, station, rule)."""
+    """The (warning id, station, rule) levels gone from their warnings."""
     if rows:
         await conn.execute(
             """DELETE FROM alerting.warning_stations ws
                 USING unnest($1::text[], $2::text[], $3::text[]) AS x(w, s, r)
                 WHERE ws.warning_id = x.w AND ws.station_id = x.s AND ws.rule_id = x.r""",
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-            [r[2] for r in rows],
+            *columns(rows, 3),
         )
 
 
@@ -609,8 +476,8 @@ async def new_warnings(
     conn: Conn,
     rows: Sequence[tuple[str, str, str, Level, str, str, str | None]],
 ) -> dict[str, WarningRow]:
-    """:func:`new_warning` for several (id, hazard, region, level, identifier, status, event
-    type); the warnings by id."""
+    """New warnings (each at version 1, issued) of (id, hazard, region, level, identifier,
+    status, event type); the warnings by id."""
     if not rows:
         return {}
     got = await conn.fetch(
@@ -635,7 +502,8 @@ async def new_warnings(
 async def earlier_versions_of(
     conn: Conn, warning_ids: Sequence[str]
 ) -> dict[str, list[tuple[str, datetime]]]:
-    """:func:`earlier_versions` of several warnings."""
+    """(identifier, sent) of each version so far of each warning, oldest first: a new
+    version's references."""
     out: dict[str, list[tuple[str, datetime]]] = {w: [] for w in warning_ids}
     if warning_ids:
         for r in await conn.fetch(
@@ -693,8 +561,7 @@ async def recent_versions_many(
             WHERE (w.hazard, w.region_code) IN (SELECT * FROM unnest($1::text[], $2::text[]))
               AND v.sent > $3
             GROUP BY 1, 2""",
-        [g[0] for g in groups],
-        [g[1] for g in groups],
+        *columns(groups, 2),
         since,
     )
     return {(r["hazard"], r["region_code"]): r["n"] for r in rows}
@@ -711,16 +578,15 @@ async def set_dispatch_many(
                       dispatch_at = CASE WHEN $3 = 'scheduled' THEN $4 ELSE v.dispatch_at END
                  FROM unnest($1::text[], $2::int[]) AS x(w, n)
                 WHERE v.warning_id = x.w AND v.version = x.n""",
-            [r[0] for r in rows],
-            [r[1] for r in rows],
+            *columns(rows, 2),
             state,
             at,
         )
 
 
 async def supersede_earlier_many(conn: Conn, rows: Sequence[tuple[str, int]]) -> set[str]:
-    """:func:`supersede_earlier` for several (warning id, version); the ids of the warnings of
-    which an earlier version went out."""
+    """Versions before each (warning id, version) that have not gone out never will; the ids
+    of the warnings of which an earlier version did (their recipients were told)."""
     later = [r for r in rows if r[1] > 1]  # a first version has nothing before it
     if not later:
         return set()

@@ -20,7 +20,7 @@ from services.alerting.adapters.people import endpoints_for, persons_for_areas, 
 from services.alerting.domain.recipients import Person, fan_out_areas
 from services.alerting.domain.states import Delivery, Dispatch, MsgType
 from services.alerting.pipeline.items import Outgoing, SetStage
-from services.alerting.pipeline.mute import Mute, Muter, PersonRow, StormLimit
+from services.alerting.pipeline.mute import Mute, Muter, PersonRow, StormLimit, first_mutes
 from shared.db import Conn
 
 HELD = Metric(
@@ -57,18 +57,9 @@ class HoldMuted(SetStage[Outgoing]):
         self._topic_row = ("topic:alerts", "kafka", topic)
 
     async def many(self, conn: Conn, items: Sequence[Outgoing]) -> list[Outgoing]:
-        going = list(items)
-        for muter in self._muters:
-            if not going:
-                break
-            mutes = await muter.mutes(conn, going)
-            kept = []
-            for o, mute in zip(going, mutes, strict=True):
-                if mute is None:
-                    kept.append(o)
-                else:
-                    await self._hold(conn, o, mute)
-            going = kept
+        going, muted = await first_mutes(conn, self._muters, items)
+        for o, mute in muted:
+            await self._hold(conn, o, mute)
         return going
 
     async def _hold(self, conn: Conn, o: Outgoing, mute: Mute) -> None:

@@ -19,7 +19,7 @@ from services.alerting.domain.lifecycle import apply_station_level, by_station, 
 from services.alerting.domain.officer import EVENT_TYPES, automatic_may_decide
 from services.alerting.domain.states import MsgType
 from services.alerting.pipeline.items import Change, NewVersion, SetStage
-from services.alerting.pipeline.mute import Muter
+from services.alerting.pipeline.mute import Muter, first_mutes
 from shared.contracts import Level, RiskEvent, stable_id
 from shared.db import Conn
 
@@ -95,31 +95,23 @@ class IgnoreMuted(SetStage[Change]):
         self._muters = muters
 
     async def many(self, conn: Conn, items: Sequence[Change]) -> list[Change]:
-        going = list(items)
-        entries: list[tuple[str, str, str | None, Mapping[str, object]]] = []
-        for muter in self._muters:
-            if not going:
-                break
-            mutes = await muter.mutes(conn, going)
-            kept = []
-            for c, mute in zip(going, mutes, strict=True):
-                if mute is None:
-                    kept.append(c)
-                    continue
-                entries.append(
-                    (
-                        ACTOR,
-                        f"{mute.by}.ignored",
-                        c.warning.id if c.warning is not None else None,
-                        {
-                            "event_id": c.event.event_id,
-                            "station_id": c.station_id,
-                            "level": c.event.level,
-                        },
-                    )
+        going, muted = await first_mutes(conn, self._muters, items)
+        await audit_many(
+            conn,
+            [
+                (
+                    ACTOR,
+                    f"{mute.by}.ignored",
+                    c.warning.id if c.warning is not None else None,
+                    {
+                        "event_id": c.event.event_id,
+                        "station_id": c.station_id,
+                        "level": c.event.level,
+                    },
                 )
-            going = kept
-        await audit_many(conn, entries)
+                for c, mute in muted
+            ],
+        )
         return going
 
 

@@ -48,6 +48,28 @@ class Muter(Protocol[S_contra]):
         ...
 
 
+S = TypeVar("S")
+
+
+async def first_mutes(
+    conn: Conn, muters: Sequence[Muter[S]], subjects: Sequence[S]
+) -> tuple[list[S], list[tuple[S, Mute]]]:
+    """The subjects no muter mutes, in order; and each muted one with what the first muter
+    that mutes it says."""
+    going, muted = list(subjects), []
+    for muter in muters:
+        if not going:
+            break
+        kept = []
+        for subject, mute in zip(going, await muter.mutes(conn, going), strict=True):
+            if mute is None:
+                kept.append(subject)
+            else:
+                muted.append((subject, mute))
+        going = kept
+    return going, muted
+
+
 class Maintenance:
     """A station in maintenance: its events that would raise its level in a warning are ignored;
     those that lower it still apply, so a warning never sticks on a station under maintenance."""
