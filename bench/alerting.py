@@ -33,15 +33,13 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
-from bench.scratch import scratch_database, start_fake_providers, wait_http
+from bench.scratch import scratch_database, sms_provider_env, start_fake_providers, wait_http
 from services.alerting.adapters.channels.sms import tc3_authorization
 from services.alerting.adapters.publications import broadcast
 from services.alerting.app import MIGRATIONS
 from shared.contracts import Topics
 from shared.db import create_pool, migrate
 from shared.devstack.fakesms import (
-    ALIYUN_KEY_ID,
-    ALIYUN_SECRET,
     TENCENT_SECRET_ID,
     TENCENT_SECRET_KEY,
 )
@@ -76,16 +74,7 @@ def _service_env(dsn: str, bootstrap: str, prefix: str, port: int, fake: str) ->
         f"{p}GROUP_INTERVAL_S": "0",
         f"{p}FLAP_THRESHOLD": "1000000",
         f"{p}STORM_LIMIT": "0",
-        f"{p}SMS_PROVIDERS": '["tencent", "aliyun"]',
-        f"{p}TENCENT_ENDPOINT": f"{fake}/tencent/",
-        f"{p}TENCENT_SECRET_ID": TENCENT_SECRET_ID,
-        f"{p}TENCENT_SECRET_KEY": TENCENT_SECRET_KEY,
-        f"{p}TENCENT_SDK_APP_ID": "1400000001",
-        f"{p}TENCENT_TEMPLATE_ID": "100001",
-        f"{p}ALIYUN_ENDPOINT": f"{fake}/aliyun/",
-        f"{p}ALIYUN_ACCESS_KEY_ID": ALIYUN_KEY_ID,
-        f"{p}ALIYUN_ACCESS_KEY_SECRET": ALIYUN_SECRET,
-        f"{p}ALIYUN_TEMPLATE_CODE": "SMS_0001",
+        **sms_provider_env(fake),
     }
 
 

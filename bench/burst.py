@@ -40,16 +40,18 @@ import httpx
 import orjson
 from aiohttp import web
 
-from bench.scratch import scratch_database, start_service, stop_service, wait_http
+from bench.scratch import (
+    scratch_database,
+    sms_provider_env,
+    start_service,
+    stop_service,
+    wait_http,
+)
 from services.alerting.app import MIGRATIONS
 from shared.contracts import Topics
 from shared.db import create_pool, migrate
 from shared.devstack.fakeproviders import create_app as fake_app
 from shared.devstack.fakesms import (
-    ALIYUN_KEY_ID,
-    ALIYUN_SECRET,
-    TENCENT_SECRET_ID,
-    TENCENT_SECRET_KEY,
     SmsState,
 )
 from shared.devstack.inprocess import serve
@@ -216,22 +218,7 @@ def _service_env(
     dsn: str, bootstrap: str, prefix: str, port: int, sms: str | None = None
 ) -> dict[str, str]:
     p = "QIANSHAO_ALERTING_"
-    providers = (
-        {
-            f"{p}SMS_PROVIDERS": '["tencent", "aliyun"]',
-            f"{p}TENCENT_ENDPOINT": f"{sms}/tencent/",
-            f"{p}TENCENT_SECRET_ID": TENCENT_SECRET_ID,
-            f"{p}TENCENT_SECRET_KEY": TENCENT_SECRET_KEY,
-            f"{p}TENCENT_SDK_APP_ID": "1400000001",
-            f"{p}TENCENT_TEMPLATE_ID": "100001",
-            f"{p}ALIYUN_ENDPOINT": f"{sms}/aliyun/",
-            f"{p}ALIYUN_ACCESS_KEY_ID": ALIYUN_KEY_ID,
-            f"{p}ALIYUN_ACCESS_KEY_SECRET": ALIYUN_SECRET,
-            f"{p}ALIYUN_TEMPLATE_CODE": "SMS_0001",
-        }
-        if sms is not None
-        else {}
-    )
+    providers = sms_provider_env(sms) if sms is not None else {}
     return {
         **providers,
         f"{p}DATABASE_URL": dsn,

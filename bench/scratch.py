@@ -15,6 +15,13 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 
+from shared.devstack.fakesms import (
+    ALIYUN_KEY_ID,
+    ALIYUN_SECRET,
+    TENCENT_SECRET_ID,
+    TENCENT_SECRET_KEY,
+)
+
 
 @contextlib.asynccontextmanager
 async def scratch_database(admin_dsn: str, prefix: str = "bench") -> AsyncIterator[str]:
@@ -64,6 +71,24 @@ def stop_service(proc: subprocess.Popen[bytes]) -> None:
     else:
         proc.terminate()
     proc.wait(60)
+
+
+def sms_provider_env(fake: str) -> dict[str, str]:
+    """alerting's settings for the stand-in SMS providers at ``fake`` (Tencent first, then
+    Aliyun), with the stand-ins' own credentials."""
+    p = "QIANSHAO_ALERTING_"
+    return {
+        f"{p}SMS_PROVIDERS": '["tencent", "aliyun"]',
+        f"{p}TENCENT_ENDPOINT": f"{fake}/tencent/",
+        f"{p}TENCENT_SECRET_ID": TENCENT_SECRET_ID,
+        f"{p}TENCENT_SECRET_KEY": TENCENT_SECRET_KEY,
+        f"{p}TENCENT_SDK_APP_ID": "1400000001",
+        f"{p}TENCENT_TEMPLATE_ID": "100001",
+        f"{p}ALIYUN_ENDPOINT": f"{fake}/aliyun/",
+        f"{p}ALIYUN_ACCESS_KEY_ID": ALIYUN_KEY_ID,
+        f"{p}ALIYUN_ACCESS_KEY_SECRET": ALIYUN_SECRET,
+        f"{p}ALIYUN_TEMPLATE_CODE": "SMS_0001",
+    }
 
 
 def start_fake_providers(port: int) -> subprocess.Popen[bytes]:
