@@ -33,7 +33,13 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
-from bench.scratch import scratch_database, sms_provider_env, start_fake_providers, wait_http
+from bench.scratch import (
+    alerting_env,
+    scratch_database,
+    sms_provider_env,
+    start_fake_providers,
+    wait_http,
+)
 from services.alerting.adapters.channels.sms import tc3_authorization
 from services.alerting.adapters.publications import broadcast
 from services.alerting.app import MIGRATIONS
@@ -59,15 +65,9 @@ def _service_env(dsn: str, bootstrap: str, prefix: str, port: int, fake: str) ->
     p = "QIANSHAO_ALERTING_"
     return {
         **os.environ,
-        f"{p}DATABASE_URL": dsn,
-        f"{p}KAFKA_BOOTSTRAP": bootstrap,
-        f"{p}TOPIC_PREFIX": prefix,
-        f"{p}CONSUMER_GROUP": f"{prefix}alerting",
-        f"{p}PORT": str(port),
-        f"{p}LOG_LEVEL": "WARNING",
+        **alerting_env(dsn, bootstrap, prefix, port),
         f"{p}DB_POOL_MAX": "12",
         f"{p}DELIVERY_CONCURRENCY": str(CONCURRENCY),
-        f"{p}DELIVERY_POLL_S": "0.05",
         # the events alternate raise and all-clear every few milliseconds: without this the
         # group interval would hold each all-clear (raises never wait), flapping would hold
         # them longer, and storm mode would digest the cadre's messages

@@ -41,6 +41,7 @@ import orjson
 from aiohttp import web
 
 from bench.scratch import (
+    alerting_env,
     scratch_database,
     sms_provider_env,
     start_service,
@@ -221,13 +222,7 @@ def _service_env(
     providers = sms_provider_env(sms) if sms is not None else {}
     return {
         **providers,
-        f"{p}DATABASE_URL": dsn,
-        f"{p}KAFKA_BOOTSTRAP": bootstrap,
-        f"{p}TOPIC_PREFIX": prefix,
-        f"{p}CONSUMER_GROUP": f"{prefix}alerting",
-        f"{p}PORT": str(port),
-        f"{p}LOG_LEVEL": "WARNING",
-        f"{p}DELIVERY_POLL_S": "0.05",
+        **alerting_env(dsn, bootstrap, prefix, port),
         f"{p}GROUP_WAIT_S": "0",
         f"{p}GROUP_INTERVAL_S": "0",
         f"{p}STORM_LIMIT": "0",

@@ -73,6 +73,20 @@ def stop_service(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(60)
 
 
+def alerting_env(dsn: str, bootstrap: str, prefix: str, port: int) -> dict[str, str]:
+    """alerting's settings for a benchmark: its database, broker, topics and port, quiet logs."""
+    p = "QIANSHAO_ALERTING_"
+    return {
+        f"{p}DATABASE_URL": dsn,
+        f"{p}KAFKA_BOOTSTRAP": bootstrap,
+        f"{p}TOPIC_PREFIX": prefix,
+        f"{p}CONSUMER_GROUP": f"{prefix}alerting",
+        f"{p}PORT": str(port),
+        f"{p}LOG_LEVEL": "WARNING",
+        f"{p}DELIVERY_POLL_S": "0.05",
+    }
+
+
 def sms_provider_env(fake: str) -> dict[str, str]:
     """alerting's settings for the stand-in SMS providers at ``fake`` (Tencent first, then
     Aliyun), with the stand-ins' own credentials."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from services.alerting.adapters import stations as levels_store
 from services.alerting.adapters import warnings as store
 from services.alerting.app import MIGRATIONS
 from services.alerting.domain.grouping import GroupPolicy
@@ -137,7 +138,7 @@ async def test_decide_opens_updates_and_clears_the_groups_warning(conn):
     assert await decide(conn, gone)
     assert gone.new is not None
     assert gone.new.msg_type == MsgType.Cancel
-    assert await store.rule_levels(conn, gone.new.warning.id) == {}
+    assert await levels_store.rule_levels(conn, gone.new.warning.id) == {}
 
 
 async def test_maintenance_mutes_a_raise_and_lets_a_lowering_through(conn):

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.alerting.adapters import warnings as store
+from services.alerting.adapters import stations as levels_store
 from services.alerting.domain.lifecycle import group_region
 from services.alerting.pipeline.dispatch import (
     HoldMuted,
@@ -117,7 +117,7 @@ class Pipeline:
             if last_change.get((ev.station_id, ev.rule_id), -1) < i
         ]
         if current:
-            confirmed = await store.confirm_standing(conn, current)
+            confirmed = await levels_store.confirm_standing(conn, current)
             created += await self.changes(
                 conn,
                 [ev for ev in current if (ev.station_id, ev.rule_id, ev.hazard) not in confirmed],

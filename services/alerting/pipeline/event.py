@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
+from services.alerting.adapters import stations as levels_store
 from services.alerting.adapters import warnings as store
 from services.alerting.adapters.audit import audit_many
 from services.alerting.domain.lifecycle import apply_station_level, by_station, identifier
@@ -80,7 +81,7 @@ class LoadGroup(SetStage[Change]):
 
     async def many(self, conn: Conn, items: Sequence[Change]) -> list[Change]:
         found = await store.open_warnings(conn, [(c.event.hazard, c.region) for c in items])
-        levels = await store.rule_levels_of(conn, [w.id for w in found.values()])
+        levels = await levels_store.rule_levels_of(conn, [w.id for w in found.values()])
         for c in items:
             c.warning = found.get((c.event.hazard, c.region))
             if c.warning is not None:
@@ -183,8 +184,8 @@ class Decide(SetStage[Change]):
                 actor=ACTOR,
                 now=c.now,
             )
-        await store.drop_stations(conn, drops)
-        await store.set_stations(conn, sets)
+        await levels_store.drop_stations(conn, drops)
+        await levels_store.set_stations(conn, sets)
         await audit_many(conn, entries)
         if issues:
             await self._issue(conn, issues)
@@ -209,7 +210,9 @@ class Decide(SetStage[Change]):
                 )
             )
         made = await store.new_warnings(conn, rows)
-        await store.set_stations(conn, [(r[0], c.event) for r, c in zip(rows, items, strict=True)])
+        await levels_store.set_stations(
+            conn, [(r[0], c.event) for r, c in zip(rows, items, strict=True)]
+        )
         for r, c in zip(rows, items, strict=True):
             ev, decision = c.event, c.decision
             assert decision is not None

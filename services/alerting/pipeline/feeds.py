@@ -24,7 +24,8 @@ from services.alerting.adapters import feeds as store
 from services.alerting.adapters import ledger
 from services.alerting.adapters.audit import audit
 from services.alerting.adapters.people import duty_officers
-from services.alerting.adapters.warnings import active_silences, first_seen, in_maintenance
+from services.alerting.adapters.stations import in_maintenance
+from services.alerting.adapters.warnings import active_silences, first_seen
 from services.alerting.domain.feeds import (
     BACK,
     ESCALATION,

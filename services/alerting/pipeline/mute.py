@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from services.alerting.adapters import ledger, requests
+from services.alerting.adapters import stations as levels_store
 from services.alerting.adapters import warnings as store
 from services.alerting.domain.grouping import inhibited_by
 from services.alerting.domain.lifecycle import by_station
@@ -77,7 +78,7 @@ class Maintenance:
     async def mutes(self, conn: Conn, subjects: Sequence[Change]) -> list[Mute | None]:
         if not subjects:
             return []
-        under = await store.in_maintenance_many(
+        under = await levels_store.in_maintenance_many(
             conn, [(c.station_id, c.event.event_time) for c in subjects]
         )
         out: list[Mute | None] = []

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from services.alerting.adapters import requests as desk
+from services.alerting.adapters import stations as levels_store
 from services.alerting.adapters import warnings as store
 from services.alerting.adapters.audit import audit
 from services.alerting.adapters.publications import decide as decide_publication
@@ -305,7 +306,7 @@ class Desk:
         if not cancel and content.areas != w.area_codes and w.origin == "officer":
             await desk.set_area(conn, w.id, list(content.areas))
         version = w.version + 1
-        stations = by_station(await store.rule_levels(conn, w.id))
+        stations = by_station(await levels_store.rule_levels(conn, w.id))
         if cancel and w.origin == "sensor":
             await desk.hold_group(
                 conn,

@@ -23,6 +23,7 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 
 from services.alerting.adapters import ledger
+from services.alerting.adapters import stations as levels_store
 from services.alerting.adapters import warnings as store
 from services.alerting.adapters.audit import audit
 from services.alerting.adapters.people import duty_officers, load_persons_in
@@ -336,7 +337,7 @@ class Sweeps:
                     version=w["version"] + 1,
                     msg_type=MsgType.Update,
                     level=level,
-                    stations=by_station(await store.rule_levels(conn, wid)),
+                    stations=by_station(await levels_store.rule_levels(conn, wid)),
                     previous_level=level,
                     cause=(f"renew:{wid}:{w['version']}", None),
                     actor="system:expiry",
