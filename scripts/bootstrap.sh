@@ -32,6 +32,9 @@ command -v promtool >/dev/null || apt_install prometheus
 command -v systemd-analyze >/dev/null || apt_install systemd
 # Mosquitto: the MQTT broker gateways publish to (make run and the tests start their own)
 [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
+# Debian's Chromium drives the console's browser tests, with a CJK font for its pages and shots
+[ -x /usr/bin/chromium ] || apt_install chromium
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || apt_install fonts-wqy-microhei
 # TimescaleDB, built from vendor/timescaledb into that PostgreSQL once per machine
 bash scripts/timescaledb.sh
 # Node runs kustomize and bundles the gateway's page assets (below)

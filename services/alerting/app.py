@@ -28,6 +28,7 @@ from services.alerting.adapters.channels.sms import (
 )
 from services.alerting.adapters.channels.wechat import WeChatTemplateChannel, WeComAppChannel
 from services.alerting.adapters.ledger import lanes_for
+from services.alerting.api.board import router as board_router
 from services.alerting.api.officer import router as officer_router
 from services.alerting.api.people import router as people_router
 from services.alerting.api.publications import router as publish_router
@@ -210,6 +211,7 @@ def create_app(settings: AlertingSettings, *, clock: Clock | None = None) -> Fas
     app.include_router(publish_router())
     app.include_router(silences_router())
     app.include_router(report_router())
+    app.include_router(board_router())
     return app
 
 

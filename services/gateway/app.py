@@ -9,15 +9,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import yarl
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 
 from services.gateway.adapters.auth import Authenticator
+from services.gateway.adapters.live import LiveHub
 from services.gateway.adapters.ratelimit import postgres_reserve, purge
 from services.gateway.adapters.upstreams import BodyTimeout, BodyTooLarge, Upstreams
-from services.gateway.api import clients, docs, proxy, tokens
+from services.gateway.api import clients, console, docs, live, proxy, tokens
 from services.gateway.api.guard import Guard, Limited
 from services.gateway.domain.ratelimit import Leases
 from services.gateway.domain.routes import Route
@@ -89,6 +91,8 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
 
         janitor = Periodic("gateway housekeeping", 60.0, housekeeping)
         rt.run_task(janitor.run, "gateway-housekeeping", janitor.stop)
+        hub = app.state.live = LiveHub(lambda: asyncpg.connect(settings.dsn))
+        rt.run_task(hub.run, "gateway-live", hub.stop)
         try:
             yield
         finally:
@@ -117,6 +121,8 @@ def create_app(settings: GatewaySettings, *, clock: Clock | None = None) -> Fast
     app.include_router(tokens.router(guard, settings, clock))
     app.include_router(clients.router(guard, settings, clock))
     app.include_router(docs.router(routes))
+    app.include_router(live.router(guard, settings))
+    app.include_router(console.router(settings))
     proxy.install(app, routes, guard, proxy.Signer(settings.internal_secret), clock)
     return app
 

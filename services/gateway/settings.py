@@ -51,6 +51,11 @@ class GatewaySettings(ServiceSettings):
     body_timeout_s: float = Field(default=30.0, gt=0)
     # origins allowed to call the API from a browser (CORS); empty: none
     cors_origins: list[str] = Field(default_factory=list)
+    # the console's live updates: a comment this often keeps an idle stream open
+    live_heartbeat_s: float = Field(default=15.0, gt=0)
+    # an online base map for the console's map (天地图), only with a key; without one the map
+    # draws the project's own data alone and no page request leaves the host
+    tianditu_key: str | None = None
 
     def secret_fields(self) -> tuple[str, ...]:
         return ("internal_secret", "jwt_secret")

@@ -119,11 +119,25 @@ async def _person(pool: asyncpg.Pool, pid: int) -> dict[str, Any]:
     return d
 
 
+# the 叫应 page opens on village cadres' phones: large type, one large button, nothing fetched
+PAGE_STYLE = (
+    "body{margin:0;font:18px/1.6 system-ui,'PingFang SC','Microsoft YaHei',"
+    "'WenQuanYi Micro Hei',sans-serif;color:#1a1a1a;background:#f4f5f7}"
+    "main{max-width:36rem;margin:0 auto;padding:1.25rem}"
+    "h1{font-size:1.5rem;margin:.5rem 0 1rem}"
+    ".notice{background:#fff;border-left:6px solid #b71c1c;padding:1rem;border-radius:4px}"
+    "button{display:block;width:100%;margin-top:1.5rem;padding:1rem;font-size:1.25rem;"
+    "color:#fff;background:#b71c1c;border:0;border-radius:6px;min-height:3rem}"
+    "button:focus-visible{outline:3px solid #0b57d0;outline-offset:3px}"
+)
+
+
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(
-        "<!doctype html><meta charset=utf-8>"
+        '<!doctype html><html lang="zh-CN"><head><meta charset=utf-8>'
         '<meta name=viewport content="width=device-width,initial-scale=1">'
-        f"<title>{html.escape(title)}</title><h1>{html.escape(title)}</h1>{body}",
+        f"<title>{html.escape(title)} · 前哨预警</title><style>{PAGE_STYLE}</style></head>"
+        f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>",
         status_code=status,
     )
 
@@ -265,7 +279,8 @@ def router() -> APIRouter:
             return _page("已确认", f"<p>{head}</p><p>您已确认收到。</p>")
         return _page(
             "确认收到预警",
-            f"<p>{head}</p><form method=post><button type=submit>确认收到</button></form>",
+            f'<p class="notice">{head}</p><p>请确认您已收到这条预警，并按要求组织防范。</p>'
+            "<form method=post><button type=submit>确认收到</button></form>",
         )
 
     @r.post("/confirm/{token}", response_class=HTMLResponse, include_in_schema=False)

@@ -3,8 +3,6 @@ broadcast lists."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -13,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from services.alerting.adapters.publications import decide, request_publication
+from shared import sheets
 from shared.errors import NotFound, PermissionDenied, ValidationFailed
 from shared.http import IdentityDep, RowId, needs
 from shared.identity import Identity
@@ -47,6 +46,46 @@ class ImportOut(BaseModel):
     received: int
     stored: int = Field(description="numbers added, or re-activated")
     refused: list[str] = Field(description="the first lines refused, with the reason")
+
+
+MAX_REFUSED = 200
+
+
+def resident_rows(
+    sheet: list[list[object]], identity: Identity
+) -> tuple[list[tuple[int, str, str, bool]], list[str], int]:
+    """The good rows of a residents sheet (row number, region, phone, drill), the first
+    ``MAX_REFUSED`` refused ones with their reason, and how many rows had content."""
+    rows: list[tuple[int, str, str, bool]] = []
+    refused: list[str] = []
+    received = 0
+    for n, rec in enumerate(sheet):
+        cells = [_cell(c) for c in rec]
+        if not any(cells) or (n == 0 and not cells[0].isdigit()):
+            continue
+        received += 1
+        region = cells[0]
+        phone = cells[1] if len(cells) > 1 else ""
+        drill = len(cells) > 2 and cells[2].lower() in ("1", "true", "yes", "drill", "是")
+        if len(region) != 12 or not region.isdigit():
+            reason = "region code is not 12 digits"
+        elif not phone.lstrip("+").isdigit() or not 5 <= len(phone.lstrip("+")) <= 20:
+            reason = "phone is not a number"
+        elif not identity.can_see_region(region):
+            reason = "region outside your scope"
+        else:
+            rows.append((n, region, phone, drill))
+            continue
+        if len(refused) < MAX_REFUSED:
+            refused.append(f"line {n + 1}: {reason}")
+    return rows, refused, received
+
+
+def _cell(value: object) -> str:
+    """A cell as text: a workbook's numbers (a phone typed as a number) without a fraction."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return "" if value is None else str(value).strip()
 
 
 def _pool(request: Request) -> asyncpg.Pool:
@@ -159,34 +198,17 @@ def router() -> APIRouter:
     async def import_residents(
         identity: Annotated[Identity, needs("recipients:write")], request: Request
     ) -> Any:
-        """Adds residents' numbers from CSV lines ``region_code,phone[,drill]`` (a header line
-        is skipped). Numbers already listed for a village are kept once; the last line about a
-        number wins. Lines outside the
-        caller's region, or malformed, are refused and counted."""
+        """Adds residents' numbers from a sheet of rows ``region_code, phone[, drill]``: CSV
+        (UTF-8 or GB 18030; without a Content-Type, CSV is assumed) or an Excel workbook (.xlsx,
+        its first sheet). A header row is skipped. Numbers already listed for a village are
+        kept once; the last row about a number wins. Rows outside the caller's region, or
+        malformed, are refused, each with its row number and reason."""
         raw = await request.body()
         if len(raw) > MAX_IMPORT_BYTES:
             raise ValidationFailed(f"at most {MAX_IMPORT_BYTES} bytes per import")
-        rows: list[tuple[int, str, str, bool]] = []
-        refused: list[str] = []
-        received = 0
-        for n, rec in enumerate(csv.reader(io.StringIO(raw.decode("utf-8", "replace")))):
-            if not rec or (n == 0 and not rec[0].strip().isdigit()):
-                continue
-            received += 1
-            region = rec[0].strip()
-            phone = rec[1].strip() if len(rec) > 1 else ""
-            drill = len(rec) > 2 and rec[2].strip().lower() in ("1", "true", "yes", "drill")
-            if len(region) != 12 or not region.isdigit():
-                reason = "region code is not 12 digits"
-            elif not phone.lstrip("+").isdigit() or not 5 <= len(phone.lstrip("+")) <= 20:
-                reason = "phone is not a number"
-            elif not identity.can_see_region(region):
-                reason = "region outside your scope"
-            else:
-                rows.append((n, region, phone, drill))
-                continue
-            if len(refused) < 20:
-                refused.append(f"line {n + 1}: {reason}")
+        content_type = request.headers.get("content-type", "")
+        fmt = sheets.format_of(content_type) if content_type else "csv"
+        rows, refused, received = resident_rows(sheets.read(raw, fmt), identity)
         async with _pool(request).acquire() as conn, conn.transaction():
             await conn.execute(
                 """CREATE TEMP TABLE resident_import

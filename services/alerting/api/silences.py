@@ -178,6 +178,20 @@ def router() -> APIRouter:
         )
         return dict(row.items()) if row is not None else None
 
+    @r.get("/maintenance", response_model=list[MaintenanceOut])
+    async def list_maintenance(
+        identity: Annotated[Identity, needs("silences:read")], request: Request
+    ) -> Any:
+        """Stations in maintenance now, the soonest to end first. Their regions are ingest's,
+        so, like starting one, this is for callers whose scope is every region."""
+        identity.require_region("")
+        rows = await _pool(request).fetch(
+            """SELECT station_id, starts_at, ends_at, author, reason FROM alerting.maintenance
+                WHERE ends_at > $1 ORDER BY ends_at, station_id""",
+            request.app.state.clock.now(),
+        )
+        return [dict(x.items()) for x in rows]
+
     @r.delete("/stations/{station_id}/maintenance", status_code=204)
     async def end_maintenance(
         station_id: str, identity: Annotated[Identity, needs("silences:write")], request: Request

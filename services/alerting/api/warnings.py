@@ -44,6 +44,8 @@ class WarningOut(BaseModel):
         default_factory=list, description="the divisions it covers (empty: its region_code)"
     )
     event_type: str | None = Field(default=None, description="GB/T 35965.1 event type")
+    area_desc: str | None = Field(default=None, description="its area in words (current version)")
+    headline: str | None = Field(default=None, description="the current version's headline")
     controlled_by: str | None = Field(
         default=None,
         description="the officer who decides it (risk events no longer issue its versions)",
@@ -116,9 +118,11 @@ _WARNING_SQL = """
 SELECT w.id, w.identifier, w.hazard, w.level, w.region_code, w.state, w.kind, w.status,
        w.version, w.created_at, w.updated_at, w.expires_at, w.closed_at, w.origin, w.areas,
        w.event_type, w.controlled_by,
-       coalesce((SELECT v.station_ids FROM alerting.warning_versions v
-                  WHERE v.warning_id = w.id ORDER BY v.version DESC LIMIT 1), '{}') AS station_ids
+       coalesce(cur.station_ids, '{}') AS station_ids, cur.area_desc, cur.headline
   FROM alerting.warnings w
+  LEFT JOIN LATERAL (SELECT v.station_ids, v.area_desc, v.headline
+                       FROM alerting.warning_versions v
+                      WHERE v.warning_id = w.id ORDER BY v.version DESC LIMIT 1) cur ON true
 """
 
 

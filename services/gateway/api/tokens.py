@@ -116,6 +116,28 @@ REVOKE_OPENAPI: dict[str, Any] = {
         },
     },
 }
+ME_OPENAPI: dict[str, Any] = {
+    "responses": {
+        "200": {
+            "description": "the caller's subject, roles, scopes and region",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["subject", "kind", "roles", "scopes", "region_prefix"],
+                        "properties": {
+                            "subject": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "roles": {"type": "array", "items": {"type": "string"}},
+                            "scopes": {"type": "array", "items": {"type": "string"}},
+                            "region_prefix": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        }
+    }
+}
 
 
 def router(guard: Guard, settings: GatewaySettings, clock: Clock) -> APIRouter:
@@ -169,5 +191,21 @@ def router(guard: Guard, settings: GatewaySettings, clock: Clock) -> APIRouter:
             return oauth_error(OAuthError("invalid_request", "token is required (form-encoded)"))
         await request.app.state.auth.revoke(token_value, clock.now())
         return JSONResponse({}, headers=NO_STORE)
+
+    @r.get("/me", openapi_extra=ME_OPENAPI)
+    async def who_am_i(request: Request) -> JSONResponse:
+        """The caller as the gateway sees them: what the console shows and offers follows it
+        (the services check every request again)."""
+        identity, _ = await guard.authenticate(request, signed_body=False)
+        return JSONResponse(
+            {
+                "subject": identity.subject,
+                "kind": identity.kind,
+                "roles": list(identity.roles),
+                "scopes": list(identity.scopes),
+                "region_prefix": identity.region_prefix,
+            },
+            headers=NO_STORE,
+        )
 
     return r

@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field
 
 from services.ingest.adapters import atlas as repo
 from services.ingest.adapters import health as health_repo
-from services.ingest.adapters import sheets
 from services.ingest.adapters.surroundings import area_geojson, surroundings
 from services.ingest.domain.atlas.area import Area, cap_polygon, feature_collection
 from services.ingest.domain.atlas.kpi import KpiGroupBy, online_monitoring
@@ -27,6 +26,7 @@ from services.ingest.domain.atlas.records import (
     template_headings,
 )
 from services.ingest.domain.atlas.registries import HAZARDS, REGISTRIES, Registry
+from shared import sheets
 from shared.errors import DependencyError, PermissionDenied, ValidationFailed
 from shared.http import PROBLEM, needs, problem
 from shared.identity import Identity

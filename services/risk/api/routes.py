@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
@@ -40,6 +41,14 @@ class StationRisk(BaseModel):
     last_seen: str | None
     hazards: dict[str, str]
     rules: list[RuleLevel]
+
+
+class StationLevel(BaseModel):
+    station_id: str
+    region_code: str
+    level: str = Field(description="the most severe level over its hazards")
+    hazards: dict[str, str]
+    no_data: bool
 
 
 class RegionCell(BaseModel):
@@ -138,8 +147,45 @@ def _is_constant(spec: Any) -> bool:
     return True
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """A jsonb value as a dict, whether or not the pool decodes jsonb."""
+    return dict(orjson.loads(value) if isinstance(value, str | bytes) else value)
+
+
 def router() -> APIRouter:
     r = APIRouter(prefix="/v1/risk")
+
+    @r.get("/stations", response_model=list[StationLevel])
+    async def list_station_levels(
+        identity: Annotated[Identity, needs("risk:read")],
+        request: Request,
+        region: str = Query(default="", pattern=r"^\d{0,12}$"),
+        limit: Annotated[int, Query(ge=1, le=20000)] = 5000,
+    ) -> list[StationLevel]:
+        """Every station's level per hazard in the caller's region (the map's stations by
+        level), most severe first."""
+        rows = await request.app.state.runtime.pool.fetch(
+            """SELECT r.station_id, min(r.region_code) AS region_code,
+                      jsonb_object_agg(r.hazard, r.lvl) AS hazards, max(r.lvl) AS lvl,
+                      coalesce(bool_or(st.silent), false) AS silent
+                 FROM (SELECT station_id, region_code, hazard, max(level) AS lvl
+                         FROM risk.rule_state WHERE region_code LIKE $1 || '%'
+                        GROUP BY station_id, region_code, hazard) r
+                 LEFT JOIN risk.station_state st USING (station_id)
+                GROUP BY r.station_id ORDER BY max(r.lvl) DESC, r.station_id LIMIT $2""",
+            identity.narrow(region),
+            limit,
+        )
+        return [
+            StationLevel(
+                station_id=x["station_id"],
+                region_code=x["region_code"],
+                level=Level(x["lvl"]).name,
+                hazards={h: Level(int(v)).name for h, v in _obj(x["hazards"]).items()},
+                no_data=x["silent"],
+            )
+            for x in rows
+        ]
 
     @r.get("/stations/{station_id}", response_model=StationRisk)
     async def get_station_risk(

@@ -7,7 +7,7 @@ holds the credit code, phone, division-code and GCJ-02 checks; ``area`` the warn
 shelter balance and GeoJSON; ``kpi`` the online-monitoring rate.
 
 Pure: no I/O. The adapter (``services.ingest.adapters.atlas``) stores what this returns; the
-sheet reader (``services.ingest.adapters.sheets``) hands rows of cells to ``parse_rows``.
+sheet reader (``shared.sheets``) hands rows of cells to ``parse_rows``.
 
 Positions are stored in WGS 84 (EPSG:4326). CGCS2000, the national frame, differs from WGS 84 by
 centimetres, less than any register's survey, and is taken as is. A source that flags its
