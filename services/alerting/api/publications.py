@@ -199,15 +199,16 @@ def router() -> APIRouter:
         identity: Annotated[Identity, needs("recipients:write")], request: Request
     ) -> Any:
         """Adds residents' numbers from a sheet of rows ``region_code, phone[, drill]``: CSV
-        (UTF-8 or GB 18030; without a Content-Type, CSV is assumed) or an Excel workbook (.xlsx,
-        its first sheet). A header row is skipped. Numbers already listed for a village are
+        (UTF-8 or GB 18030) or an Excel workbook (.xlsx, its first sheet; told by its media type
+        or its zip signature). A header row is skipped. Numbers already listed for a village are
         kept once; the last row about a number wins. Rows outside the caller's region, or
         malformed, are refused, each with its row number and reason."""
         raw = await request.body()
         if len(raw) > MAX_IMPORT_BYTES:
             raise ValidationFailed(f"at most {MAX_IMPORT_BYTES} bytes per import")
-        content_type = request.headers.get("content-type", "")
-        fmt = sheets.format_of(content_type) if content_type else "csv"
+        # a workbook is a zip archive, whatever media type a browser or proxy gave it
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        fmt: sheets.Format = "xlsx" if media == sheets.XLSX or raw[:4] == b"PK\x03\x04" else "csv"
         rows, refused, received = resident_rows(sheets.read(raw, fmt), identity)
         async with _pool(request).acquire() as conn, conn.transaction():
             await conn.execute(
