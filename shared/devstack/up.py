@@ -301,6 +301,10 @@ def up() -> int:
         print("\nQianshao is up.", flush=True)
         print(f"  gateway         http://127.0.0.1:{ports['gateway']}/api/v1/…", flush=True)
         print(
+            f"  duty console    http://127.0.0.1:{ports['gateway']}/console/  (sign in as admin)",
+            flush=True,
+        )
+        print(
             f"  fake providers  http://127.0.0.1:{ports['fake']}/  (messages received)", flush=True
         )
         print(f"  readings        stored in {storage}", flush=True)

@@ -43,6 +43,52 @@ STATION = {
         "thresholds": {"water_level": {"blue": 3.0, "yellow": 3.5, "orange": 4.0, "red": 4.5}}
     },
 }
+# two quiet neighbours, so the map has townships that stay uncoloured
+NEIGHBOURS = [
+    {
+        **STATION,
+        "id": "WL-JS-01",
+        "name": "景山水位站",
+        "region_code": "110101002001",
+        "lat": 39.925,
+        "lon": 116.396,
+    },
+    {
+        **STATION,
+        "id": "WL-JDK-01",
+        "name": "交道口水位站",
+        "region_code": "110101003001",
+        "lat": 39.938,
+        "lon": 116.409,
+    },
+]
+# the 一张图 around it: a shelter and a school
+ATLAS = [
+    (
+        "shelters",
+        "SH-DHM-01",
+        {
+            "name": "东华门广场避难场所",
+            "region_code": VILLAGE,
+            "lon": 116.399,
+            "lat": 39.913,
+            "capacity_persons": 800,
+            "is_open": "是",
+        },
+    ),
+    (
+        "targets",
+        "TG-DHM-01",
+        {
+            "name": "东华门小学",
+            "region_code": VILLAGE,
+            "lon": 116.407,
+            "lat": 39.917,
+            "target_type": "school",
+            "population": 620,
+        },
+    ),
+]
 # Chromium as the machine's closed network needs it: no background calls home
 ARGS = [
     "--no-sandbox",
@@ -64,6 +110,17 @@ async def browser() -> AsyncIterator[Browser]:
             yield b
         finally:
             await b.close()
+
+
+def reading(station_id: str, value: float) -> dict[str, Any]:
+    ts = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    return {
+        "station_id": station_id,
+        "metric": "water_level",
+        "unit": "m",
+        "ts": ts,
+        "value": value,
+    }
 
 
 class Recorder:
@@ -134,8 +191,23 @@ async def test_the_duty_console_in_chromium(stack, database, browser, shots):
     recorder = Recorder()
     async with httpx.AsyncClient(base_url=base, timeout=30) as c:
         admin = await login(c, "admin", stack.admin_password)
-        r = await c.post("/api/v1/ingest/stations", json=STATION, headers=admin)
-        assert r.status_code == 201, r.text
+        for station in (STATION, *NEIGHBOURS):
+            r = await c.post("/api/v1/ingest/stations", json=station, headers=admin)
+            assert r.status_code == 201, r.text
+        for kind, key, record in ATLAS:
+            r = await c.put(
+                f"/api/v1/ingest/atlas/registries/{kind}/records/{key}", json=record, headers=admin
+            )
+            assert r.status_code == 201, r.text
+        r = await c.post(
+            "/api/v1/ingest/readings",
+            json={
+                "source": "city-platform",
+                "readings": [reading(s["id"], 1.2) for s in NEIGHBOURS],
+            },
+            headers={"X-API-Key": stack.api_key},
+        )
+        assert r.status_code == 202, r.text
         r = await c.post(
             "/api/v1/alerts/persons",
             json={
@@ -170,18 +242,7 @@ async def test_the_duty_console_in_chromium(stack, database, browser, shots):
         # a red reading through the API: both pages turn without a reload
         r = await c.post(
             "/api/v1/ingest/readings",
-            json={
-                "source": "city-platform",
-                "readings": [
-                    {
-                        "station_id": STATION["id"],
-                        "metric": "water_level",
-                        "unit": "m",
-                        "ts": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
-                        "value": 4.9,
-                    }
-                ],
-            },
+            json={"source": "city-platform", "readings": [reading(STATION["id"], 4.9)]},
             headers={"X-API-Key": stack.api_key},
         )
         assert r.status_code == 202, r.text
@@ -189,6 +250,10 @@ async def test_the_duty_console_in_chromium(stack, database, browser, shots):
         await expect(row.locator(".level-red")).to_be_visible(timeout=30_000)
         await expect(map_page.locator("path.station-marker.level-red")).to_have_count(1)
         await expect(map_page.locator(".townships")).to_contain_text("东华门街道")
+        await expect(map_page.locator(".townships li")).to_have_count(3)
+        await expect(map_page.locator("path.station-marker")).to_have_count(3)
+        await expect(map_page.locator("path.atlas-shelters")).to_have_count(1)
+        await expect(map_page.locator("path.atlas-targets")).to_have_count(1)
         await expect(map_page.locator(".place-label").first).to_contain_text("东华门街道")
         warning_row = list_page.locator("table.warnings tbody tr[data-warning]")
         await expect(warning_row).to_have_count(1, timeout=30_000)

@@ -20,6 +20,8 @@ class BoardTask(BaseModel):
     warning_id: str
     version: int
     level: int
+    hazard: str
+    area_desc: str | None = Field(description="the warning's area in words")
     person_id: int
     name: str
     role: str
@@ -54,9 +56,12 @@ def router() -> APIRouter:
         rows = await pool.fetch(
             """SELECT t.id, t.warning_id, t.version, t.level, t.person_id, p.name, p.role,
                       p.phone, t.region_code, rpad(left(t.region_code, 9), 12, '0') AS township,
-                      t.created_at, t.confirmed_at, t.confirmed_via, t.voice_at, t.escalated_at
+                      t.created_at, t.confirmed_at, t.confirmed_via, t.voice_at, t.escalated_at,
+                      w.hazard, v.area_desc
                  FROM alerting.confirm_tasks t
                  JOIN alerting.warnings w ON w.id = t.warning_id AND w.version = t.version
+                 JOIN alerting.warning_versions v
+                   ON v.warning_id = t.warning_id AND v.version = t.version
                  JOIN alerting.persons p ON p.id = t.person_id
                 WHERE w.state = ANY($3::text[]) AND t.region_code LIKE $1 || '%'
                   AND ($2::text IS NULL OR t.warning_id = $2)

@@ -5,6 +5,7 @@ changed, and the console fetches them through the API as it would after a reload
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -44,7 +45,12 @@ def router(guard: Guard, settings: GatewaySettings) -> APIRouter:
 
         async def stream() -> AsyncIterator[bytes]:
             async with hub.subscribe(identity.region_prefix) as sub:
-                yield b"retry: 3000\nevent: hello\ndata: {}\n\n"
+                # hello: from here on every change is heard (a gateway just started may still
+                # be connecting its listener; a stream waits a little for it)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(hub.listening.wait(), 5.0)
+                hello = b'{"listening": %s}' % (b"true" if hub.listening.is_set() else b"false")
+                yield b"retry: 3000\nevent: hello\ndata: " + hello + b"\n\n"
                 n = 0
                 while (left := ends - time.monotonic()) > 0:
                     try:

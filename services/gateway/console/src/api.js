@@ -187,6 +187,8 @@ async function readStream(signal) {
   }
 }
 
+let opened = 0
+
 function dispatch(block) {
   let event = 'message'
   const data = []
@@ -194,8 +196,15 @@ function dispatch(block) {
     if (line.startsWith('event:')) event = line.slice(6).trim()
     else if (line.startsWith('data:')) data.push(line.slice(5).trimStart())
   }
-  if (event !== 'change') return
-  const change = JSON.parse(data.join('\n'))
+  if (event === 'hello') {
+    // a stream opened again may have missed changes meanwhile: every page loads afresh
+    if (opened++ > 0) notify({ kind: 'resync', warnings: [] })
+  } else if (event === 'change') {
+    notify(JSON.parse(data.join('\n')))
+  }
+}
+
+function notify(change) {
   live.lastChange = { ...change, at: new Date() }
   for (const fn of listeners) fn(change)
 }
