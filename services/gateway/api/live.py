@@ -18,6 +18,7 @@ from services.gateway.domain.live import heartbeat
 from services.gateway.settings import GatewaySettings
 
 EVENTS_OPENAPI = {
+    "security": [{"operator": ["warnings:read"]}],
     "responses": {
         "200": {
             "description": "a stream of `change` events (`{kind, warnings, more}`) and keep-alive "

@@ -117,6 +117,7 @@ REVOKE_OPENAPI: dict[str, Any] = {
     },
 }
 ME_OPENAPI: dict[str, Any] = {
+    "security": [{"operator": []}, {"apiKey": []}, {"signedRequest": []}],
     "responses": {
         "200": {
             "description": "the caller's subject, roles, scopes and region",
