@@ -274,6 +274,25 @@ async def test_red_warning_sms_receipts_confirmations_voice_and_escalation(
             assert (row["required"], row["confirmed"], row["rate"]) == (3, 3, 1.0)
             assert row["median_seconds"] == 120.0  # A at 0 s, B at 120 s, T at 1,820 s
 
+            # the 叫应 board: everyone asked in the township, each with when they confirmed and
+            # how; the township officer's voice call and escalation, and both due times from
+            # when they were asked
+            board = (await http.get("/v1/confirmations/board", headers=admin(clock))).json()
+            assert {t["person_id"]: t["confirmed_via"] for t in board} == {
+                ids["A"]: "sms",
+                ids["B"]: "api",
+                ids["T"]: "link",
+            }
+            assert {t["township_name"] for t in board} == {"东城区东华门街道"}
+            (late,) = [t for t in board if t["person_id"] == ids["T"]]
+            assert late["voice_at"] is not None
+            assert late["escalated_at"] is not None
+            asked = datetime.fromisoformat(late["created_at"])
+            assert datetime.fromisoformat(late["voice_due_at"]) == asked + timedelta(seconds=600)
+            assert datetime.fromisoformat(late["escalate_due_at"]) == asked + timedelta(
+                seconds=1800
+            )
+
             vias = await app.state.runtime.pool.fetch(
                 "SELECT confirmed_via FROM alerting.confirm_tasks ORDER BY person_id"
             )
