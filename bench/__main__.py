@@ -32,6 +32,7 @@ from bench import (
     fieldproto,
     gateway,
     ingest,
+    live,
     push,
     risk,
     scaleout,
@@ -58,6 +59,7 @@ BENCHES: dict[str, Bench] = {
     "fieldproto": lambda pg, b: fieldproto.run(),
     "atlas": lambda pg, b: atlas.run(pg.dsn),
     "burst": lambda pg, b: burst.run(pg.dsn, b.bootstrap),
+    "live": lambda pg, b: live.run(pg.dsn),
 }
 
 
