@@ -39,17 +39,19 @@ async def _round(pool: asyncpg.Pool, tag: str) -> dict[str, float]:
     ids = [f"{tag}-{i:06d}" for i in range(WARNINGS)]
     for start in range(0, WARNINGS, BATCH):
         batch = ids[start : start + BATCH]
-        regions = [f"511112{100 + i % 20:03d}{i % 7:03d}" for i in range(start, start + len(batch))]
+        # one open warning per (hazard, region): a region per warning, a hazard per round
+        regions = [f"5111{i:08d}" for i in range(start, start + len(batch))]
         async with pool.acquire() as conn:
             t = time.perf_counter()
             async with conn.transaction():
                 await conn.execute(
                     """INSERT INTO alerting.warnings (id, hazard, region_code, level, state,
                                                       identifier)
-                       SELECT w, 'rainstorm', r, 4, 'issued', w
+                       SELECT w, $3, r, 4, 'issued', w
                          FROM unnest($1::text[], $2::text[]) AS u(w, r)""",
                     batch,
                     regions,
+                    f"rainstorm-{tag}",
                 )
             spent["insert warnings"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -140,5 +142,5 @@ async def _run(admin_dsn: str) -> dict[str, float]:
     return out
 
 
-def run(admin_dsn: str) -> dict[str, float]:
-    return asyncio.run(_run(admin_dsn))
+async def run(admin_dsn: str) -> dict[str, float]:
+    return await _run(admin_dsn)
