@@ -26,7 +26,7 @@ EVENTS_OPENAPI = {
             "(refetch everything: changes may have been missed)",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         }
-    }
+    },
 }
 
 

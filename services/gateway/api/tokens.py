@@ -137,7 +137,7 @@ ME_OPENAPI: dict[str, Any] = {
                 }
             },
         }
-    }
+    },
 }
 
 
